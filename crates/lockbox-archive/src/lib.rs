@@ -1,0 +1,1 @@
+//! Directory <-> archive stream with per-block zstd compression.

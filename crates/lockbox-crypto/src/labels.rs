@@ -1,0 +1,32 @@
+//! Every HKDF `info` label lockbox uses. Labels are versioned (`lockbox/v1/...`) and distinct,
+//! so no two derivations can ever produce the same key. A new format version gets new labels.
+
+/// Per-backup key: `HKDF-SHA256(ikm = K, salt = backup_id, info = BACKUP)`.
+pub const BACKUP: &[u8] = b"lockbox/v1/backup";
+/// Expanded from the per-backup key: the AES-256-GCM key that seals the chunks.
+pub const PAYLOAD: &[u8] = b"lockbox/v1/payload";
+/// Expanded from the per-backup key: the HMAC-SHA256 key that authenticates the header.
+pub const HEADER_MAC: &[u8] = b"lockbox/v1/header-mac";
+/// Expanded from the per-backup key: the key-check value stored in the header, which lets a
+/// decoder say "wrong key" rather than "corrupt data".
+pub const KEY_CHECK: &[u8] = b"lockbox/v1/key-check";
+/// Expanded from the per-backup key: the short tag that marks each chunk as this backup's.
+pub const CHUNK_TAG: &[u8] = b"lockbox/v1/chunk-tag";
+/// Vault path: `wrap_key = HKDF-SHA256(ikm = OPAQUE export_key, info = WRAP)`.
+pub const WRAP: &[u8] = b"lockbox/v1/wrap";
+
+/// All labels, for the test that proves they are distinct.
+pub const ALL: &[&[u8]] = &[BACKUP, PAYLOAD, HEADER_MAC, KEY_CHECK, CHUNK_TAG, WRAP];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_are_distinct_and_versioned() {
+        for (i, a) in super::ALL.iter().enumerate() {
+            assert!(a.starts_with(b"lockbox/v1/"));
+            for b in &super::ALL[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}

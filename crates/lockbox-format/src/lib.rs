@@ -1,0 +1,1 @@
+//! The lockbox backup stream: sans-IO encoder/decoder and Read/Write adapters.

@@ -1,0 +1,1 @@
+//! Sealer trait: software sealer and PKCS#11 sealer.

@@ -1,0 +1,1 @@
+//! Sans-IO Backup Key Vault state machine: OPAQUE server, guess limits, records.
