@@ -1,0 +1,29 @@
+//! Wire messages of lockbox: the vault's protobuf/gRPC protocol ([`pb`]) and the HPKE
+//! envelopes ([`envelope`]) that carry every client request end to end to a vault partition.
+//!
+//! Does: define versioned messages, size limits, and seal/open requests and responses.
+//! Does not: decide anything about records or passwords (that is `lockbox-vault-core`), or do
+//! network I/O (tonic does, in the vault and gateway crates).
+//! Trusts: the partition public key it is handed (the client pins it through a signed fleet
+//! manifest), the `hpke` crate (RFC 9180) and aws-lc-rs for AES-256-GCM.
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+
+/// Generated protobuf and gRPC code for `lockbox.vault.v1`.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod pb {
+    tonic::include_proto!("lockbox.vault.v1");
+}
+
+/// Wire-format version carried in every [`pb::SealedRequest`].
+pub const WIRE_VERSION: u32 = 1;
+/// Largest encoded message either side accepts; larger ones are refused before parsing.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Largest account id, in bytes.
+pub const MAX_ACCOUNT_BYTES: usize = 64;
