@@ -1,1 +1,32 @@
-//! Directory <-> archive stream with per-block zstd compression.
+//! Directory ⇄ byte stream for lockbox backups: the plaintext that `lockbox-format` encrypts.
+//!
+//! Does: walk a directory depth-first (never following symlinks) and write directories,
+//! regular files and symlinks with their permission bits and mtimes into a small versioned
+//! framing (magic + version, entries, explicit end record; see `docs/archive.md`). File data is
+//! cut into blocks, each stored raw or zstd-compressed, whichever is worth it. Restores such a
+//! stream atomically into a fresh directory: a failed or truncated restore leaves nothing that
+//! looks complete.
+//!
+//! Does not: encrypt or authenticate (the surrounding `lockbox-format` stream does), store
+//! owners, xattrs, ACLs, hard-link identity, special files, or the root directory's own metadata.
+//!
+//! Trusts: nothing about the input stream. [`ArchiveReader`] rejects unsafe paths, entries out of
+//! depth-first order (hence duplicates), entries whose parent is not a directory of the same
+//! archive, oversized blocks, and file data that does not add up to the declared size; its
+//! memory is bounded by [`MAX_BLOCK_SIZE`]. `restore` creates every file with `create_new` and
+//! checks each parent is a directory it created itself, so nothing outside the destination can
+//! be reached through a symlink. It trusts the local filesystem and the `zstd` library.
+#![forbid(unsafe_code)]
+
+mod error;
+mod format;
+mod reader;
+mod restore;
+mod walk;
+mod writer;
+
+pub use error::ArchiveError;
+pub use format::{MAGIC, MAX_BLOCK_SIZE, MAX_PATH_LEN, Mtime, VERSION, validate_path};
+pub use reader::{ArchiveReader, Entry, EntryKind};
+pub use restore::restore;
+pub use writer::{ArchiveStats, WriteOptions, scan_size, write_dir};

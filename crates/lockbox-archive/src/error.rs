@@ -1,0 +1,63 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while writing, reading or restoring an archive.
+///
+/// Grouped by fault: the input stream ([`ArchiveError::Input`]), the output stream
+/// ([`ArchiveError::Output`]), the local filesystem ([`ArchiveError::Io`] and friends), and the
+/// archive's content ([`ArchiveError::Malformed`], [`ArchiveError::UnsafePath`], ...).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// The reader the archive comes from failed; the original error is kept unchanged so a
+    /// caller can inspect its kind or `get_ref()` (for example a decryption failure).
+    #[error("reading the archive stream failed: {0}")]
+    Input(#[source] io::Error),
+    /// The writer the archive goes to failed; the original error is kept unchanged.
+    #[error("writing the archive stream failed: {0}")]
+    Output(#[source] io::Error),
+    /// A local filesystem operation failed.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// The stream does not start with the archive magic.
+    #[error("not a lockbox archive (bad magic)")]
+    NotAnArchive,
+    /// The archive was written by a newer, unknown format version.
+    #[error("unsupported archive version {0}")]
+    UnsupportedVersion(u8),
+    /// The stream ended before the end-of-archive record.
+    #[error("archive is truncated (no end-of-archive record)")]
+    Truncated,
+    /// The archive violates the format.
+    #[error("malformed archive: {0}")]
+    Malformed(String),
+    /// An entry path is absolute, empty, has `.`/`..`/empty components, a NUL, or is too long.
+    #[error("unsafe path in archive: {0:?}")]
+    UnsafePath(String),
+    /// The restore destination exists and is not an empty directory.
+    #[error("{}: destination exists and is not an empty directory", .0.display())]
+    DestinationNotEmpty(PathBuf),
+    /// The directory to archive is not a directory (symlinks are not followed).
+    #[error("{}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// A path in the tree to archive cannot be stored (too long).
+    #[error("{}: path too long to archive", .0.display())]
+    PathTooLong(PathBuf),
+    /// A file shrank while it was being archived.
+    #[error("{}: file changed while being archived", .0.display())]
+    FileChanged(PathBuf),
+    /// [`crate::WriteOptions`] are out of range.
+    #[error("invalid archive options: {0}")]
+    InvalidOptions(&'static str),
+}
+
+impl ArchiveError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| ArchiveError::Io { path, source }
+    }
+
+    pub(crate) fn malformed(msg: impl Into<String>) -> Self {
+        ArchiveError::Malformed(msg.into())
+    }
+}

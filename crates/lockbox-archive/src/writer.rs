@@ -1,0 +1,331 @@
+//! `write_dir` and `scan_size`: turn a directory tree into an archive stream.
+
+use std::fs::{File, Metadata};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::ArchiveError;
+use crate::format::{
+    BLOCK_END, BLOCK_RAW, BLOCK_ZSTD, MAGIC, MAX_BLOCK_SIZE, MAX_PATH_LEN, MODE_MASK, Mtime,
+    TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, VERSION, encode_bytes, encode_common,
+};
+use crate::walk::{Node, Walker};
+
+/// Extensions of already-compressed formats: their blocks are stored without trying zstd.
+const MEDIA_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "png", "gif", "webp", "heic", "heif", "avif", "mp4", "m4v", "mov", "mkv",
+    "webm", "avi", "m4a", "mp3", "aac", "opus", "ogg", "oga", "flac", "zip", "gz", "tgz", "bz2",
+    "xz", "zst", "7z", "rar", "br", "lz4", "jxl", "pdf", "docx", "xlsx", "pptx", "apk", "jar",
+];
+/// A compressed block is kept only if it is at most this percentage of the input.
+const KEEP_PERCENT: usize = 97;
+/// Blocks at the start of a file that may fail to compress before we stop trying.
+const PROBE_BLOCKS: u32 = 2;
+
+/// How [`write_dir`] encodes file data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// zstd level (1..=19 sensible; default 3).
+    pub compression_level: i32,
+    /// Uncompressed bytes per block, 1..=[`MAX_BLOCK_SIZE`] (default 256 KiB).
+    pub block_size: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            compression_level: 3,
+            block_size: 256 * 1024,
+        }
+    }
+}
+
+/// Counters of one archive or restore run.
+///
+/// `write_dir`: `bytes_in` = file bytes read, `bytes_out` = archive bytes written.
+/// `restore`: `bytes_in` = archive bytes read, `bytes_out` = file bytes written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Objects that were not archived (fifos, sockets, devices).
+    pub skipped: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Total size of the regular files below `root` (symlinks not followed), for a progress bar.
+pub fn scan_size(root: &Path) -> Result<u64, ArchiveError> {
+    let mut walker = Walker::new(root)?;
+    let mut total = 0u64;
+    while let Some(node) = walker.next_node()? {
+        if node.meta.is_file() {
+            total = total.saturating_add(node.meta.len());
+        }
+    }
+    Ok(total)
+}
+
+/// Archive the tree below `root` into `out`, returning `out` and the counters. `progress` is
+/// called with the number of file bytes read so far. Symlinks are stored, never followed; other
+/// special files are skipped with a warning. `root`'s own metadata is not stored.
+pub fn write_dir<W: Write>(
+    root: &Path,
+    out: W,
+    opts: &WriteOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(W, ArchiveStats), ArchiveError> {
+    if opts.block_size == 0 || opts.block_size > MAX_BLOCK_SIZE {
+        return Err(ArchiveError::InvalidOptions(
+            "block size must be 1 byte to 1 MiB",
+        ));
+    }
+    let compressor = zstd::bulk::Compressor::new(opts.compression_level)
+        .map_err(|_| ArchiveError::InvalidOptions("unsupported zstd compression level"))?;
+    let mut walker = Walker::new(root)?;
+    let mut w = Encoder::new(out, opts.block_size, compressor);
+    let mut header = MAGIC.to_vec();
+    header.push(VERSION);
+    w.emit(&mut header)?;
+    while let Some(node) = walker.next_node()? {
+        w.entry(&node, progress)?;
+    }
+    w.emit(&mut vec![TAG_END])?;
+    w.out.flush().map_err(ArchiveError::Output)?;
+    Ok((w.out, w.stats))
+}
+
+struct Encoder<W> {
+    out: W,
+    stats: ArchiveStats,
+    block_size: usize,
+    compressor: zstd::bulk::Compressor<'static>,
+    frame: Vec<u8>,
+    input: Vec<u8>,
+    packed: Vec<u8>,
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(out: W, block_size: usize, compressor: zstd::bulk::Compressor<'static>) -> Self {
+        Encoder {
+            out,
+            stats: ArchiveStats::default(),
+            block_size,
+            compressor,
+            frame: Vec::new(),
+            input: vec![0; block_size],
+            packed: Vec::with_capacity(block_size),
+        }
+    }
+
+    fn emit(&mut self, bytes: &mut Vec<u8>) -> Result<(), ArchiveError> {
+        self.out.write_all(bytes).map_err(ArchiveError::Output)?;
+        self.stats.bytes_out += bytes.len() as u64;
+        bytes.clear();
+        Ok(())
+    }
+
+    fn entry(&mut self, node: &Node, progress: &mut dyn FnMut(u64)) -> Result<(), ArchiveError> {
+        let ft = node.meta.file_type();
+        let mut frame = std::mem::take(&mut self.frame);
+        if ft.is_dir() {
+            encode_common(
+                &mut frame,
+                TAG_DIR,
+                &node.rel,
+                mode(&node.meta),
+                mtime(&node.meta),
+            );
+            self.stats.dirs += 1;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&node.full).map_err(ArchiveError::io(&node.full))?;
+            let target = target.as_os_str().as_bytes();
+            if target.len() > MAX_PATH_LEN {
+                return Err(ArchiveError::PathTooLong(node.full.clone()));
+            }
+            encode_common(&mut frame, TAG_SYMLINK, &node.rel, 0o777, mtime(&node.meta));
+            encode_bytes(&mut frame, target);
+            self.stats.symlinks += 1;
+        } else if ft.is_file() {
+            // Open before writing the header so an unreadable file fails with its path.
+            let file = File::open(&node.full).map_err(ArchiveError::io(&node.full))?;
+            encode_common(
+                &mut frame,
+                TAG_FILE,
+                &node.rel,
+                mode(&node.meta),
+                mtime(&node.meta),
+            );
+            frame.extend_from_slice(&node.meta.len().to_be_bytes());
+            self.emit(&mut frame)?;
+            self.frame = frame;
+            self.stats.files += 1;
+            return self.file_data(node, file, progress);
+        } else {
+            tracing::warn!(path = %node.full.display(), "skipping special file (not archived)");
+            self.stats.skipped += 1;
+        }
+        self.emit(&mut frame)?;
+        self.frame = frame;
+        Ok(())
+    }
+
+    fn file_data(
+        &mut self,
+        node: &Node,
+        file: File,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ArchiveError> {
+        let mut remaining = node.meta.len();
+        let mut reader = file.take(remaining);
+        let mut policy = CompressPolicy::for_path(&node.full);
+        while remaining > 0 {
+            let want =
+                usize::try_from(remaining).map_or(self.block_size, |r| r.min(self.block_size));
+            let got = read_full(&mut reader, &mut self.input[..want])
+                .map_err(ArchiveError::io(&node.full))?;
+            if got < want {
+                return Err(ArchiveError::FileChanged(node.full.clone()));
+            }
+            remaining -= got as u64;
+            self.block(got, &mut policy)?;
+            self.stats.bytes_in += got as u64;
+            progress(self.stats.bytes_in);
+        }
+        self.emit(&mut vec![BLOCK_END])
+    }
+
+    fn block(&mut self, len: usize, policy: &mut CompressPolicy) -> Result<(), ArchiveError> {
+        let compressed = policy.should_try() && self.try_compress(len);
+        policy.record(compressed);
+        let mut frame = std::mem::take(&mut self.frame);
+        let raw_len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+        if compressed {
+            frame.push(BLOCK_ZSTD);
+            frame.extend_from_slice(&raw_len);
+            frame.extend_from_slice(
+                &u32::try_from(self.packed.len())
+                    .unwrap_or(u32::MAX)
+                    .to_be_bytes(),
+            );
+            frame.extend_from_slice(&self.packed);
+        } else {
+            frame.push(BLOCK_RAW);
+            frame.extend_from_slice(&raw_len);
+            frame.extend_from_slice(&self.input[..len]);
+        }
+        let result = self.emit(&mut frame);
+        self.frame = frame;
+        result
+    }
+
+    /// Compress into a buffer capped at the size worth keeping: too big fails, so we store raw.
+    fn try_compress(&mut self, len: usize) -> bool {
+        let limit = len * KEEP_PERCENT / 100;
+        self.packed.clear();
+        self.packed.reserve_exact(limit);
+        let mut out = std::mem::take(&mut self.packed);
+        let ok = self
+            .compressor
+            .compress_to_buffer(&self.input[..len], &mut out)
+            .is_ok()
+            && !out.is_empty()
+            && out.len() <= limit;
+        self.packed = out;
+        ok
+    }
+}
+
+/// Per-file decision whether to try zstd on the next block.
+#[derive(Debug)]
+struct CompressPolicy {
+    enabled: bool,
+    blocks: u32,
+    failures: u32,
+}
+
+impl CompressPolicy {
+    fn for_path(path: &Path) -> Self {
+        let media = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| MEDIA_EXTENSIONS.iter().any(|m| m.eq_ignore_ascii_case(e)));
+        CompressPolicy {
+            enabled: !media,
+            blocks: 0,
+            failures: 0,
+        }
+    }
+
+    fn should_try(&self) -> bool {
+        self.enabled && self.failures < PROBE_BLOCKS
+    }
+
+    fn record(&mut self, compressed: bool) {
+        if self.blocks < PROBE_BLOCKS && !compressed {
+            self.failures += 1;
+        }
+        self.blocks = self.blocks.saturating_add(1);
+    }
+}
+
+fn read_full(reader: &mut impl Read, mut buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut total = 0;
+    while !buf.is_empty() {
+        match reader.read(buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n;
+                buf = &mut buf[n..];
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+fn mode(meta: &Metadata) -> u32 {
+    meta.permissions().mode() & MODE_MASK
+}
+
+fn mtime(meta: &Metadata) -> Mtime {
+    let nanos = u32::try_from(meta.mtime_nsec())
+        .unwrap_or(0)
+        .min(999_999_999);
+    Mtime {
+        secs: meta.mtime(),
+        nanos,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_skips_media_and_gives_up_after_two_failures() {
+        assert!(!CompressPolicy::for_path(Path::new("a/b.JPG")).should_try());
+        assert!(CompressPolicy::for_path(Path::new("a/b.txt")).should_try());
+
+        let mut p = CompressPolicy::for_path(Path::new("x.bin"));
+        p.record(false);
+        assert!(p.should_try());
+        p.record(false);
+        assert!(!p.should_try());
+
+        let mut p = CompressPolicy::for_path(Path::new("x.bin"));
+        p.record(true);
+        p.record(false);
+        for _ in 0..5 {
+            p.record(false);
+        }
+        assert!(
+            p.should_try(),
+            "failures after the first two blocks do not stop compression"
+        );
+    }
+}
