@@ -1,1 +1,37 @@
-//! Backups in object storage (local folder, S3, GCS, Azure) via object_store.
+//! Backups in object storage: a local folder (`file:///abs/path`), S3 (`s3://bucket/prefix`,
+//! default feature `aws`), Google Cloud Storage (`gs://bucket/prefix`, feature `gcs`) and
+//! Azure Blob Storage (`az://container/prefix`, feature `azure`), through `object_store`.
+//!
+//! What it does:
+//! * names backups `{prefix}/lockbox-{created_unix_ms:013}-{id}.lbx` ([`BackupName`]) and
+//!   lists, finds (by id prefix), deletes and prunes them ([`Store`]);
+//! * uploads a backup from a blocking `io::Write` ([`UploadWriter`]) as a streaming multipart
+//!   upload with bounded memory, aborting it on any error or drop so that a failed upload
+//!   never lists as a backup; downloads through a blocking `io::Read` ([`DownloadReader`]);
+//! * retries transient failures (see [`StoreOptions`] for the policy) and classifies errors by
+//!   fault ([`StoreError`], [`StoreError::is_transient`]).
+//!
+//! What it does not do: it never sees keys or plaintext. The bytes it stores are already
+//! encrypted and authenticated by `lockbox-format`; integrity, truncation and swapping are
+//! checked there, not here (a size check on download only catches gross failures early).
+//!
+//! What it trusts: the storage for availability only. Object names and listings come from
+//! the storage and are parsed strictly; anything else under the prefix is ignored.
+//! Credentials come from the provider's standard environment variables or explicit options
+//! and are never put in URLs, errors or logs.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod download;
+mod error;
+mod name;
+mod options;
+mod store;
+mod upload;
+
+pub use download::DownloadReader;
+pub use error::StoreError;
+pub use name::{BackupName, ID_LEN, MAX_CREATED_UNIX_MS};
+pub use options::{MAX_PART_SIZE, MIN_PART_SIZE, StoreOptions};
+pub use store::{BackupInfo, Store};
+pub use upload::UploadWriter;

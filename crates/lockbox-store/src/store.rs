@@ -1,0 +1,207 @@
+//! [`Store`]: list, find, delete and prune backups; entry points for transfers.
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::backend::Backend;
+use crate::name::{normalize_id_prefix, prune_count};
+use crate::{BackupName, StoreError, StoreOptions};
+
+/// One finished backup as listed by the storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    pub name: BackupName,
+    /// Size of the stored (encrypted) object in bytes.
+    pub size: u64,
+    /// When the storage last wrote the object (set by the storage, not by lockbox). Its
+    /// precision depends on the source: S3 listings give milliseconds, the HEAD behind
+    /// [`crate::UploadWriter::finish`] gives seconds.
+    pub last_modified: DateTime<Utc>,
+    /// Full object key inside the bucket / folder.
+    pub location: Path,
+}
+
+/// Transfer sizing kept from [`StoreOptions`] (the provider options are not kept).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transfer {
+    pub(crate) part_size: usize,
+    pub(crate) max_parts_in_flight: usize,
+}
+
+/// Backups in one storage location (`file:///…`, `s3://bucket/prefix`, `gs://…`, `az://…`).
+#[derive(Debug, Clone)]
+pub struct Store {
+    url: String,
+    backend: Backend,
+    transfer: Transfer,
+}
+
+impl Store {
+    /// Opens `url` with [`StoreOptions::default`] (provider settings from the environment).
+    /// Nothing is contacted yet.
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, StoreOptions::default())
+    }
+
+    /// Opens `url` with explicit provider options (object_store config keys such as
+    /// `aws_endpoint`, `aws_access_key_id`), applied over the environment.
+    pub fn open_with_options(url: &str, options: &[(String, String)]) -> Result<Store, StoreError> {
+        Store::open_with(
+            url,
+            StoreOptions {
+                provider_options: options.to_vec(),
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens `url` with full control over transfer sizes, retries and provider options.
+    pub fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        let backend = Backend::build(url, &options)?;
+        Ok(Store {
+            url: url.to_owned(),
+            backend,
+            transfer: Transfer {
+                part_size: options.part_size,
+                max_parts_in_flight: options.max_parts_in_flight,
+            },
+        })
+    }
+
+    /// The storage URL as given to `open`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Finished backups, oldest first by `(created_unix_ms, id)`. Objects whose names do not
+    /// parse strictly (other files, staging files, unfinished uploads) are ignored.
+    pub async fn list(&self) -> Result<Vec<BackupInfo>, StoreError> {
+        let store = self.backend.existing(&self.url)?;
+        let prefix = self.backend.prefix();
+        let listing = store
+            .list_with_delimiter(non_empty(&prefix))
+            .await
+            .map_err(|e| self.list_error(e))?;
+        let mut backups: Vec<BackupInfo> = listing
+            .objects
+            .into_iter()
+            .filter_map(|meta| backup_info(&prefix, meta))
+            .collect();
+        backups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(backups)
+    }
+
+    /// The newest backup, if any.
+    pub async fn latest(&self) -> Result<Option<BackupInfo>, StoreError> {
+        Ok(self.list().await?.pop())
+    }
+
+    /// The one backup whose 16-hex id starts with `id_prefix` (case-insensitive).
+    pub async fn find(&self, id_prefix: &str) -> Result<BackupInfo, StoreError> {
+        let prefix = normalize_id_prefix(id_prefix)?;
+        let mut matches: Vec<BackupInfo> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|b| b.name.id.starts_with(&prefix))
+            .collect();
+        match matches.len() {
+            0 => Err(StoreError::NotFound {
+                url: self.url.clone(),
+                what: format!("backup with id prefix `{prefix}`"),
+            }),
+            1 => Ok(matches.remove(0)),
+            _ => Err(StoreError::Ambiguous {
+                url: self.url.clone(),
+                prefix,
+                matches: matches.iter().map(|b| b.name.file_name()).collect(),
+            }),
+        }
+    }
+
+    /// Deletes one backup. Refuses a `BackupInfo` whose location is not the object key its
+    /// name maps to in this store (so a hand-made `BackupInfo` cannot delete other objects).
+    pub async fn delete(&self, info: &BackupInfo) -> Result<(), StoreError> {
+        self.check_location(info)?;
+        let store = self.backend.existing(&self.url)?;
+        store
+            .delete(&info.location)
+            .await
+            .map_err(|e| self.error(format!("deleting {}", info.location), e))
+    }
+
+    /// Deletes all but the newest `keep_last` backups, oldest first; returns the deleted.
+    /// `keep_last == 0` is refused. Stops at the first failed delete.
+    pub async fn prune(&self, keep_last: usize) -> Result<Vec<BackupInfo>, StoreError> {
+        if keep_last == 0 {
+            return Err(StoreError::PruneWouldDeleteAll {
+                url: self.url.clone(),
+            });
+        }
+        let mut backups = self.list().await?;
+        backups.truncate(prune_count(backups.len(), keep_last));
+        for backup in &backups {
+            self.delete(backup).await?;
+        }
+        Ok(backups)
+    }
+
+    /// Object key of the backup called `name` in this store.
+    pub fn location_of(&self, name: &BackupName) -> Result<Path, StoreError> {
+        name.validate()?;
+        Ok(self.backend.prefix().join(name.file_name()))
+    }
+
+    pub(crate) fn check_location(&self, info: &BackupInfo) -> Result<(), StoreError> {
+        if info.location != self.location_of(&info.name)? {
+            return Err(StoreError::InvalidName {
+                reason: format!(
+                    "{} is not the location of backup {} in {}",
+                    info.location, info.name, self.url
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub(crate) fn transfer(&self) -> Transfer {
+        self.transfer
+    }
+
+    pub(crate) fn error(&self, operation: String, e: object_store::Error) -> StoreError {
+        StoreError::from_object_store(&self.url, operation, e)
+    }
+
+    fn list_error(&self, e: object_store::Error) -> StoreError {
+        match self.error("listing backups".into(), e) {
+            StoreError::NotFound { url, .. } => StoreError::NotFound {
+                what: "bucket, container or folder".into(),
+                url,
+            },
+            other => other,
+        }
+    }
+}
+
+fn non_empty(prefix: &Path) -> Option<&Path> {
+    (!prefix.as_ref().is_empty()).then_some(prefix)
+}
+
+pub(crate) fn backup_info(prefix: &Path, meta: ObjectMeta) -> Option<BackupInfo> {
+    let name = BackupName::parse(meta.location.filename()?)?;
+    // Only direct children of the prefix, spelled exactly as this crate writes them.
+    if meta.location != prefix.clone().join(name.file_name()) {
+        return None;
+    }
+    Some(BackupInfo {
+        name,
+        size: meta.size,
+        last_modified: meta.last_modified,
+        location: meta.location,
+    })
+}

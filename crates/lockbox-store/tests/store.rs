@@ -1,0 +1,563 @@
+//! End-to-end tests against a real S3-protocol server (s3s-fs) and a real local folder.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{S3Server, files_under, random_bytes};
+use lockbox_store::{BackupInfo, BackupName, MIN_PART_SIZE, Store, StoreError, StoreOptions};
+use tempfile::TempDir;
+use tokio::runtime::Runtime;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn name(created_unix_ms: u64, id: &str) -> BackupName {
+    BackupName::new(created_unix_ms, id).expect("valid name")
+}
+
+/// Uploads `data` in odd-sized writes (as an encryptor would) and finishes.
+fn upload(store: &Store, rt: &Runtime, name: &BackupName, data: &[u8]) -> BackupInfo {
+    let mut writer = store
+        .upload(name, rt.handle().clone())
+        .expect("start upload");
+    for piece in data.chunks(100_003) {
+        writer.write_all(piece).expect("write");
+    }
+    assert_eq!(writer.bytes_written(), data.len() as u64);
+    writer.finish().expect("finish upload")
+}
+
+/// What identifies a listed backup; `last_modified` is left out because S3 reports it to the
+/// second in HEAD (used by `finish`) but to the millisecond in listings.
+fn ids(infos: &[BackupInfo]) -> Vec<(BackupName, u64, String)> {
+    infos
+        .iter()
+        .map(|i| (i.name.clone(), i.size, i.location.to_string()))
+        .collect()
+}
+
+fn download(store: &Store, rt: &Runtime, info: &BackupInfo) -> Vec<u8> {
+    let mut reader = store
+        .download(info, rt.handle().clone())
+        .expect("start download");
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).expect("read download");
+    out
+}
+
+fn local_store(dir: &TempDir, sub: &str) -> (Store, std::path::PathBuf) {
+    let path = dir.path().join(sub);
+    let url = format!("file://{}", path.display());
+    (Store::open(&url).expect("open local store"), path)
+}
+
+fn local_with(dir: &TempDir, sub: &str, options: StoreOptions) -> Store {
+    let url = format!("file://{}", dir.path().join(sub).display());
+    Store::open_with(&url, options).expect("open local store")
+}
+
+fn round_trip(store: &Store, rt: &Runtime) {
+    assert!(rt.block_on(store.list()).unwrap().is_empty());
+    assert_eq!(rt.block_on(store.latest()).unwrap(), None);
+
+    let older = random_bytes(300_000);
+    let newer = random_bytes(1_234_567);
+    let small = b"tiny backup".to_vec();
+    let n_newer = name(1_700_000_002_000, "00112233aabbccdd");
+    let n_older = name(1_700_000_001_000, "ffeeddccbbaa9988");
+    let n_small = name(1_700_000_001_500, "0123456789abcdef");
+    let info_newer = upload(store, rt, &n_newer, &newer);
+    let info_older = upload(store, rt, &n_older, &older);
+    let info_small = upload(store, rt, &n_small, &small);
+    assert_eq!(info_newer.size, newer.len() as u64);
+    assert_eq!(info_newer.name, n_newer);
+
+    let listed = rt.block_on(store.list()).unwrap();
+    let names: Vec<_> = listed.iter().map(|b| b.name.clone()).collect();
+    assert_eq!(names, [n_older.clone(), n_small.clone(), n_newer.clone()]);
+    assert_eq!(listed[0].size, older.len() as u64);
+    assert_eq!(
+        ids(&listed),
+        ids(&[info_older, info_small.clone(), info_newer.clone()])
+    );
+    let latest = rt
+        .block_on(store.latest())
+        .unwrap()
+        .expect("a latest backup");
+    assert_eq!(ids(&[latest]), ids(std::slice::from_ref(&info_newer)));
+
+    let found = rt.block_on(store.find("FFEE")).unwrap();
+    assert_eq!(found.name, n_older);
+    assert_eq!(download(store, rt, &found), older);
+    assert_eq!(download(store, rt, &info_newer), newer);
+    assert_eq!(download(store, rt, &info_small), small);
+}
+
+#[test]
+fn round_trip_on_s3() {
+    let server = S3Server::start();
+    let rt = runtime();
+    let store = server.store("phone/one");
+    assert_eq!(store.url(), "s3://backups/phone/one");
+    round_trip(&store, &rt);
+    // Keys live under the prefix in the bucket.
+    let files = server.bucket_files();
+    assert!(
+        files.contains(&"phone/one/lockbox-1700000002000-00112233aabbccdd.lbx".to_owned()),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn round_trip_on_local_folder_created_on_first_upload() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    let (store, path) = local_store(&dir, "nested/backups");
+    let err = rt.block_on(store.list()).unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+
+    std::fs::create_dir_all(&path).unwrap();
+    round_trip(&store, &rt);
+    assert_eq!(
+        files_under(&path).len(),
+        3,
+        "only the three backups: {:?}",
+        files_under(&path)
+    );
+}
+
+#[test]
+fn local_upload_creates_missing_folder() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    let (store, path) = local_store(&dir, "a/b/c");
+    let info = upload(&store, &rt, &name(5, "aaaaaaaaaaaaaaaa"), b"x");
+    assert!(
+        path.join("lockbox-0000000000005-aaaaaaaaaaaaaaaa.lbx")
+            .is_file()
+    );
+    assert_eq!(download(&store, &rt, &info), b"x");
+}
+
+fn multipart(store: &Store, rt: &Runtime) {
+    let data = random_bytes(20 * 1024 * 1024 + 12_345);
+    let info = upload(
+        store,
+        rt,
+        &name(1_700_000_000_000, "5555555555555555"),
+        &data,
+    );
+    assert_eq!(info.size, data.len() as u64);
+    let back = download(store, rt, &info);
+    assert!(
+        back == data,
+        "20 MiB multipart upload did not come back byte-identical"
+    );
+}
+
+fn small_parts() -> StoreOptions {
+    StoreOptions {
+        part_size: MIN_PART_SIZE,
+        max_parts_in_flight: 2,
+        ..StoreOptions::default()
+    }
+}
+
+#[test]
+fn multipart_upload_round_trips_on_s3() {
+    let server = S3Server::start();
+    let rt = runtime();
+    let store = server.store_with(
+        "mp",
+        StoreOptions {
+            part_size: MIN_PART_SIZE,
+            max_parts_in_flight: 2,
+            ..server.options()
+        },
+    );
+    multipart(&store, &rt);
+}
+
+#[test]
+fn multipart_upload_round_trips_on_local_folder() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    multipart(&local_with(&dir, "mp", small_parts()), &rt);
+}
+
+/// Writes more than one part, waits until `part_stored` sees uploaded data in the storage,
+/// then gives up in the way `how` says.
+fn interrupted_upload(store: &Store, rt: &Runtime, how: &str, part_stored: impl Fn() -> bool) {
+    let mut writer = store
+        .upload(
+            &name(1_700_000_000_000, "dddddddddddddddd"),
+            rt.handle().clone(),
+        )
+        .unwrap();
+    writer
+        .write_all(&random_bytes(MIN_PART_SIZE + 1_000_000))
+        .unwrap();
+    wait_until("a part is stored", &part_stored);
+    match how {
+        "abort" => writer.abort().expect("abort"),
+        _ => drop(writer),
+    }
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn interrupted_uploads_leave_nothing_on_s3() {
+    let server = S3Server::start();
+    let rt = runtime();
+    let store = server.store_with(
+        "x",
+        StoreOptions {
+            part_size: MIN_PART_SIZE,
+            ..server.options()
+        },
+    );
+    // s3s-fs keeps uploaded parts as `.upload_id-*` files in its data directory.
+    let all_files = || files_under(server.data.path());
+    let part_stored = || all_files().iter().any(|f| f.starts_with(".upload_id-"));
+
+    interrupted_upload(&store, &rt, "abort", part_stored);
+    assert!(rt.block_on(store.list()).unwrap().is_empty());
+    assert_eq!(
+        all_files(),
+        Vec::<String>::new(),
+        "abort discards the uploaded parts"
+    );
+
+    interrupted_upload(&store, &rt, "drop", part_stored);
+    // Dropping aborts in the background; the object never appears meanwhile.
+    wait_until("the dropped upload's parts are discarded", || {
+        assert!(rt.block_on(store.list()).unwrap().is_empty());
+        all_files().is_empty()
+    });
+}
+
+#[test]
+fn interrupted_uploads_leave_nothing_in_local_folder() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    let store = local_with(&dir, "f", small_parts());
+    let path = dir.path().join("f");
+    // LocalFileSystem stages an upload in `<name>#<n>` next to its destination.
+    let part_stored = || {
+        files_under(&path).iter().any(|f| f.contains(".lbx#"))
+            && std::fs::read_dir(&path)
+                .unwrap()
+                .flatten()
+                .any(|e| e.metadata().unwrap().len() > 0)
+    };
+
+    interrupted_upload(&store, &rt, "abort", part_stored);
+    assert!(rt.block_on(store.list()).unwrap().is_empty());
+    assert_eq!(
+        files_under(&path),
+        Vec::<String>::new(),
+        "abort leaves no staging file"
+    );
+
+    interrupted_upload(&store, &rt, "drop", part_stored);
+    wait_until("the dropped upload's staging file is removed", || {
+        assert!(rt.block_on(store.list()).unwrap().is_empty());
+        files_under(&path).is_empty()
+    });
+}
+
+#[test]
+fn failing_upload_reports_store_error_through_io_and_leaves_nothing() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    let store = local_with(&dir, "f", small_parts());
+    let path = dir.path().join("f");
+    let mut writer = store
+        .upload(&name(9, "9999999999999999"), rt.handle().clone())
+        .unwrap();
+    writer.write_all(&random_bytes(1_000_000)).unwrap();
+    // The folder vanishes mid-upload: the staged data cannot be published.
+    std::fs::remove_dir_all(&path).unwrap();
+    let err = writer
+        .finish()
+        .expect_err("upload into a deleted folder must fail");
+    assert!(!err.is_transient(), "{err}");
+    assert!(!path.exists() || files_under(&path).is_empty());
+}
+
+#[test]
+fn prune_keeps_newest_and_refuses_zero() {
+    let server = S3Server::start();
+    let rt = runtime();
+    let store = server.store("prune");
+    let names: Vec<_> = (1..=5u64)
+        .map(|i| name(1_000 * i, &format!("{i:016x}")))
+        .collect();
+    for n in &names {
+        upload(&store, &rt, n, n.id.as_bytes());
+    }
+    let err = rt.block_on(store.prune(0)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::PruneWouldDeleteAll { .. }),
+        "{err}"
+    );
+    assert_eq!(rt.block_on(store.list()).unwrap().len(), 5);
+
+    let deleted = rt.block_on(store.prune(2)).unwrap();
+    let deleted: Vec<_> = deleted.into_iter().map(|b| b.name).collect();
+    assert_eq!(deleted, names[..3]);
+    let kept: Vec<_> = rt
+        .block_on(store.list())
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(kept, names[3..]);
+    assert!(rt.block_on(store.prune(7)).unwrap().is_empty());
+    assert_eq!(rt.block_on(store.list()).unwrap().len(), 2);
+}
+
+#[test]
+fn find_by_id_prefix() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    let (store, _) = local_store(&dir, "find");
+    upload(&store, &rt, &name(1, "abc0000000000001"), b"1");
+    upload(&store, &rt, &name(2, "abc0000000000002"), b"2");
+    upload(&store, &rt, &name(3, "def0000000000003"), b"3");
+
+    assert_eq!(
+        rt.block_on(store.find("d")).unwrap().name.id,
+        "def0000000000003"
+    );
+    assert_eq!(
+        rt.block_on(store.find("abc0000000000002"))
+            .unwrap()
+            .name
+            .created_unix_ms,
+        2
+    );
+    match rt.block_on(store.find("abc")).unwrap_err() {
+        StoreError::Ambiguous { matches, .. } => assert_eq!(matches.len(), 2),
+        other => panic!("expected Ambiguous, got {other}"),
+    }
+    let missing = rt.block_on(store.find("0")).unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound { .. }), "{missing}");
+    assert!(missing.to_string().contains("`0`"), "{missing}");
+    let invalid = rt.block_on(store.find("xyz")).unwrap_err();
+    assert!(
+        matches!(invalid, StoreError::InvalidName { .. }),
+        "{invalid}"
+    );
+}
+
+#[test]
+fn unparseable_names_are_ignored_by_list() {
+    let server = S3Server::start();
+    let rt = runtime();
+    let store = server.store("mixed");
+    let good = upload(
+        &store,
+        &rt,
+        &name(1_700_000_000_000, "0011223344556677"),
+        b"ok",
+    );
+    let junk = [
+        "notes.txt",
+        "lockbox-123-0011223344556677.lbx",
+        "lockbox-1700000000000-0011223344556677.lbx.tmp",
+        "lockbox-1700000000000-00112233445566AA.lbx",
+        "sub/lockbox-1700000000001-0011223344556677.lbx",
+    ];
+    let bucket_prefix = server.data.path().join(common::BUCKET).join("mixed");
+    for j in junk {
+        let path = bucket_prefix.join(j);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"junk").unwrap();
+    }
+    assert_eq!(
+        ids(&rt.block_on(store.list()).unwrap()),
+        ids(std::slice::from_ref(&good))
+    );
+
+    let dir = TempDir::new().unwrap();
+    let (local, path) = local_store(&dir, "mixed");
+    let good = upload(&local, &rt, &good.name, b"ok");
+    for j in junk {
+        let p = path.join(j);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"junk").unwrap();
+    }
+    assert_eq!(ids(&rt.block_on(local.list()).unwrap()), ids(&[good]));
+}
+
+#[test]
+fn wrong_credentials_are_permission_denied() {
+    let server = S3Server::start();
+    let rt = runtime();
+    let wrong = common::options_for(&server.endpoint(), common::ACCESS_KEY, "not-the-secret");
+    let store = server.store_with("p", wrong);
+    let err = rt.block_on(store.list()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::PermissionDenied { .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("s3://backups/p"), "{err}");
+
+    let unknown = common::options_for(&server.endpoint(), "nobody", "nothing");
+    let err = rt
+        .block_on(server.store_with("p", unknown).list())
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::PermissionDenied { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn missing_bucket_is_not_found() {
+    let server = S3Server::start();
+    let rt = runtime();
+    let store = Store::open_with("s3://no-such-bucket/p", server.options()).unwrap();
+    let err = rt.block_on(store.list()).unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn server_not_running_is_transient_and_quick() {
+    let rt = runtime();
+    let endpoint = format!("http://127.0.0.1:{}", common::free_port());
+    let options = common::options_for(&endpoint, "ak", "sk");
+    let store = Store::open_with("s3://backups/p", options).unwrap();
+    let started = Instant::now();
+    let err = rt.block_on(store.list()).unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable { .. }));
+    assert!(err.to_string().contains("s3://backups/p"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The same error reaches a blocking writer through io::Error, StoreError inside.
+    let mut writer = store
+        .upload(&name(1, "1111111111111111"), rt.handle().clone())
+        .unwrap();
+    let data = random_bytes(2 * 1024 * 1024);
+    let io_err = writer
+        .write_all(&data)
+        .expect_err("writing to a dead server must fail");
+    let inner = StoreError::from_io_ref(&io_err).unwrap_or_else(|| panic!("{io_err}"));
+    assert!(inner.is_transient(), "{inner}");
+}
+
+#[test]
+fn server_errors_after_retries_are_transient() {
+    let rt = runtime();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    rt.spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let reply = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
+    });
+    let options = common::options_for(&format!("http://127.0.0.1:{port}"), "ak", "sk");
+    let store = Store::open_with("s3://backups/p", options).unwrap();
+    let err = rt.block_on(store.list()).unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "first try + 2 retries"
+    );
+}
+
+#[test]
+fn delete_refuses_foreign_locations() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    let (store, path) = local_store(&dir, "d");
+    let info = upload(&store, &rt, &name(1, "1234123412341234"), b"1");
+    std::fs::write(path.join("precious.txt"), b"keep").unwrap();
+    let forged = BackupInfo {
+        location: "precious.txt".into(),
+        ..info.clone()
+    };
+    assert!(matches!(
+        rt.block_on(store.delete(&forged)),
+        Err(StoreError::InvalidName { .. })
+    ));
+    assert!(path.join("precious.txt").is_file());
+    rt.block_on(store.delete(&info)).unwrap();
+    assert!(rt.block_on(store.list()).unwrap().is_empty());
+}
+
+#[test]
+fn truncated_object_is_an_error_not_a_short_read() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    let (store, path) = local_store(&dir, "t");
+    let data = random_bytes(100_000);
+    let info = upload(&store, &rt, &name(1, "7777777777777777"), &data);
+    std::fs::write(path.join(info.name.file_name()), &data[..50_000]).unwrap();
+    let mut reader = store.download(&info, rt.handle().clone()).unwrap();
+    let mut out = Vec::new();
+    let err = reader.read_to_end(&mut out).unwrap_err();
+    assert!(StoreError::from_io_ref(&err).is_some(), "{err}");
+    assert!(reader.read(&mut [0u8; 16]).is_err(), "stays failed");
+}
+
+#[test]
+fn transfers_work_from_spawn_blocking_threads() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    let (store, _) = local_store(&dir, "sb");
+    let data = random_bytes(700_000);
+    let handle = rt.handle().clone();
+    let (s, d) = (store.clone(), data.clone());
+    let back = rt
+        .block_on(rt.spawn_blocking(move || {
+            let mut writer = s
+                .upload(&name(3, "3333333333333333"), handle.clone())
+                .unwrap();
+            writer.write_all(&d).unwrap();
+            let info = writer.finish().unwrap();
+            let mut out = Vec::new();
+            s.download(&info, handle)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        }))
+        .unwrap();
+    assert!(back == data);
+}
