@@ -1,0 +1,303 @@
+//! `lockbox-bench`: measures lockbox against reference tools on the same data in the same run,
+//! and prints a Markdown table of medians, ratios and peak RSS for docs/benchmarks.md.
+//!
+//! It runs whole commands (the release `lockbox` binary beside this one, `age`, `restic`,
+//! `cat`) under GNU `time` for peak RSS, with the input in the page cache and output to
+//! /dev/null or a local folder. It asserts nothing: speed is reported, never a test verdict.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use rand_core::{OsRng, RngCore};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks lockbox against age, restic and cat")]
+struct Cli {
+    /// The lockbox binary (default: `lockbox` beside this executable)
+    #[arg(long, global = true)]
+    lockbox: Option<PathBuf>,
+    /// Runs per command; the median is reported
+    #[arg(long, global = true, default_value_t = 3)]
+    runs: usize,
+    /// Scratch directory (default: a temporary directory under /var/tmp, on disk)
+    #[arg(long, global = true)]
+    scratch: Option<PathBuf>,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Stream encryption of one random file: lockbox encrypt vs age vs cat
+    Stream {
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+    },
+    /// Directory backup to a local folder: lockbox backup vs restic backup
+    Backup {
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+    },
+}
+
+struct Sample {
+    secs: f64,
+    rss_kib: u64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let lockbox = match cli.lockbox {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("lockbox"),
+    };
+    if !lockbox.exists() {
+        bail!(
+            "{} not found: run `cargo build --release -p lockbox-cli` first",
+            lockbox.display()
+        );
+    }
+    let scratch = match cli.scratch {
+        Some(p) => tempfile::tempdir_in(p)?,
+        None => tempfile::tempdir_in("/var/tmp")?,
+    };
+    let dir = scratch.path();
+    match cli.what {
+        What::Stream { size_mib } => stream(&lockbox, dir, size_mib, cli.runs),
+        What::Backup { size_mib } => backup(&lockbox, dir, size_mib, cli.runs),
+    }
+}
+
+fn stream(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> {
+    let input = dir.join("input.bin");
+    write_random(&input, size_mib << 20)?;
+    let key = dir.join("key");
+    run_ok(
+        Command::new(lockbox)
+            .args(["key", "new", "--out"])
+            .arg(&key),
+    )?;
+    let age_key = dir.join("age.key");
+    run_ok(Command::new("age-keygen").arg("-o").arg(&age_key))?;
+    let recipient = String::from_utf8(
+        Command::new("age-keygen")
+            .arg("-y")
+            .arg(&age_key)
+            .output()?
+            .stdout,
+    )?;
+    let cat = measure(runs, || {
+        let mut c = Command::new("cat");
+        c.arg(&input);
+        c
+    })?;
+    let lb = measure(runs, || {
+        let mut c = Command::new(lockbox);
+        c.args(["encrypt", "--key-file"]).arg(&key).arg(&input);
+        c
+    })?;
+    let age = measure(runs, || {
+        let mut c = Command::new("age");
+        c.args(["-e", "-r", recipient.trim()]).arg(&input);
+        c
+    })?;
+    println!(
+        "### Stream encryption of {size_mib} MiB of random data (output to /dev/null, median of {runs})\n"
+    );
+    table(
+        size_mib,
+        &[("cat", &cat), ("lockbox encrypt", &lb), ("age -e", &age)],
+        "lockbox encrypt",
+    );
+    Ok(())
+}
+
+fn backup(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> {
+    let src = dir.join("chats");
+    make_chat_dir(&src, size_mib << 20)?;
+    let key = dir.join("key");
+    run_ok(
+        Command::new(lockbox)
+            .args(["key", "new", "--out"])
+            .arg(&key),
+    )?;
+    let restic_repo = dir.join("restic");
+    let lb = measure(runs, || {
+        let _ = std::fs::remove_dir_all(dir.join("store"));
+        let mut c = Command::new(lockbox);
+        c.arg("backup")
+            .arg(&src)
+            .arg("--to")
+            .arg(format!("file://{}", dir.join("store").display()));
+        c.arg("--key-file").arg(&key);
+        c
+    })?;
+    let restic = measure(runs, || {
+        let _ = std::fs::remove_dir_all(&restic_repo);
+        let status = Command::new("restic")
+            .args(["init", "--quiet", "-r"])
+            .arg(&restic_repo)
+            .env("RESTIC_PASSWORD", "bench")
+            .stdout(Stdio::null())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "restic init failed");
+        let mut c = Command::new("restic");
+        c.args(["backup", "--quiet", "--no-scan", "-r"])
+            .arg(&restic_repo)
+            .arg(&src);
+        c.env("RESTIC_PASSWORD", "bench")
+            .env("RESTIC_CACHE_DIR", dir.join("restic-cache"));
+        c
+    })?;
+    println!(
+        "### Backup of a {size_mib} MiB chat directory to a local folder (median of {runs})\n"
+    );
+    table(
+        size_mib,
+        &[("lockbox backup", &lb), ("restic backup", &restic)],
+        "lockbox backup",
+    );
+    Ok(())
+}
+
+/// Runs the command `runs` times (after one warm-up) and returns the median wall time with the
+/// largest peak RSS seen.
+fn measure(runs: usize, mut make: impl FnMut() -> Command) -> Result<Sample> {
+    let mut samples = Vec::new();
+    for i in 0..=runs {
+        let s = timed(make())?;
+        if i > 0 {
+            samples.push(s);
+        }
+    }
+    samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    let rss_kib = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    Ok(Sample {
+        secs: samples[samples.len() / 2].secs,
+        rss_kib,
+    })
+}
+
+fn timed(cmd: Command) -> Result<Sample> {
+    let rss_file = tempfile::NamedTempFile::new()?;
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped.arg("-f").arg("%M").arg("-o").arg(rss_file.path());
+    wrapped.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped
+        .stdout(File::create("/dev/null")?)
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let out = wrapped
+        .output()
+        .with_context(|| format!("running {:?} (is GNU time installed?)", cmd.get_program()))?;
+    let secs = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rss_kib = std::fs::read_to_string(rss_file.path())?
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .parse()?;
+    Ok(Sample { secs, rss_kib })
+}
+
+fn table(size_mib: u64, rows: &[(&str, &Sample)], subject: &str) {
+    let base = rows
+        .iter()
+        .find(|(n, _)| *n == subject)
+        .map(|(_, s)| s.secs)
+        .unwrap_or(1.0);
+    println!("| command | median s | MiB/s | peak RSS MiB | time relative to `{subject}` |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, s) in rows {
+        println!(
+            "| {name} | {:.3} | {:.0} | {:.1} | {:.2}× |",
+            s.secs,
+            size_mib as f64 / s.secs,
+            s.rss_kib as f64 / 1024.0,
+            s.secs / base
+        );
+    }
+    println!();
+}
+
+fn write_random(path: &Path, len: u64) -> Result<()> {
+    let mut f = std::io::BufWriter::new(File::create(path)?);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        OsRng.fill_bytes(&mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// A chat-like directory: ~25% compressible message text in a few files, ~75% incompressible
+/// media in 1–4 MiB files across nested folders.
+fn make_chat_dir(root: &Path, total: u64) -> Result<()> {
+    std::fs::create_dir_all(root.join("Databases"))?;
+    let text_target = total / 4;
+    let mut text = Vec::new();
+    let mut i = 0u64;
+    while (text.len() as u64) < text_target / 4 {
+        writeln!(
+            text,
+            "{i}\tuser{}\t2026-11-{:02}\tmessage number {i} about lunch at {}",
+            i % 97,
+            i % 28 + 1,
+            i % 24
+        )?;
+        i += 1;
+    }
+    for n in 0..4 {
+        std::fs::write(root.join(format!("Databases/msgstore-{n}.db")), &text)?;
+    }
+    let mut media = total.saturating_sub(4 * text.len() as u64);
+    let mut n = 0u64;
+    while media > 0 {
+        let folder = root.join(format!(
+            "Media/{}",
+            ["Images", "Video", "Voice Notes", "Documents"][n as usize % 4]
+        ));
+        std::fs::create_dir_all(&folder)?;
+        let size = media.min((1 + n % 4) << 20);
+        write_random(&folder.join(format!("file-{n:05}.bin")), size)?;
+        media -= size;
+        n += 1;
+    }
+    Ok(())
+}
+
+fn run_ok(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}

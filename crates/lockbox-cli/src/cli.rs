@@ -1,0 +1,162 @@
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+ENVIRONMENT:
+    LOCKBOX_RECOVERY_CODE  the recovery code, instead of --key-file (for scripts)
+    LOCKBOX_CONFIG         path of the TOML config file (default: ~/.config/lockbox/config.toml)
+    LOCKBOX_LOG            log filter, e.g. `info` or `lockbox=debug` (logs go to stderr)
+    AWS_*                  S3 credentials, region and AWS_ENDPOINT_URL for s3:// URLs
+
+EXIT STATUS:
+    0  success
+    1  usage or runtime error (bad arguments, unreachable storage, full disk, ...)
+    2  authentication failure: wrong or malformed recovery code
+    3  integrity failure: the backup was tampered with, truncated, reordered or swapped
+    4  the vault record was destroyed after too many wrong passwords
+
+STORAGE URLS:
+    file:///abs/path      a local folder (created on first backup)
+    s3://bucket/prefix    Amazon S3 or any S3-compatible service
+    gs://bucket/prefix    Google Cloud Storage (when built with the `gcs` feature)
+    az://container/prefix Azure Blob Storage (when built with the `azure` feature)";
+
+/// End-to-end encrypted chat backups.
+///
+/// lockbox encrypts a directory as one continuous authenticated stream under a random 256-bit
+/// backup key and stores it in object storage you choose. The key is shown once as a 64-digit
+/// recovery code: keep it safe, it is the only way to restore. Neither the storage provider nor
+/// anyone else can read, reorder, truncate or swap your backups without lockbox noticing.
+#[derive(Debug, Parser)]
+#[command(name = "lockbox", version, after_long_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// More log output on stderr (-v: info, -vv: debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress bars
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Config file (TOML); values there are defaults for the flags below
+    #[arg(long, global = true, env = "LOCKBOX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage backup keys (recovery codes)
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Encrypt a stream (stdin to stdout by default) in the lockbox format
+    Encrypt(CryptArgs),
+    /// Decrypt a lockbox stream (stdin to stdout by default)
+    ///
+    /// Only verified plaintext is ever written. With -o, the output appears under its name only
+    /// after the whole stream verified; on stdout, a tampered or truncated stream stops with exit
+    /// status 3 after the verified prefix.
+    Decrypt(CryptArgs),
+    /// Back up a directory to object storage and print the backup id
+    Backup(BackupArgs),
+    /// List the backups at a storage URL, oldest first
+    List(ListArgs),
+    /// Restore a backup (the latest by default) into a new or empty directory
+    ///
+    /// The restore is written beside DEST and moved into place only once every byte verified:
+    /// a failed restore never leaves a directory that looks complete.
+    Restore(RestoreArgs),
+    /// Delete old backups, keeping the newest N
+    Prune(PruneArgs),
+    /// Walk the whole story on a sample chat directory, locally, with embedded defaults
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a new random backup key and write its recovery code to FILE (mode 0600)
+    New {
+        /// Where to write the recovery code; refuses to overwrite an existing file
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// File holding the recovery code (64 hex digits; spaces and dashes are ignored).
+    /// Without it, LOCKBOX_RECOVERY_CODE is used.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CryptArgs {
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Output file (default: stdout)
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Input file (default: stdin)
+    #[arg(value_name = "IN")]
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The directory to back up
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Storage URL (file:///path, s3://bucket/prefix, ...)
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// After a successful backup, delete older backups, keeping the newest N
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Storage URL
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Where to restore: must not exist yet, or be an empty directory
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+    /// Storage URL
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Backup id (or a unique prefix of it); default: the latest backup
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Storage URL
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// How many of the newest backups to keep (at least 1)
+    #[arg(long, value_name = "N")]
+    pub keep: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's files in this directory instead of a temporary one
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+}

@@ -1,0 +1,78 @@
+//! `lockbox encrypt` / `lockbox decrypt`: the raw stream format, like `age`.
+
+use anyhow::{Context, Result};
+use lockbox_crypto::OsRng;
+use lockbox_format::{DecryptReader, EncoderParams, EncryptWriter};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+use crate::cli::CryptArgs;
+use crate::config::Config;
+use crate::keysrc;
+
+const IO_BUF: usize = 1 << 20;
+
+pub fn encrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
+    let key = keysrc::load_key(&args.key, cfg)?;
+    let mut input = open_input(args.input.as_deref())?;
+    with_output(args.output.as_deref(), |out| {
+        let params = EncoderParams {
+            created_unix_ms: super::now_unix_ms(),
+            ..Default::default()
+        };
+        let mut w = EncryptWriter::new(out, &key, params, &mut OsRng)?;
+        io::copy(&mut input, &mut w).context("encrypting")?;
+        let (mut out, _summary) = w.finish().context("finishing the stream")?;
+        out.flush().context("writing output")?;
+        Ok(())
+    })
+}
+
+pub fn decrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
+    let key = keysrc::load_key(&args.key, cfg)?;
+    let input = open_input(args.input.as_deref())?;
+    with_output(args.output.as_deref(), |out| {
+        let mut r = DecryptReader::new(input, &key);
+        let mut out = out;
+        io::copy(&mut r, &mut out).context("decrypting")?;
+        out.flush().context("writing output")?;
+        Ok(())
+    })
+}
+
+fn open_input(path: Option<&Path>) -> Result<Box<dyn Read>> {
+    Ok(match path {
+        None => Box::new(io::stdin().lock()),
+        Some(p) => {
+            Box::new(File::open(p).with_context(|| format!("cannot open input {}", p.display()))?)
+        }
+    })
+}
+
+/// Runs `f` with a buffered output. A file output is written to a temporary file beside it
+/// (mode 0600) and renamed into place only if `f` succeeds, so a failed run never leaves a
+/// partial file under the requested name.
+fn with_output(path: Option<&Path>, f: impl FnOnce(Box<dyn Write>) -> Result<()>) -> Result<()> {
+    let Some(path) = path else {
+        return f(Box::new(BufWriter::with_capacity(
+            IO_BUF,
+            io::stdout().lock(),
+        )));
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".lockbox-partial-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let file = tmp.reopen().context("cannot open temporary output")?;
+    f(Box::new(BufWriter::with_capacity(IO_BUF, file)))?;
+    tmp.as_file().sync_all().context("cannot sync output")?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write output {}", path.display()))?;
+    Ok(())
+}

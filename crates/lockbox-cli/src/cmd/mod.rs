@@ -1,0 +1,43 @@
+//! One module per subcommand group; each takes parsed arguments and the loaded config.
+
+mod backup;
+mod crypt;
+mod demo;
+mod key;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Cli, Command, KeyCommand};
+use crate::config::Config;
+
+pub fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.global.config.as_deref())?;
+    let quiet = cli.global.quiet;
+    match cli.command {
+        Command::Key(KeyCommand::New { out }) => key::new(&out),
+        Command::Encrypt(args) => crypt::encrypt(&args, &cfg),
+        Command::Decrypt(args) => crypt::decrypt(&args, &cfg),
+        Command::Backup(args) => backup::backup(&args, &cfg, quiet),
+        Command::List(args) => backup::list(&args, &cfg),
+        Command::Restore(args) => backup::restore(&args, &cfg, quiet),
+        Command::Prune(args) => backup::prune(&args, &cfg),
+        Command::Demo(args) => demo::run(&args),
+    }
+}
+
+/// A multi-threaded runtime for storage I/O; the archive and crypto pipeline runs on the
+/// calling thread and hands buffers to it.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

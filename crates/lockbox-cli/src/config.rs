@@ -1,0 +1,74 @@
+//! The optional TOML config file: defaults for flags, so a scheduled backup can be one word.
+//!
+//! ```toml
+//! storage  = "s3://my-bucket/phone"   # --to / --from
+//! key_file = "/home/me/.config/lockbox/recovery-code"
+//! keep     = 7                         # backup --keep
+//! ```
+//! Precedence: command-line flag, then environment variable, then this file.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub storage: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub keep: Option<usize>,
+}
+
+impl Config {
+    /// Loads `explicit` (which must exist), else the default path if it exists, else defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Self> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match default_path() {
+                Some(p) if p.exists() => p,
+                _ => return Ok(Self::default()),
+            },
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// The storage URL from a flag, `LOCKBOX_STORAGE`, or the config file.
+    pub fn storage(&self, flag: Option<&str>) -> Result<String> {
+        flag.map(str::to_owned)
+            .or_else(|| std::env::var("LOCKBOX_STORAGE").ok())
+            .or_else(|| self.storage.clone())
+            .context("no storage URL: pass --to/--from URL, set LOCKBOX_STORAGE, or set `storage` in the config file")
+    }
+}
+
+fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("lockbox").join("config.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "storage = \"file:///x\"\nkeep = 3\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.storage.as_deref(), Some("file:///x"));
+        assert_eq!(c.keep, Some(3));
+        std::fs::write(&p, "storgae = \"typo\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        assert!(err.contains("storgae"), "{err}");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        assert!(Config::load(Some(Path::new("/nonexistent/lockbox.toml"))).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! Exit codes, as documented in `lockbox --help` and the README:
+//! 0 ok, 1 usage or runtime error, 2 authentication failure (wrong key or recovery code),
+//! 3 data integrity failure (tampered, truncated, swapped), 4 vault record destroyed.
+
+use lockbox_archive::ArchiveError;
+use lockbox_crypto::RecoveryCodeError;
+use lockbox_format::FormatError;
+use std::io;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Failure = 1,
+    Auth = 2,
+    Integrity = 3,
+    #[allow(dead_code)] // used once the vault path lands in the CLI
+    Destroyed = 4,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+/// Integrity failures found by the CLI itself (not by the stream decoder).
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityError {
+    #[error(
+        "object {object} holds backup {found}, not {expected}: the storage provider swapped or renamed backups"
+    )]
+    SwappedBackup {
+        object: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// The exit code for an error: the most specific cause anywhere in its chain wins.
+pub fn classify(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if let Some(f) = format_error(cause) {
+            return exit_for_format(f);
+        }
+        if cause.is::<RecoveryCodeError>() {
+            return Exit::Auth;
+        }
+        if cause.is::<IntegrityError>() {
+            return Exit::Integrity;
+        }
+    }
+    Exit::Failure
+}
+
+fn exit_for_format(f: &FormatError) -> Exit {
+    if f.is_wrong_key() {
+        Exit::Auth
+    } else if f.is_integrity() {
+        Exit::Integrity
+    } else {
+        Exit::Failure
+    }
+}
+
+/// Finds a stream-format error wherever it hides: directly, inside an `io::Error` from a
+/// decrypting reader, or inside an archive error that carried the reader's failure.
+fn format_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a FormatError> {
+    if let Some(f) = cause.downcast_ref::<FormatError>() {
+        return Some(f);
+    }
+    if let Some(e) = cause.downcast_ref::<io::Error>() {
+        return FormatError::from_io(e);
+    }
+    if let Some(ArchiveError::Input(e)) = cause.downcast_ref::<ArchiveError>() {
+        return FormatError::from_io(e);
+    }
+    None
+}
+
+/// One line: the context chain joined with ": ", without repeating a cause that is already
+/// spelled out by its parent.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}

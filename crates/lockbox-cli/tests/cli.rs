@@ -1,0 +1,430 @@
+//! End-to-end tests of the built `lockbox` binary: exit codes, messages, files left behind.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn lockbox() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
+    c.env_remove("LOCKBOX_RECOVERY_CODE")
+        .env_remove("LOCKBOX_STORAGE")
+        .env("LOCKBOX_CONFIG", "/dev/null");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run lockbox")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn key(&self, name: &str) -> PathBuf {
+        let path = self.p(name);
+        let o = run(lockbox().args(["key", "new", "--out"]).arg(&path));
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        path
+    }
+    fn store(&self) -> String {
+        format!("file://{}", self.p("cloud").display())
+    }
+    fn chats(&self) -> PathBuf {
+        let root = self.p("chats");
+        std::fs::create_dir_all(root.join("media/empty")).unwrap();
+        std::fs::write(root.join("msgstore.db"), "hello\n".repeat(50_000)).unwrap();
+        let noise: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(root.join("media/photo.jpg"), noise).unwrap();
+        std::os::unix::fs::symlink("../msgstore.db", root.join("media/link")).unwrap();
+        root
+    }
+    fn backup(&self, key: &Path) -> String {
+        let o = run(lockbox()
+            .arg("backup")
+            .arg(self.chats())
+            .args(["--to", &self.store()])
+            .arg("--key-file")
+            .arg(key));
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    }
+    fn objects(&self) -> Vec<PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(self.p("cloud"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "lbx"))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[test]
+fn key_new_writes_a_private_grouped_code_and_never_overwrites() {
+    let env = Env::new();
+    let path = env.p("k");
+    let o = run(lockbox().args(["key", "new", "--out"]).arg(&path));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let shown = String::from_utf8(o.stdout).unwrap();
+    let groups: Vec<_> = shown.split_whitespace().collect();
+    assert_eq!(groups.len(), 16);
+    assert!(
+        groups
+            .iter()
+            .all(|g| g.len() == 4 && g.chars().all(|c| c.is_ascii_hexdigit()))
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), shown.trim());
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = run(lockbox().args(["key", "new", "--out"]).arg(&path));
+    assert_eq!(code(&again), 1);
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), shown.trim());
+}
+
+#[test]
+fn encrypt_decrypt_round_trip_files_and_pipes() {
+    let env = Env::new();
+    let key = env.key("k");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(env.p("plain"), &data).unwrap();
+    let o = run(lockbox()
+        .arg("encrypt")
+        .arg("--key-file")
+        .arg(&key)
+        .arg("-o")
+        .arg(env.p("c"))
+        .arg(env.p("plain")));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let ct = std::fs::read(env.p("c")).unwrap();
+    assert!(ct.len() > data.len());
+    assert!(!ct.windows(64).any(|w| data.windows(64).next() == Some(w)));
+    // decrypt from stdin to stdout
+    let o = lockbox()
+        .arg("decrypt")
+        .arg("--key-file")
+        .arg(&key)
+        .stdin(std::fs::File::open(env.p("c")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(o.stdout, data);
+}
+
+#[test]
+fn recovery_code_from_environment_leniently_typed() {
+    let env = Env::new();
+    let key = env.key("k");
+    let typed = std::fs::read_to_string(&key)
+        .unwrap()
+        .trim()
+        .replace(' ', "-")
+        .to_uppercase();
+    std::fs::write(env.p("plain"), b"secret chat").unwrap();
+    let o = run(lockbox()
+        .arg("encrypt")
+        .arg("-o")
+        .arg(env.p("c"))
+        .arg(env.p("plain"))
+        .env("LOCKBOX_RECOVERY_CODE", &typed));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(lockbox()
+        .arg("decrypt")
+        .arg("--key-file")
+        .arg(&key)
+        .arg(env.p("c")));
+    assert_eq!(o.stdout, b"secret chat");
+}
+
+#[test]
+fn wrong_key_exits_2_and_leaves_no_output() {
+    let env = Env::new();
+    let (k1, k2) = (env.key("k1"), env.key("k2"));
+    std::fs::write(env.p("plain"), b"x".repeat(100_000)).unwrap();
+    run(lockbox()
+        .arg("encrypt")
+        .arg("--key-file")
+        .arg(&k1)
+        .arg("-o")
+        .arg(env.p("c"))
+        .arg(env.p("plain")));
+    let o = run(lockbox()
+        .arg("decrypt")
+        .arg("--key-file")
+        .arg(&k2)
+        .arg("-o")
+        .arg(env.p("out"))
+        .arg(env.p("c")));
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("wrong"), "{}", stderr(&o));
+    assert!(!env.p("out").exists());
+    assert_eq!(
+        std::fs::read_dir(env.dir.path()).unwrap().count(),
+        4,
+        "no temp files left"
+    );
+}
+
+#[test]
+fn malformed_code_exits_2_with_a_clear_message() {
+    let env = Env::new();
+    std::fs::write(env.p("k"), "1234 5678").unwrap();
+    let o = run(lockbox()
+        .arg("decrypt")
+        .arg("--key-file")
+        .arg(env.p("k"))
+        .arg("/dev/null"));
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("expected 64"), "{}", stderr(&o));
+}
+
+#[test]
+fn tampered_and_truncated_streams_exit_3() {
+    let env = Env::new();
+    let key = env.key("k");
+    std::fs::write(env.p("plain"), b"chat ".repeat(60_000)).unwrap();
+    run(lockbox()
+        .arg("encrypt")
+        .arg("--key-file")
+        .arg(&key)
+        .arg("-o")
+        .arg(env.p("c"))
+        .arg(env.p("plain")));
+    let ct = std::fs::read(env.p("c")).unwrap();
+    let mut flipped = ct.clone();
+    flipped[ct.len() / 2] ^= 0x80;
+    let cases = [
+        ("flipped", flipped),
+        ("truncated", ct[..ct.len() - 1000].to_vec()),
+        ("cut", ct[..ct.len() / 2].to_vec()),
+    ];
+    for (name, bytes) in cases {
+        std::fs::write(env.p(name), bytes).unwrap();
+        let out = env.p(&format!("{name}.out"));
+        let o = run(lockbox()
+            .arg("decrypt")
+            .arg("--key-file")
+            .arg(&key)
+            .arg("-o")
+            .arg(&out)
+            .arg(env.p(name)));
+        assert_eq!(code(&o), 3, "{name}: {}", stderr(&o));
+        assert!(!out.exists(), "{name}: partial output left");
+    }
+}
+
+#[test]
+fn not_a_lockbox_file_is_a_plain_error() {
+    let env = Env::new();
+    let key = env.key("k");
+    std::fs::write(env.p("junk"), b"this is not encrypted at all, just text").unwrap();
+    let o = run(lockbox()
+        .arg("decrypt")
+        .arg("--key-file")
+        .arg(&key)
+        .arg(env.p("junk")));
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).to_lowercase().contains("not a lockbox"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn backup_list_restore_round_trip() {
+    let env = Env::new();
+    let key = env.key("k");
+    let id = env.backup(&key);
+    assert_eq!(id.len(), 16, "{id}");
+    let o = run(lockbox().args(["list", "--from", &env.store()]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&id));
+    let dest = env.p("restored");
+    let o = run(lockbox()
+        .arg("restore")
+        .arg(&dest)
+        .args(["--from", &env.store()])
+        .arg("--key-file")
+        .arg(&key));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let src = env.p("chats");
+    for f in ["msgstore.db", "media/photo.jpg"] {
+        assert_eq!(
+            std::fs::read(src.join(f)).unwrap(),
+            std::fs::read(dest.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert!(dest.join("media/empty").is_dir());
+    assert_eq!(
+        std::fs::read_link(dest.join("media/link")).unwrap(),
+        Path::new("../msgstore.db")
+    );
+    // a second restore into the now non-empty destination is refused
+    let o = run(lockbox()
+        .arg("restore")
+        .arg(&dest)
+        .args(["--from", &env.store()])
+        .arg("--key-file")
+        .arg(&key));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn restore_picks_by_id_and_prune_keeps_newest() {
+    let env = Env::new();
+    let key = env.key("k");
+    let first = env.backup(&key);
+    std::fs::write(env.p("chats/msgstore.db"), b"changed").unwrap();
+    let o = run(lockbox()
+        .arg("backup")
+        .arg(env.p("chats"))
+        .args(["--to", &env.store()])
+        .arg("--key-file")
+        .arg(&key));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let dest = env.p("old");
+    let o = run(lockbox()
+        .arg("restore")
+        .arg(&dest)
+        .args(["--from", &env.store(), "--backup", &first[..6]])
+        .arg("--key-file")
+        .arg(&key));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(dest.join("msgstore.db")).unwrap(),
+        "hello\n".repeat(50_000).as_bytes()
+    );
+    let o = run(lockbox().args(["prune", "--keep", "1", "--from", &env.store()]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), first);
+    assert_eq!(env.objects().len(), 1);
+}
+
+#[test]
+fn restore_with_wrong_key_exits_2_and_leaves_nothing() {
+    let env = Env::new();
+    let key = env.key("k");
+    env.backup(&key);
+    let other = env.key("other");
+    let dest = env.p("restored");
+    let o = run(lockbox()
+        .arg("restore")
+        .arg(&dest)
+        .args(["--from", &env.store()])
+        .arg("--key-file")
+        .arg(&other));
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(!dest.exists());
+}
+
+#[test]
+fn tampering_storage_provider_is_caught_exit_3() {
+    let env = Env::new();
+    let key = env.key("k");
+    env.backup(&key);
+    let [object] = env.objects().try_into().unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 1;
+    std::fs::write(&object, &bytes).unwrap();
+    let dest = env.p("restored");
+    let o = run(lockbox()
+        .arg("restore")
+        .arg(&dest)
+        .args(["--from", &env.store()])
+        .arg("--key-file")
+        .arg(&key));
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(!dest.exists(), "half-written restore left behind");
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().contains("partial")),
+        "{leftovers:?}"
+    );
+}
+
+#[test]
+fn swapped_backups_are_caught_exit_3() {
+    let env = Env::new();
+    let key = env.key("k");
+    env.backup(&key);
+    std::fs::write(env.p("chats/msgstore.db"), b"newer").unwrap();
+    let o = run(lockbox()
+        .arg("backup")
+        .arg(env.p("chats"))
+        .args(["--to", &env.store()])
+        .arg("--key-file")
+        .arg(&key));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let [old, new] = env.objects().try_into().unwrap();
+    // the provider serves the old backup under the newest name
+    std::fs::copy(&old, &new).unwrap();
+    let o = run(lockbox()
+        .arg("restore")
+        .arg(env.p("r"))
+        .args(["--from", &env.store()])
+        .arg("--key-file")
+        .arg(&key));
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("swapped"), "{}", stderr(&o));
+}
+
+#[test]
+fn help_documents_exit_status() {
+    let o = run(lockbox().arg("--help"));
+    assert_eq!(code(&o), 0);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in ["EXIT STATUS", "LOCKBOX_RECOVERY_CODE", "backup", "restore"] {
+        assert!(text.contains(needle), "missing {needle}");
+    }
+    assert_eq!(
+        code(&run(lockbox().arg("no-such-command"))),
+        1,
+        "usage errors are 1, not 2 (wrong key)"
+    );
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let env = Env::new();
+    let o = run(lockbox().arg("demo").arg("--workdir").arg(env.p("demo")));
+    assert_eq!(
+        code(&o),
+        0,
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("identical") && out.contains("Demo complete"),
+        "{out}"
+    );
+}
