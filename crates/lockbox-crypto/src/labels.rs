@@ -15,6 +15,9 @@ pub const CHUNK_TAG: &[u8] = b"lockbox/v1/chunk-tag";
 /// Vault path: `wrap_key = HKDF-SHA256(ikm = OPAQUE export_key, info = WRAP)`.
 pub const WRAP: &[u8] = b"lockbox/v1/wrap";
 
+/// Vault login: the key that seals `wrapped_K` in the login reply, expanded from the OPAQUE
+/// session key (which seals exactly one reply).
+pub const VAULT_LOGIN_REPLY: &[u8] = b"lockbox/v1/vault-login-reply";
 /// HPKE `info` prefix for a client → vault request envelope (followed by partition and account).
 pub const ENVELOPE: &[u8] = b"lockbox/v1/envelope";
 /// HPKE exporter context for the key that seals the vault's response to one request.
@@ -22,7 +25,15 @@ pub const RESPONSE: &[u8] = b"lockbox/v1/response";
 
 /// All labels, for the test that proves they are distinct.
 pub const ALL: &[&[u8]] = &[
-    BACKUP, PAYLOAD, HEADER_MAC, KEY_CHECK, CHUNK_TAG, WRAP, ENVELOPE, RESPONSE,
+    BACKUP,
+    PAYLOAD,
+    HEADER_MAC,
+    KEY_CHECK,
+    CHUNK_TAG,
+    WRAP,
+    VAULT_LOGIN_REPLY,
+    ENVELOPE,
+    RESPONSE,
 ];
 
 #[cfg(test)]

@@ -1,0 +1,249 @@
+//! The device side of the vault protocol, sans-IO. Each step is a type consumed by the next:
+//!
+//! ```text
+//! enroll:   ClientEnrollment::start -> RegisterStart ... RegistrationStarted -> .finish -> EnrollmentUpload
+//! recover:  ClientRecovery::start  -> LoginStart   ... LoginStarted -> .finish -> (KE3, RecoveryOpening)
+//!           LoginFinish ... Recovered -> RecoveryOpening::open -> BackupKey
+//! ```
+//! A wrong password is detected on the device at [`ClientRecovery::finish`] (the OPAQUE envelope
+//! does not open); the attempt was already spent at KE1, so the device need not send a KE3.
+
+use lockbox_crypto::BackupKey;
+use opaque_ke::errors::ProtocolError;
+use opaque_ke::{
+    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
+    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
+};
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::guess::AttemptLimit;
+use crate::record::AccountId;
+use crate::seal::{open_reply, unwrap, wrap};
+use crate::secrets::VaultIdentity;
+use crate::session::SessionId;
+use crate::suite::{
+    KE2_LEN, KsfParams, OPAQUE_CONTEXT, REGISTRATION_RESPONSE_LEN, Suite, parse_exact,
+};
+use crate::vault::Request;
+
+/// Why a client step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("malformed registration response from the vault")]
+    MalformedRegistrationResponse,
+    #[error("malformed KE2 from the vault")]
+    MalformedKe2,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("the vault's OPAQUE public key is not the pinned one")]
+    ServerKeyMismatch,
+    #[error("the vault's reply does not decrypt under this login's session key")]
+    ReplyUndecryptable,
+    #[error("the wrapped key does not open with this password's export key")]
+    WrappedKeyUndecryptable,
+    #[error("OPAQUE protocol failure")]
+    Protocol,
+}
+
+fn identifiers<'a>(account: &'a AccountId, vault: &'a VaultIdentity) -> Identifiers<'a> {
+    Identifiers {
+        client: Some(account.as_bytes()),
+        server: Some(&vault.server_id),
+    }
+}
+
+fn check_server_key(got: &[u8], vault: &VaultIdentity) -> Result<(), ClientError> {
+    if got == vault.public_key {
+        Ok(())
+    } else {
+        Err(ClientError::ServerKeyMismatch)
+    }
+}
+
+/// Enrollment in progress: holds the password until the vault's response arrives.
+pub struct ClientEnrollment {
+    account: AccountId,
+    vault: VaultIdentity,
+    password: Zeroizing<Vec<u8>>,
+    state: ClientRegistration<Suite>,
+}
+
+impl core::fmt::Debug for ClientEnrollment {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientEnrollment")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the device uploads to finish enrollment (fields of [`Request::RegisterFinish`]).
+#[derive(Debug, Clone)]
+pub struct EnrollmentUpload {
+    pub upload: Vec<u8>,
+    pub wrapped_key: Vec<u8>,
+    pub attempt_limit: u8,
+    pub ksf: KsfParams,
+}
+
+impl EnrollmentUpload {
+    pub fn into_request(self, account: AccountId, session: SessionId) -> Request {
+        Request::RegisterFinish {
+            account,
+            session: session.as_bytes().to_vec(),
+            upload: self.upload,
+            wrapped_key: self.wrapped_key,
+            attempt_limit: self.attempt_limit,
+            ksf: self.ksf,
+        }
+    }
+}
+
+impl ClientEnrollment {
+    /// Returns the `RegistrationRequest` to send and the state to keep.
+    pub fn start<R: RngCore + CryptoRng>(
+        password: &[u8],
+        account: AccountId,
+        vault: VaultIdentity,
+        rng: &mut R,
+    ) -> Result<(Vec<u8>, Self), ClientError> {
+        let start =
+            ClientRegistration::<Suite>::start(rng, password).map_err(|_| ClientError::Protocol)?;
+        let state = Self {
+            account,
+            vault,
+            password: Zeroizing::new(password.to_vec()),
+            state: start.state,
+        };
+        Ok((start.message.serialize().to_vec(), state))
+    }
+
+    /// Finishes OPAQUE registration with Argon2id `ksf`, and wraps `key` under the export key.
+    pub fn finish<R: RngCore + CryptoRng>(
+        self,
+        response: &[u8],
+        key: &BackupKey,
+        attempt_limit: AttemptLimit,
+        ksf: KsfParams,
+        rng: &mut R,
+    ) -> Result<EnrollmentUpload, ClientError> {
+        let response = parse_exact(
+            response,
+            REGISTRATION_RESPONSE_LEN,
+            RegistrationResponse::deserialize,
+        )
+        .ok_or(ClientError::MalformedRegistrationResponse)?;
+        let argon2 = ksf.argon2();
+        let params = ClientRegistrationFinishParameters::new(
+            identifiers(&self.account, &self.vault),
+            Some(&argon2),
+        );
+        let finish = self
+            .state
+            .finish(rng, &self.password, response, params)
+            .map_err(|_| ClientError::Protocol)?;
+        check_server_key(&finish.server_s_pk.serialize(), &self.vault)?;
+        let export_key = Zeroizing::new(finish.export_key.to_vec());
+        let wrapped_key =
+            wrap(&export_key, &self.account, key, rng).ok_or(ClientError::Protocol)?;
+        Ok(EnrollmentUpload {
+            upload: finish.message.serialize().to_vec(),
+            wrapped_key,
+            attempt_limit: attempt_limit.get(),
+            ksf,
+        })
+    }
+}
+
+/// Recovery in progress, between KE1 and KE2.
+pub struct ClientRecovery {
+    account: AccountId,
+    vault: VaultIdentity,
+    password: Zeroizing<Vec<u8>>,
+    state: ClientLogin<Suite>,
+}
+
+impl core::fmt::Debug for ClientRecovery {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientRecovery")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientRecovery {
+    /// Returns KE1 and the state to keep.
+    pub fn start<R: RngCore + CryptoRng>(
+        password: &[u8],
+        account: AccountId,
+        vault: VaultIdentity,
+        rng: &mut R,
+    ) -> Result<(Vec<u8>, Self), ClientError> {
+        let start =
+            ClientLogin::<Suite>::start(rng, password).map_err(|_| ClientError::Protocol)?;
+        let state = Self {
+            account,
+            vault,
+            password: Zeroizing::new(password.to_vec()),
+            state: start.state,
+        };
+        Ok((start.message.serialize().to_vec(), state))
+    }
+
+    /// Processes KE2 (with the Argon2id parameters the vault returned alongside it) and returns
+    /// KE3 plus the state that opens the vault's final reply.
+    pub fn finish<R: RngCore + CryptoRng>(
+        self,
+        ke2: &[u8],
+        ksf: KsfParams,
+        rng: &mut R,
+    ) -> Result<(Vec<u8>, RecoveryOpening), ClientError> {
+        let ke2 = parse_exact(ke2, KE2_LEN, CredentialResponse::deserialize)
+            .ok_or(ClientError::MalformedKe2)?;
+        let argon2 = ksf.argon2();
+        let params = ClientLoginFinishParameters::new(
+            Some(OPAQUE_CONTEXT),
+            identifiers(&self.account, &self.vault),
+            Some(&argon2),
+        );
+        let finish = self
+            .state
+            .finish(rng, &self.password, ke2, params)
+            .map_err(|e| match e {
+                ProtocolError::InvalidLoginError => ClientError::WrongPassword,
+                _ => ClientError::Protocol,
+            })?;
+        check_server_key(&finish.server_s_pk.serialize(), &self.vault)?;
+        let opening = RecoveryOpening {
+            account: self.account,
+            session_key: Zeroizing::new(finish.session_key.to_vec()),
+            export_key: Zeroizing::new(finish.export_key.to_vec()),
+        };
+        Ok((finish.message.serialize().to_vec(), opening))
+    }
+}
+
+/// After KE3: the keys that open the vault's `Recovered` reply.
+pub struct RecoveryOpening {
+    account: AccountId,
+    session_key: Zeroizing<Vec<u8>>,
+    export_key: Zeroizing<Vec<u8>>,
+}
+
+impl core::fmt::Debug for RecoveryOpening {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RecoveryOpening")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecoveryOpening {
+    /// Opens `sealed_wrapped_key` from [`crate::Reply::Recovered`] and unwraps `K`.
+    pub fn open(self, sealed_wrapped_key: &[u8]) -> Result<BackupKey, ClientError> {
+        let wrapped = open_reply(&self.session_key, &self.account, sealed_wrapped_key)
+            .ok_or(ClientError::ReplyUndecryptable)?;
+        unwrap(&self.export_key, &self.account, &wrapped)
+            .ok_or(ClientError::WrappedKeyUndecryptable)
+    }
+}

@@ -1,0 +1,178 @@
+//! In-memory protocol sessions. A crash loses them all, which is safe: an attempt spent at KE1
+//! stays spent (it is in the persisted record), and a lost session can only cost its owner.
+
+use std::collections::BTreeMap;
+
+use opaque_ke::ServerLogin;
+use rand_core::{CryptoRng, RngCore};
+
+use crate::error::{Field, VaultError};
+use crate::record::AccountId;
+use crate::suite::Suite;
+
+pub const SESSION_ID_LEN: usize = 16;
+
+/// A random 16-byte session id. Bound to one account and one record generation; guessing another
+/// account's id gains nothing (the account binding is checked first).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId([u8; SESSION_ID_LEN]);
+
+impl SessionId {
+    pub(crate) fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+        let mut id = [0u8; SESSION_ID_LEN];
+        rng.fill_bytes(&mut id);
+        Self(id)
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, VaultError> {
+        <[u8; SESSION_ID_LEN]>::try_from(bytes)
+            .map(Self)
+            .map_err(|_| VaultError::Malformed(Field::Session))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; SESSION_ID_LEN] {
+        &self.0
+    }
+}
+
+impl core::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "SessionId({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+pub(crate) enum Step {
+    /// Enrollment (or password change) between RegistrationResponse and upload.
+    Registration,
+    /// Between KE2 and KE3. Holds the OPAQUE server state (zeroized on drop by opaque-ke).
+    Login(Box<ServerLogin<Suite>>),
+    /// After a verified KE3: usable once for ChangePassword or Delete.
+    Authenticated,
+}
+
+impl Step {
+    fn name(&self) -> &'static str {
+        match self {
+            Step::Registration => "registration",
+            Step::Login(_) => "login",
+            Step::Authenticated => "authenticated",
+        }
+    }
+}
+
+pub(crate) struct Session {
+    pub(crate) account: AccountId,
+    /// The record generation the session started at (0: no record existed).
+    pub(crate) generation: u64,
+    pub(crate) expires_at: u64,
+    pub(crate) step: Step,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("account", &self.account)
+            .field("generation", &self.generation)
+            .field("expires_at", &self.expires_at)
+            .field("step", &self.step.name())
+            .finish()
+    }
+}
+
+/// The session table owned by a [`crate::Vault`]. Bounded: when full, expired sessions are
+/// purged, and if it is still full new sessions are refused with [`VaultError::Busy`].
+#[derive(Debug)]
+pub struct Sessions {
+    map: BTreeMap<SessionId, Session>,
+    max: usize,
+}
+
+impl Sessions {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            map: BTreeMap::new(),
+            max,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Drops every session whose deadline has passed.
+    pub fn purge_expired(&mut self, now: u64) {
+        self.map.retain(|_, s| s.expires_at > now);
+    }
+
+    /// Fails with `Busy` unless one more session fits.
+    pub(crate) fn reserve(&mut self, now: u64) -> Result<(), VaultError> {
+        if self.map.len() >= self.max {
+            self.purge_expired(now);
+        }
+        if self.map.len() >= self.max {
+            return Err(VaultError::Busy);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fresh_id<R: RngCore + CryptoRng>(&self, rng: &mut R) -> SessionId {
+        loop {
+            let id = SessionId::random(rng);
+            if !self.map.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    pub(crate) fn insert(
+        &mut self,
+        id: SessionId,
+        session: Session,
+        now: u64,
+    ) -> Result<(), VaultError> {
+        self.reserve(now)?;
+        if self.map.contains_key(&id) {
+            return Err(VaultError::Busy);
+        }
+        self.map.insert(id, session);
+        Ok(())
+    }
+
+    /// Inserts a session whose room [`Self::reserve`] already checked when its request was
+    /// handled. It may overshoot the bound by the number of writes in flight, which is bounded by
+    /// the shell; refusing here would spend an attempt without ever releasing its KE2.
+    pub(crate) fn insert_reserved(&mut self, id: SessionId, session: Session, now: u64) {
+        if self.map.len() >= self.max {
+            self.purge_expired(now);
+        }
+        self.map.insert(id, session);
+    }
+
+    /// Removes and returns the session if it exists, is live, belongs to `account` and is at the
+    /// step `want` accepts. A session of another account or at another step is left untouched,
+    /// so a misrouted message cannot cancel someone's session; an expired one is dropped.
+    pub(crate) fn take(
+        &mut self,
+        id: &SessionId,
+        account: &AccountId,
+        now: u64,
+        want: fn(&Step) -> bool,
+    ) -> Result<Session, VaultError> {
+        let session = self.map.get(id).ok_or(VaultError::NoSession)?;
+        if session.expires_at <= now {
+            self.map.remove(id);
+            return Err(VaultError::SessionExpired);
+        }
+        if &session.account != account {
+            return Err(VaultError::SessionAccountMismatch);
+        }
+        if !want(&session.step) {
+            return Err(VaultError::SessionKindMismatch);
+        }
+        self.map.remove(id).ok_or(VaultError::NoSession)
+    }
+}

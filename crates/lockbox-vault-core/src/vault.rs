@@ -1,0 +1,638 @@
+//! Request handlers: `(stored record, request, rng, now) -> Outcome`. The core decides; the shell
+//! loads, persists and replies, in the order an [`Outcome`] dictates.
+
+use opaque_ke::{
+    CredentialFinalization, CredentialRequest, Identifiers, RegistrationRequest,
+    RegistrationUpload, ServerLogin, ServerLoginParameters, ServerRegistration,
+};
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::error::{Field, VaultError};
+use crate::guess::{AttemptLimit, GuessEvent, GuessVerdict, guess_step};
+use crate::record::{AccountId, Active, MAX_WRAPPED_KEY_LEN, Record, ke1_fingerprint};
+use crate::seal::seal_reply;
+use crate::secrets::VaultSecrets;
+use crate::session::{Session, SessionId, Sessions, Step};
+use crate::suite::{
+    KE1_LEN, KE3_LEN, KsfParams, OPAQUE_CONTEXT, REGISTRATION_REQUEST_LEN, REGISTRATION_UPLOAD_LEN,
+    parse_exact,
+};
+
+/// Tunables of one vault core.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// OPAQUE server identifier bound into every transcript (e.g. `lockbox-vault/p7`); clients
+    /// learn it from the fleet manifest. At most 255 bytes.
+    pub server_id: Vec<u8>,
+    /// How long a session may wait for its next message. Default 60 s.
+    pub session_ttl_ms: u64,
+    /// Bound on open sessions (memory). Default 65 536.
+    pub max_sessions: usize,
+    /// The weakest client Argon2id parameters accepted at enrollment.
+    pub min_ksf: KsfParams,
+}
+
+impl VaultConfig {
+    pub fn new(server_id: &[u8]) -> Self {
+        Self {
+            server_id: server_id.to_vec(),
+            session_ttl_ms: 60_000,
+            max_sessions: 65_536,
+            min_ksf: KsfParams::PRODUCTION_FLOOR,
+        }
+    }
+}
+
+/// A client request as it arrives (protocol payloads still raw bytes from the wire). The shell
+/// has already authenticated `account` and loaded that account's record.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Enrollment, step 1: OPAQUE `RegistrationRequest`.
+    RegisterStart {
+        account: AccountId,
+        registration_request: Vec<u8>,
+    },
+    /// Enrollment (or password change), step 2.
+    RegisterFinish {
+        account: AccountId,
+        session: Vec<u8>,
+        upload: Vec<u8>,
+        wrapped_key: Vec<u8>,
+        attempt_limit: u8,
+        ksf: KsfParams,
+    },
+    /// Recovery, step 1: KE1.
+    LoginStart {
+        account: AccountId,
+        ke1: Vec<u8>,
+    },
+    /// Recovery, step 2: KE3.
+    LoginFinish {
+        account: AccountId,
+        session: Vec<u8>,
+        ke3: Vec<u8>,
+    },
+    /// After a successful login: start re-registration under the same session.
+    ChangePassword {
+        account: AccountId,
+        session: Vec<u8>,
+        registration_request: Vec<u8>,
+    },
+    /// After a successful login: destroy the record.
+    Delete {
+        account: AccountId,
+        session: Vec<u8>,
+    },
+    Status {
+        account: AccountId,
+    },
+}
+
+impl Request {
+    pub fn account(&self) -> &AccountId {
+        match self {
+            Request::RegisterStart { account, .. }
+            | Request::RegisterFinish { account, .. }
+            | Request::LoginStart { account, .. }
+            | Request::LoginFinish { account, .. }
+            | Request::ChangePassword { account, .. }
+            | Request::Delete { account, .. }
+            | Request::Status { account } => account,
+        }
+    }
+}
+
+/// What the vault may say back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    RegistrationStarted {
+        session: SessionId,
+        response: Vec<u8>,
+    },
+    Enrolled {
+        generation: u64,
+    },
+    /// KE2, with the Argon2id parameters the client must use and the attempts left after this one.
+    LoginStarted {
+        session: SessionId,
+        ke2: Vec<u8>,
+        ksf: KsfParams,
+        attempts_left: u8,
+    },
+    /// The wrapped key, sealed under the OPAQUE session key. `session` is now authenticated and
+    /// usable once for ChangePassword or Delete.
+    Recovered {
+        session: SessionId,
+        sealed_wrapped_key: Vec<u8>,
+    },
+    Wrong {
+        attempts_left: u8,
+    },
+    Destroyed,
+    Deleted,
+    Status(AccountStatus),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Absent,
+    Destroyed {
+        generation: u64,
+    },
+    Active {
+        generation: u64,
+        attempts_left: u8,
+        limit: u8,
+    },
+}
+
+/// What the shell must do with a request.
+#[derive(Debug)]
+#[must_use]
+#[allow(clippy::large_enum_variant)] // One short-lived value per request; boxing buys nothing.
+pub enum Outcome {
+    /// Send this reply; persist nothing.
+    Reply(Reply),
+    /// Persist `write` durably (fsync'd, committed on a quorum), then exchange
+    /// [`Write::committed`] for the reply with [`Vault::release`]. If the write fails or the
+    /// process dies first, the reply is lost and must never be sent: that is what makes a KE2
+    /// impossible without a durable decrement (DESIGN.md §4 invariant 1).
+    WriteThenReply { write: Write, pending: PendingReply },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ticket {
+    instance: [u8; 16],
+    serial: u64,
+}
+
+/// A record to persist. Apply it as a compare-and-swap: commit only if the account's stored record
+/// is still exactly [`Write::prior`] (`None`: no record stored); otherwise drop the whole outcome
+/// and re-run the request on the fresh record. This keeps concurrent requests from spending the
+/// same attempt twice.
+#[derive(Debug)]
+#[must_use]
+pub struct Write {
+    ticket: Ticket,
+    prior: Option<Record>,
+    record: Record,
+}
+
+impl Write {
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    pub fn prior(&self) -> Option<&Record> {
+        self.prior.as_ref()
+    }
+
+    /// The proof that this write is durable. Call it ONLY after the write has committed
+    /// (fsync'd locally and acknowledged by a quorum of replicas); calling it earlier breaks
+    /// the guess limit under crashes.
+    pub fn committed(self) -> Durable {
+        Durable {
+            ticket: self.ticket,
+        }
+    }
+}
+
+/// Proof, built only by [`Write::committed`], that one particular write is durable.
+#[derive(Debug)]
+pub struct Durable {
+    ticket: Ticket,
+}
+
+/// A reply held back until its write is durable; opened only by [`Vault::release`].
+#[derive(Debug)]
+#[must_use]
+pub struct PendingReply {
+    ticket: Ticket,
+    now: u64,
+    kind: Pending,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Reply(Reply),
+    /// The session starts to exist only once the write is durable.
+    WithSession {
+        id: SessionId,
+        session: Session,
+        reply: Reply,
+    },
+}
+
+/// The vault core for one partition: long-term OPAQUE secrets, configuration, and the in-memory
+/// session table. One instance per process; after a crash, build a new one (sessions are lost).
+pub struct Vault {
+    secrets: VaultSecrets,
+    config: VaultConfig,
+    sessions: Sessions,
+    instance: [u8; 16],
+    serial: u64,
+}
+
+impl core::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Vault")
+            .field("config", &self.config)
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    pub fn new<R: RngCore + CryptoRng>(
+        secrets: VaultSecrets,
+        config: VaultConfig,
+        rng: &mut R,
+    ) -> Self {
+        let mut instance = [0u8; 16];
+        rng.fill_bytes(&mut instance);
+        Self {
+            sessions: Sessions::new(config.max_sessions),
+            secrets,
+            config,
+            instance,
+            serial: 0,
+        }
+    }
+
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    pub fn purge_expired(&mut self, now: u64) {
+        self.sessions.purge_expired(now);
+    }
+
+    /// Decides one request. `stored` is the account's current record as loaded by the shell.
+    /// An `Err` never asks for a write.
+    pub fn handle<R: RngCore + CryptoRng>(
+        &mut self,
+        stored: Option<&Record>,
+        request: Request,
+        rng: &mut R,
+        now: u64,
+    ) -> Result<Outcome, VaultError> {
+        if stored.is_some_and(|r| r.account() != request.account()) {
+            return Err(VaultError::RecordAccountMismatch);
+        }
+        match request {
+            Request::RegisterStart {
+                account,
+                registration_request,
+            } => {
+                let request = parse_registration_request(&registration_request)?;
+                let generation = stored.map_or(0, Record::generation);
+                self.open_registration(account, generation, request, rng, now)
+            }
+            Request::RegisterFinish {
+                account,
+                session,
+                upload,
+                wrapped_key,
+                attempt_limit,
+                ksf,
+            } => {
+                let input =
+                    self.parse_enrollment(&session, &upload, wrapped_key, attempt_limit, ksf)?;
+                self.register_finish(stored, account, input, now)
+            }
+            Request::LoginStart { account, ke1 } => {
+                self.login_start(stored, account, &ke1, rng, now)
+            }
+            Request::LoginFinish {
+                account,
+                session,
+                ke3,
+            } => self.login_finish(stored, account, &session, &ke3, now),
+            Request::ChangePassword {
+                account,
+                session,
+                registration_request,
+            } => {
+                let id = SessionId::parse(&session)?;
+                let request = parse_registration_request(&registration_request)?;
+                self.sessions.reserve(now)?;
+                let record = self.take_authenticated(stored, &id, &account, now)?;
+                let generation = record.generation();
+                self.open_registration(account, generation, request, rng, now)
+            }
+            Request::Delete { account, session } => {
+                let id = SessionId::parse(&session)?;
+                let record = self.take_authenticated(stored, &id, &account, now)?;
+                let tombstone = record.tombstone()?;
+                Ok(self.write_then(stored, tombstone, now, Pending::Reply(Reply::Deleted)))
+            }
+            Request::Status { .. } => Ok(Outcome::Reply(Reply::Status(status(stored)))),
+        }
+    }
+
+    /// Exchanges a durability proof for the reply it was holding back. Fails (and the reply is
+    /// gone) if the proof belongs to another write or to another vault instance.
+    pub fn release(&mut self, pending: PendingReply, proof: Durable) -> Result<Reply, VaultError> {
+        if pending.ticket != proof.ticket {
+            return Err(VaultError::ProofMismatch);
+        }
+        match pending.kind {
+            Pending::Reply(reply) => Ok(reply),
+            Pending::WithSession { id, session, reply } => {
+                self.sessions.insert_reserved(id, session, pending.now);
+                Ok(reply)
+            }
+        }
+    }
+
+    fn identifiers<'a>(&'a self, account: &'a AccountId) -> ServerLoginParameters<'a, 'a> {
+        ServerLoginParameters {
+            context: Some(OPAQUE_CONTEXT),
+            identifiers: Identifiers {
+                client: Some(account.as_bytes()),
+                server: Some(&self.config.server_id),
+            },
+        }
+    }
+
+    fn expiry(&self, now: u64) -> u64 {
+        now.saturating_add(self.config.session_ttl_ms)
+    }
+
+    fn write_then(
+        &mut self,
+        prior: Option<&Record>,
+        record: Record,
+        now: u64,
+        kind: Pending,
+    ) -> Outcome {
+        self.serial += 1;
+        let ticket = Ticket {
+            instance: self.instance,
+            serial: self.serial,
+        };
+        Outcome::WriteThenReply {
+            write: Write {
+                ticket,
+                prior: prior.cloned(),
+                record,
+            },
+            pending: PendingReply { ticket, now, kind },
+        }
+    }
+
+    fn open_registration<R: RngCore + CryptoRng>(
+        &mut self,
+        account: AccountId,
+        generation: u64,
+        request: RegistrationRequest<crate::Suite>,
+        rng: &mut R,
+        now: u64,
+    ) -> Result<Outcome, VaultError> {
+        self.sessions.reserve(now)?;
+        let start = ServerRegistration::start(self.secrets.setup(), request, account.as_bytes())
+            .map_err(|_| VaultError::Internal)?;
+        let id = self.sessions.fresh_id(rng);
+        let session = Session {
+            account,
+            generation,
+            expires_at: self.expiry(now),
+            step: Step::Registration,
+        };
+        self.sessions.insert(id, session, now)?;
+        Ok(Outcome::Reply(Reply::RegistrationStarted {
+            session: id,
+            response: start.message.serialize().to_vec(),
+        }))
+    }
+
+    fn parse_enrollment(
+        &self,
+        session: &[u8],
+        upload: &[u8],
+        wrapped_key: Vec<u8>,
+        attempt_limit: u8,
+        ksf: KsfParams,
+    ) -> Result<Enrollment, VaultError> {
+        let id = SessionId::parse(session)?;
+        let upload = parse_exact(
+            upload,
+            REGISTRATION_UPLOAD_LEN,
+            RegistrationUpload::<crate::Suite>::deserialize,
+        )
+        .ok_or(VaultError::Malformed(Field::RegistrationUpload))?;
+        if !(1..=MAX_WRAPPED_KEY_LEN).contains(&wrapped_key.len()) {
+            return Err(VaultError::Malformed(Field::WrappedKey));
+        }
+        let limit = AttemptLimit::new(attempt_limit)
+            .ok_or(VaultError::AttemptLimitOutOfRange(attempt_limit))?;
+        if !ksf.at_least(&self.config.min_ksf) {
+            return Err(VaultError::KsfBelowPolicy);
+        }
+        let mut registration = Box::new([0u8; REGISTRATION_UPLOAD_LEN]);
+        registration.copy_from_slice(&ServerRegistration::finish(upload).serialize());
+        Ok(Enrollment {
+            id,
+            active: Active {
+                limit,
+                attempts_left: limit.get(),
+                ksf,
+                registration,
+                wrapped_key,
+            },
+        })
+    }
+
+    /// Writes the new record at generation + 1, but only if the record is still at the generation
+    /// the registration started from: an old enrollment can never overwrite a newer record or
+    /// resurrect a tombstone.
+    fn register_finish(
+        &mut self,
+        stored: Option<&Record>,
+        account: AccountId,
+        input: Enrollment,
+        now: u64,
+    ) -> Result<Outcome, VaultError> {
+        let session = self.sessions.take(&input.id, &account, now, |s| {
+            matches!(s, Step::Registration)
+        })?;
+        let current = stored.map_or(0, Record::generation);
+        if current != session.generation {
+            return Err(VaultError::StaleGeneration);
+        }
+        let generation = current
+            .checked_add(1)
+            .ok_or(VaultError::GenerationExhausted)?;
+        let ring = stored.map(|r| r.recent_ke1().to_vec()).unwrap_or_default();
+        let record = Record::enrolled(account, generation, ring, input.active);
+        Ok(self.write_then(
+            stored,
+            record,
+            now,
+            Pending::Reply(Reply::Enrolled { generation }),
+        ))
+    }
+
+    fn login_start<R: RngCore + CryptoRng>(
+        &mut self,
+        stored: Option<&Record>,
+        account: AccountId,
+        ke1_bytes: &[u8],
+        rng: &mut R,
+        now: u64,
+    ) -> Result<Outcome, VaultError> {
+        let ke1 = parse_exact(ke1_bytes, KE1_LEN, CredentialRequest::deserialize)
+            .ok_or(VaultError::Malformed(Field::Ke1))?;
+        let record = stored.ok_or(VaultError::NoRecord)?;
+        let fingerprint = ke1_fingerprint(ke1_bytes);
+        if record.saw_ke1(&fingerprint) && !record.is_destroyed() {
+            return Err(VaultError::ReplayedKe1);
+        }
+        let (next_state, verdict) = guess_step(record.guess_state(), GuessEvent::Ke1);
+        let next = record.after_guess(next_state)?.with_ke1(fingerprint);
+        match (verdict, record.active()) {
+            (GuessVerdict::ReleaseKe2 { attempts_left }, Some(active)) => {
+                self.sessions.reserve(now)?;
+                let start = ServerLogin::start(
+                    rng,
+                    self.secrets.setup(),
+                    Some(active.server_registration()?),
+                    ke1,
+                    account.as_bytes(),
+                    self.identifiers(&account),
+                )
+                .map_err(|_| VaultError::Internal)?;
+                let id = self.sessions.fresh_id(rng);
+                let reply = Reply::LoginStarted {
+                    session: id,
+                    ke2: start.message.serialize().to_vec(),
+                    ksf: active.ksf,
+                    attempts_left,
+                };
+                let session = Session {
+                    account,
+                    generation: record.generation(),
+                    expires_at: self.expiry(now),
+                    step: Step::Login(Box::new(start.state)),
+                };
+                let pending = Pending::WithSession { id, session, reply };
+                Ok(self.write_then(stored, next, now, pending))
+            }
+            (GuessVerdict::Destroy, _) => {
+                Ok(self.write_then(stored, next, now, Pending::Reply(Reply::Destroyed)))
+            }
+            (GuessVerdict::Refuse, _) => Err(VaultError::Destroyed),
+            _ => Err(VaultError::Internal),
+        }
+    }
+
+    fn login_finish(
+        &mut self,
+        stored: Option<&Record>,
+        account: AccountId,
+        session: &[u8],
+        ke3_bytes: &[u8],
+        now: u64,
+    ) -> Result<Outcome, VaultError> {
+        let id = SessionId::parse(session)?;
+        let ke3 = parse_exact(ke3_bytes, KE3_LEN, CredentialFinalization::deserialize)
+            .ok_or(VaultError::Malformed(Field::Ke3))?;
+        let session = self
+            .sessions
+            .take(&id, &account, now, |s| matches!(s, Step::Login(_)))?;
+        let record = stored
+            .filter(|r| !r.is_destroyed() && r.generation() == session.generation)
+            .ok_or(VaultError::NoSession)?;
+        let Step::Login(server_login) = session.step else {
+            return Err(VaultError::Internal);
+        };
+        let session_key = server_login
+            .finish(ke3, self.identifiers(&account))
+            .ok()
+            .map(|r| Zeroizing::new(r.session_key.to_vec()));
+        let event = match session_key {
+            Some(_) => GuessEvent::Ke3Ok,
+            None => GuessEvent::Ke3Fail,
+        };
+        let (next_state, verdict) = guess_step(record.guess_state(), event);
+        let next = record.after_guess(next_state)?;
+        match (verdict, session_key, record.wrapped_key()) {
+            (GuessVerdict::Recovered, Some(key), Some(wrapped)) => {
+                let sealed_wrapped_key =
+                    seal_reply(&key, &account, wrapped).ok_or(VaultError::Internal)?;
+                let reply = Reply::Recovered {
+                    session: id,
+                    sealed_wrapped_key,
+                };
+                let session = Session {
+                    account,
+                    generation: record.generation(),
+                    expires_at: self.expiry(now),
+                    step: Step::Authenticated,
+                };
+                let pending = Pending::WithSession { id, session, reply };
+                Ok(self.write_then(stored, next, now, pending))
+            }
+            (GuessVerdict::Wrong { attempts_left }, None, _) => {
+                Ok(Outcome::Reply(Reply::Wrong { attempts_left }))
+            }
+            (GuessVerdict::Destroy, None, _) => {
+                Ok(self.write_then(stored, next, now, Pending::Reply(Reply::Destroyed)))
+            }
+            _ => Err(VaultError::Internal),
+        }
+    }
+
+    /// Consumes an authenticated session and returns the record it is still valid for.
+    fn take_authenticated<'r>(
+        &mut self,
+        stored: Option<&'r Record>,
+        id: &SessionId,
+        account: &AccountId,
+        now: u64,
+    ) -> Result<&'r Record, VaultError> {
+        let session = self
+            .sessions
+            .take(id, account, now, |s| matches!(s, Step::Authenticated))?;
+        stored
+            .filter(|r| !r.is_destroyed() && r.generation() == session.generation)
+            .ok_or(VaultError::NoSession)
+    }
+}
+
+struct Enrollment {
+    id: SessionId,
+    active: Active,
+}
+
+fn parse_registration_request(
+    bytes: &[u8],
+) -> Result<RegistrationRequest<crate::Suite>, VaultError> {
+    parse_exact(
+        bytes,
+        REGISTRATION_REQUEST_LEN,
+        RegistrationRequest::deserialize,
+    )
+    .ok_or(VaultError::Malformed(Field::RegistrationRequest))
+}
+
+fn status(stored: Option<&Record>) -> AccountStatus {
+    match stored {
+        None => AccountStatus::Absent,
+        Some(r) => match r.attempts() {
+            None => AccountStatus::Destroyed {
+                generation: r.generation(),
+            },
+            Some((attempts_left, limit)) => AccountStatus::Active {
+                generation: r.generation(),
+                attempts_left,
+                limit,
+            },
+        },
+    }
+}

@@ -1,0 +1,504 @@
+//! Model-based property test of the guess limit through the real handlers and real OPAQUE
+//! messages: arbitrary interleavings of concurrent logins (honest, wrong-password, forged KE3),
+//! stale reads rejected by compare-and-swap, writes lost before they are durable, crashes
+//! (sessions lost, store kept), replays of old KE1/KE3, expiry, re-enrollment and deletion.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use lockbox_crypto::BackupKey;
+use lockbox_vault_core::client::{ClientError, ClientRecovery, RecoveryOpening};
+use lockbox_vault_core::{
+    KsfParams, Outcome, PendingReply, Record, Reply, Request, SessionId, VaultError, Write,
+};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use rand_core::{OsRng, RngCore};
+
+const PW: &[u8] = b"the right password";
+const LIMIT: u8 = 3;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Ke1 { honest: bool },
+    StaleKe1(Index),
+    Commit(Index),
+    Lose(Index),
+    Ke3 { client: Index, forge: bool },
+    ReplayKe1(Index),
+    ReplayKe3(Index),
+    CrossAccountKe3(Index),
+    Delete(Index),
+    RegStart,
+    RegFinish(Index),
+    Crash { commit_inflight: bool },
+    Tick(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => any::<bool>().prop_map(|honest| Op::Ke1 { honest }),
+        1 => any::<Index>().prop_map(Op::StaleKe1),
+        8 => any::<Index>().prop_map(Op::Commit),
+        1 => any::<Index>().prop_map(Op::Lose),
+        6 => (any::<Index>(), proptest::bool::weighted(0.25)).prop_map(|(client, forge)| Op::Ke3 { client, forge }),
+        1 => any::<Index>().prop_map(Op::ReplayKe1),
+        1 => any::<Index>().prop_map(Op::ReplayKe3),
+        1 => any::<Index>().prop_map(Op::CrossAccountKe3),
+        1 => any::<Index>().prop_map(Op::Delete),
+        1 => Just(Op::RegStart),
+        1 => any::<Index>().prop_map(Op::RegFinish),
+        1 => any::<bool>().prop_map(|commit_inflight| Op::Crash { commit_inflight }),
+        1 => prop_oneof![Just(1_000u64), Just(61_000)].prop_map(Op::Tick),
+    ]
+}
+
+/// Why a write was requested, to check the transition it makes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cause {
+    Ke1,
+    Ke3,
+    Enroll { started_at: u64 },
+    Delete,
+}
+
+enum Client {
+    /// KE1 sent, KE2 not yet released.
+    Waiting(Option<ClientRecovery>),
+    /// Holds a released KE2.
+    HasKe2 {
+        session: SessionId,
+        ke2: Vec<u8>,
+        ksf: KsfParams,
+        client: Option<ClientRecovery>,
+    },
+    /// KE3 sent.
+    Sent {
+        opening: Option<RecoveryOpening>,
+    },
+    Authenticated(SessionId),
+    Done,
+}
+
+struct InFlight {
+    write: Write,
+    pending: PendingReply,
+    cause: Cause,
+    client: Option<usize>,
+    key: Option<BackupKey>,
+}
+
+struct Model {
+    h: Harness,
+    clients: Vec<Client>,
+    in_flight: Vec<InFlight>,
+    snapshots: Vec<Option<Record>>,
+    ke1s: Vec<Vec<u8>>,
+    ke3s: Vec<(SessionId, Vec<u8>)>,
+    registrations: Vec<(SessionId, PendingEnrollment, u64)>,
+    keys: BTreeMap<u64, BackupKey>,
+    ke2_since_success: BTreeMap<u64, u32>,
+    destroyed: BTreeSet<u64>,
+}
+
+fn alice() -> lockbox_vault_core::AccountId {
+    acct("alice")
+}
+
+impl Model {
+    fn new() -> Self {
+        let mut h = Harness::new();
+        let key = BackupKey::generate(&mut OsRng);
+        h.enroll(&alice(), PW, &key, LIMIT);
+        h.enroll(
+            &acct("mallory"),
+            b"m",
+            &BackupKey::generate(&mut OsRng),
+            LIMIT,
+        );
+        let snapshots = vec![h.store.get(&alice()).cloned()];
+        Self {
+            h,
+            clients: vec![],
+            in_flight: vec![],
+            snapshots,
+            ke1s: vec![],
+            ke3s: vec![],
+            registrations: vec![],
+            keys: BTreeMap::from([(1, key)]),
+            ke2_since_success: BTreeMap::new(),
+            destroyed: BTreeSet::new(),
+        }
+    }
+
+    fn current(&self) -> Option<&Record> {
+        self.h.store.get(&alice())
+    }
+
+    fn expect_no_write(&self, result: &Result<Outcome, VaultError>) {
+        if let Ok(Outcome::WriteThenReply { .. }) = result {
+            panic!("expected no write, got {result:?}");
+        }
+    }
+
+    fn queue(
+        &mut self,
+        outcome: Outcome,
+        cause: Cause,
+        client: Option<usize>,
+        key: Option<BackupKey>,
+    ) -> Option<Reply> {
+        match outcome {
+            Outcome::Reply(reply) => Some(reply),
+            Outcome::WriteThenReply { write, pending } => {
+                self.in_flight.push(InFlight {
+                    write,
+                    pending,
+                    cause,
+                    client,
+                    key,
+                });
+                None
+            }
+        }
+    }
+
+    fn login_start(
+        &mut self,
+        ke1: Vec<u8>,
+        client: Option<ClientRecovery>,
+        stored: Option<Record>,
+    ) {
+        let result = self.h.vault.handle(
+            stored.as_ref(),
+            Request::LoginStart {
+                account: alice(),
+                ke1: ke1.clone(),
+            },
+            &mut OsRng,
+            self.h.now,
+        );
+        self.ke1s.push(ke1);
+        match result {
+            Ok(outcome) => {
+                self.clients.push(Client::Waiting(client));
+                let idx = self.clients.len() - 1;
+                if let Some(reply) = self.queue(outcome, Cause::Ke1, Some(idx), None) {
+                    panic!("KE1 answered without a write: {reply:?}");
+                }
+            }
+            Err(VaultError::Destroyed | VaultError::ReplayedKe1) => {}
+            Err(e) => panic!("KE1: {e:?}"),
+        }
+    }
+
+    /// Checks a durable transition against the rules, then applies it.
+    fn apply(&mut self, prior: Option<&Record>, next: &Record, cause: Cause) {
+        let (pg, ng) = (prior.map_or(0, Record::generation), next.generation());
+        match (cause, prior.and_then(Record::attempts), next.attempts()) {
+            (Cause::Ke1, Some((a, l)), Some((b, l2))) => assert!(
+                b + 1 == a && l == l2 && pg == ng,
+                "KE1 must spend exactly one attempt"
+            ),
+            (Cause::Ke1 | Cause::Ke3, Some((0, _)), None) => {
+                assert_eq!(ng, pg + 1, "destruction bumps the generation")
+            }
+            (Cause::Ke3, Some((_, l)), Some((b, _))) => {
+                assert!(b == l && pg == ng, "success restores the full limit")
+            }
+            (Cause::Delete, Some(_), None) => assert_eq!(ng, pg + 1),
+            (Cause::Enroll { started_at }, _, Some((b, l))) => {
+                assert!(
+                    b == l && ng == pg + 1 && started_at == pg,
+                    "enrollment only from the generation it started at"
+                )
+            }
+            other => panic!("illegal transition {other:?} by {cause:?}"),
+        }
+        if next.is_destroyed() {
+            self.destroyed.insert(pg);
+        }
+        if cause == Cause::Ke3 && !next.is_destroyed() {
+            // A durable reset is a success even if its reply died in a crash.
+            self.ke2_since_success.insert(ng, 0);
+        }
+        self.h.store.insert(alice(), next.clone());
+        self.snapshots.push(Some(next.clone()));
+    }
+
+    fn commit(&mut self, i: usize) {
+        let f = self.in_flight.remove(i);
+        if self.current() != f.write.prior() {
+            return; // CAS failed: the shell drops the outcome, the reply never leaves.
+        }
+        let prior = self.current().cloned();
+        self.apply(prior.as_ref(), &f.write.record().clone(), f.cause);
+        let generation = f.write.record().generation();
+        let reply = self
+            .h
+            .vault
+            .release(f.pending, f.write.committed())
+            .unwrap();
+        match reply {
+            Reply::LoginStarted {
+                session,
+                ke2,
+                ksf,
+                attempts_left,
+            } => {
+                assert!(
+                    !self.destroyed.contains(&generation),
+                    "KE2 after destruction"
+                );
+                assert_eq!(self.current().unwrap().attempts().unwrap().0, attempts_left);
+                let n = self.ke2_since_success.entry(generation).or_default();
+                *n += 1;
+                assert!(
+                    *n <= u32::from(LIMIT),
+                    "more KE2s than the limit between two successes"
+                );
+                let c = f.client.unwrap();
+                let Client::Waiting(client) = std::mem::replace(&mut self.clients[c], Client::Done)
+                else {
+                    panic!()
+                };
+                self.clients[c] = Client::HasKe2 {
+                    session,
+                    ke2,
+                    ksf,
+                    client,
+                };
+            }
+            Reply::Recovered {
+                session,
+                sealed_wrapped_key,
+            } => {
+                assert!(
+                    !self.destroyed.contains(&generation),
+                    "wrapped key after destruction"
+                );
+                let c = f.client.unwrap();
+                let Client::Sent { opening, .. } =
+                    std::mem::replace(&mut self.clients[c], Client::Authenticated(session))
+                else {
+                    panic!()
+                };
+                let opening = opening.expect("only a client that knows the password can succeed");
+                assert_eq!(
+                    opening.open(&sealed_wrapped_key).unwrap(),
+                    self.keys[&generation]
+                );
+            }
+            Reply::Enrolled { generation: g } => {
+                assert_eq!(g, generation);
+                self.keys.insert(g, f.key.unwrap());
+            }
+            Reply::Destroyed | Reply::Deleted => assert!(self.current().unwrap().is_destroyed()),
+            other => panic!("unexpected released reply {other:?}"),
+        }
+    }
+
+    fn ke3(&mut self, c: usize, forge: bool) {
+        if !matches!(self.clients[c], Client::HasKe2 { .. }) {
+            return;
+        }
+        let Client::HasKe2 {
+            session,
+            ke2,
+            ksf,
+            client,
+            ..
+        } = std::mem::replace(&mut self.clients[c], Client::Done)
+        else {
+            return;
+        };
+        let (ke3, opening) = match (client, forge) {
+            (Some(client), false) => {
+                let (ke3, opening) = client.finish(&ke2, ksf, &mut OsRng).unwrap();
+                (ke3, Some(opening))
+            }
+            _ => {
+                let mut ke3 = vec![0u8; lockbox_vault_core::KE3_LEN];
+                OsRng.fill_bytes(&mut ke3);
+                (ke3, None)
+            }
+        };
+        self.ke3s.push((session, ke3.clone()));
+        let request = Request::LoginFinish {
+            account: alice(),
+            session: session.as_bytes().to_vec(),
+            ke3,
+        };
+        self.clients[c] = Client::Sent { opening };
+        let honest = matches!(
+            &self.clients[c],
+            Client::Sent {
+                opening: Some(_),
+                ..
+            }
+        );
+        match self.h.handle(request) {
+            Ok(outcome) => {
+                if let Some(reply) = self.queue(outcome, Cause::Ke3, Some(c), None) {
+                    assert!(!honest, "the right password was judged wrong");
+                    assert!(matches!(reply, Reply::Wrong { .. }), "{reply:?}");
+                }
+            }
+            Err(VaultError::NoSession | VaultError::SessionExpired) => {}
+            Err(e) => panic!("KE3: {e:?}"),
+        }
+    }
+
+    fn step(&mut self, op: Op) {
+        match op {
+            Op::Ke1 { honest } => {
+                let pw: &[u8] = if honest { PW } else { b"a guess" };
+                let (ke1, client) =
+                    ClientRecovery::start(pw, alice(), self.h.identity(), &mut OsRng).unwrap();
+                let stored = self.current().cloned();
+                self.login_start(ke1, honest.then_some(client), stored);
+            }
+            Op::StaleKe1(i) => {
+                let stored = i.get(&self.snapshots).clone();
+                let (ke1, client) =
+                    ClientRecovery::start(PW, alice(), self.h.identity(), &mut OsRng).unwrap();
+                self.login_start(ke1, Some(client), stored);
+            }
+            Op::Commit(i) if !self.in_flight.is_empty() => {
+                self.commit(i.index(self.in_flight.len()))
+            }
+            Op::Lose(i) if !self.in_flight.is_empty() => {
+                self.in_flight.remove(i.index(self.in_flight.len()));
+            }
+            Op::Ke3 { client, forge } if !self.clients.is_empty() => {
+                self.ke3(client.index(self.clients.len()), forge)
+            }
+            Op::ReplayKe1(i) if !self.ke1s.is_empty() => {
+                let ke1 = i.get(&self.ke1s).clone();
+                let stored = self.current().cloned();
+                self.login_start(ke1, None, stored);
+            }
+            Op::ReplayKe3(i) if !self.ke3s.is_empty() => {
+                let (session, ke3) = i.get(&self.ke3s).clone();
+                let r = self.h.handle(Request::LoginFinish {
+                    account: alice(),
+                    session: session.as_bytes().to_vec(),
+                    ke3,
+                });
+                self.expect_no_write(&r);
+                assert!(
+                    matches!(
+                        r,
+                        Err(VaultError::NoSession
+                            | VaultError::SessionExpired
+                            | VaultError::SessionKindMismatch)
+                    ),
+                    "{r:?}"
+                );
+            }
+            Op::CrossAccountKe3(i) if !self.clients.is_empty() => {
+                if let Client::HasKe2 { session, .. } = i.get(&self.clients) {
+                    let r = self.h.handle(Request::LoginFinish {
+                        account: acct("mallory"),
+                        session: session.as_bytes().to_vec(),
+                        ke3: vec![0; 64],
+                    });
+                    self.expect_no_write(&r);
+                    assert!(
+                        matches!(
+                            r,
+                            Err(VaultError::SessionAccountMismatch
+                                | VaultError::SessionExpired
+                                | VaultError::NoSession)
+                        ),
+                        "{r:?}"
+                    );
+                }
+            }
+            Op::Delete(i) if !self.clients.is_empty() => {
+                let c = i.index(self.clients.len());
+                if let Client::Authenticated(session) = self.clients[c] {
+                    self.clients[c] = Client::Done;
+                    match self.h.handle(Request::Delete {
+                        account: alice(),
+                        session: session.as_bytes().to_vec(),
+                    }) {
+                        Ok(outcome) => {
+                            assert!(self.queue(outcome, Cause::Delete, None, None).is_none())
+                        }
+                        Err(VaultError::NoSession | VaultError::SessionExpired) => {}
+                        Err(e) => panic!("delete: {e:?}"),
+                    }
+                }
+            }
+            Op::RegStart => {
+                let started_at = self.current().map_or(0, Record::generation);
+                let (session, pending) = self.h.register_start(&alice(), PW);
+                self.registrations.push((session, pending, started_at));
+            }
+            Op::RegFinish(i) if !self.registrations.is_empty() => {
+                let (session, pending, started_at) =
+                    self.registrations.remove(i.index(self.registrations.len()));
+                let key = BackupKey::generate(&mut OsRng);
+                let request = pending.finish(&key, LIMIT).into_request(alice(), session);
+                match self.h.handle(request) {
+                    Ok(outcome) => assert!(
+                        self.queue(outcome, Cause::Enroll { started_at }, None, Some(key))
+                            .is_none()
+                    ),
+                    Err(
+                        VaultError::StaleGeneration
+                        | VaultError::NoSession
+                        | VaultError::SessionExpired,
+                    ) => {}
+                    Err(e) => panic!("register finish: {e:?}"),
+                }
+            }
+            Op::Crash { commit_inflight } => {
+                for f in std::mem::take(&mut self.in_flight) {
+                    // Some writes reach the disk just before the crash; their replies never leave.
+                    if commit_inflight && self.current() == f.write.prior() {
+                        let prior = self.current().cloned();
+                        self.apply(prior.as_ref(), f.write.record(), f.cause);
+                    }
+                }
+                self.h.crash();
+            }
+            Op::Tick(ms) => self.h.now += ms,
+            _ => {}
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn guess_limit_holds_through_the_real_handlers(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut m = Model::new();
+        for op in ops {
+            m.step(op);
+            if let Some((left, limit)) = m.current().and_then(|rec| rec.attempts()) {
+                prop_assert!(left <= limit);
+            }
+        }
+        // Every KE1 whose KE2 left the vault is paid for in the durable store: draining the
+        // remaining writes can only lower the counter or destroy, never restore it for free.
+        let mallory = m.h.store[&acct("mallory")].clone();
+        prop_assert_eq!(mallory.attempts(), Some((LIMIT, LIMIT)), "no request touched another account");
+    }
+}
+
+#[test]
+fn client_wrong_password_error_is_distinct() {
+    // Sanity for the model: a device with the wrong password gets WrongPassword, not a KE3.
+    let mut h = Harness::new();
+    h.enroll(&alice(), PW, &BackupKey::generate(&mut OsRng), LIMIT);
+    let (_, ke2, ksf, client) = h.login_start(&alice(), b"nope").unwrap();
+    assert_eq!(
+        client.finish(&ke2, ksf, &mut OsRng).unwrap_err(),
+        ClientError::WrongPassword
+    );
+}

@@ -1,0 +1,189 @@
+//! `vault.toml`: one file per node. Example (every key shown; only `listen` and `data_dir` are
+//! required, the rest have the defaults shown):
+//!
+//! ```toml
+//! node_id = "vault-1"
+//! listen = "127.0.0.1:7401"
+//! data_dir = "/var/lib/lockbox/vault-1"
+//! metrics_listen = "127.0.0.1:9401"    # Prometheus /metrics; omit to disable
+//! partitions = [0]                      # partitions this node serves
+//! session_ttl_secs = 60                 # OPAQUE login/registration sessions
+//! max_concurrent_requests = 256
+//!
+//! [sealer]                              # what seals records and partition secrets at rest
+//! kind = "software"                     # embedded default: a 0600 key file in data_dir
+//! # kind = "pkcs11"
+//! # module = "/usr/lib/softhsm/libsofthsm2.so"
+//! # token_label = "lockbox-vault-1"
+//! # PIN: from LOCKBOX_HSM_PIN, or pin_file = "/run/secrets/hsm-pin"
+//!
+//! [tls]                                 # omit for plaintext gRPC on loopback
+//! cert = "node.pem"
+//! key = "node.key"
+//! ```
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(default = "default_partitions")]
+    pub partitions: Vec<u32>,
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+    #[serde(default)]
+    pub sealer: SealerConfig,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SealerConfig {
+    /// Key file `sealer.key` in `data_dir` unless `key_file` says otherwise.
+    #[default]
+    Software,
+    #[serde(rename = "software-file")]
+    SoftwareFile { key_file: PathBuf },
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        #[serde(default)]
+        pin_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn default_node_id() -> String {
+    "vault".into()
+}
+fn default_partitions() -> Vec<u32> {
+    vec![0]
+}
+fn default_session_ttl() -> u64 {
+    60
+}
+fn default_max_concurrent() -> usize {
+    256
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl VaultConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        };
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        cfg.validate().map_err(invalid)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_relative(base);
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.partitions.is_empty() {
+            return Err("`partitions` must name at least one partition".into());
+        }
+        if !(1..=3600).contains(&self.session_ttl_secs) {
+            return Err("`session_ttl_secs` must be 1..=3600".into());
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err("`max_concurrent_requests` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Relative paths in the file are relative to the file, as operators expect.
+    fn resolve_relative(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        if let SealerConfig::SoftwareFile { key_file } = &mut self.sealer {
+            fix(key_file);
+        }
+        if let SealerConfig::Pkcs11 {
+            pin_file: Some(p), ..
+        } = &mut self.sealer
+        {
+            fix(p);
+        }
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<VaultConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vault.toml");
+        std::fs::write(&p, text).unwrap();
+        VaultConfig::load(&p)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        let c = load("listen = \"127.0.0.1:7401\"\ndata_dir = \"data\"\n").unwrap();
+        assert!(c.data_dir.is_absolute() && c.data_dir.ends_with("data"));
+        assert_eq!(c.partitions, vec![0]);
+        assert!(matches!(c.sealer, SealerConfig::Software));
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn pkcs11_sealer_parses() {
+        let c = load(
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\n[sealer]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(c.sealer, SealerConfig::Pkcs11 { ref token_label, .. } if token_label == "t")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = load("listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\npartitons = [1]\n").unwrap_err();
+        assert!(e.to_string().contains("partitons"), "{e}");
+        let e = load("listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\npartitions = []\n").unwrap_err();
+        assert!(e.to_string().contains("at least one"), "{e}");
+    }
+}

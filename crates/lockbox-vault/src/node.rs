@@ -1,0 +1,135 @@
+//! Bringing a node up: open the sealer and the database, and load (or, on first start, create)
+//! each partition's secrets, sealed under the HSM key.
+//!
+//! First start generates a partition's secrets locally. With replication, secrets are made once
+//! in a fleet ceremony and sealed to every replica's HSM; the sealed-blob slot and its AAD are
+//! already the ones that ceremony will fill.
+
+use lockbox_hsm::{HsmPin, Pkcs11Config, Pkcs11Sealer, Sealer, SoftwareSealer};
+use lockbox_proto::envelope::{PartitionPublicKey, PartitionSecretKey};
+use lockbox_vault_core::VaultSecrets;
+use rand_core::OsRng;
+use std::path::Path;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+use crate::config::{SealerConfig, VaultConfig};
+use crate::storage::RedbStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("sealer: {0}")]
+    Sealer(#[from] lockbox_hsm::SealError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read HSM PIN file {path}: {source}")]
+    PinFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("partition {0} secrets are corrupt")]
+    CorruptSecrets(u32),
+}
+
+/// Everything a partition needs at run time besides storage.
+pub struct PartitionKeys {
+    pub id: u32,
+    pub hpke: PartitionSecretKey,
+    pub hpke_public: PartitionPublicKey,
+    pub opaque: VaultSecrets,
+}
+
+impl core::fmt::Debug for PartitionKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PartitionKeys")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn open_sealer(cfg: &VaultConfig) -> Result<Arc<dyn Sealer>, NodeError> {
+    Ok(match &cfg.sealer {
+        SealerConfig::Software => {
+            Arc::new(open_or_create_software(&cfg.data_dir.join("sealer.key"))?)
+        }
+        SealerConfig::SoftwareFile { key_file } => Arc::new(open_or_create_software(key_file)?),
+        SealerConfig::Pkcs11 {
+            module,
+            token_label,
+            pin_file,
+        } => {
+            let mut p11 = Pkcs11Config::new(module.clone(), token_label.clone());
+            if let Some(path) = pin_file {
+                let pin = std::fs::read_to_string(path).map_err(|source| NodeError::PinFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                p11 = p11.with_pin(HsmPin::new(pin.trim_end_matches(['\n', '\r'])));
+            }
+            Arc::new(Pkcs11Sealer::open(&p11)?)
+        }
+    })
+}
+
+fn open_or_create_software(path: &Path) -> Result<SoftwareSealer, NodeError> {
+    if path.exists() {
+        Ok(SoftwareSealer::open(path)?)
+    } else {
+        Ok(SoftwareSealer::create(path)?)
+    }
+}
+
+pub fn open_store(cfg: &VaultConfig) -> Result<RedbStore, NodeError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| NodeError::DataDir {
+        path: cfg.data_dir.display().to_string(),
+        source,
+    })?;
+    Ok(RedbStore::open(&cfg.data_dir.join("vault.redb"))?)
+}
+
+fn secret_name(partition: u32) -> String {
+    format!("partition/{partition}")
+}
+
+fn secret_aad(partition: u32) -> Vec<u8> {
+    let mut aad = b"lockbox/v1/partition-secrets".to_vec();
+    aad.extend_from_slice(&partition.to_be_bytes());
+    aad
+}
+
+/// Loads a partition's secrets, creating and sealing them on the node's first start.
+pub fn load_or_create_partition(
+    store: &RedbStore,
+    sealer: &dyn Sealer,
+    partition: u32,
+) -> Result<PartitionKeys, NodeError> {
+    let name = secret_name(partition);
+    let aad = secret_aad(partition);
+    if store.load_secret(&name)?.is_none() {
+        let (hpke, _) = PartitionSecretKey::generate(&mut OsRng);
+        let opaque = VaultSecrets::generate(&mut OsRng);
+        let mut plain = Zeroizing::new(hpke.to_bytes().to_vec());
+        plain.extend_from_slice(&opaque.to_bytes());
+        // A concurrent first start may have won the race; the stored value is the one used.
+        store.store_secret_once(&name, &sealer.seal(&aad, &plain)?)?;
+    }
+    let sealed = store
+        .load_secret(&name)?
+        .ok_or(NodeError::CorruptSecrets(partition))?;
+    let plain = sealer.unseal(&aad, &sealed)?;
+    let corrupt = || NodeError::CorruptSecrets(partition);
+    let (hpke, opaque) = plain.split_at_checked(32).ok_or_else(corrupt)?;
+    let hpke = PartitionSecretKey::from_bytes(hpke).map_err(|_| corrupt())?;
+    let opaque = VaultSecrets::from_bytes(opaque).map_err(|_| corrupt())?;
+    Ok(PartitionKeys {
+        id: partition,
+        hpke_public: hpke.public_key(),
+        hpke,
+        opaque,
+    })
+}

@@ -1,0 +1,483 @@
+//! The gRPC `Vault` service: open the HPKE envelope, run the request through the partition's
+//! `lockbox-vault-core` state machine, make any write durable *before* releasing the reply, and
+//! seal the answer back to the client.
+//!
+//! Concurrency: requests for one account may race. Each run loads `(seq, record)`, lets the core
+//! decide, and commits with a compare-and-set on `seq`; the loser of a race drops its outcome
+//! (including any KE2) and re-runs on the fresh record. So two KE1s never share one decrement.
+
+use lockbox_hsm::Sealer;
+use lockbox_proto::envelope::{self, PartitionPublicKey, PartitionSecretKey, Sealed};
+use lockbox_proto::pb::{self, vault_server::Vault as VaultRpc};
+use lockbox_proto::{MAX_ACCOUNT_BYTES, MAX_MESSAGE_BYTES, WIRE_VERSION};
+use lockbox_vault_core::{
+    AccountId, KsfParams, Outcome, Record, Reply, Request, Vault, VaultError,
+};
+use prost::Message;
+use rand_core::OsRng;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tonic::{Request as RpcRequest, Response as RpcResponse, Status};
+
+use crate::metrics as m;
+use crate::storage::{RecordStore, StorageError};
+
+/// How often a request re-runs after losing a compare-and-set race before giving up.
+const MAX_CAS_RETRIES: usize = 16;
+
+pub struct PartitionState {
+    pub id: u32,
+    pub hpke: PartitionSecretKey,
+    pub hpke_public: PartitionPublicKey,
+    pub opaque_public: [u8; 32],
+    pub core: Mutex<Vault>,
+}
+
+impl core::fmt::Debug for PartitionState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PartitionState")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+pub struct VaultService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    partitions: HashMap<u32, Arc<PartitionState>>,
+    store: Arc<dyn RecordStore>,
+    sealer: Arc<dyn Sealer>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl core::fmt::Debug for VaultService {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VaultService")
+            .field("node_id", &self.inner.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultService {
+    pub fn new(
+        node_id: String,
+        partitions: Vec<PartitionState>,
+        store: Arc<dyn RecordStore>,
+        sealer: Arc<dyn Sealer>,
+        max_concurrent: usize,
+    ) -> Self {
+        let partitions = partitions
+            .into_iter()
+            .map(|p| (p.id, Arc::new(p)))
+            .collect();
+        let permits = tokio::sync::Semaphore::new(max_concurrent);
+        Self {
+            inner: Arc::new(Inner {
+                node_id,
+                partitions,
+                store,
+                sealer,
+                permits,
+            }),
+        }
+    }
+
+    /// Drops expired login/registration sessions in every partition.
+    pub fn purge_sessions(&self) {
+        let now = now_ms();
+        for p in self.inner.partitions.values() {
+            p.core.lock().expect("vault core lock").purge_expired(now);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl VaultRpc for VaultService {
+    async fn call(
+        &self,
+        request: RpcRequest<pb::SealedRequest>,
+    ) -> Result<RpcResponse<pb::SealedResponse>, Status> {
+        let sealed = request.into_inner();
+        check_envelope(&sealed)?;
+        let part = self
+            .inner
+            .partitions
+            .get(&sealed.partition)
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(format!("partition {} is not served here", sealed.partition))
+            })?;
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
+        let envelope = Sealed {
+            enc: sealed.enc.to_vec(),
+            ciphertext: sealed.ciphertext.to_vec(),
+        };
+        let (plain, responder) =
+            envelope::open_request(&part.hpke, part.id, &sealed.account, &envelope)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let inner = Arc::clone(&self.inner);
+        let account = sealed.account.to_vec();
+        let response = tokio::task::spawn_blocking(move || inner.execute(&part, &account, &plain))
+            .await
+            .map_err(|_| Status::internal("request task failed"))?;
+        let ciphertext = responder.seal(&response.encode_to_vec());
+        Ok(RpcResponse::new(pb::SealedResponse {
+            ciphertext: ciphertext.into(),
+        }))
+    }
+
+    async fn info(
+        &self,
+        _request: RpcRequest<pb::InfoRequest>,
+    ) -> Result<RpcResponse<pb::InfoResponse>, Status> {
+        let mut partitions: Vec<_> = self
+            .inner
+            .partitions
+            .values()
+            .map(|p| pb::PartitionInfo {
+                partition: p.id,
+                hpke_public_key: p.hpke_public.to_bytes().to_vec().into(),
+                opaque_server_public_key: p.opaque_public.to_vec().into(),
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        Ok(RpcResponse::new(pb::InfoResponse {
+            node_id: self.inner.node_id.clone(),
+            partitions,
+        }))
+    }
+}
+
+fn check_envelope(s: &pb::SealedRequest) -> Result<(), Status> {
+    if s.version != WIRE_VERSION {
+        return Err(Status::invalid_argument(format!(
+            "unsupported wire version {}",
+            s.version
+        )));
+    }
+    if s.account.is_empty() || s.account.len() > MAX_ACCOUNT_BYTES {
+        return Err(Status::invalid_argument("account id must be 1..=64 bytes"));
+    }
+    if s.enc.len() != 32 || s.ciphertext.len() > MAX_MESSAGE_BYTES {
+        return Err(Status::invalid_argument("malformed or oversized envelope"));
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Runs one opened request to a response. Blocking: storage, sealing and OPAQUE math.
+    fn execute(&self, part: &PartitionState, account: &[u8], plain: &[u8]) -> pb::Response {
+        let started = Instant::now();
+        let (op, result) = match decode_request(account, plain) {
+            Ok(req) => {
+                let op = op_name(&req);
+                (op, self.run(part, req))
+            }
+            Err(e) => ("malformed", Err(e)),
+        };
+        let response = to_response(result);
+        let label = result_label(&response);
+        metrics::counter!(m::REQUESTS, "op" => op, "result" => label).increment(1);
+        metrics::histogram!(m::REQUEST_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+        response
+    }
+
+    fn run(&self, part: &PartitionState, request: Request) -> Result<Reply, Failure> {
+        let account = request.account().clone();
+        for _ in 0..MAX_CAS_RETRIES {
+            let (seq, stored) = self.load(part.id, &account)?;
+            let outcome = {
+                let mut core = part.core.lock().expect("vault core lock");
+                core.handle(stored.as_ref(), request.clone(), &mut OsRng, now_ms())?
+            };
+            let (write, pending) = match outcome {
+                Outcome::Reply(reply) => return Ok(reply),
+                Outcome::WriteThenReply { write, pending } => (write, pending),
+            };
+            let sealed = self.sealer.seal(
+                &record_aad(part.id, seq + 1, &account),
+                &write.record().encode(),
+            )?;
+            match self.store.commit(part.id, account.as_bytes(), seq, &sealed) {
+                Ok(_) => {
+                    let reply = part
+                        .core
+                        .lock()
+                        .expect("vault core lock")
+                        .release(pending, write.committed())?;
+                    count_reply(&request, &reply);
+                    return Ok(reply);
+                }
+                // The outcome, and the reply it held back, are dropped: nothing was promised.
+                Err(StorageError::Conflict { .. }) => {
+                    metrics::counter!(m::WRITE_CONFLICTS).increment(1)
+                }
+                Err(e) => return Err(Failure::Storage(e)),
+            }
+        }
+        Err(Failure::Contended)
+    }
+
+    fn load(&self, partition: u32, account: &AccountId) -> Result<(u64, Option<Record>), Failure> {
+        let Some(stored) = self.store.load(partition, account.as_bytes())? else {
+            return Ok((0, None));
+        };
+        let plain = self
+            .sealer
+            .unseal(&record_aad(partition, stored.seq, account), &stored.sealed)?;
+        let record = Record::decode(&plain).map_err(|e| Failure::CorruptRecord(e.to_string()))?;
+        Ok((stored.seq, Some(record)))
+    }
+}
+
+/// AAD that binds a sealed record to its partition, position in history and account.
+fn record_aad(partition: u32, seq: u64, account: &AccountId) -> Vec<u8> {
+    let mut aad = b"lockbox/v1/record".to_vec();
+    aad.extend_from_slice(&partition.to_be_bytes());
+    aad.extend_from_slice(&seq.to_be_bytes());
+    aad.extend_from_slice(account.as_bytes());
+    aad
+}
+
+fn count_reply(request: &Request, reply: &Reply) {
+    match (request, reply) {
+        (_, Reply::LoginStarted { .. }) => metrics::counter!(m::LOGIN_ATTEMPTS).increment(1),
+        (_, Reply::Recovered { .. }) => metrics::counter!(m::LOGIN_SUCCESS).increment(1),
+        (Request::LoginFinish { .. }, Reply::Destroyed) => {
+            metrics::counter!(m::LOGIN_FAILURE).increment(1);
+            metrics::counter!(m::DESTROYED).increment(1);
+        }
+        (_, Reply::Enrolled { .. }) => metrics::counter!(m::ENROLLMENTS).increment(1),
+        _ => {}
+    }
+}
+
+/// Why a request produced no reply from the core.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("sealer: {0}")]
+    Seal(#[from] lockbox_hsm::SealError),
+    #[error("stored record does not decode: {0}")]
+    CorruptRecord(String),
+    #[error("too many concurrent changes to this record")]
+    Contended,
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+}
+
+fn decode_request(outer_account: &[u8], plain: &[u8]) -> Result<Request, Failure> {
+    use pb::request::Op;
+    let req = pb::Request::decode(plain).map_err(|_| Failure::Malformed("request"))?;
+    if req.account.as_ref() != outer_account {
+        return Err(Failure::Malformed("account differs from the envelope's"));
+    }
+    let account = AccountId::new(&req.account)?;
+    let ksf = |k: Option<pb::KsfParams>| -> Result<KsfParams, Failure> {
+        let k = k.ok_or(Failure::Malformed("missing Argon2id parameters"))?;
+        KsfParams::new(k.m_cost_kib, k.t_cost, k.p_cost)
+            .map_err(|_| Failure::Malformed("Argon2id parameters"))
+    };
+    let limit = |l: u32| {
+        u8::try_from(l).map_err(|_| Failure::Vault(VaultError::AttemptLimitOutOfRange(u8::MAX)))
+    };
+    Ok(
+        match req.op.ok_or(Failure::Malformed("missing operation"))? {
+            Op::RegisterStart(r) => Request::RegisterStart {
+                account,
+                registration_request: r.registration_request.to_vec(),
+            },
+            Op::RegisterFinish(r) => Request::RegisterFinish {
+                account,
+                session: r.session.to_vec(),
+                upload: r.registration_upload.to_vec(),
+                wrapped_key: r.wrapped_key.to_vec(),
+                attempt_limit: limit(r.attempt_limit)?,
+                ksf: ksf(r.ksf)?,
+            },
+            Op::LoginStart(r) => Request::LoginStart {
+                account,
+                ke1: r.ke1.to_vec(),
+            },
+            Op::LoginFinish(r) => Request::LoginFinish {
+                account,
+                session: r.session.to_vec(),
+                ke3: r.ke3.to_vec(),
+            },
+            Op::ChangePasswordStart(r) => Request::ChangePassword {
+                account,
+                session: r.session.to_vec(),
+                registration_request: r.registration_request.to_vec(),
+            },
+            Op::ChangePasswordFinish(r) => Request::RegisterFinish {
+                account,
+                session: r.session.to_vec(),
+                upload: r.registration_upload.to_vec(),
+                wrapped_key: r.wrapped_key.to_vec(),
+                attempt_limit: limit(r.attempt_limit)?,
+                ksf: ksf(r.ksf)?,
+            },
+            Op::Delete(r) => Request::Delete {
+                account,
+                session: r.session.to_vec(),
+            },
+            Op::Status(_) => Request::Status { account },
+        },
+    )
+}
+
+fn op_name(r: &Request) -> &'static str {
+    match r {
+        Request::RegisterStart { .. } => "register_start",
+        Request::RegisterFinish { .. } => "register_finish",
+        Request::LoginStart { .. } => "login_start",
+        Request::LoginFinish { .. } => "login_finish",
+        Request::ChangePassword { .. } => "change_password",
+        Request::Delete { .. } => "delete",
+        Request::Status { .. } => "status",
+    }
+}
+
+fn ksf_pb(k: KsfParams) -> pb::KsfParams {
+    pb::KsfParams {
+        m_cost_kib: k.m_cost_kib(),
+        t_cost: k.t_cost(),
+        p_cost: k.p_cost(),
+    }
+}
+
+fn to_response(result: Result<Reply, Failure>) -> pb::Response {
+    use pb::response::Result as R;
+    let r = match result {
+        Ok(Reply::RegistrationStarted { session, response }) => {
+            R::RegisterStarted(pb::RegisterStarted {
+                session: session.as_bytes().to_vec().into(),
+                registration_response: response.into(),
+            })
+        }
+        Ok(Reply::Enrolled { .. } | Reply::Deleted) => R::Done(pb::Done {}),
+        Ok(Reply::LoginStarted {
+            session,
+            ke2,
+            ksf,
+            attempts_left,
+        }) => R::LoginStarted(pb::LoginStarted {
+            session: session.as_bytes().to_vec().into(),
+            ke2: ke2.into(),
+            ksf: Some(ksf_pb(ksf)),
+            attempts_left: attempts_left.into(),
+        }),
+        Ok(Reply::Recovered {
+            session,
+            sealed_wrapped_key,
+        }) => R::LoginOk(pb::LoginOk {
+            sealed_wrapped_key: sealed_wrapped_key.into(),
+            session: session.as_bytes().to_vec().into(),
+        }),
+        Ok(Reply::Wrong { attempts_left }) => R::WrongPassword(pb::WrongPassword {
+            attempts_left: attempts_left.into(),
+        }),
+        Ok(Reply::Destroyed) => R::Error(error(
+            pb::error::Code::Destroyed,
+            "the record was destroyed after too many wrong passwords",
+        )),
+        Ok(Reply::Status(s)) => R::Status(status_pb(s)),
+        Err(f) => R::Error(failure_pb(&f)),
+    };
+    pb::Response { result: Some(r) }
+}
+
+fn status_pb(s: lockbox_vault_core::AccountStatus) -> pb::StatusReply {
+    use lockbox_vault_core::AccountStatus as S;
+    use pb::status_reply::State;
+    match s {
+        S::Absent => pb::StatusReply {
+            state: State::Absent.into(),
+            attempts_left: 0,
+            attempt_limit: 0,
+        },
+        S::Destroyed { .. } => pb::StatusReply {
+            state: State::Destroyed.into(),
+            attempts_left: 0,
+            attempt_limit: 0,
+        },
+        S::Active {
+            attempts_left,
+            limit,
+            ..
+        } => pb::StatusReply {
+            state: State::Active.into(),
+            attempts_left: attempts_left.into(),
+            attempt_limit: limit.into(),
+        },
+    }
+}
+
+fn error(code: pb::error::Code, message: &str) -> pb::Error {
+    pb::Error {
+        code: code.into(),
+        message: message.to_string(),
+    }
+}
+
+fn failure_pb(f: &Failure) -> pb::Error {
+    use pb::error::Code as C;
+    let code = match f {
+        Failure::Vault(e) => match e {
+            VaultError::Malformed(_) => C::Malformed,
+            VaultError::AttemptLimitOutOfRange(_) | VaultError::KsfBelowPolicy => {
+                C::InvalidArgument
+            }
+            VaultError::NoRecord => C::NoRecord,
+            VaultError::Destroyed => C::Destroyed,
+            VaultError::ReplayedKe1 => C::Replayed,
+            VaultError::NoSession
+            | VaultError::SessionKindMismatch
+            | VaultError::StaleGeneration => C::NoSession,
+            VaultError::SessionExpired => C::SessionExpired,
+            VaultError::SessionAccountMismatch => C::SessionAccountMismatch,
+            _ => C::Unavailable,
+        },
+        Failure::Malformed(_) => C::Malformed,
+        _ => C::Unavailable,
+    };
+    if code == C::Unavailable {
+        tracing::error!(error = %f, "vault request failed");
+    }
+    error(code, &f.to_string())
+}
+
+fn result_label(r: &pb::Response) -> &'static str {
+    use pb::response::Result as R;
+    match &r.result {
+        Some(R::Error(e)) => {
+            match pb::error::Code::try_from(e.code).unwrap_or(pb::error::Code::Unspecified) {
+                pb::error::Code::Unavailable => "unavailable",
+                pb::error::Code::Destroyed => "destroyed",
+                _ => "rejected",
+            }
+        }
+        Some(R::WrongPassword(_)) => "wrong_password",
+        _ => "ok",
+    }
+}
