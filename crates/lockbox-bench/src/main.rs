@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+mod vault;
+
 #[derive(Parser)]
 #[command(about = "Benchmarks lockbox against age, restic and cat")]
 struct Cli {
@@ -42,6 +44,21 @@ enum What {
         #[arg(long, default_value_t = 1024)]
         size_mib: u64,
     },
+    /// Server-side OPAQUE logins per second on one core (in process, client work excluded)
+    Opaque {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Sealer seal/unseal operations per second: software and PKCS#11 (SoftHSM2)
+    Sealer {
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    #[command(hide = true)]
+    SealerPkcs11 {
+        #[arg(long)]
+        seconds: f64,
+    },
 }
 
 struct Sample {
@@ -51,6 +68,12 @@ struct Sample {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    match cli.what {
+        What::Opaque { seconds } => return vault::opaque(seconds),
+        What::Sealer { seconds } => return vault::sealers(seconds),
+        What::SealerPkcs11 { seconds } => return vault::pkcs11_child(seconds),
+        _ => {}
+    }
     let lockbox = match cli.lockbox {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("lockbox"),
@@ -69,6 +92,7 @@ fn main() -> Result<()> {
     match cli.what {
         What::Stream { size_mib } => stream(&lockbox, dir, size_mib, cli.runs),
         What::Backup { size_mib } => backup(&lockbox, dir, size_mib, cli.runs),
+        What::Opaque { .. } | What::Sealer { .. } | What::SealerPkcs11 { .. } => Ok(()),
     }
 }
 

@@ -75,6 +75,24 @@ pub enum Command {
     Prune(PruneArgs),
     /// Walk the whole story on a sample chat directory, locally, with embedded defaults
     Demo(DemoArgs),
+    /// Run or manage a Backup Key Vault node
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Serve the vault's gRPC protocol for the partitions in the config file
+    ///
+    /// On first start the node creates its partition secrets and seals them (and every record)
+    /// with its sealer: a 0600 software key file by default, or a PKCS#11 token
+    /// (`[sealer] kind = "pkcs11"`, PIN from LOCKBOX_HSM_PIN). Prints `listening on ADDR` on
+    /// stdout once bound; stops cleanly on SIGINT or SIGTERM after in-flight requests finish.
+    Serve {
+        /// The node's TOML config (see docs/operations.md)
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

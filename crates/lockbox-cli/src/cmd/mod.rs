@@ -4,10 +4,11 @@ mod backup;
 mod crypt;
 mod demo;
 mod key;
+mod vault;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, KeyCommand};
+use crate::cli::{Cli, Command, KeyCommand, VaultCommand};
 use crate::config::Config;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(args) => backup::restore(&args, &cfg, quiet),
         Command::Prune(args) => backup::prune(&args, &cfg),
         Command::Demo(args) => demo::run(&args),
+        Command::Vault(VaultCommand::Serve { config }) => vault::serve(&config),
     }
 }
 

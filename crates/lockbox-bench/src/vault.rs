@@ -1,0 +1,148 @@
+//! Vault-side ceilings, in process: server-side OPAQUE logins per second on one core (client
+//! work excluded) and sealer operations per second (software and PKCS#11/SoftHSM2). These are
+//! what the replicated vault is measured against.
+
+use anyhow::{Context, Result, bail};
+use lockbox_crypto::BackupKey;
+use lockbox_hsm::{HsmPin, Pkcs11Config, Pkcs11Sealer, Sealer, SoftwareSealer};
+use lockbox_vault_core::client::{ClientEnrollment, ClientRecovery};
+use lockbox_vault_core::{
+    AccountId, AttemptLimit, KsfParams, Outcome, Record, Reply, Request, Vault, VaultConfig,
+    VaultSecrets,
+};
+use rand_core::OsRng;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Client Argon2 cost is outside the measured server time; light parameters keep runs short.
+const KSF: KsfParams = KsfParams::INSECURE_TEST_ONLY;
+
+fn commit(vault: &mut Vault, record: &mut Option<Record>, outcome: Outcome) -> Result<Reply> {
+    Ok(match outcome {
+        Outcome::Reply(reply) => reply,
+        Outcome::WriteThenReply { write, pending } => {
+            *record = Some(write.record().clone());
+            vault.release(pending, write.committed())?
+        }
+    })
+}
+
+/// Server-side OPAQUE login (KE1 → KE2 and KE3 → verify, with the record writes it decides),
+/// repeated for `secs`; prints logins per second.
+pub fn opaque(secs: f64) -> Result<()> {
+    let secrets = VaultSecrets::generate(&mut OsRng);
+    let mut config = VaultConfig::new(b"bench");
+    config.min_ksf = KSF;
+    let identity = secrets.identity(b"bench");
+    let mut vault = Vault::new(secrets, config, &mut OsRng);
+    let account = AccountId::new(b"bench-account")?;
+    let mut record = None;
+    let (msg, client) = ClientEnrollment::start(b"pw", account.clone(), identity.clone(), &mut OsRng)?;
+    let req = Request::RegisterStart { account: account.clone(), registration_request: msg };
+    let out = vault.handle(record.as_ref(), req, &mut OsRng, 0)?;
+    let Reply::RegistrationStarted { session, response } = commit(&mut vault, &mut record, out)? else {
+        bail!("unexpected reply to RegisterStart");
+    };
+    let key = BackupKey::generate(&mut OsRng);
+    let upload = client.finish(&response, &key, AttemptLimit::DEFAULT, KSF, &mut OsRng)?;
+    let out = vault.handle(record.as_ref(), upload.into_request(account.clone(), session), &mut OsRng, 0)?;
+    commit(&mut vault, &mut record, out)?;
+
+    let (mut server, mut logins) = (Duration::ZERO, 0u64);
+    let wall = Instant::now();
+    while wall.elapsed().as_secs_f64() < secs {
+        let (ke1, client) = ClientRecovery::start(b"pw", account.clone(), identity.clone(), &mut OsRng)?;
+        let t = Instant::now();
+        let out = vault.handle(record.as_ref(), Request::LoginStart { account: account.clone(), ke1 }, &mut OsRng, 0)?;
+        let reply = commit(&mut vault, &mut record, out)?;
+        server += t.elapsed();
+        let Reply::LoginStarted { session, ke2, ksf, .. } = reply else { bail!("no KE2") };
+        let (ke3, opening) = client.finish(&ke2, ksf, &mut OsRng)?;
+        let t = Instant::now();
+        let req = Request::LoginFinish { account: account.clone(), session: session.as_bytes().to_vec(), ke3 };
+        let out = vault.handle(record.as_ref(), req, &mut OsRng, 0)?;
+        let reply = commit(&mut vault, &mut record, out)?;
+        server += t.elapsed();
+        let Reply::Recovered { sealed_wrapped_key, .. } = reply else { bail!("login failed") };
+        anyhow::ensure!(opening.open(&sealed_wrapped_key)? == key, "recovered a different key");
+        logins += 1;
+    }
+    let per = server / logins as u32;
+    println!("### Server-side OPAQUE login on one core ({logins} logins)\n");
+    println!("| measure | value |\n|---|---:|");
+    println!("| server time per login (KE1→KE2 + KE3→verify) | {:.3} ms |", per.as_secs_f64() * 1e3);
+    println!("| logins per second per core | {:.0} |\n", 1.0 / per.as_secs_f64());
+    Ok(())
+}
+
+fn sealer_rate(name: &str, sealer: &dyn Sealer, secs: f64) -> Result<()> {
+    let record = [7u8; 411]; // the largest vault record
+    let aad = b"lockbox/v1/record bench";
+    let (mut seals, mut seal_t) = (0u64, Duration::ZERO);
+    let (mut unseals, mut unseal_t) = (0u64, Duration::ZERO);
+    let wall = Instant::now();
+    while wall.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        let blob = sealer.seal(aad, &record)?;
+        seal_t += t.elapsed();
+        seals += 1;
+        let t = Instant::now();
+        let back = sealer.unseal(aad, &blob)?;
+        unseal_t += t.elapsed();
+        unseals += 1;
+        anyhow::ensure!(back.as_slice() == record, "unseal returned other bytes");
+    }
+    let rate = |n: u64, t: Duration| n as f64 / t.as_secs_f64();
+    println!("| {name} | {:.0} | {:.0} |", rate(seals, seal_t), rate(unseals, unseal_t));
+    Ok(())
+}
+
+/// Seal/unseal of a 411-byte record, one thread, for each sealer.
+pub fn sealers(secs: f64) -> Result<()> {
+    println!("### Sealer operations per second (411-byte record, one thread)\n");
+    println!("| sealer | seal/s | unseal/s |\n|---|---:|---:|");
+    let dir = tempfile::tempdir()?;
+    let soft = SoftwareSealer::create(&dir.path().join("sealer.key"))?;
+    sealer_rate("software (aws-lc-rs AES-256-GCM)", &soft, secs)?;
+    // SoftHSM2 reads its config from SOFTHSM2_CONF at load time: run the PKCS#11 part in a child
+    // process with a fresh token of its own.
+    let conf = softhsm_token(dir.path())?;
+    let out = Command::new(std::env::current_exe()?)
+        .args(["sealer-pkcs11", "--seconds", &secs.to_string()])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()?;
+    if !out.status.success() {
+        bail!("PKCS#11 sealer bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    println!();
+    Ok(())
+}
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN: &str = "lockbox-bench";
+const PIN: &str = "1234";
+
+fn softhsm_token(dir: &Path) -> Result<std::path::PathBuf> {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens)?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()))?;
+    let status = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "5678"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .context("softhsm2-util not found: run scripts/setup")?;
+    if !status.status.success() {
+        bail!("softhsm2-util failed: {}", String::from_utf8_lossy(&status.stderr));
+    }
+    Ok(conf)
+}
+
+/// Child half of [`sealers`]: the PKCS#11 sealer on the token SOFTHSM2_CONF points at.
+pub fn pkcs11_child(secs: f64) -> Result<()> {
+    let cfg = Pkcs11Config::new(MODULE, TOKEN).with_pin(HsmPin::new(PIN));
+    let sealer = Pkcs11Sealer::open(&cfg)?;
+    sealer_rate("PKCS#11 (SoftHSM2 2.6, AES-GCM in the token)", &sealer, secs)
+}
