@@ -170,7 +170,7 @@ fn backup(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> 
             .status();
         assert!(status.is_ok_and(|s| s.success()), "restic init failed");
         let mut c = Command::new("restic");
-        c.args(["backup", "--quiet", "--no-scan", "-r"])
+        c.args(["backup", "--quiet", "-r"])
             .arg(&restic_repo)
             .arg(&src);
         c.env("RESTIC_PASSWORD", "bench")

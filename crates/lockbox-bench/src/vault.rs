@@ -38,41 +38,83 @@ pub fn opaque(secs: f64) -> Result<()> {
     let mut vault = Vault::new(secrets, config, &mut OsRng);
     let account = AccountId::new(b"bench-account")?;
     let mut record = None;
-    let (msg, client) = ClientEnrollment::start(b"pw", account.clone(), identity.clone(), &mut OsRng)?;
-    let req = Request::RegisterStart { account: account.clone(), registration_request: msg };
+    let (msg, client) =
+        ClientEnrollment::start(b"pw", account.clone(), identity.clone(), &mut OsRng)?;
+    let req = Request::RegisterStart {
+        account: account.clone(),
+        registration_request: msg,
+    };
     let out = vault.handle(record.as_ref(), req, &mut OsRng, 0)?;
-    let Reply::RegistrationStarted { session, response } = commit(&mut vault, &mut record, out)? else {
+    let Reply::RegistrationStarted { session, response } = commit(&mut vault, &mut record, out)?
+    else {
         bail!("unexpected reply to RegisterStart");
     };
     let key = BackupKey::generate(&mut OsRng);
     let upload = client.finish(&response, &key, AttemptLimit::DEFAULT, KSF, &mut OsRng)?;
-    let out = vault.handle(record.as_ref(), upload.into_request(account.clone(), session), &mut OsRng, 0)?;
+    let out = vault.handle(
+        record.as_ref(),
+        upload.into_request(account.clone(), session),
+        &mut OsRng,
+        0,
+    )?;
     commit(&mut vault, &mut record, out)?;
 
     let (mut server, mut logins) = (Duration::ZERO, 0u64);
     let wall = Instant::now();
     while wall.elapsed().as_secs_f64() < secs {
-        let (ke1, client) = ClientRecovery::start(b"pw", account.clone(), identity.clone(), &mut OsRng)?;
+        let (ke1, client) =
+            ClientRecovery::start(b"pw", account.clone(), identity.clone(), &mut OsRng)?;
         let t = Instant::now();
-        let out = vault.handle(record.as_ref(), Request::LoginStart { account: account.clone(), ke1 }, &mut OsRng, 0)?;
+        let out = vault.handle(
+            record.as_ref(),
+            Request::LoginStart {
+                account: account.clone(),
+                ke1,
+            },
+            &mut OsRng,
+            0,
+        )?;
         let reply = commit(&mut vault, &mut record, out)?;
         server += t.elapsed();
-        let Reply::LoginStarted { session, ke2, ksf, .. } = reply else { bail!("no KE2") };
+        let Reply::LoginStarted {
+            session, ke2, ksf, ..
+        } = reply
+        else {
+            bail!("no KE2")
+        };
         let (ke3, opening) = client.finish(&ke2, ksf, &mut OsRng)?;
         let t = Instant::now();
-        let req = Request::LoginFinish { account: account.clone(), session: session.as_bytes().to_vec(), ke3 };
+        let req = Request::LoginFinish {
+            account: account.clone(),
+            session: session.as_bytes().to_vec(),
+            ke3,
+        };
         let out = vault.handle(record.as_ref(), req, &mut OsRng, 0)?;
         let reply = commit(&mut vault, &mut record, out)?;
         server += t.elapsed();
-        let Reply::Recovered { sealed_wrapped_key, .. } = reply else { bail!("login failed") };
-        anyhow::ensure!(opening.open(&sealed_wrapped_key)? == key, "recovered a different key");
+        let Reply::Recovered {
+            sealed_wrapped_key, ..
+        } = reply
+        else {
+            bail!("login failed")
+        };
+        anyhow::ensure!(
+            opening.open(&sealed_wrapped_key)? == key,
+            "recovered a different key"
+        );
         logins += 1;
     }
     let per = server / logins as u32;
     println!("### Server-side OPAQUE login on one core ({logins} logins)\n");
     println!("| measure | value |\n|---|---:|");
-    println!("| server time per login (KE1→KE2 + KE3→verify) | {:.3} ms |", per.as_secs_f64() * 1e3);
-    println!("| logins per second per core | {:.0} |\n", 1.0 / per.as_secs_f64());
+    println!(
+        "| server time per login (KE1→KE2 + KE3→verify) | {:.3} ms |",
+        per.as_secs_f64() * 1e3
+    );
+    println!(
+        "| logins per second per core | {:.0} |\n",
+        1.0 / per.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -94,7 +136,11 @@ fn sealer_rate(name: &str, sealer: &dyn Sealer, secs: f64) -> Result<()> {
         anyhow::ensure!(back.as_slice() == record, "unseal returned other bytes");
     }
     let rate = |n: u64, t: Duration| n as f64 / t.as_secs_f64();
-    println!("| {name} | {:.0} | {:.0} |", rate(seals, seal_t), rate(unseals, unseal_t));
+    println!(
+        "| {name} | {:.0} | {:.0} |",
+        rate(seals, seal_t),
+        rate(unseals, unseal_t)
+    );
     Ok(())
 }
 
@@ -113,7 +159,10 @@ pub fn sealers(secs: f64) -> Result<()> {
         .env("SOFTHSM2_CONF", &conf)
         .output()?;
     if !out.status.success() {
-        bail!("PKCS#11 sealer bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "PKCS#11 sealer bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     print!("{}", String::from_utf8_lossy(&out.stdout));
     println!();
@@ -128,14 +177,32 @@ fn softhsm_token(dir: &Path) -> Result<std::path::PathBuf> {
     let tokens = dir.join("tokens");
     std::fs::create_dir_all(&tokens)?;
     let conf = dir.join("softhsm2.conf");
-    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()))?;
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )?;
     let status = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "5678"])
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "5678",
+        ])
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .context("softhsm2-util not found: run scripts/setup")?;
     if !status.status.success() {
-        bail!("softhsm2-util failed: {}", String::from_utf8_lossy(&status.stderr));
+        bail!(
+            "softhsm2-util failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
     }
     Ok(conf)
 }
@@ -144,5 +211,9 @@ fn softhsm_token(dir: &Path) -> Result<std::path::PathBuf> {
 pub fn pkcs11_child(secs: f64) -> Result<()> {
     let cfg = Pkcs11Config::new(MODULE, TOKEN).with_pin(HsmPin::new(PIN));
     let sealer = Pkcs11Sealer::open(&cfg)?;
-    sealer_rate("PKCS#11 (SoftHSM2 2.6, AES-GCM in the token)", &sealer, secs)
+    sealer_rate(
+        "PKCS#11 (SoftHSM2 2.6, AES-GCM in the token)",
+        &sealer,
+        secs,
+    )
 }

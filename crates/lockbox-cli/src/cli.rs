@@ -6,6 +6,8 @@ ENVIRONMENT:
     LOCKBOX_RECOVERY_CODE  the recovery code, instead of --key-file (for scripts)
     LOCKBOX_CONFIG         path of the TOML config file (default: ~/.config/lockbox/config.toml)
     LOCKBOX_LOG            log filter, e.g. `info` or `lockbox=debug` (logs go to stderr)
+    LOCKBOX_STORAGE        storage URL, instead of --to/--from
+    LOCKBOX_STORAGE_RETRIES how often a failed storage request is retried (default 10)
     AWS_*                  S3 credentials, region and AWS_ENDPOINT_URL for s3:// URLs
 
 EXIT STATUS:

@@ -1,28 +1,11 @@
 //! End-to-end tests of the built `lockbox` binary: exit codes, messages, files left behind.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
-fn lockbox() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
-    c.env_remove("LOCKBOX_RECOVERY_CODE")
-        .env_remove("LOCKBOX_STORAGE")
-        .env("LOCKBOX_CONFIG", "/dev/null");
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("run lockbox")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exit code")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{code, lockbox, run, stderr};
 
 struct Env {
     dir: tempfile::TempDir,

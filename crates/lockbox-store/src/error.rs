@@ -51,7 +51,10 @@ pub enum StoreError {
     PruneWouldDeleteAll { url: String },
 
     /// The storage refused the credentials or the operation.
-    #[error("permission denied by {url} while {operation}: {source}")]
+    #[error(
+        "permission denied by {url} while {operation} (check credentials and access rights): \
+         {source}"
+    )]
     PermissionDenied {
         url: String,
         operation: String,

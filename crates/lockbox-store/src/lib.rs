@@ -8,8 +8,8 @@
 //! * uploads a backup from a blocking `io::Write` ([`UploadWriter`]) as a streaming multipart
 //!   upload with bounded memory, aborting it on any error or drop so that a failed upload
 //!   never lists as a backup; downloads through a blocking `io::Read` ([`DownloadReader`]);
-//! * retries transient failures (see [`StoreOptions`] for the policy) and classifies errors by
-//!   fault ([`StoreError`], [`StoreError::is_transient`]).
+//! * retries transient failures (see [`StoreOptions`] for the policy; [`RETRIES_ENV`] tunes
+//!   how often) and classifies errors by fault ([`StoreError`], [`StoreError::is_transient`]).
 //!
 //! What it does not do: it never sees keys or plaintext. The bytes it stores are already
 //! encrypted and authenticated by `lockbox-format`; integrity, truncation and swapping are
@@ -19,6 +19,9 @@
 //! the storage and are parsed strictly; anything else under the prefix is ignored.
 //! Credentials come from the provider's standard environment variables or explicit options
 //! and are never put in URLs, errors or logs.
+//!
+//! Feature `test-support` adds the `test_support` module: real storage servers on loopback
+//! (s3s-fs for S3, Azurite for Azure) for this crate's tests and for end-to-end tests of the CLI.
 #![forbid(unsafe_code)]
 
 mod backend;
@@ -27,11 +30,13 @@ mod error;
 mod name;
 mod options;
 mod store;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 mod upload;
 
 pub use download::DownloadReader;
 pub use error::StoreError;
 pub use name::{BackupName, ID_LEN, MAX_CREATED_UNIX_MS};
-pub use options::{MAX_PART_SIZE, MIN_PART_SIZE, StoreOptions};
+pub use options::{MAX_PART_SIZE, MIN_PART_SIZE, RETRIES_ENV, RETRIES_ENV_LIMIT, StoreOptions};
 pub use store::{BackupInfo, Store};
 pub use upload::UploadWriter;

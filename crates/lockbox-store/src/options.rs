@@ -1,5 +1,6 @@
 //! [`StoreOptions`]: transfer sizing, retries, timeouts and provider options.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use crate::StoreError;
@@ -9,6 +10,13 @@ use crate::StoreError;
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// Largest part size accepted (S3 allows 5 GiB; more than 1 GiB per part only costs memory).
 pub const MAX_PART_SIZE: usize = 1024 * 1024 * 1024;
+
+/// Environment variable that replaces [`StoreOptions::max_retries`] when
+/// [`StoreOptions::use_env`] is set: `0` fails at the first transient error (interactive use,
+/// tests), more rides out longer outages. A whole number up to [`RETRIES_ENV_LIMIT`].
+pub const RETRIES_ENV: &str = "LOCKBOX_STORAGE_RETRIES";
+/// Largest value [`RETRIES_ENV`] accepts.
+pub const RETRIES_ENV_LIMIT: usize = 100;
 
 /// How a [`crate::Store`] talks to its storage. `Default` suits backups over flaky links.
 ///
@@ -32,7 +40,8 @@ pub struct StoreOptions {
     /// Parts uploaded concurrently. Memory held by an upload is about
     /// `(max_parts_in_flight + 1) * part_size`. Default 3 (about 32 MiB).
     pub max_parts_in_flight: usize,
-    /// Retries per request for transient failures. Default 10.
+    /// Retries per request for transient failures. Default 10; replaced by [`RETRIES_ENV`]
+    /// when `use_env` is set and that variable is.
     pub max_retries: usize,
     /// No retry starts later than this after the first attempt. Default 3 minutes.
     pub retry_timeout: Duration,
@@ -46,7 +55,7 @@ pub struct StoreOptions {
     /// of a response body. Default 120 s.
     pub read_timeout: Duration,
     /// Read the provider's standard environment variables (`AWS_*`, `GOOGLE_*`,
-    /// `AZURE_*`). Default true; tests turn it off to be hermetic.
+    /// `AZURE_*`) and [`RETRIES_ENV`]. Default true; tests turn it off to be hermetic.
     pub use_env: bool,
     /// Provider options as object_store config keys, applied after the environment, e.g.
     /// `("aws_endpoint", "http://127.0.0.1:9000")`, `("aws_access_key_id", ..)`,
@@ -95,6 +104,16 @@ impl std::fmt::Debug for StoreOptions {
 }
 
 impl StoreOptions {
+    /// Applies [`RETRIES_ENV`] if `use_env` is set; a malformed value is an error, not ignored.
+    pub(crate) fn with_env(mut self, url: &str) -> Result<Self, StoreError> {
+        if self.use_env
+            && let Some(value) = std::env::var_os(RETRIES_ENV)
+        {
+            self.max_retries = parse_retries(url, &value)?;
+        }
+        Ok(self)
+    }
+
     pub(crate) fn validate(&self, url: &str) -> Result<(), StoreError> {
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
             return Err(invalid(
@@ -138,6 +157,23 @@ impl StoreOptions {
     }
 }
 
+fn parse_retries(url: &str, value: &OsStr) -> Result<usize, StoreError> {
+    value
+        .to_str()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n <= RETRIES_ENV_LIMIT)
+        .ok_or_else(|| {
+            invalid(
+                url,
+                RETRIES_ENV,
+                format!(
+                    "`{}` is not a whole number from 0 to {RETRIES_ENV_LIMIT}",
+                    value.to_string_lossy().escape_debug()
+                ),
+            )
+        })
+}
+
 pub(crate) fn invalid(url: &str, key: &str, reason: String) -> StoreError {
     StoreError::InvalidOption {
         url: url.to_owned(),
@@ -169,6 +205,21 @@ mod tests {
             shown.contains("aws_secret_access_key") && !shown.contains("hunter2"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn retries_from_the_environment_are_parsed_strictly() {
+        let parse = |v: &str| parse_retries("s3://b", OsStr::new(v));
+        assert_eq!(parse("0").unwrap(), 0);
+        assert_eq!(parse(" 3\n").unwrap(), 3);
+        assert_eq!(parse("100").unwrap(), RETRIES_ENV_LIMIT);
+        for bad in ["", "-1", "101", "2.5", "ten", "18446744073709551616"] {
+            let err = parse(bad).unwrap_err();
+            assert!(
+                matches!(err, StoreError::InvalidOption { ref key, .. } if key == RETRIES_ENV),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

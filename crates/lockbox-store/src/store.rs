@@ -38,7 +38,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `url` with [`StoreOptions::default`] (provider settings from the environment).
+    /// Opens `url` with [`StoreOptions::default`] (provider settings and
+    /// [`crate::RETRIES_ENV`] from the environment).
     /// Nothing is contacted yet.
     pub fn open(url: &str) -> Result<Store, StoreError> {
         Store::open_with(url, StoreOptions::default())
@@ -58,6 +59,7 @@ impl Store {
 
     /// Opens `url` with full control over transfer sizes, retries and provider options.
     pub fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        let options = options.with_env(url)?;
         let backend = Backend::build(url, &options)?;
         Ok(Store {
             url: url.to_owned(),

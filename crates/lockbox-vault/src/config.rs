@@ -9,6 +9,10 @@
 //! partitions = [0]                      # partitions this node serves
 //! session_ttl_secs = 60                 # OPAQUE login/registration sessions
 //! max_concurrent_requests = 256
+//! # Weakest client Argon2id accepted at enrollment. Default: the production floor (19 MiB, t=2,
+//! # p=1). Lower it only for tests and benchmarks: weaker client KSFs make stolen vault
+//! # records cheaper to attack.
+//! min_client_ksf = { m_cost_kib = 19456, t_cost = 2, p_cost = 1 }
 //!
 //! [sealer]                              # what seals records and partition secrets at rest
 //! kind = "software"                     # embedded default: a 0600 key file in data_dir
@@ -22,7 +26,8 @@
 //! key = "node.key"
 //! ```
 
-use serde::Deserialize;
+use lockbox_vault_core::KsfParams;
+use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +46,13 @@ pub struct VaultConfig {
     pub session_ttl_secs: u64,
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_requests: usize,
+    /// The weakest client Argon2id parameters accepted at enrollment. Defaults to
+    /// [`KsfParams::PRODUCTION_FLOOR`]; lower only for tests and benchmarks.
+    #[serde(
+        default = "default_min_client_ksf",
+        deserialize_with = "deserialize_ksf"
+    )]
+    pub min_client_ksf: KsfParams,
     #[serde(default)]
     pub sealer: SealerConfig,
     #[serde(default)]
@@ -81,6 +93,23 @@ fn default_session_ttl() -> u64 {
 }
 fn default_max_concurrent() -> usize {
     256
+}
+fn default_min_client_ksf() -> KsfParams {
+    KsfParams::PRODUCTION_FLOOR
+}
+
+/// `{ m_cost_kib, t_cost, p_cost }` as written in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KsfToml {
+    m_cost_kib: u32,
+    t_cost: u32,
+    p_cost: u32,
+}
+
+fn deserialize_ksf<'de, D: Deserializer<'de>>(d: D) -> Result<KsfParams, D::Error> {
+    let k = KsfToml::deserialize(d)?;
+    KsfParams::new(k.m_cost_kib, k.t_cost, k.p_cost).map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +195,22 @@ mod tests {
         assert_eq!(c.partitions, vec![0]);
         assert!(matches!(c.sealer, SealerConfig::Software));
         assert!(c.tls.is_none());
+        assert_eq!(c.min_client_ksf, KsfParams::PRODUCTION_FLOOR);
+    }
+
+    #[test]
+    fn min_client_ksf_parses_and_is_validated() {
+        let base = "listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\n";
+        let c = load(&format!(
+            "{base}min_client_ksf = {{ m_cost_kib = 256, t_cost = 1, p_cost = 1 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.min_client_ksf, KsfParams::INSECURE_TEST_ONLY);
+        let e = load(&format!(
+            "{base}min_client_ksf = {{ m_cost_kib = 256, t_cost = 0, p_cost = 1 }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("Argon2id"), "{e}");
     }
 
     #[test]

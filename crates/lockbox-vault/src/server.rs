@@ -75,14 +75,16 @@ impl BoundNode {
 
 /// Opens the sealer and storage, loads partitions, installs metrics, and binds the listener.
 pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
-    let sealer = node::open_sealer(&cfg)?;
+    // The store creates data_dir, where the default software sealer keeps its key file.
     let store = Arc::new(node::open_store(&cfg)?);
+    let sealer = node::open_sealer(&cfg)?;
     let mut partitions = Vec::new();
     for &id in &cfg.partitions {
         let keys = node::load_or_create_partition(&store, sealer.as_ref(), id)?;
         let opaque_public = keys.opaque.public_key();
         let mut core_cfg = CoreConfig::new(format!("lockbox-vault/p{id}").as_bytes());
         core_cfg.session_ttl_ms = cfg.session_ttl_secs * 1000;
+        core_cfg.min_ksf = cfg.min_client_ksf;
         partitions.push(PartitionState {
             id,
             hpke: keys.hpke,

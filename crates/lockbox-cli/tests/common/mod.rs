@@ -1,0 +1,29 @@
+//! Shared by the end-to-end test files: the built binary with a clean environment.
+
+use std::process::{Command, Output, Stdio};
+
+/// The built `lockbox` with no inherited `AWS_*` or `LOCKBOX_*` settings and no config file,
+/// so tests see the same environment on every machine. Stdin is empty unless a test sets it.
+pub fn lockbox() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_str().unwrap_or_default();
+        if name.starts_with("AWS_") || name.starts_with("LOCKBOX_") {
+            c.env_remove(&key);
+        }
+    }
+    c.env("LOCKBOX_CONFIG", "/dev/null").stdin(Stdio::null());
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run lockbox")
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,201 @@
+//! The vault node as operators run it: `lockbox vault serve` in its own process, killed with
+//! SIGKILL between KE1 and KE3. The spent attempt must survive the crash (DESIGN.md §4, inv. 1).
+
+use lockbox_client::{ClientError, Status, VaultClient};
+use lockbox_crypto::{BackupKey, OsRng};
+use lockbox_vault_core::KsfParams;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const ACCOUNT: &[u8] = b"+15550001111";
+
+struct Node {
+    child: Child,
+    endpoint: String,
+}
+
+impl Node {
+    /// Starts a node on `port` (0 = any) and waits for its `listening on ADDR` line.
+    fn start(dir: &Path, port: u16) -> Node {
+        let config = dir.join("vault.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "node_id = \"proc-test\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
+                 partitions = [3]\nmin_client_ksf = {{ m_cost_kib = 256, t_cost = 1, p_cost = 1 }}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lockbox"))
+            .args(["vault", "serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lockbox vault serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Node {
+            child,
+            endpoint: format!("http://{addr}"),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn client(node: &Node) -> VaultClient {
+    let target = VaultClient::discover(&node.endpoint, 3)
+        .await
+        .expect("discover");
+    VaultClient::connect(target).await.expect("connect")
+}
+
+#[test]
+fn attempt_spent_before_ke2_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let node = Node::start(dir.path(), 0);
+    let port = node.port();
+    let key = BackupKey::generate(&mut OsRng);
+    let (pinned, pending) = rt.block_on(async {
+        let c = client(&node).await;
+        c.enroll(
+            ACCOUNT,
+            b"correct horse",
+            &key,
+            5,
+            KsfParams::INSECURE_TEST_ONLY,
+        )
+        .await
+        .unwrap();
+        let pending = c.login_start(ACCOUNT, b"correct horse").await.unwrap();
+        assert_eq!(pending.attempts_left(), 4);
+        (c.target().clone(), pending)
+    });
+    // KE2 is in the client's hands; the node dies before KE3 arrives.
+    node.kill9();
+    let node = Node::start(dir.path(), port);
+    rt.block_on(async {
+        // The restarted node still has the same partition keys: the pinned target works.
+        let c = VaultClient::connect(pinned).await.unwrap();
+        assert_eq!(
+            c.status(ACCOUNT).await.unwrap(),
+            Status::Active {
+                attempts_left: 4,
+                limit: 5
+            }
+        );
+        let err = c.login_finish(pending).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::Rejected { .. }),
+            "KE3 of a lost session: {err:?}"
+        );
+        assert_eq!(
+            c.status(ACCOUNT).await.unwrap(),
+            Status::Active {
+                attempts_left: 4,
+                limit: 5
+            }
+        );
+        assert_eq!(c.recover(ACCOUNT, b"correct horse").await.unwrap(), key);
+        assert_eq!(
+            c.status(ACCOUNT).await.unwrap(),
+            Status::Active {
+                attempts_left: 5,
+                limit: 5
+            }
+        );
+    });
+    drop(node);
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_destroyed_records_stay_destroyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut node = Node::start(dir.path(), 0);
+    let port = node.port();
+    rt.block_on(async {
+        let c = client(&node).await;
+        let key = BackupKey::generate(&mut OsRng);
+        c.enroll(ACCOUNT, b"pw", &key, 2, KsfParams::INSECURE_TEST_ONLY)
+            .await
+            .unwrap();
+        assert!(matches!(
+            c.recover(ACCOUNT, b"nope").await,
+            Err(ClientError::WrongPassword { attempts_left: 1 })
+        ));
+        assert!(matches!(
+            c.recover(ACCOUNT, b"nope").await,
+            Err(ClientError::Destroyed)
+        ));
+    });
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(node.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = node.child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "SIGTERM should stop the node cleanly, got {exit:?}"
+    );
+    let node = Node::start(dir.path(), port);
+    rt.block_on(async {
+        let c = client(&node).await;
+        assert_eq!(c.status(ACCOUNT).await.unwrap(), Status::Destroyed);
+        assert!(matches!(
+            c.recover(ACCOUNT, b"pw").await,
+            Err(ClientError::Destroyed)
+        ));
+    });
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vault.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\npartitions = []\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lockbox"))
+        .args(["vault", "serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least one partition"), "{err}");
+}

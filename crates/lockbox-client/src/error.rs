@@ -1,0 +1,154 @@
+//! Client errors, by fault and retryability.
+
+use lockbox_proto::pb;
+use lockbox_vault_core::client::ClientError as StepError;
+
+/// Why a vault operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The password is wrong. The attempt is spent whatever the device does next.
+    #[error("wrong password ({attempts_left} attempts left)")]
+    WrongPassword { attempts_left: u8 },
+    /// The record was destroyed after too many wrong passwords; the key is gone for good.
+    #[error("the vault record was destroyed after too many wrong passwords")]
+    Destroyed,
+    /// There is no vault record for this account (never enrolled, or deleted).
+    #[error("no vault record for this account")]
+    NoRecord,
+    /// The vault could not be reached or could not make a change durable. Retryable.
+    #[error("vault unavailable: {0}")]
+    Unavailable(String),
+    /// The vault opened the request and refused it.
+    #[error("vault refused the request ({code:?}): {message}")]
+    Rejected {
+        code: pb::error::Code,
+        message: String,
+    },
+    /// The node (or a relay) refused the envelope before opening it: gRPC status `code`.
+    #[error("vault node refused the envelope ({code:?}): {message}")]
+    Envelope { code: tonic::Code, message: String },
+    /// The vault's answer is malformed, does not open, or is not the pinned vault's.
+    #[error("vault protocol error: {0}")]
+    Protocol(String),
+    /// The caller passed something the protocol cannot carry (e.g. an empty account id).
+    #[error("invalid input: {0}")]
+    InvalidInput(&'static str),
+}
+
+impl ClientError {
+    /// A wrong password: the user may try again if attempts remain.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, Self::WrongPassword { .. })
+    }
+
+    /// The record is destroyed: only the recovery code can restore backups now.
+    pub fn is_destroyed(&self) -> bool {
+        matches!(self, Self::Destroyed)
+    }
+
+    /// Transient: the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
+    pub(crate) fn protocol(what: impl core::fmt::Display) -> Self {
+        Self::Protocol(what.to_string())
+    }
+
+    /// Maps an `Error` reply from inside the envelope.
+    pub(crate) fn from_vault(e: &pb::Error) -> Self {
+        use pb::error::Code;
+        let code = Code::try_from(e.code).unwrap_or(Code::Unspecified);
+        match code {
+            Code::NoRecord => Self::NoRecord,
+            Code::Destroyed => Self::Destroyed,
+            Code::Unavailable => Self::Unavailable(e.message.clone()),
+            _ => Self::Rejected {
+                code,
+                message: e.message.clone(),
+            },
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        match s.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::ResourceExhausted
+            | Code::Unknown => Self::Unavailable(format!("{:?}: {}", s.code(), s.message())),
+            code => Self::Envelope {
+                code,
+                message: s.message().to_string(),
+            },
+        }
+    }
+}
+
+impl From<tonic::transport::Error> for ClientError {
+    fn from(e: tonic::transport::Error) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// Maps a failed device-side protocol step. A wrong password at KE2 is handled by the caller,
+/// which knows how many attempts the vault said are left.
+impl From<StepError> for ClientError {
+    fn from(e: StepError) -> Self {
+        Self::Protocol(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_codes_map_by_fault() {
+        let err = |code: pb::error::Code| {
+            ClientError::from_vault(&pb::Error {
+                code: code.into(),
+                message: "m".into(),
+            })
+        };
+        assert_eq!(err(pb::error::Code::NoRecord), ClientError::NoRecord);
+        assert!(err(pb::error::Code::Destroyed).is_destroyed());
+        assert!(err(pb::error::Code::Unavailable).is_retryable());
+        assert_eq!(
+            err(pb::error::Code::Replayed),
+            ClientError::Rejected {
+                code: pb::error::Code::Replayed,
+                message: "m".into()
+            }
+        );
+        let unknown = ClientError::from_vault(&pb::Error {
+            code: 999,
+            message: String::new(),
+        });
+        assert!(matches!(
+            unknown,
+            ClientError::Rejected {
+                code: pb::error::Code::Unspecified,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn grpc_status_maps_by_retryability() {
+        assert!(ClientError::from(tonic::Status::unavailable("down")).is_retryable());
+        assert_eq!(
+            ClientError::from(tonic::Status::not_found("p9")),
+            ClientError::Envelope {
+                code: tonic::Code::NotFound,
+                message: "p9".into()
+            }
+        );
+        assert!(ClientError::WrongPassword { attempts_left: 2 }.is_auth_failure());
+        assert!(!ClientError::Destroyed.is_auth_failure());
+    }
+}

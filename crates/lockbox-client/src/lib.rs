@@ -1,0 +1,529 @@
+//! The device side of the Backup Key Vault (DESIGN.md §4): deposit the backup key `K` under a
+//! password ([`VaultClient::enroll`]), get it back ([`VaultClient::recover`]), change the
+//! password, delete the record, and read its status.
+//!
+//! Does: drive `lockbox-vault-core`'s sans-IO client steps (OPAQUE, wrapping `K` under the export
+//! key), seal every request in an HPKE envelope to the pinned partition key
+//! (`lockbox-proto`), and carry it over gRPC (tonic). Argon2id runs on a blocking thread.
+//! Does not: pick or verify which vault to talk to — the caller hands a [`VaultTarget`] whose
+//! keys it pinned (in production, from the signed fleet manifest; [`VaultClient::discover`] is
+//! trust-on-first-use, for tests and demos only); authenticate the account to a gateway; retry.
+//! Trusts: the pinned partition HPKE key and OPAQUE identity, the OS RNG, and the crates above.
+//! The password and `K` never leave the device; the vault and any relay see only ciphertext.
+#![forbid(unsafe_code)]
+
+mod error;
+
+pub use error::ClientError;
+
+use lockbox_crypto::BackupKey;
+use lockbox_proto::envelope::{self, AwaitingResponse, PartitionPublicKey};
+use lockbox_proto::pb::{self, request::Op, response::Result as Reply};
+use lockbox_proto::{MAX_MESSAGE_BYTES, WIRE_VERSION};
+use lockbox_vault_core::client::{
+    ClientEnrollment, ClientError as StepError, ClientRecovery, RecoveryOpening,
+};
+use lockbox_vault_core::{AccountId, AttemptLimit, KE3_LEN, KsfParams, VaultIdentity};
+use prost::Message;
+use rand_core::{CryptoRng, OsRng, RngCore};
+use std::time::Duration;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// AES-GCM tag on every sealed response.
+const RESPONSE_TAG_LEN: usize = 16;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One vault partition, with the keys the device pins for it.
+#[derive(Debug, Clone)]
+pub struct VaultTarget {
+    /// `http://127.0.0.1:PORT` or `https://…`.
+    pub endpoint: String,
+    pub partition: u32,
+    /// Every request is sealed to this key.
+    pub hpke_public_key: PartitionPublicKey,
+    /// OPAQUE server identity, checked at enrollment and at every login.
+    pub identity: VaultIdentity,
+}
+
+/// The OPAQUE server identifier of partition `p` (`lockbox-vault/p{p}`).
+pub fn server_id(partition: u32) -> Vec<u8> {
+    format!("lockbox-vault/p{partition}").into_bytes()
+}
+
+/// What the vault knows about an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Absent,
+    Active { attempts_left: u8, limit: u8 },
+    Destroyed,
+}
+
+/// A login between KE2 and KE3. The attempt is already spent; dropping this does not return it.
+pub struct PendingLogin {
+    account: AccountId,
+    session: Vec<u8>,
+    ke2: Vec<u8>,
+    ksf: KsfParams,
+    attempts_left: u8,
+    recovery: ClientRecovery,
+}
+
+impl PendingLogin {
+    /// Attempts left after this one, as the vault reported with KE2.
+    pub fn attempts_left(&self) -> u8 {
+        self.attempts_left
+    }
+}
+
+impl core::fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("account", &self.account)
+            .field("attempts_left", &self.attempts_left)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection to one vault partition. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct VaultClient {
+    target: VaultTarget,
+    rpc: pb::vault_client::VaultClient<Channel>,
+}
+
+impl VaultClient {
+    /// Connects to `target.endpoint`: plaintext `http://` (loopback, tests) or `https://`. This
+    /// workspace builds tonic without bundled root certificates, so for `https://` use
+    /// [`Self::connect_with_ca`] with the fleet's CA.
+    pub async fn connect(target: VaultTarget) -> Result<Self, ClientError> {
+        let channel = endpoint(&target.endpoint, None)?.connect().await?;
+        Ok(Self::from_channel(target, channel))
+    }
+
+    /// Connects over TLS, trusting only the CA certificate(s) in `ca_pem`.
+    pub async fn connect_with_ca(target: VaultTarget, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        let channel = endpoint(&target.endpoint, Some(ca_pem))?.connect().await?;
+        Ok(Self::from_channel(target, channel))
+    }
+
+    fn from_channel(target: VaultTarget, channel: Channel) -> Self {
+        let max = MAX_MESSAGE_BYTES * 2;
+        let rpc = pb::vault_client::VaultClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        Self { target, rpc }
+    }
+
+    /// Asks the node at `endpoint` for partition `partition`'s public keys.
+    ///
+    /// TRUST ON FIRST USE — for tests and demos only. Whoever answers this call chooses the keys,
+    /// so a man in the middle could impersonate the vault. Production clients pin the keys from
+    /// the fleet manifest, signed by the fleet key they ship with.
+    pub async fn discover(endpoint: &str, partition: u32) -> Result<VaultTarget, ClientError> {
+        let channel = self::endpoint(endpoint, None)?.connect().await?;
+        let info = pb::vault_client::VaultClient::new(channel)
+            .info(pb::InfoRequest {})
+            .await?
+            .into_inner();
+        let p = info
+            .partitions
+            .into_iter()
+            .find(|p| p.partition == partition)
+            .ok_or_else(|| ClientError::Envelope {
+                code: tonic::Code::NotFound,
+                message: format!("partition {partition} is not served at {endpoint}"),
+            })?;
+        let hpke_public_key =
+            PartitionPublicKey::from_bytes(&p.hpke_public_key).map_err(ClientError::protocol)?;
+        let public_key = p
+            .opaque_server_public_key
+            .as_ref()
+            .try_into()
+            .map_err(|_| ClientError::protocol("OPAQUE server public key is not 32 bytes"))?;
+        Ok(VaultTarget {
+            endpoint: endpoint.to_owned(),
+            partition,
+            hpke_public_key,
+            identity: VaultIdentity {
+                server_id: server_id(partition),
+                public_key,
+            },
+        })
+    }
+
+    pub fn target(&self) -> &VaultTarget {
+        &self.target
+    }
+
+    /// Deposits `key` under `password`, with `limit` wrong guesses allowed (1..=100) and the
+    /// Argon2id cost `ksf`. Replaces any existing record of the account (a new generation).
+    pub async fn enroll(
+        &self,
+        account: &[u8],
+        password: &[u8],
+        key: &BackupKey,
+        limit: u8,
+        ksf: KsfParams,
+    ) -> Result<(), ClientError> {
+        let id = account_id(account)?;
+        let limit = attempt_limit(limit)?;
+        let (registration_request, state) =
+            ClientEnrollment::start(password, id, self.target.identity.clone(), &mut OsRng)?;
+        let op = Op::RegisterStart(pb::RegisterStart {
+            registration_request: registration_request.into(),
+        });
+        let started = self.registration_started(account, op).await?;
+        let upload =
+            finish_registration(state, started.registration_response, key, limit, ksf).await?;
+        let op = Op::RegisterFinish(pb::RegisterFinish {
+            session: started.session,
+            registration_upload: upload.upload.into(),
+            wrapped_key: upload.wrapped_key.into(),
+            attempt_limit: upload.attempt_limit.into(),
+            ksf: Some(ksf_pb(upload.ksf)),
+        });
+        self.expect_done(account, op).await
+    }
+
+    /// Recovers `K` with `password`: KE1 → KE2 → KE3 → open. Spends one attempt.
+    pub async fn recover(&self, account: &[u8], password: &[u8]) -> Result<BackupKey, ClientError> {
+        let pending = self.login_start(account, password).await?;
+        self.login_finish(pending).await
+    }
+
+    /// Proves `old_password`, then re-registers `new_password` over the same `K`, keeping the
+    /// attempt limit. Spends (and, on success, restores) one attempt.
+    pub async fn change_password(
+        &self,
+        account: &[u8],
+        old_password: &[u8],
+        new_password: &[u8],
+        ksf: KsfParams,
+    ) -> Result<(), ClientError> {
+        let limit = match self.status(account).await? {
+            Status::Active { limit, .. } => AttemptLimit::new(limit)
+                .ok_or_else(|| ClientError::protocol("vault reported an invalid attempt limit"))?,
+            Status::Absent => return Err(ClientError::NoRecord),
+            Status::Destroyed => return Err(ClientError::Destroyed),
+        };
+        let pending = self.login_start(account, old_password).await?;
+        let (key, session) = self.authenticate(pending).await?;
+        let (registration_request, state) = ClientEnrollment::start(
+            new_password,
+            account_id(account)?,
+            self.target.identity.clone(),
+            &mut OsRng,
+        )?;
+        let op = Op::ChangePasswordStart(pb::ChangePasswordStart {
+            session: session.into(),
+            registration_request: registration_request.into(),
+        });
+        let started = self.registration_started(account, op).await?;
+        let upload =
+            finish_registration(state, started.registration_response, &key, limit, ksf).await?;
+        let op = Op::ChangePasswordFinish(pb::ChangePasswordFinish {
+            session: started.session,
+            registration_upload: upload.upload.into(),
+            wrapped_key: upload.wrapped_key.into(),
+            attempt_limit: upload.attempt_limit.into(),
+            ksf: Some(ksf_pb(upload.ksf)),
+        });
+        self.expect_done(account, op).await
+    }
+
+    /// Proves `password`, then destroys the record.
+    pub async fn delete(&self, account: &[u8], password: &[u8]) -> Result<(), ClientError> {
+        let pending = self.login_start(account, password).await?;
+        let (_key, session) = self.authenticate(pending).await?;
+        let op = Op::Delete(pb::Delete {
+            session: session.into(),
+        });
+        self.expect_done(account, op).await
+    }
+
+    pub async fn status(&self, account: &[u8]) -> Result<Status, ClientError> {
+        account_id(account)?;
+        let response = self.call(account, Op::Status(pb::Status {})).await?;
+        let reply = expect(response, |r| match r {
+            Reply::Status(s) => Some(s),
+            _ => None,
+        })?;
+        use pb::status_reply::State;
+        let byte =
+            |v: u32| u8::try_from(v).map_err(|_| ClientError::protocol("status out of range"));
+        match State::try_from(reply.state) {
+            Ok(State::Absent) => Ok(Status::Absent),
+            Ok(State::Destroyed) => Ok(Status::Destroyed),
+            Ok(State::Active) => Ok(Status::Active {
+                attempts_left: byte(reply.attempts_left)?,
+                limit: byte(reply.attempt_limit)?,
+            }),
+            Err(_) => Err(ClientError::protocol("unknown account state")),
+        }
+    }
+
+    /// Sends KE1 and returns once the vault has spent the attempt and answered with KE2.
+    pub async fn login_start(
+        &self,
+        account: &[u8],
+        password: &[u8],
+    ) -> Result<PendingLogin, ClientError> {
+        let id = account_id(account)?;
+        let (ke1, recovery) = ClientRecovery::start(
+            password,
+            id.clone(),
+            self.target.identity.clone(),
+            &mut OsRng,
+        )?;
+        let op = Op::LoginStart(pb::LoginStart { ke1: ke1.into() });
+        let started = expect(self.call(account, op).await?, |r| match r {
+            Reply::LoginStarted(s) => Some(s),
+            _ => None,
+        })?;
+        let ksf = started
+            .ksf
+            .ok_or_else(|| ClientError::protocol("KE2 without Argon2id parameters"))?;
+        Ok(PendingLogin {
+            account: id,
+            session: started.session.to_vec(),
+            ke2: started.ke2.to_vec(),
+            ksf: KsfParams::new(ksf.m_cost_kib, ksf.t_cost, ksf.p_cost)
+                .map_err(ClientError::protocol)?,
+            attempts_left: u8::try_from(started.attempts_left)
+                .map_err(|_| ClientError::protocol("attempts left out of range"))?,
+            recovery,
+        })
+    }
+
+    /// Processes KE2, sends KE3 and opens the wrapped key.
+    pub async fn login_finish(&self, pending: PendingLogin) -> Result<BackupKey, ClientError> {
+        self.authenticate(pending).await.map(|(key, _)| key)
+    }
+
+    /// Seals `request` for `account`, sends it, and opens and decodes the answer.
+    pub async fn call_raw(
+        &self,
+        account: &[u8],
+        request: pb::Request,
+    ) -> Result<pb::Response, ClientError> {
+        let (sealed, awaiting) = self.seal(account, &request, &mut OsRng)?;
+        let response = self.send_sealed(sealed).await?;
+        open_response(awaiting, &response)
+    }
+
+    /// Seals `request` to this target's partition, bound to `account` (for tests that need the
+    /// exact bytes, e.g. to replay or tamper with them).
+    pub fn seal<R: RngCore + CryptoRng>(
+        &self,
+        account: &[u8],
+        request: &pb::Request,
+        rng: &mut R,
+    ) -> Result<(pb::SealedRequest, AwaitingResponse), ClientError> {
+        let plain = zeroize::Zeroizing::new(request.encode_to_vec());
+        let (sealed, awaiting) = envelope::seal_request(
+            &self.target.hpke_public_key,
+            self.target.partition,
+            account,
+            &plain,
+            rng,
+        )
+        .map_err(ClientError::protocol)?;
+        let request = pb::SealedRequest {
+            version: WIRE_VERSION,
+            partition: self.target.partition,
+            account: account.to_vec().into(),
+            enc: sealed.enc.into(),
+            ciphertext: sealed.ciphertext.into(),
+        };
+        Ok((request, awaiting))
+    }
+
+    /// Sends an envelope as is.
+    pub async fn send_sealed(
+        &self,
+        request: pb::SealedRequest,
+    ) -> Result<pb::SealedResponse, ClientError> {
+        let mut call = tonic::Request::new(request);
+        call.set_timeout(CALL_TIMEOUT);
+        Ok(self.rpc.clone().call(call).await?.into_inner())
+    }
+
+    async fn call(&self, account: &[u8], op: Op) -> Result<pb::Response, ClientError> {
+        let request = pb::Request {
+            account: account.to_vec().into(),
+            op: Some(op),
+        };
+        self.call_raw(account, request).await
+    }
+
+    async fn registration_started(
+        &self,
+        account: &[u8],
+        op: Op,
+    ) -> Result<pb::RegisterStarted, ClientError> {
+        expect(self.call(account, op).await?, |r| match r {
+            Reply::RegisterStarted(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    async fn expect_done(&self, account: &[u8], op: Op) -> Result<(), ClientError> {
+        expect(self.call(account, op).await?, |r| match r {
+            Reply::Done(_) => Some(()),
+            _ => None,
+        })
+    }
+
+    /// KE2 → KE3 → wrapped key; returns `K` and the now-authenticated session id.
+    async fn authenticate(
+        &self,
+        pending: PendingLogin,
+    ) -> Result<(BackupKey, Vec<u8>), ClientError> {
+        let PendingLogin {
+            account,
+            session,
+            ke2,
+            ksf,
+            attempts_left,
+            recovery,
+        } = pending;
+        let account = account.as_bytes().to_vec();
+        let finished = blocking(move || recovery.finish(&ke2, ksf, &mut OsRng)).await?;
+        let (ke3, opening) = match finished {
+            Ok(done) => done,
+            Err(StepError::WrongPassword) => {
+                return Err(self.concede(&account, session, attempts_left).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let op = Op::LoginFinish(pb::LoginFinish {
+            session: session.into(),
+            ke3: ke3.into(),
+        });
+        let ok = expect(self.call(&account, op).await?, |r| match r {
+            Reply::LoginOk(ok) => Some(ok),
+            _ => None,
+        })?;
+        let key = open_wrapped_key(opening, &ok.sealed_wrapped_key)?;
+        Ok((key, ok.session.to_vec()))
+    }
+
+    /// The device found the password wrong at KE2. The attempt is spent already; a KE3 that
+    /// cannot verify closes the vault's session and, when no attempts are left, has the vault
+    /// destroy the record now instead of at the next KE1. Whatever happens to that message, the
+    /// answer is "wrong password" with the count the vault gave at KE2, or "destroyed".
+    async fn concede(&self, account: &[u8], session: Vec<u8>, attempts_left: u8) -> ClientError {
+        let mut ke3 = vec![0u8; KE3_LEN];
+        OsRng.fill_bytes(&mut ke3);
+        let op = Op::LoginFinish(pb::LoginFinish {
+            session: session.into(),
+            ke3: ke3.into(),
+        });
+        match self.call(account, op).await.map(|r| r.result) {
+            Ok(Some(Reply::Error(e))) if ClientError::from_vault(&e).is_destroyed() => {
+                ClientError::Destroyed
+            }
+            Ok(Some(Reply::WrongPassword(w))) => ClientError::WrongPassword {
+                attempts_left: u8::try_from(w.attempts_left).unwrap_or(attempts_left),
+            },
+            _ => ClientError::WrongPassword { attempts_left },
+        }
+    }
+}
+
+fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, ClientError> {
+    let mut ep = Endpoint::from_shared(url.to_owned())
+        .map_err(|_| ClientError::InvalidInput("vault endpoint is not a valid URL"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(pem) = ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(tls)?;
+    } else if ca_pem.is_some() {
+        return Err(ClientError::InvalidInput(
+            "a CA certificate needs an https:// endpoint",
+        ));
+    }
+    Ok(ep)
+}
+
+fn account_id(account: &[u8]) -> Result<AccountId, ClientError> {
+    if account.len() > lockbox_proto::MAX_ACCOUNT_BYTES {
+        return Err(ClientError::InvalidInput(
+            "account id is longer than 64 bytes",
+        ));
+    }
+    AccountId::new(account)
+        .map_err(|_| ClientError::InvalidInput("account id must be 1..=64 bytes"))
+}
+
+fn attempt_limit(limit: u8) -> Result<AttemptLimit, ClientError> {
+    AttemptLimit::new(limit).ok_or(ClientError::InvalidInput("attempt limit must be 1..=100"))
+}
+
+fn ksf_pb(k: KsfParams) -> pb::KsfParams {
+    pb::KsfParams {
+        m_cost_kib: k.m_cost_kib(),
+        t_cost: k.t_cost(),
+        p_cost: k.p_cost(),
+    }
+}
+
+/// Opens and decodes the answer to the request `awaiting` belongs to.
+pub fn open_response(
+    awaiting: AwaitingResponse,
+    response: &pb::SealedResponse,
+) -> Result<pb::Response, ClientError> {
+    if response.ciphertext.len() > MAX_MESSAGE_BYTES + RESPONSE_TAG_LEN {
+        return Err(ClientError::protocol("oversized response"));
+    }
+    let plain = awaiting
+        .open(&response.ciphertext)
+        .map_err(ClientError::protocol)?;
+    pb::Response::decode(plain.as_slice()).map_err(|_| ClientError::protocol("malformed response"))
+}
+
+/// Returns what `pick` finds in the reply; maps error replies to their [`ClientError`].
+fn expect<T>(
+    response: pb::Response,
+    pick: impl FnOnce(Reply) -> Option<T>,
+) -> Result<T, ClientError> {
+    match response.result {
+        Some(Reply::Error(e)) => Err(ClientError::from_vault(&e)),
+        Some(Reply::WrongPassword(w)) => Err(ClientError::WrongPassword {
+            attempts_left: u8::try_from(w.attempts_left).unwrap_or(0),
+        }),
+        Some(r) => pick(r).ok_or_else(|| ClientError::protocol("unexpected reply")),
+        None => Err(ClientError::protocol("empty reply")),
+    }
+}
+
+fn open_wrapped_key(opening: RecoveryOpening, sealed: &[u8]) -> Result<BackupKey, ClientError> {
+    opening.open(sealed).map_err(ClientError::from)
+}
+
+async fn finish_registration(
+    state: ClientEnrollment,
+    response: prost::bytes::Bytes,
+    key: &BackupKey,
+    limit: AttemptLimit,
+    ksf: KsfParams,
+) -> Result<lockbox_vault_core::client::EnrollmentUpload, ClientError> {
+    let key = key.clone();
+    blocking(move || state.finish(&response, &key, limit, ksf, &mut OsRng))
+        .await?
+        .map_err(ClientError::from)
+}
+
+/// Runs Argon2id-heavy work off the async executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ClientError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ClientError::protocol("client worker thread failed"))
+}
