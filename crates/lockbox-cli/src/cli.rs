@@ -46,8 +46,9 @@ pub struct Global {
     /// No progress bars
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Config file (TOML); values there are defaults for the flags below
-    #[arg(long, global = true, env = "LOCKBOX_CONFIG", value_name = "FILE")]
+    /// Config file (TOML) with defaults for storage, key file and retention; give it before
+    /// the subcommand (`lockbox --config FILE backup ...`)
+    #[arg(long, env = "LOCKBOX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
 

@@ -12,16 +12,17 @@ use crate::cli::{Cli, Command, KeyCommand, VaultCommand};
 use crate::config::Config;
 
 pub fn run(cli: Cli) -> Result<()> {
-    let cfg = Config::load(cli.global.config.as_deref())?;
     let quiet = cli.global.quiet;
+    // The device config file is read only by the commands that use it; a vault node has its own.
+    let cfg = || Config::load(cli.global.config.as_deref());
     match cli.command {
         Command::Key(KeyCommand::New { out }) => key::new(&out),
-        Command::Encrypt(args) => crypt::encrypt(&args, &cfg),
-        Command::Decrypt(args) => crypt::decrypt(&args, &cfg),
-        Command::Backup(args) => backup::backup(&args, &cfg, quiet),
-        Command::List(args) => backup::list(&args, &cfg),
-        Command::Restore(args) => backup::restore(&args, &cfg, quiet),
-        Command::Prune(args) => backup::prune(&args, &cfg),
+        Command::Encrypt(args) => crypt::encrypt(&args, &cfg()?),
+        Command::Decrypt(args) => crypt::decrypt(&args, &cfg()?),
+        Command::Backup(args) => backup::backup(&args, &cfg()?, quiet),
+        Command::List(args) => backup::list(&args, &cfg()?),
+        Command::Restore(args) => backup::restore(&args, &cfg()?, quiet),
+        Command::Prune(args) => backup::prune(&args, &cfg()?),
         Command::Demo(args) => demo::run(&args),
         Command::Vault(VaultCommand::Serve { config }) => vault::serve(&config),
     }
