@@ -149,7 +149,7 @@ pub fn sealers(secs: f64) -> Result<()> {
     println!("### Sealer operations per second (411-byte record, one thread)\n");
     println!("| sealer | seal/s | unseal/s |\n|---|---:|---:|");
     let dir = tempfile::tempdir()?;
-    let soft = SoftwareSealer::create(&dir.path().join("sealer.key"))?;
+    let soft = SoftwareSealer::create(dir.path().join("sealer.key"))?;
     sealer_rate("software (aws-lc-rs AES-256-GCM)", &soft, secs)?;
     // SoftHSM2 reads its config from SOFTHSM2_CONF at load time: run the PKCS#11 part in a child
     // process with a fresh token of its own.
