@@ -85,26 +85,43 @@ impl ChunkCipher {
             data.len() == self.chunk_size
         });
         let start = out.len();
-        out.reserve(self.segment_len());
-        out.extend_from_slice(&self.chunk_tag);
+        out.extend_from_slice(&[0; CHUNK_TAG_LEN]);
         out.extend_from_slice(data);
+        out.resize(start + self.segment_len(), 0);
+        let result = self.seal_segment(index, last, data.len(), &mut out[start..]);
+        if result.is_err() {
+            out[start..].zeroize();
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// Seals one segment in place. `segment` is exactly one segment long and its data region
+    /// (after the chunk tag) holds the plaintext: a whole chunk, or for the last chunk `len`
+    /// bytes, which are padded here. Writes the chunk tag and the GCM tag around it.
+    pub(crate) fn seal_segment(
+        &self,
+        index: u64,
+        last: bool,
+        len: usize,
+        segment: &mut [u8],
+    ) -> Result<(), FormatError> {
+        debug_assert_eq!(segment.len(), self.segment_len());
+        let (head, rest) = segment.split_at_mut(CHUNK_TAG_LEN);
+        let (body, tag_out) = rest.split_at_mut(self.chunk_size);
+        head.copy_from_slice(&self.chunk_tag);
         if last {
-            out.push(PAD_MARK);
-            out.resize(start + CHUNK_TAG_LEN + self.chunk_size, 0);
+            body[len] = PAD_MARK;
+            body[len + 1..].fill(0);
         }
         let nonce = Nonce::assume_unique_for_key(nonce_bytes(index, last));
-        let body = &mut out[start + CHUNK_TAG_LEN..];
-        match self
-            .aead
-            .seal_in_place_separate_tag(nonce, Aad::empty(), body)
-        {
+        match self.aead.seal_in_place_separate_tag(nonce, Aad::empty(), body) {
             Ok(tag) => {
-                out.extend_from_slice(tag.as_ref());
+                tag_out.copy_from_slice(tag.as_ref());
                 Ok(())
             }
             Err(_) => {
-                out[start..].zeroize();
-                out.truncate(start);
+                body.zeroize();
                 Err(FormatError::Crypto)
             }
         }

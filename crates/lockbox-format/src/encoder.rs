@@ -109,11 +109,47 @@ impl Encoder {
     pub fn finish(mut self, out: &mut Vec<u8>) -> Result<StreamSummary, FormatError> {
         let index = self.next_index()?;
         self.cipher.seal(index, true, &self.pending, out)?;
-        Ok(StreamSummary {
+        Ok(self.summary())
+    }
+
+    fn summary(&self) -> StreamSummary {
+        StreamSummary {
             chunks: self.chunks,
             plaintext_len: self.plaintext_len,
             ciphertext_len: crate::stream_len(self.chunks, self.cipher.chunk_size),
-        })
+        }
+    }
+
+    /// Fast path for [`crate::encrypt_stream`]: seals back-to-back whole segments whose data
+    /// regions already hold the plaintext of the next full chunks. Only valid while no partial
+    /// chunk is pending (the caller never mixes it with [`Encoder::update`]).
+    pub(crate) fn seal_segments_in_place(&mut self, segments: &mut [u8]) -> Result<(), FormatError> {
+        debug_assert!(self.pending.is_empty());
+        let cs = self.cipher.chunk_size;
+        for segment in segments.chunks_exact_mut(self.cipher.segment_len()) {
+            let index = self.next_index()?;
+            self.cipher.seal_segment(index, false, cs, segment)?;
+            self.plaintext_len += cs as u64;
+        }
+        Ok(())
+    }
+
+    /// Fast path for [`crate::encrypt_stream`]: seals the final chunk in place; its data region
+    /// holds `len` (< chunk size) plaintext bytes.
+    pub(crate) fn finish_in_place(
+        mut self,
+        segment: &mut [u8],
+        len: usize,
+    ) -> Result<StreamSummary, FormatError> {
+        debug_assert!(self.pending.is_empty() && len < self.cipher.chunk_size);
+        let index = self.next_index()?;
+        self.cipher.seal_segment(index, true, len, segment)?;
+        self.plaintext_len += len as u64;
+        Ok(self.summary())
+    }
+
+    pub(crate) fn segment_len(&self) -> usize {
+        self.cipher.segment_len()
     }
 
     /// Claims the next chunk index; a stream has at most 2^64 - 1 chunks.

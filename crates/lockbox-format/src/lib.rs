@@ -22,6 +22,7 @@ mod encoder;
 mod error;
 mod header;
 mod io;
+mod pipeline;
 #[cfg(feature = "tokio")]
 mod tokio_io;
 
@@ -33,6 +34,7 @@ pub use header::{
     HEADER_LEN, Header, MAGIC, MAX_CHUNK_SIZE_LOG2, MIN_CHUNK_SIZE_LOG2, VERSION, parse_header,
 };
 pub use io::{DecryptReader, EncryptWriter};
+pub use pipeline::encrypt_stream;
 pub use lockbox_crypto::{BackupId, BackupKey};
 #[cfg(feature = "tokio")]
 pub use tokio_io::{AsyncDecryptReader, AsyncEncryptWriter};

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use lockbox_crypto::OsRng;
-use lockbox_format::{DecryptReader, EncoderParams, EncryptWriter};
+use lockbox_format::{DecryptReader, Encoder, EncoderParams, encrypt_stream};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
@@ -16,14 +16,13 @@ const IO_BUF: usize = 1 << 20;
 pub fn encrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
     let key = keysrc::load_key(&args.key, cfg)?;
     let mut input = open_input(args.input.as_deref())?;
+    let params = EncoderParams {
+        created_unix_ms: super::now_unix_ms(),
+        ..Default::default()
+    };
+    let encoder = Encoder::new(&key, params, &mut OsRng)?;
     with_output(args.output.as_deref(), |out| {
-        let params = EncoderParams {
-            created_unix_ms: super::now_unix_ms(),
-            ..Default::default()
-        };
-        let mut w = EncryptWriter::new(out, &key, params, &mut OsRng)?;
-        io::copy(&mut input, &mut w).context("encrypting")?;
-        let (mut out, _summary) = w.finish().context("finishing the stream")?;
+        let (mut out, _summary) = encrypt_stream(&mut input, out, encoder).context("encrypting")?;
         out.flush().context("writing output")?;
         Ok(())
     })
@@ -50,15 +49,22 @@ fn open_input(path: Option<&Path>) -> Result<Box<dyn Read>> {
     })
 }
 
+type Output = Box<dyn Write + Send>;
+
+/// Standard output as a plain file handle (a dup of fd 1): `Send`, so the sealing thread can
+/// write to it, and free of std's line buffering.
+fn stdout_file() -> Result<File> {
+    use std::os::fd::AsFd;
+    let fd = io::stdout().as_fd().try_clone_to_owned().context("cannot use standard output")?;
+    Ok(File::from(fd))
+}
+
 /// Runs `f` with a buffered output. A file output is written to a temporary file beside it
 /// (mode 0600) and renamed into place only if `f` succeeds, so a failed run never leaves a
 /// partial file under the requested name.
-fn with_output(path: Option<&Path>, f: impl FnOnce(Box<dyn Write>) -> Result<()>) -> Result<()> {
+fn with_output(path: Option<&Path>, f: impl FnOnce(Output) -> Result<()>) -> Result<()> {
     let Some(path) = path else {
-        return f(Box::new(BufWriter::with_capacity(
-            IO_BUF,
-            io::stdout().lock(),
-        )));
+        return f(Box::new(BufWriter::with_capacity(IO_BUF, stdout_file()?)));
     };
     let dir = path
         .parent()
