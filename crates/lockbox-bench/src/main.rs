@@ -54,6 +54,14 @@ enum What {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// Single vault node (software sealer, in process, gRPC on loopback): concurrent clients
+    /// recovering their keys in a loop. Clients use light Argon2id so the vault is the bottleneck.
+    Recover {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     #[command(hide = true)]
     SealerPkcs11 {
         #[arg(long)]
@@ -72,6 +80,7 @@ fn main() -> Result<()> {
         What::Opaque { seconds } => return vault::opaque(seconds),
         What::Sealer { seconds } => return vault::sealers(seconds),
         What::SealerPkcs11 { seconds } => return vault::pkcs11_child(seconds),
+        What::Recover { clients, seconds } => return vault::recover_loop(clients, seconds),
         _ => {}
     }
     let lockbox = match cli.lockbox {
@@ -92,7 +101,10 @@ fn main() -> Result<()> {
     match cli.what {
         What::Stream { size_mib } => stream(&lockbox, dir, size_mib, cli.runs),
         What::Backup { size_mib } => backup(&lockbox, dir, size_mib, cli.runs),
-        What::Opaque { .. } | What::Sealer { .. } | What::SealerPkcs11 { .. } => Ok(()),
+        What::Opaque { .. }
+        | What::Sealer { .. }
+        | What::SealerPkcs11 { .. }
+        | What::Recover { .. } => Ok(()),
     }
 }
 

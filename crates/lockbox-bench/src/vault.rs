@@ -217,3 +217,64 @@ pub fn pkcs11_child(secs: f64) -> Result<()> {
         secs,
     )
 }
+
+/// Recoveries per second and their latency against one node, `clients` concurrent loops.
+pub fn recover_loop(clients: usize, secs: f64) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("vault.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npartitions = [0]\n\
+         min_client_ksf = { m_cost_kib = 256, t_cost = 1, p_cost = 1 }\n",
+    )?;
+    let cfg = lockbox_vault::VaultConfig::load(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut latencies = rt.block_on(async move {
+        let node = lockbox_vault::bind(cfg).await?;
+        let endpoint = format!("http://{}", node.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(node.serve(async {
+            let _ = stopped.await;
+        }));
+        let target = lockbox_client::VaultClient::discover(&endpoint, 0).await?;
+        let mut loops = Vec::new();
+        for i in 0..clients {
+            let client = lockbox_client::VaultClient::connect(target.clone()).await?;
+            let account = format!("bench-{i}").into_bytes();
+            let key = BackupKey::generate(&mut OsRng);
+            client.enroll(&account, b"pw", &key, 10, KSF).await?;
+            loops.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let wall = Instant::now();
+                while wall.elapsed().as_secs_f64() < secs {
+                    let t = Instant::now();
+                    let got = client.recover(&account, b"pw").await?;
+                    lat.push(t.elapsed());
+                    anyhow::ensure!(got == key, "recovered a different key");
+                }
+                anyhow::Ok(lat)
+            }));
+        }
+        let mut all = Vec::new();
+        for l in loops {
+            all.extend(l.await??);
+        }
+        let _ = stop.send(());
+        server.await??;
+        anyhow::Ok(all)
+    })?;
+    latencies.sort();
+    let n = latencies.len();
+    anyhow::ensure!(n > 0, "no recovery finished");
+    let pct = |p: f64| latencies[((n as f64 * p) as usize).min(n - 1)].as_secs_f64() * 1e3;
+    println!(
+        "### Single vault node: recover loop ({clients} clients, {secs} s, software sealer, light client Argon2id)\n"
+    );
+    println!("| measure | value |\n|---|---:|");
+    println!("| recoveries per second | {:.0} |", n as f64 / secs);
+    println!("| latency p50 | {:.2} ms |", pct(0.50));
+    println!("| latency p99 | {:.2} ms |\n", pct(0.99));
+    Ok(())
+}
