@@ -111,12 +111,7 @@ fn main() -> Result<()> {
 fn stream(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> {
     let input = dir.join("input.bin");
     write_random(&input, size_mib << 20)?;
-    let key = dir.join("key");
-    run_ok(
-        Command::new(lockbox)
-            .args(["key", "new", "--out"])
-            .arg(&key),
-    )?;
+    let key = new_key(lockbox, dir)?;
     let age_key = dir.join("age.key");
     run_ok(Command::new("age-keygen").arg("-o").arg(&age_key))?;
     let recipient = String::from_utf8(
@@ -155,12 +150,7 @@ fn stream(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> 
 fn backup(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> {
     let src = dir.join("chats");
     make_chat_dir(&src, size_mib << 20)?;
-    let key = dir.join("key");
-    run_ok(
-        Command::new(lockbox)
-            .args(["key", "new", "--out"])
-            .arg(&key),
-    )?;
+    let key = new_key(lockbox, dir)?;
     let restic_repo = dir.join("restic");
     let lb = measure(runs, || {
         let _ = std::fs::remove_dir_all(dir.join("store"));
@@ -321,6 +311,17 @@ fn make_chat_dir(root: &Path, total: u64) -> Result<()> {
         n += 1;
     }
     Ok(())
+}
+
+/// A fresh lockbox recovery-code file in `dir`.
+fn new_key(lockbox: &Path, dir: &Path) -> Result<PathBuf> {
+    let key = dir.join("key");
+    run_ok(
+        Command::new(lockbox)
+            .args(["key", "new", "--out"])
+            .arg(&key),
+    )?;
+    Ok(key)
 }
 
 fn run_ok(cmd: &mut Command) -> Result<()> {

@@ -176,14 +176,8 @@ impl VaultClient {
         let started = self.registration_started(account, op).await?;
         let upload =
             finish_registration(state, started.registration_response, key, limit, ksf).await?;
-        let op = Op::RegisterFinish(pb::RegisterFinish {
-            session: started.session,
-            registration_upload: upload.upload.into(),
-            wrapped_key: upload.wrapped_key.into(),
-            attempt_limit: upload.attempt_limit.into(),
-            ksf: Some(ksf_pb(upload.ksf)),
-        });
-        self.expect_done(account, op).await
+        self.expect_done(account, register_finish(started.session, upload))
+            .await
     }
 
     /// Recovers `K` with `password`: KE1 → KE2 → KE3 → open. Spends one attempt.
@@ -222,14 +216,8 @@ impl VaultClient {
         let started = self.registration_started(account, op).await?;
         let upload =
             finish_registration(state, started.registration_response, &key, limit, ksf).await?;
-        let op = Op::ChangePasswordFinish(pb::ChangePasswordFinish {
-            session: started.session,
-            registration_upload: upload.upload.into(),
-            wrapped_key: upload.wrapped_key.into(),
-            attempt_limit: upload.attempt_limit.into(),
-            ksf: Some(ksf_pb(upload.ksf)),
-        });
-        self.expect_done(account, op).await
+        self.expect_done(account, register_finish(started.session, upload))
+            .await
     }
 
     /// Proves `password`, then destroys the record.
@@ -471,6 +459,20 @@ fn ksf_pb(k: KsfParams) -> pb::KsfParams {
         t_cost: k.t_cost(),
         p_cost: k.p_cost(),
     }
+}
+
+/// Finishes an enrollment or a password change (the session says which).
+fn register_finish(
+    session: prost::bytes::Bytes,
+    upload: lockbox_vault_core::client::EnrollmentUpload,
+) -> Op {
+    Op::RegisterFinish(pb::RegisterFinish {
+        session,
+        registration_upload: upload.upload.into(),
+        wrapped_key: upload.wrapped_key.into(),
+        attempt_limit: upload.attempt_limit.into(),
+        ksf: Some(ksf_pb(upload.ksf)),
+    })
 }
 
 /// Opens and decodes the answer to the request `awaiting` belongs to.

@@ -115,7 +115,10 @@ impl ChunkCipher {
             body[len + 1..].fill(0);
         }
         let nonce = Nonce::assume_unique_for_key(nonce_bytes(index, last));
-        match self.aead.seal_in_place_separate_tag(nonce, Aad::empty(), body) {
+        match self
+            .aead
+            .seal_in_place_separate_tag(nonce, Aad::empty(), body)
+        {
             Ok(tag) => {
                 tag_out.copy_from_slice(tag.as_ref());
                 Ok(())

@@ -123,7 +123,10 @@ impl Encoder {
     /// Fast path for [`crate::encrypt_stream`]: seals back-to-back whole segments whose data
     /// regions already hold the plaintext of the next full chunks. Only valid while no partial
     /// chunk is pending (the caller never mixes it with [`Encoder::update`]).
-    pub(crate) fn seal_segments_in_place(&mut self, segments: &mut [u8]) -> Result<(), FormatError> {
+    pub(crate) fn seal_segments_in_place(
+        &mut self,
+        segments: &mut [u8],
+    ) -> Result<(), FormatError> {
         debug_assert!(self.pending.is_empty());
         let cs = self.cipher.chunk_size;
         for segment in segments.chunks_exact_mut(self.cipher.segment_len()) {

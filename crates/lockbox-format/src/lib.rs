@@ -34,8 +34,8 @@ pub use header::{
     HEADER_LEN, Header, MAGIC, MAX_CHUNK_SIZE_LOG2, MIN_CHUNK_SIZE_LOG2, VERSION, parse_header,
 };
 pub use io::{DecryptReader, EncryptWriter};
-pub use pipeline::encrypt_stream;
 pub use lockbox_crypto::{BackupId, BackupKey};
+pub use pipeline::encrypt_stream;
 #[cfg(feature = "tokio")]
 pub use tokio_io::{AsyncDecryptReader, AsyncEncryptWriter};
 

@@ -41,8 +41,17 @@ pub fn encrypt_stream<R: Read, W: Write + Send>(
     }
     std::thread::scope(|scope| {
         let sealer = scope.spawn(move || seal_batches(encoder, output, batches, to_reader));
-        let read = read_batches(&mut input, chunk_size, segment, chunks_per_batch, to_sealer, empties);
-        let sealed = sealer.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let read = read_batches(
+            &mut input,
+            chunk_size,
+            segment,
+            chunks_per_batch,
+            to_sealer,
+            empties,
+        );
+        let sealed = sealer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
         read?;
         sealed
     })
@@ -87,7 +96,9 @@ fn seal_batches<W: Write>(
     let segment = encoder.segment_len();
     for mut batch in batches {
         let whole = batch.full * segment;
-        encoder.seal_segments_in_place(&mut batch.buf[..whole]).map_err(FormatError::into_io)?;
+        encoder
+            .seal_segments_in_place(&mut batch.buf[..whole])
+            .map_err(FormatError::into_io)?;
         if let Some(len) = batch.tail {
             let summary = encoder
                 .finish_in_place(&mut batch.buf[whole..whole + segment], len)
@@ -99,7 +110,9 @@ fn seal_batches<W: Write>(
         output.write_all(&batch.buf[..whole])?;
         let _ = to_reader.send(batch.buf);
     }
-    Err(io::Error::other("input failed before the end of the stream"))
+    Err(io::Error::other(
+        "input failed before the end of the stream",
+    ))
 }
 
 /// Reads until `buf` is full or EOF; returns the bytes read.
@@ -143,7 +156,10 @@ mod tests {
     impl rand_core::CryptoRng for Fixed {}
 
     fn params(chunk_size: usize) -> EncoderParams {
-        EncoderParams { chunk_size, created_unix_ms: 42 }
+        EncoderParams {
+            chunk_size,
+            created_unix_ms: 42,
+        }
     }
 
     /// Reads in odd-sized pieces, as pipes do.

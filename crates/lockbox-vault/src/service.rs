@@ -329,14 +329,6 @@ fn decode_request(outer_account: &[u8], plain: &[u8]) -> Result<Request, Failure
                 session: r.session.to_vec(),
                 registration_request: r.registration_request.to_vec(),
             },
-            Op::ChangePasswordFinish(r) => Request::RegisterFinish {
-                account,
-                session: r.session.to_vec(),
-                upload: r.registration_upload.to_vec(),
-                wrapped_key: r.wrapped_key.to_vec(),
-                attempt_limit: limit(r.attempt_limit)?,
-                ksf: ksf(r.ksf)?,
-            },
             Op::Delete(r) => Request::Delete {
                 account,
                 session: r.session.to_vec(),

@@ -55,7 +55,10 @@ type Output = Box<dyn Write + Send>;
 /// write to it, and free of std's line buffering.
 fn stdout_file() -> Result<File> {
     use std::os::fd::AsFd;
-    let fd = io::stdout().as_fd().try_clone_to_owned().context("cannot use standard output")?;
+    let fd = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot use standard output")?;
     Ok(File::from(fd))
 }
 
