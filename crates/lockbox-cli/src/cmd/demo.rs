@@ -2,8 +2,10 @@
 //! "cloud"), so a newcomer sees it work in seconds. Everything it claims, it checks.
 
 use anyhow::{Context, Result, bail, ensure};
+use lockbox_client::{ClientError, VaultClient};
 use lockbox_crypto::{BackupKey, OsRng, RecoveryCode, RngCore};
-use lockbox_store::Store;
+use lockbox_store::{BackupInfo, Store};
+use lockbox_vault_core::KsfParams;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -78,7 +80,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         restored.display()
     );
 
-    step(5, "A wrong recovery code is refused as such");
+    password_path(&rt, &work, &key, &store, &latest, &phone)?;
+
+    step(7, "A wrong recovery code is refused as such");
     let wrong = BackupKey::generate(&mut OsRng);
     let err = restore_backup(&store, &rt, &latest, &wrong, &work.join("wrong"), true)
         .err()
@@ -90,7 +94,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     println!("   lockbox: {} (exit status 2)", exit::render(&err));
 
     step(
-        6,
+        8,
         "A storage provider that flips one byte is caught, and nothing is restored",
     );
     tamper(&cloud)?;
@@ -109,6 +113,67 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     if args.workdir.is_none() {
         println!("(a temporary directory, removed now; pass --workdir DIR to keep it)");
     }
+    Ok(())
+}
+
+/// Steps 5–6: the key deposited in a Backup Key Vault node (in process, software sealer) under a
+/// password, and recovered on the new phone with OPAQUE, with real Argon2id costs.
+fn password_path(
+    rt: &tokio::runtime::Runtime,
+    work: &Path,
+    key: &BackupKey,
+    store: &Store,
+    latest: &BackupInfo,
+    phone: &Path,
+) -> Result<()> {
+    const ACCOUNT: &[u8] = b"+15550123456";
+    const PASSWORD: &[u8] = b"correct horse battery staple";
+    step(
+        5,
+        "Or protect the key with a password: deposit it in the Backup Key Vault (OPAQUE)",
+    );
+    let vault_dir = work.join("vault");
+    std::fs::create_dir_all(&vault_dir)?;
+    let config = vault_dir.join("vault.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npartitions = [0]\n",
+    )?;
+    let cfg = lockbox_vault::VaultConfig::load(&config)?;
+    let recovered = rt.block_on(async {
+        let node = lockbox_vault::bind(cfg).await?;
+        let endpoint = format!("http://{}", node.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(node.serve(async {
+            let _ = stopped.await;
+        }));
+        let client = VaultClient::connect(VaultClient::discover(&endpoint, 0).await?).await?;
+        client.enroll(ACCOUNT, PASSWORD, key, 10, KsfParams::DEFAULT).await?;
+        println!("   vault node at {endpoint}: record enrolled, 10 attempts; the password never left the device");
+        step(6, "New phone, no recovery code: recover the key with the password");
+        match client.recover(ACCOUNT, b"correct horse battery stable").await {
+            Err(ClientError::WrongPassword { attempts_left }) => {
+                println!("   a mistyped password is refused and costs an attempt: {attempts_left} left")
+            }
+            other => bail!("a wrong password was not refused: {other:?}"),
+        }
+        let recovered = client.recover(ACCOUNT, PASSWORD).await?;
+        let _ = stop.send(());
+        server.await??;
+        anyhow::Ok(recovered)
+    })?;
+    ensure!(&recovered == key, "the vault released a different key");
+    let restored = work.join("new-phone-2/chats");
+    std::fs::create_dir_all(work.join("new-phone-2"))?;
+    restore_backup(store, rt, latest, &recovered, &restored, true)?;
+    ensure!(
+        snapshot(phone)? == snapshot(&restored)?,
+        "password restore differs from the original"
+    );
+    println!(
+        "   the right password released the key; restored into {}: identical",
+        restored.display()
+    );
     Ok(())
 }
 
