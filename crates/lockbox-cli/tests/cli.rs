@@ -410,4 +410,8 @@ fn demo_runs_end_to_end() {
         out.contains("identical") && out.contains("Demo complete"),
         "{out}"
     );
+    assert!(
+        out.contains("9 left") && out.contains("released the key"),
+        "{out}"
+    );
 }
