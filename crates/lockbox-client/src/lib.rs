@@ -121,7 +121,16 @@ impl VaultClient {
     /// so a man in the middle could impersonate the vault. Production clients pin the keys from
     /// the fleet manifest, signed by the fleet key they ship with.
     pub async fn discover(endpoint: &str, partition: u32) -> Result<VaultTarget, ClientError> {
-        let channel = self::endpoint(endpoint, None)?.connect().await?;
+        Self::discover_with_ca(endpoint, partition, None).await
+    }
+
+    /// [`Self::discover`] over TLS trusting only `ca_pem` (when given). Same caveat.
+    pub async fn discover_with_ca(
+        endpoint: &str,
+        partition: u32,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<VaultTarget, ClientError> {
+        let channel = self::endpoint(endpoint, ca_pem)?.connect().await?;
         let info = pb::vault_client::VaultClient::new(channel)
             .info(pb::InfoRequest {})
             .await?
