@@ -415,3 +415,51 @@ fn demo_runs_end_to_end() {
         "{out}"
     );
 }
+
+#[test]
+fn full_disk_is_a_clear_runtime_error() {
+    let env = Env::new();
+    let key = env.key("k");
+    std::fs::write(env.p("plain"), b"chat ".repeat(100_000)).unwrap();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let o = lockbox()
+        .arg("encrypt")
+        .arg("--key-file")
+        .arg(&key)
+        .arg(env.p("plain"))
+        .stdout(full())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("No space left on device"),
+        "{}",
+        stderr(&o)
+    );
+    run(lockbox()
+        .arg("encrypt")
+        .arg("--key-file")
+        .arg(&key)
+        .arg("-o")
+        .arg(env.p("c"))
+        .arg(env.p("plain")));
+    let o = lockbox()
+        .arg("decrypt")
+        .arg("--key-file")
+        .arg(&key)
+        .arg(env.p("c"))
+        .stdout(full())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("No space left on device"),
+        "{}",
+        stderr(&o)
+    );
+}
