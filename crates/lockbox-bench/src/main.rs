@@ -144,6 +144,41 @@ fn stream(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> 
         &[("cat", &cat), ("lockbox encrypt", &lb), ("age -e", &age)],
         "lockbox encrypt",
     );
+    let (lbx, agex) = (dir.join("input.lbx"), dir.join("input.age"));
+    run_ok(
+        Command::new(lockbox)
+            .args(["encrypt", "--key-file"])
+            .arg(&key)
+            .arg("-o")
+            .arg(&lbx)
+            .arg(&input),
+    )?;
+    run_ok(
+        Command::new("age")
+            .args(["-e", "-r", recipient.trim(), "-o"])
+            .arg(&agex)
+            .arg(&input),
+    )?;
+    let lb_dec = measure(runs, || {
+        let mut c = Command::new(lockbox);
+        c.args(["decrypt", "--key-file"]).arg(&key).arg(&lbx);
+        c
+    })?;
+    let age_dec = measure(runs, || {
+        let mut c = Command::new("age");
+        c.args(["-d", "-i"]).arg(&age_key).arg(&agex);
+        c
+    })?;
+    println!("### Stream decryption of the same data (output to /dev/null, median of {runs})\n");
+    table(
+        size_mib,
+        &[
+            ("cat", &cat),
+            ("lockbox decrypt", &lb_dec),
+            ("age -d", &age_dec),
+        ],
+        "lockbox decrypt",
+    );
     Ok(())
 }
 
@@ -186,6 +221,37 @@ fn backup(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> 
         size_mib,
         &[("lockbox backup", &lb), ("restic backup", &restic)],
         "lockbox backup",
+    );
+    let dest = dir.join("restored");
+    let lb_restore = measure(runs, || {
+        let _ = std::fs::remove_dir_all(&dest);
+        let mut c = Command::new(lockbox);
+        c.arg("restore")
+            .arg(&dest)
+            .arg("--from")
+            .arg(format!("file://{}", dir.join("store").display()));
+        c.arg("--key-file").arg(&key);
+        c
+    })?;
+    let restic_restore = measure(runs, || {
+        let _ = std::fs::remove_dir_all(&dest);
+        let mut c = Command::new("restic");
+        c.args(["restore", "latest", "--quiet", "-r"])
+            .arg(&restic_repo)
+            .arg("--target")
+            .arg(&dest);
+        c.env("RESTIC_PASSWORD", "bench")
+            .env("RESTIC_CACHE_DIR", dir.join("restic-cache"));
+        c
+    })?;
+    println!("### Restore of the same backup into a new directory (median of {runs})\n");
+    table(
+        size_mib,
+        &[
+            ("lockbox restore", &lb_restore),
+            ("restic restore", &restic_restore),
+        ],
+        "lockbox restore",
     );
     Ok(())
 }
