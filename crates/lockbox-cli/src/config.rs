@@ -7,9 +7,10 @@
 //! ```
 //! Precedence: command-line flag, then environment variable, then this file.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,10 +37,26 @@ impl Config {
 
     /// The storage URL from a flag, `LOCKBOX_STORAGE`, or the config file.
     pub fn storage(&self, flag: Option<&str>) -> Result<String> {
-        flag.map(str::to_owned)
-            .or_else(|| std::env::var("LOCKBOX_STORAGE").ok())
-            .or_else(|| self.storage.clone())
-            .context("no storage URL: pass --to/--from URL, set LOCKBOX_STORAGE, or set `storage` in the config file")
+        if let Some(url) = flag {
+            return Ok(url.to_owned());
+        }
+        if let Some(url) = env_text("LOCKBOX_STORAGE")? {
+            return Ok(url.to_string());
+        }
+        self.storage.clone().context("no storage URL: pass --to/--from URL, set LOCKBOX_STORAGE, or set `storage` in the config file")
+    }
+}
+
+/// An environment variable's value: `None` if unset. A value that is not UTF-8 is an error
+/// (naming the variable, never echoing the value, which may be a recovery code) rather than
+/// "unset", so a lower-precedence source is never used behind the user's back.
+pub fn env_text(name: &str) -> Result<Option<Zeroizing<String>>> {
+    match std::env::var_os(name) {
+        None => Ok(None),
+        Some(value) => match value.into_string() {
+            Ok(text) => Ok(Some(Zeroizing::new(text))),
+            Err(_) => bail!("environment variable {name} is set but is not valid UTF-8"),
+        },
     }
 }
 

@@ -16,8 +16,7 @@ pub fn load_key(args: &KeyArgs, cfg: &Config) -> Result<BackupKey> {
     if let Some(path) = &args.key_file {
         return from_file(path);
     }
-    if let Ok(code) = std::env::var(ENV_CODE) {
-        let code = Zeroizing::new(code);
+    if let Some(code) = crate::config::env_text(ENV_CODE)? {
         let parsed = RecoveryCode::parse(&code).with_context(|| format!("in {ENV_CODE}"))?;
         return Ok(parsed.into_key());
     }

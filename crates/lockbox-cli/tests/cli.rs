@@ -463,3 +463,114 @@ fn full_disk_is_a_clear_runtime_error() {
         stderr(&o)
     );
 }
+
+/// A value no `String` can hold.
+fn not_utf8() -> &'static std::ffi::OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(b"\xff\xfe")
+}
+
+#[test]
+fn an_unrelated_non_utf8_variable_does_not_crash_cloud_storage() {
+    // Nothing listens on port 1: the run must reach the storage and fail there, cleanly.
+    let o = run(lockbox()
+        .args(["list", "--from", "s3://bucket/prefix"])
+        .env("SOME_UNRELATED_VARIABLE", not_utf8())
+        .env("AWS_ENDPOINT", "http://127.0.0.1:1")
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("LOCKBOX_STORAGE_RETRIES", "0"));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unavailable"), "{}", stderr(&o));
+}
+
+#[test]
+fn non_utf8_environment_settings_are_errors_not_silently_skipped() {
+    let env = Env::new();
+    let key = env.key("k");
+    let config = env.p("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage = \"{}\"\nkey_file = \"{}\"\n",
+            env.store(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    // Without the check, both commands fell back to the config file's storage / key file.
+    let o = run(lockbox()
+        .arg("list")
+        .env("LOCKBOX_CONFIG", &config)
+        .env("LOCKBOX_STORAGE", not_utf8()));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("LOCKBOX_STORAGE is set but is not valid UTF-8"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(env.p("plain"), b"chat").unwrap();
+    let o = run(lockbox()
+        .arg("encrypt")
+        .arg(env.p("plain"))
+        .env("LOCKBOX_CONFIG", &config)
+        .env("LOCKBOX_RECOVERY_CODE", not_utf8()));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("LOCKBOX_RECOVERY_CODE is set but is not valid UTF-8"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn a_backup_renamed_to_another_time_is_caught_and_named() {
+    let env = Env::new();
+    let key = env.key("k");
+    let id = env.backup(&key);
+    let [object] = env.objects().try_into().unwrap();
+    let name = object.file_name().unwrap().to_str().unwrap().to_owned();
+    let millis: u64 = name["lockbox-".len().."lockbox-".len() + 13]
+        .parse()
+        .unwrap();
+    let renamed = name.replace(&format!("{millis:013}"), &format!("{:013}", millis + 1));
+    std::fs::rename(&object, object.with_file_name(renamed)).unwrap();
+    let o = run(lockbox()
+        .arg("restore")
+        .arg(env.p("r"))
+        .args(["--from", &env.store()])
+        .arg("--key-file")
+        .arg(&key));
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{id} (created_unix_ms {millis})")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("not {id} (created_unix_ms {})", millis + 1)),
+        "{err}"
+    );
+    assert!(!env.p("r").exists());
+}
+
+#[test]
+fn backup_keep_zero_is_refused_before_uploading() {
+    let env = Env::new();
+    let key = env.key("k");
+    let o = run(lockbox()
+        .arg("backup")
+        .arg(env.chats())
+        .args(["--to", &env.store(), "--keep", "0"])
+        .arg("--key-file")
+        .arg(&key));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("keep at least 1"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "no backup id is reported");
+    let listed = run(lockbox().args(["list", "--from", &env.store()]));
+    assert!(listed.stdout.is_empty(), "no backup was made");
+}

@@ -84,6 +84,9 @@ impl ChunkCipher {
         } else {
             data.len() == self.chunk_size
         });
+        // Grow `out` before the plaintext lands in it: a reallocation later would leave a
+        // copy of the plaintext in freed memory.
+        out.reserve(self.segment_len());
         let start = out.len();
         out.extend_from_slice(&[0; CHUNK_TAG_LEN]);
         out.extend_from_slice(data);

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use lockbox_crypto::{BackupKey, CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::{Decoder, Encoder, EncoderParams, FormatError, Header, StreamSummary};
+use crate::{Decoder, Encoder, EncoderParams, FormatError, Header, StreamSummary, segment_len};
 
 /// Plaintext taken per `write` call / ciphertext read per `read` call: big enough to amortize
 /// per-call costs, small enough that memory stays bounded.
@@ -173,6 +173,13 @@ impl ReaderCore {
         }
         self.plain.clear();
         self.pos = 0;
+        // Room for all the plaintext this input can release (at most the input plus one
+        // buffered segment), so `plain` never reallocates and leaves plaintext in freed memory.
+        let pending = self
+            .header
+            .as_ref()
+            .map_or(0, |h| segment_len(h.chunk_size));
+        self.plain.reserve(input.len() + pending);
         let result = match self.decoder.take() {
             None => return Ok(()),
             Some(decoder) if input.is_empty() => decoder

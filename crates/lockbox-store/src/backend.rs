@@ -241,7 +241,11 @@ mod cloud {
     ) -> Result<Layered<K>, StoreError> {
         let mut client = base;
         if options.use_env {
-            for (key, value) in std::env::vars() {
+            // `vars_os`: `std::env::vars` panics on any non-UTF-8 variable, even an unrelated one.
+            for (key, value) in std::env::vars_os() {
+                let (Some(key), Some(value)) = (key.to_str(), value.into_string().ok()) else {
+                    continue;
+                };
                 if !key.starts_with(env_prefix) {
                     continue;
                 }

@@ -18,6 +18,11 @@ use crate::{keysrc, progress};
 
 pub fn backup(args: &BackupArgs, cfg: &Config, quiet: bool) -> Result<()> {
     let url = cfg.storage(args.to.as_deref())?;
+    let keep = args.keep.or(cfg.keep);
+    if keep == Some(0) {
+        // Refused before uploading: failing after the upload would report a backup that exists.
+        bail!("keep = 0 would delete every backup, this one included; keep at least 1");
+    }
     let key = keysrc::load_key(&args.key, cfg)?;
     let rt = super::runtime()?;
     let store = Store::open(&url)?;
@@ -29,7 +34,7 @@ pub fn backup(args: &BackupArgs, cfg: &Config, quiet: bool) -> Result<()> {
         url,
         info.size
     );
-    if let Some(keep) = args.keep.or(cfg.keep) {
+    if let Some(keep) = keep {
         let deleted = rt.block_on(store.prune(keep))?;
         for d in deleted {
             eprintln!("pruned {}", d.name.id);
@@ -130,12 +135,17 @@ pub fn restore_backup(
     let download = store.download(info, rt.handle().clone())?;
     let mut reader = DecryptReader::new(download, key);
     let header = reader.header().context("reading the backup header")?;
-    let found = header.backup_id.short();
-    if found != info.name.id || header.created_unix_ms != info.name.created_unix_ms {
+    let found = BackupName {
+        created_unix_ms: header.created_unix_ms,
+        id: header.backup_id.short(),
+    };
+    if found != info.name {
+        // Both fields are named: a renamed object may differ in its creation time alone.
+        let describe = |n: &BackupName| format!("{} (created_unix_ms {})", n.id, n.created_unix_ms);
         return Err(IntegrityError::SwappedBackup {
             object: info.location.to_string(),
-            expected: info.name.id.clone(),
-            found,
+            expected: describe(&info.name),
+            found: describe(&found),
         }
         .into());
     }
