@@ -171,10 +171,24 @@ impl io::Write for UploadWriter {
     }
 }
 
+/// How long a dropped writer waits for its abort on a plain thread.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Drop for UploadWriter {
     fn drop(&mut self) {
         // Closing the channel without `Finish` makes the task abort the multipart upload.
         self.tx = None;
+        // On a plain thread (the CLI's pipeline) wait for that abort: the caller usually drops
+        // its runtime right after a failure, which would cancel the abort and strand uploaded
+        // parts (billed, though never listed). Inside a runtime blocking is not allowed; the
+        // abort then completes as long as the runtime lives.
+        if tokio::runtime::Handle::try_current().is_err()
+            && let Some(task) = self.task.take()
+        {
+            let _ = self
+                .rt
+                .block_on(async move { tokio::time::timeout(ABORT_WAIT, task).await });
+        }
     }
 }
 
