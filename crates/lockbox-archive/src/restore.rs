@@ -58,10 +58,7 @@ impl Staging {
         let name = dest
             .file_name()
             .ok_or_else(|| ArchiveError::io(dest)(std::io::ErrorKind::InvalidInput.into()))?;
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let parent = parent_of(dest);
         let mut prefix = std::ffi::OsString::from(".");
         prefix.push(name);
         prefix.push(".lockbox-partial-");
@@ -75,10 +72,30 @@ impl Staging {
         })
     }
 
+    /// Makes the restored tree durable, then moves it into place and makes the move durable:
+    /// after a crash, `dest` is either absent or complete, never a tree of empty files.
     fn commit(mut self, dest: &Path) -> Result<(), ArchiveError> {
+        // One syncfs flushes every restored file and directory at once (per-file fsync would
+        // cost a disk round trip per photo).
+        let staged = fs::File::open(&self.path).map_err(ArchiveError::io(&self.path))?;
+        rustix::fs::syncfs(&staged).map_err(|e| ArchiveError::io(&self.path)(e.into()))?;
         fs::rename(&self.path, dest).map_err(ArchiveError::io(dest))?;
         self.committed = true;
+        // The restore is complete and in place; a failure to persist the rename itself is only
+        // worth a warning (after a crash the tree would be back under its partial name).
+        let parent = parent_of(dest);
+        if let Err(e) = fs::File::open(parent).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %parent.display(), error = %e, "could not sync the directory entry of the restore");
+        }
         Ok(())
+    }
+}
+
+/// The directory `dest` lives in (`.` for a bare name).
+fn parent_of(dest: &Path) -> &Path {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
