@@ -151,7 +151,7 @@ impl<W: Write> Encoder<W> {
             self.stats.symlinks += 1;
         } else if ft.is_file() {
             // Open before writing the header so an unreadable file fails with its path.
-            let file = File::open(&node.full).map_err(ArchiveError::io(&node.full))?;
+            let file = open_walked_file(node)?;
             encode_common(
                 &mut frame,
                 TAG_FILE,
@@ -302,8 +302,55 @@ fn mtime(meta: &Metadata) -> Mtime {
     }
 }
 
+/// Opens the regular file the walk saw, without following a symlink or blocking on a FIFO that
+/// was swapped in since (O_NOFOLLOW | O_NONBLOCK), and checks it is still the same inode: a
+/// file replaced during the backup must not pull in data from outside the tree.
+fn open_walked_file(node: &Node) -> Result<File, ArchiveError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags as i32)
+        .open(&node.full)
+        .map_err(ArchiveError::io(&node.full))?;
+    let now = file.metadata().map_err(ArchiveError::io(&node.full))?;
+    if !now.is_file() || now.ino() != node.meta.ino() || now.dev() != node.meta.dev() {
+        return Err(ArchiveError::FileChanged(node.full.clone()));
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
+
+    fn walked(path: &std::path::Path) -> Node {
+        Node {
+            rel: b"f".to_vec(),
+            full: path.to_path_buf(),
+            meta: std::fs::symlink_metadata(path).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_file_swapped_after_the_walk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, outside) = (dir.path().join("f"), dir.path().join("outside"));
+        std::fs::write(&f, b"chat").unwrap();
+        std::fs::write(&outside, b"secret outside the tree").unwrap();
+        assert!(open_walked_file(&walked(&f)).is_ok());
+        // Replaced by a symlink: O_NOFOLLOW refuses to open it.
+        // (The original is renamed away, not deleted, so its inode number cannot be reused.)
+        let node = walked(&f);
+        std::fs::rename(&f, dir.path().join("f.old")).unwrap();
+        std::os::unix::fs::symlink(&outside, &f).unwrap();
+        assert!(open_walked_file(&node).is_err());
+        // Replaced by another regular file: a different inode.
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, b"other").unwrap();
+        let err = open_walked_file(&node).unwrap_err();
+        assert!(matches!(err, ArchiveError::FileChanged(_)), "{err:?}");
+    }
+
     use super::*;
 
     #[test]
