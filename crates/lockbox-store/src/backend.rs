@@ -286,31 +286,52 @@ mod cloud {
             })
     }
 
+    /// Builds one provider's store the same way for every cloud: its environment variables (if
+    /// allowed), explicit provider options, bucket or container, then our client options and
+    /// retry policy. `$Key` is the provider's config-key enum, whose `Client` variant carries
+    /// HTTP client settings.
+    #[allow(unused_macros)] // unused when no cloud feature is enabled
+    macro_rules! cloud_store {
+        ($url:ident, $options:ident, $base:expr, $prefix:literal, $Builder:ident, $Key:ident,
+         $with_bucket:ident($bucket:ident)) => {{
+            let as_client = |k: &$Key| match k {
+                $Key::Client(c) => Some(*c),
+                _ => None,
+            };
+            let layers = layered::<$Key>($url, $options, $base, $prefix, as_client)?;
+            let mut builder = if $options.use_env {
+                $Builder::from_env()
+            } else {
+                $Builder::new()
+            };
+            for (key, value) in layers.explicit {
+                builder = builder.with_config(key, value);
+            }
+            let builder = builder
+                .$with_bucket($bucket)
+                .with_client_options(layers.client)
+                .with_retry($options.retry_config());
+            built($url, builder.build())
+        }};
+    }
+
     #[cfg(feature = "aws")]
     fn s3(
         url: &str,
         bucket: &str,
         options: &StoreOptions,
     ) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
-        let as_client = |k: &K| match k {
-            K::Client(c) => Some(*c),
-            _ => None,
-        };
-        let layers = layered::<K>(url, options, options.client_options(), "AWS_", as_client)?;
-        let mut builder = if options.use_env {
-            AmazonS3Builder::from_env()
-        } else {
-            AmazonS3Builder::new()
-        };
-        for (key, value) in layers.explicit {
-            builder = builder.with_config(key, value);
-        }
-        let builder = builder
-            .with_bucket_name(bucket)
-            .with_client_options(layers.client)
-            .with_retry(options.retry_config());
-        built(url, builder.build())
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        let base = options.client_options();
+        cloud_store!(
+            url,
+            options,
+            base,
+            "AWS_",
+            AmazonS3Builder,
+            AmazonS3ConfigKey,
+            with_bucket_name(bucket)
+        )
     }
 
     #[cfg(feature = "gcs")]
@@ -319,27 +340,18 @@ mod cloud {
         bucket: &str,
         options: &StoreOptions,
     ) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
-        let as_client = |k: &K| match k {
-            K::Client(c) => Some(*c),
-            _ => None,
-        };
+        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
         // The GCS builder allows plain HTTP by default (metadata-server credentials); keep that.
         let base = options.client_options().with_allow_http(true);
-        let layers = layered::<K>(url, options, base, "GOOGLE_", as_client)?;
-        let mut builder = if options.use_env {
-            GoogleCloudStorageBuilder::from_env()
-        } else {
-            GoogleCloudStorageBuilder::new()
-        };
-        for (key, value) in layers.explicit {
-            builder = builder.with_config(key, value);
-        }
-        let builder = builder
-            .with_bucket_name(bucket)
-            .with_client_options(layers.client)
-            .with_retry(options.retry_config());
-        built(url, builder.build())
+        cloud_store!(
+            url,
+            options,
+            base,
+            "GOOGLE_",
+            GoogleCloudStorageBuilder,
+            GoogleConfigKey,
+            with_bucket_name(bucket)
+        )
     }
 
     #[cfg(feature = "azure")]
@@ -348,25 +360,17 @@ mod cloud {
         container: &str,
         options: &StoreOptions,
     ) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
-        let as_client = |k: &K| match k {
-            K::Client(c) => Some(*c),
-            _ => None,
-        };
-        let layers = layered::<K>(url, options, options.client_options(), "AZURE_", as_client)?;
-        let mut builder = if options.use_env {
-            MicrosoftAzureBuilder::from_env()
-        } else {
-            MicrosoftAzureBuilder::new()
-        };
-        for (key, value) in layers.explicit {
-            builder = builder.with_config(key, value);
-        }
-        let builder = builder
-            .with_container_name(container)
-            .with_client_options(layers.client)
-            .with_retry(options.retry_config());
-        built(url, builder.build())
+        use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+        let base = options.client_options();
+        cloud_store!(
+            url,
+            options,
+            base,
+            "AZURE_",
+            MicrosoftAzureBuilder,
+            AzureConfigKey,
+            with_container_name(container)
+        )
     }
 }
 
