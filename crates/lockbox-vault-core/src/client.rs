@@ -15,7 +15,7 @@ use opaque_ke::{
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
 };
 use rand_core::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::guess::AttemptLimit;
 use crate::record::AccountId;
@@ -138,12 +138,14 @@ impl ClientEnrollment {
             identifiers(&self.account, &self.vault),
             Some(&argon2),
         );
-        let finish = self
+        let mut finish = self
             .state
             .finish(rng, &self.password, response, params)
             .map_err(|_| ClientError::Protocol)?;
-        check_server_key(&finish.server_s_pk.serialize(), &self.vault)?;
+        // opaque-ke's results do not zeroize themselves on drop.
         let export_key = Zeroizing::new(finish.export_key.to_vec());
+        finish.export_key.as_mut_slice().zeroize();
+        check_server_key(&finish.server_s_pk.serialize(), &self.vault)?;
         let wrapped_key =
             wrap(&export_key, &self.account, key, rng).ok_or(ClientError::Protocol)?;
         Ok(EnrollmentUpload {
@@ -206,19 +208,21 @@ impl ClientRecovery {
             identifiers(&self.account, &self.vault),
             Some(&argon2),
         );
-        let finish = self
+        let mut finish = self
             .state
             .finish(rng, &self.password, ke2, params)
             .map_err(|e| match e {
                 ProtocolError::InvalidLoginError => ClientError::WrongPassword,
                 _ => ClientError::Protocol,
             })?;
-        check_server_key(&finish.server_s_pk.serialize(), &self.vault)?;
         let opening = RecoveryOpening {
             account: self.account,
             session_key: Zeroizing::new(finish.session_key.to_vec()),
             export_key: Zeroizing::new(finish.export_key.to_vec()),
         };
+        finish.session_key.as_mut_slice().zeroize();
+        finish.export_key.as_mut_slice().zeroize();
+        check_server_key(&finish.server_s_pk.serialize(), &self.vault)?;
         Ok((finish.message.serialize().to_vec(), opening))
     }
 }

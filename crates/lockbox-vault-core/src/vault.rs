@@ -6,7 +6,7 @@ use opaque_ke::{
     RegistrationUpload, ServerLogin, ServerLoginParameters, ServerRegistration,
 };
 use rand_core::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Field, VaultError};
 use crate::guess::{AttemptLimit, GuessEvent, GuessVerdict, guess_step};
@@ -554,7 +554,12 @@ impl Vault {
         let session_key = server_login
             .finish(ke3, self.identifiers(&account))
             .ok()
-            .map(|r| Zeroizing::new(r.session_key.to_vec()));
+            .map(|mut r| {
+                let key = Zeroizing::new(r.session_key.to_vec());
+                // opaque-ke's result does not zeroize itself on drop.
+                r.session_key.as_mut_slice().zeroize();
+                key
+            });
         let event = match session_key {
             Some(_) => GuessEvent::Ke3Ok,
             None => GuessEvent::Ke3Fail,

@@ -462,6 +462,10 @@ impl Model {
                     if commit_inflight && self.current() == f.write.prior() {
                         let prior = self.current().cloned();
                         self.apply(prior.as_ref(), f.write.record(), f.cause);
+                        // An enrollment on disk is live even though its reply was lost.
+                        if let Some(key) = f.key {
+                            self.keys.insert(f.write.record().generation(), key);
+                        }
                     }
                 }
                 self.h.crash();

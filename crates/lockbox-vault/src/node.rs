@@ -65,10 +65,12 @@ pub fn open_sealer(cfg: &VaultConfig) -> Result<Arc<dyn Sealer>, NodeError> {
         } => {
             let mut p11 = Pkcs11Config::new(module.clone(), token_label.clone());
             if let Some(path) = pin_file {
-                let pin = std::fs::read_to_string(path).map_err(|source| NodeError::PinFile {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let pin = std::fs::read_to_string(path)
+                    .map(Zeroizing::new)
+                    .map_err(|source| NodeError::PinFile {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                 p11 = p11.with_pin(HsmPin::new(pin.trim_end_matches(['\n', '\r'])));
             }
             Arc::new(Pkcs11Sealer::open(&p11)?)

@@ -16,7 +16,7 @@ use lockbox_vault_core::{
 use prost::Message;
 use rand_core::OsRng;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 use tonic::{Request as RpcRequest, Response as RpcResponse, Status};
 
@@ -32,6 +32,15 @@ pub struct PartitionState {
     pub hpke_public: PartitionPublicKey,
     pub opaque_public: [u8; 32],
     pub core: Mutex<Vault>,
+}
+
+impl PartitionState {
+    /// The partition's core. A panic in another request must not take the partition down for
+    /// good: the core's in-memory state (sessions, ticket serial) stays consistent at every
+    /// step, and everything the guess limit rests on is in storage, not here.
+    fn core(&self) -> MutexGuard<'_, Vault> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl core::fmt::Debug for PartitionState {
@@ -91,7 +100,7 @@ impl VaultService {
     pub fn purge_sessions(&self) {
         let now = now_ms();
         for p in self.inner.partitions.values() {
-            p.core.lock().expect("vault core lock").purge_expired(now);
+            p.core().purge_expired(now);
         }
     }
 }
@@ -203,10 +212,9 @@ impl Inner {
         let account = request.account().clone();
         for _ in 0..MAX_CAS_RETRIES {
             let (seq, stored) = self.load(part.id, &account)?;
-            let outcome = {
-                let mut core = part.core.lock().expect("vault core lock");
-                core.handle(stored.as_ref(), request.clone(), &mut OsRng, now_ms())?
-            };
+            let outcome =
+                part.core()
+                    .handle(stored.as_ref(), request.clone(), &mut OsRng, now_ms())?;
             let (write, pending) = match outcome {
                 Outcome::Reply(reply) => return Ok(reply),
                 Outcome::WriteThenReply { write, pending } => (write, pending),
@@ -217,11 +225,7 @@ impl Inner {
             )?;
             match self.store.commit(part.id, account.as_bytes(), seq, &sealed) {
                 Ok(_) => {
-                    let reply = part
-                        .core
-                        .lock()
-                        .expect("vault core lock")
-                        .release(pending, write.committed())?;
+                    let reply = part.core().release(pending, write.committed())?;
                     count_reply(&request, &reply);
                     return Ok(reply);
                 }
@@ -263,6 +267,10 @@ fn count_reply(request: &Request, reply: &Reply) {
         (Request::LoginFinish { .. }, Reply::Destroyed) => {
             metrics::counter!(m::LOGIN_FAILURE).increment(1);
             metrics::counter!(m::DESTROYED).increment(1);
+        }
+        // A KE1 that finds no attempts left (the last KE2 was never answered) destroys too.
+        (Request::LoginStart { .. }, Reply::Destroyed) => {
+            metrics::counter!(m::DESTROYED).increment(1)
         }
         (_, Reply::Enrolled { .. }) => metrics::counter!(m::ENROLLMENTS).increment(1),
         _ => {}
@@ -471,5 +479,53 @@ fn result_label(r: &pb::Response) -> &'static str {
         }
         Some(R::WrongPassword(_)) => "wrong_password",
         _ => "ok",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::RedbStore;
+    use lockbox_hsm::SoftwareSealer;
+    use lockbox_vault_core::{VaultConfig as CoreConfig, VaultSecrets};
+
+    fn service(dir: &std::path::Path) -> VaultService {
+        let (hpke, hpke_public) = PartitionSecretKey::generate(&mut OsRng);
+        let secrets = VaultSecrets::generate(&mut OsRng);
+        let part = PartitionState {
+            id: 0,
+            hpke,
+            hpke_public,
+            opaque_public: secrets.public_key(),
+            core: Mutex::new(Vault::new(secrets, CoreConfig::new(b"p0"), &mut OsRng)),
+        };
+        let store = RedbStore::open(&dir.join("vault.redb")).unwrap();
+        let sealer = SoftwareSealer::create(dir.join("sealer.key")).unwrap();
+        VaultService::new("t".into(), vec![part], Arc::new(store), Arc::new(sealer), 4)
+    }
+
+    #[test]
+    fn a_panic_holding_the_core_lock_does_not_disable_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let part = Arc::clone(&svc.inner.partitions[&0]);
+        let poisoner = Arc::clone(&part);
+        let panicked = std::thread::spawn(move || {
+            let _core = poisoner.core.lock();
+            panic!("a request panicked while holding the core");
+        })
+        .join();
+        assert!(panicked.is_err() && part.core.is_poisoned());
+
+        svc.purge_sessions();
+        let status = pb::Request {
+            account: b"alice".to_vec().into(),
+            op: Some(pb::request::Op::Status(pb::Status {})),
+        };
+        let response = svc.inner.execute(&part, b"alice", &status.encode_to_vec());
+        assert!(
+            matches!(response.result, Some(pb::response::Result::Status(_))),
+            "{response:?}"
+        );
     }
 }

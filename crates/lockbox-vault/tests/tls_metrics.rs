@@ -73,6 +73,14 @@ async fn prometheus_endpoint_counts_attempts_and_destructions() {
     client.recover(ACCOUNT, b"pw").await.unwrap();
     let _ = client.recover(ACCOUNT, b"wrong").await;
     let _ = client.recover(ACCOUNT, b"wrong").await;
+    // A guesser who never sends KE3: the next KE1 finds no attempts left and destroys.
+    client
+        .enroll(ACCOUNT, b"pw", &new_key(), 1, KSF)
+        .await
+        .unwrap();
+    drop(client.login_start(ACCOUNT, b"guess").await.unwrap());
+    let err = client.login_start(ACCOUNT, b"guess").await.unwrap_err();
+    assert!(err.is_destroyed(), "{err}");
     let body = tokio::task::spawn_blocking(move || scrape(metrics_port))
         .await
         .unwrap();
@@ -83,10 +91,10 @@ async fn prometheus_endpoint_counts_attempts_and_destructions() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
     };
-    assert_eq!(value("lockbox_vault_login_attempts_total"), 3.0);
+    assert_eq!(value("lockbox_vault_login_attempts_total"), 4.0);
     assert_eq!(value("lockbox_vault_login_success_total"), 1.0);
-    assert_eq!(value("lockbox_vault_records_destroyed_total"), 1.0);
-    assert_eq!(value("lockbox_vault_enrollments_total"), 1.0);
+    assert_eq!(value("lockbox_vault_records_destroyed_total"), 2.0);
+    assert_eq!(value("lockbox_vault_enrollments_total"), 2.0);
     assert!(body.contains("lockbox_vault_request_seconds"), "{body}");
 }
 
