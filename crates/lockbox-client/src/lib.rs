@@ -46,11 +46,6 @@ pub struct VaultTarget {
     pub identity: VaultIdentity,
 }
 
-/// The OPAQUE server identifier of partition `p` (`lockbox-vault/p{p}`).
-pub fn server_id(partition: u32) -> Vec<u8> {
-    format!("lockbox-vault/p{partition}").into_bytes()
-}
-
 /// What the vault knows about an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -155,7 +150,7 @@ impl VaultClient {
             partition,
             hpke_public_key,
             identity: VaultIdentity {
-                server_id: server_id(partition),
+                server_id: lockbox_vault_core::partition_server_id(partition),
                 public_key,
             },
         })

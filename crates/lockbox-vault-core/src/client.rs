@@ -53,6 +53,13 @@ fn identifiers<'a>(account: &'a AccountId, vault: &'a VaultIdentity) -> Identifi
     }
 }
 
+/// Copies a key out of an opaque-ke result into zeroizing memory and wipes the original.
+fn take_key<Z: AsMut<[u8]>>(key: &mut Z) -> Zeroizing<Vec<u8>> {
+    let copy = Zeroizing::new(key.as_mut().to_vec());
+    key.as_mut().zeroize();
+    copy
+}
+
 fn check_server_key(got: &[u8], vault: &VaultIdentity) -> Result<(), ClientError> {
     if got == vault.public_key {
         Ok(())
@@ -61,21 +68,36 @@ fn check_server_key(got: &[u8], vault: &VaultIdentity) -> Result<(), ClientError
     }
 }
 
-/// Enrollment in progress: holds the password until the vault's response arrives.
-pub struct ClientEnrollment {
+/// A protocol run waiting for the vault's answer: who, to which vault, with which password.
+struct Started<S> {
     account: AccountId,
     vault: VaultIdentity,
     password: Zeroizing<Vec<u8>>,
-    state: ClientRegistration<Suite>,
+    state: S,
 }
 
-impl core::fmt::Debug for ClientEnrollment {
+impl<S> Started<S> {
+    fn new(account: AccountId, vault: VaultIdentity, password: &[u8], state: S) -> Self {
+        Self {
+            account,
+            vault,
+            password: Zeroizing::new(password.to_vec()),
+            state,
+        }
+    }
+}
+
+impl<S> core::fmt::Debug for Started<S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ClientEnrollment")
+        f.debug_struct("Started")
             .field("account", &self.account)
             .finish_non_exhaustive()
     }
 }
+
+/// Enrollment in progress: holds the password until the vault's response arrives.
+#[derive(Debug)]
+pub struct ClientEnrollment(Started<ClientRegistration<Suite>>);
 
 /// What the device uploads to finish enrollment (fields of [`Request::RegisterFinish`]).
 #[derive(Debug, Clone)]
@@ -109,13 +131,8 @@ impl ClientEnrollment {
     ) -> Result<(Vec<u8>, Self), ClientError> {
         let start =
             ClientRegistration::<Suite>::start(rng, password).map_err(|_| ClientError::Protocol)?;
-        let state = Self {
-            account,
-            vault,
-            password: Zeroizing::new(password.to_vec()),
-            state: start.state,
-        };
-        Ok((start.message.serialize().to_vec(), state))
+        let state = Started::new(account, vault, password, start.state);
+        Ok((start.message.serialize().to_vec(), Self(state)))
     }
 
     /// Finishes OPAQUE registration with Argon2id `ksf`, and wraps `key` under the export key.
@@ -133,21 +150,20 @@ impl ClientEnrollment {
             RegistrationResponse::deserialize,
         )
         .ok_or(ClientError::MalformedRegistrationResponse)?;
+        let Self(run) = self;
         let argon2 = ksf.argon2();
         let params = ClientRegistrationFinishParameters::new(
-            identifiers(&self.account, &self.vault),
+            identifiers(&run.account, &run.vault),
             Some(&argon2),
         );
-        let mut finish = self
+        let mut finish = run
             .state
-            .finish(rng, &self.password, response, params)
+            .finish(rng, &run.password, response, params)
             .map_err(|_| ClientError::Protocol)?;
         // opaque-ke's results do not zeroize themselves on drop.
-        let export_key = Zeroizing::new(finish.export_key.to_vec());
-        finish.export_key.as_mut_slice().zeroize();
-        check_server_key(&finish.server_s_pk.serialize(), &self.vault)?;
-        let wrapped_key =
-            wrap(&export_key, &self.account, key, rng).ok_or(ClientError::Protocol)?;
+        let export_key = take_key(&mut finish.export_key);
+        check_server_key(&finish.server_s_pk.serialize(), &run.vault)?;
+        let wrapped_key = wrap(&export_key, &run.account, key, rng).ok_or(ClientError::Protocol)?;
         Ok(EnrollmentUpload {
             upload: finish.message.serialize().to_vec(),
             wrapped_key,
@@ -158,20 +174,8 @@ impl ClientEnrollment {
 }
 
 /// Recovery in progress, between KE1 and KE2.
-pub struct ClientRecovery {
-    account: AccountId,
-    vault: VaultIdentity,
-    password: Zeroizing<Vec<u8>>,
-    state: ClientLogin<Suite>,
-}
-
-impl core::fmt::Debug for ClientRecovery {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ClientRecovery")
-            .field("account", &self.account)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct ClientRecovery(Started<ClientLogin<Suite>>);
 
 impl ClientRecovery {
     /// Returns KE1 and the state to keep.
@@ -183,13 +187,8 @@ impl ClientRecovery {
     ) -> Result<(Vec<u8>, Self), ClientError> {
         let start =
             ClientLogin::<Suite>::start(rng, password).map_err(|_| ClientError::Protocol)?;
-        let state = Self {
-            account,
-            vault,
-            password: Zeroizing::new(password.to_vec()),
-            state: start.state,
-        };
-        Ok((start.message.serialize().to_vec(), state))
+        let state = Started::new(account, vault, password, start.state);
+        Ok((start.message.serialize().to_vec(), Self(state)))
     }
 
     /// Processes KE2 (with the Argon2id parameters the vault returned alongside it) and returns
@@ -202,27 +201,29 @@ impl ClientRecovery {
     ) -> Result<(Vec<u8>, RecoveryOpening), ClientError> {
         let ke2 = parse_exact(ke2, KE2_LEN, CredentialResponse::deserialize)
             .ok_or(ClientError::MalformedKe2)?;
+        let Self(run) = self;
         let argon2 = ksf.argon2();
         let params = ClientLoginFinishParameters::new(
             Some(OPAQUE_CONTEXT),
-            identifiers(&self.account, &self.vault),
+            identifiers(&run.account, &run.vault),
             Some(&argon2),
         );
-        let mut finish = self
-            .state
-            .finish(rng, &self.password, ke2, params)
-            .map_err(|e| match e {
-                ProtocolError::InvalidLoginError => ClientError::WrongPassword,
-                _ => ClientError::Protocol,
-            })?;
+        let mut finish =
+            run.state
+                .finish(rng, &run.password, ke2, params)
+                .map_err(|e| match e {
+                    ProtocolError::InvalidLoginError => ClientError::WrongPassword,
+                    _ => ClientError::Protocol,
+                })?;
+        // opaque-ke's results do not zeroize themselves on drop.
+        let session_key = take_key(&mut finish.session_key);
+        let export_key = take_key(&mut finish.export_key);
+        check_server_key(&finish.server_s_pk.serialize(), &run.vault)?;
         let opening = RecoveryOpening {
-            account: self.account,
-            session_key: Zeroizing::new(finish.session_key.to_vec()),
-            export_key: Zeroizing::new(finish.export_key.to_vec()),
+            account: run.account,
+            session_key,
+            export_key,
         };
-        finish.session_key.as_mut_slice().zeroize();
-        finish.export_key.as_mut_slice().zeroize();
-        check_server_key(&finish.server_s_pk.serialize(), &self.vault)?;
         Ok((finish.message.serialize().to_vec(), opening))
     }
 }

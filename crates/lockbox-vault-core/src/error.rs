@@ -34,7 +34,7 @@ pub enum VaultError {
     #[error("malformed {0}")]
     Malformed(Field),
     #[error("attempt limit {0} is outside 1..=100")]
-    AttemptLimitOutOfRange(u8),
+    AttemptLimitOutOfRange(u32),
     #[error("client Argon2id parameters are weaker than the vault's policy")]
     KsfBelowPolicy,
 

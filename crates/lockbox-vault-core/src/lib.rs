@@ -33,7 +33,7 @@ pub use record::{
     AccountId, KE1_FINGERPRINT_LEN, KE1_RING_LEN, MAX_ACCOUNT_LEN, MAX_ENCODED_RECORD_LEN,
     MAX_WRAPPED_KEY_LEN, RECORD_FORMAT_VERSION, Record,
 };
-pub use secrets::{SECRETS_LEN, SecretsError, VaultIdentity, VaultSecrets};
+pub use secrets::{SECRETS_LEN, SecretsError, VaultIdentity, VaultSecrets, partition_server_id};
 pub use session::{SESSION_ID_LEN, SessionId, Sessions};
 pub use suite::{
     KE1_LEN, KE2_LEN, KE3_LEN, KsfError, KsfParams, REGISTRATION_REQUEST_LEN,

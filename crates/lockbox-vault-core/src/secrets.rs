@@ -70,6 +70,12 @@ impl core::fmt::Debug for VaultSecrets {
     }
 }
 
+/// The OPAQUE server identifier of vault partition `partition` (`lockbox-vault/p{partition}`),
+/// the one spelling that nodes and clients both bind into every transcript.
+pub fn partition_server_id(partition: u32) -> Vec<u8> {
+    format!("lockbox-vault/p{partition}").into_bytes()
+}
+
 /// The public facts a client pins for a vault partition (from the signed fleet manifest):
 /// the OPAQUE server identifier bound into every transcript, and the server's static public key.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -41,6 +41,7 @@ impl core::fmt::Debug for SessionId {
     }
 }
 
+#[derive(Clone)]
 pub(crate) enum Step {
     /// Enrollment (or password change) between RegistrationResponse and upload.
     Registration,
@@ -60,6 +61,7 @@ impl Step {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Session {
     pub(crate) account: AccountId,
     /// The record generation the session started at (0: no record existed).

@@ -211,6 +211,9 @@ pub struct PendingReply {
     ticket: Ticket,
     now: u64,
     kind: Pending,
+    /// The session this request used up, given back by [`Vault::abandon`] if the write loses
+    /// its compare-and-swap: a correct KE3 that raced another request must not be lost.
+    consumed: Option<(SessionId, Session)>,
 }
 
 #[derive(Debug)]
@@ -321,15 +324,16 @@ impl Vault {
                 let id = SessionId::parse(&session)?;
                 let request = parse_registration_request(&registration_request)?;
                 self.sessions.reserve(now)?;
-                let record = self.take_authenticated(stored, &id, &account, now)?;
+                let (record, _) = self.take_authenticated(stored, &id, &account, now)?;
                 let generation = record.generation();
                 self.open_registration(account, generation, request, rng, now)
             }
             Request::Delete { account, session } => {
                 let id = SessionId::parse(&session)?;
-                let record = self.take_authenticated(stored, &id, &account, now)?;
+                let (record, session) = self.take_authenticated(stored, &id, &account, now)?;
                 let tombstone = record.tombstone()?;
-                Ok(self.write_then(stored, tombstone, now, Pending::Reply(Reply::Deleted)))
+                let pending = Pending::Reply(Reply::Deleted);
+                Ok(self.write_then(stored, tombstone, now, pending, Some((id, session))))
             }
             Request::Status { .. } => Ok(Outcome::Reply(Reply::Status(status(stored)))),
         }
@@ -347,6 +351,15 @@ impl Vault {
                 self.sessions.insert_reserved(id, session, pending.now);
                 Ok(reply)
             }
+        }
+    }
+
+    /// Drops an outcome whose write will never be applied (its compare-and-swap failed), and
+    /// gives back the session the request consumed so that the shell can re-run the request on
+    /// the fresh record. Never call it for a write that may have reached storage.
+    pub fn abandon(&mut self, pending: PendingReply) {
+        if let Some((id, session)) = pending.consumed {
+            self.sessions.insert_reserved(id, session, pending.now);
         }
     }
 
@@ -370,6 +383,7 @@ impl Vault {
         record: Record,
         now: u64,
         kind: Pending,
+        consumed: Option<(SessionId, Session)>,
     ) -> Outcome {
         self.serial += 1;
         let ticket = Ticket {
@@ -382,7 +396,12 @@ impl Vault {
                 prior: prior.cloned(),
                 record,
             },
-            pending: PendingReply { ticket, now, kind },
+            pending: PendingReply {
+                ticket,
+                now,
+                kind,
+                consumed,
+            },
         }
     }
 
@@ -430,7 +449,7 @@ impl Vault {
             return Err(VaultError::Malformed(Field::WrappedKey));
         }
         let limit = AttemptLimit::new(attempt_limit)
-            .ok_or(VaultError::AttemptLimitOutOfRange(attempt_limit))?;
+            .ok_or(VaultError::AttemptLimitOutOfRange(attempt_limit.into()))?;
         if !ksf.at_least(&self.config.min_ksf) {
             return Err(VaultError::KsfBelowPolicy);
         }
@@ -470,12 +489,8 @@ impl Vault {
             .ok_or(VaultError::GenerationExhausted)?;
         let ring = stored.map(|r| r.recent_ke1().to_vec()).unwrap_or_default();
         let record = Record::enrolled(account, generation, ring, input.active);
-        Ok(self.write_then(
-            stored,
-            record,
-            now,
-            Pending::Reply(Reply::Enrolled { generation }),
-        ))
+        let pending = Pending::Reply(Reply::Enrolled { generation });
+        Ok(self.write_then(stored, record, now, pending, Some((input.id, session))))
     }
 
     fn login_start<R: RngCore + CryptoRng>(
@@ -521,10 +536,11 @@ impl Vault {
                     step: Step::Login(Box::new(start.state)),
                 };
                 let pending = Pending::WithSession { id, session, reply };
-                Ok(self.write_then(stored, next, now, pending))
+                Ok(self.write_then(stored, next, now, pending, None))
             }
             (GuessVerdict::Destroy, _) => {
-                Ok(self.write_then(stored, next, now, Pending::Reply(Reply::Destroyed)))
+                let pending = Pending::Reply(Reply::Destroyed);
+                Ok(self.write_then(stored, next, now, pending, None))
             }
             (GuessVerdict::Refuse, _) => Err(VaultError::Destroyed),
             _ => Err(VaultError::Internal),
@@ -548,6 +564,7 @@ impl Vault {
         let record = stored
             .filter(|r| !r.is_destroyed() && r.generation() == session.generation)
             .ok_or(VaultError::NoSession)?;
+        let consumed = Some((id, session.clone()));
         let Step::Login(server_login) = session.step else {
             return Err(VaultError::Internal);
         };
@@ -581,13 +598,14 @@ impl Vault {
                     step: Step::Authenticated,
                 };
                 let pending = Pending::WithSession { id, session, reply };
-                Ok(self.write_then(stored, next, now, pending))
+                Ok(self.write_then(stored, next, now, pending, consumed))
             }
             (GuessVerdict::Wrong { attempts_left }, None, _) => {
                 Ok(Outcome::Reply(Reply::Wrong { attempts_left }))
             }
             (GuessVerdict::Destroy, None, _) => {
-                Ok(self.write_then(stored, next, now, Pending::Reply(Reply::Destroyed)))
+                let pending = Pending::Reply(Reply::Destroyed);
+                Ok(self.write_then(stored, next, now, pending, consumed))
             }
             _ => Err(VaultError::Internal),
         }
@@ -600,13 +618,14 @@ impl Vault {
         id: &SessionId,
         account: &AccountId,
         now: u64,
-    ) -> Result<&'r Record, VaultError> {
+    ) -> Result<(&'r Record, Session), VaultError> {
         let session = self
             .sessions
             .take(id, account, now, |s| matches!(s, Step::Authenticated))?;
-        stored
+        let record = stored
             .filter(|r| !r.is_destroyed() && r.generation() == session.generation)
-            .ok_or(VaultError::NoSession)
+            .ok_or(VaultError::NoSession)?;
+        Ok((record, session))
     }
 }
 

@@ -136,6 +136,33 @@ fn proofs_only_open_their_own_write() {
 }
 
 #[test]
+fn a_correct_ke3_that_loses_a_race_succeeds_when_rerun() {
+    let (mut h, key) = enrolled(10);
+    let alice = acct("alice");
+    let (session, ke2, ksf, client) = h.login_start(&alice, PW).unwrap();
+    let (ke3, opening) = client.finish(&ke2, ksf, &mut OsRng).unwrap();
+    let request = login_finish(&session, ke3);
+    let Outcome::WriteThenReply { write, pending } = h.handle(request.clone()).unwrap() else {
+        panic!("a correct KE3 resets the counter with a write")
+    };
+    // A guesser's KE1 commits first: the KE3's write no longer applies to the stored record.
+    h.login_start(&alice, b"guess").unwrap();
+    assert_ne!(h.store.get(&alice), write.prior(), "the CAS must fail");
+    drop(write);
+    h.vault.abandon(pending);
+    let Reply::Recovered {
+        sealed_wrapped_key, ..
+    } = h.run(request.clone()).unwrap()
+    else {
+        panic!("the re-run KE3 must recover")
+    };
+    assert_eq!(opening.open(&sealed_wrapped_key).unwrap(), key);
+    assert_eq!(h.attempts(&alice), Some((10, 10)));
+    // The login was used once: the same KE3 again finds an authenticated session, not a login.
+    expect_err(&mut h, request, VaultError::SessionKindMismatch);
+}
+
+#[test]
 fn wrong_password_is_detected_by_the_client_and_costs_an_attempt() {
     let (mut h, _) = enrolled(10);
     let (_, ke2, ksf, client) = h.login_start(&acct("alice"), b"guess").unwrap();

@@ -83,6 +83,7 @@ enum Client {
 }
 
 struct InFlight {
+    request: Request,
     write: Write,
     pending: PendingReply,
     cause: Cause,
@@ -146,6 +147,7 @@ impl Model {
     fn queue(
         &mut self,
         outcome: Outcome,
+        request: Request,
         cause: Cause,
         client: Option<usize>,
         key: Option<BackupKey>,
@@ -154,6 +156,7 @@ impl Model {
             Outcome::Reply(reply) => Some(reply),
             Outcome::WriteThenReply { write, pending } => {
                 self.in_flight.push(InFlight {
+                    request,
                     write,
                     pending,
                     cause,
@@ -171,21 +174,20 @@ impl Model {
         client: Option<ClientRecovery>,
         stored: Option<Record>,
     ) {
-        let result = self.h.vault.handle(
-            stored.as_ref(),
-            Request::LoginStart {
-                account: alice(),
-                ke1: ke1.clone(),
-            },
-            &mut OsRng,
-            self.h.now,
-        );
+        let request = Request::LoginStart {
+            account: alice(),
+            ke1: ke1.clone(),
+        };
+        let result = self
+            .h
+            .vault
+            .handle(stored.as_ref(), request.clone(), &mut OsRng, self.h.now);
         self.ke1s.push(ke1);
         match result {
             Ok(outcome) => {
                 self.clients.push(Client::Waiting(client));
                 let idx = self.clients.len() - 1;
-                if let Some(reply) = self.queue(outcome, Cause::Ke1, Some(idx), None) {
+                if let Some(reply) = self.queue(outcome, request, Cause::Ke1, Some(idx), None) {
                     panic!("KE1 answered without a write: {reply:?}");
                 }
             }
@@ -231,7 +233,10 @@ impl Model {
     fn commit(&mut self, i: usize) {
         let f = self.in_flight.remove(i);
         if self.current() != f.write.prior() {
-            return; // CAS failed: the shell drops the outcome, the reply never leaves.
+            // CAS failed: the reply never leaves; the shell gives back the consumed session and
+            // re-runs the request on the fresh record.
+            self.h.vault.abandon(f.pending);
+            return self.rerun(f.request, f.cause, f.client, f.key);
         }
         let prior = self.current().cloned();
         self.apply(prior.as_ref(), &f.write.record().clone(), f.cause);
@@ -300,6 +305,34 @@ impl Model {
         }
     }
 
+    fn rerun(
+        &mut self,
+        request: Request,
+        cause: Cause,
+        client: Option<usize>,
+        key: Option<BackupKey>,
+    ) {
+        if cause == Cause::Ke1 {
+            return; // A KE1 consumed no session; the device may send a fresh one.
+        }
+        match self.h.handle(request.clone()) {
+            Ok(outcome) => {
+                if let Some(reply) = self.queue(outcome, request, cause, client, key) {
+                    let forged = matches!(
+                        client.map(|c| &self.clients[c]),
+                        Some(Client::Sent { opening: None })
+                    );
+                    assert!(forged, "a re-run honest KE3 was judged wrong: {reply:?}");
+                    assert!(matches!(reply, Reply::Wrong { .. }), "{reply:?}");
+                }
+            }
+            Err(
+                VaultError::NoSession | VaultError::SessionExpired | VaultError::StaleGeneration,
+            ) => {}
+            Err(e) => panic!("re-run of {cause:?}: {e:?}"),
+        }
+    }
+
     fn ke3(&mut self, c: usize, forge: bool) {
         if !matches!(self.clients[c], Client::HasKe2 { .. }) {
             return;
@@ -339,9 +372,9 @@ impl Model {
                 ..
             }
         );
-        match self.h.handle(request) {
+        match self.h.handle(request.clone()) {
             Ok(outcome) => {
-                if let Some(reply) = self.queue(outcome, Cause::Ke3, Some(c), None) {
+                if let Some(reply) = self.queue(outcome, request, Cause::Ke3, Some(c), None) {
                     assert!(!honest, "the right password was judged wrong");
                     assert!(matches!(reply, Reply::Wrong { .. }), "{reply:?}");
                 }
@@ -421,13 +454,15 @@ impl Model {
                 let c = i.index(self.clients.len());
                 if let Client::Authenticated(session) = self.clients[c] {
                     self.clients[c] = Client::Done;
-                    match self.h.handle(Request::Delete {
+                    let request = Request::Delete {
                         account: alice(),
                         session: session.as_bytes().to_vec(),
-                    }) {
-                        Ok(outcome) => {
-                            assert!(self.queue(outcome, Cause::Delete, None, None).is_none())
-                        }
+                    };
+                    match self.h.handle(request.clone()) {
+                        Ok(outcome) => assert!(
+                            self.queue(outcome, request, Cause::Delete, None, None)
+                                .is_none()
+                        ),
                         Err(VaultError::NoSession | VaultError::SessionExpired) => {}
                         Err(e) => panic!("delete: {e:?}"),
                     }
@@ -443,11 +478,14 @@ impl Model {
                     self.registrations.remove(i.index(self.registrations.len()));
                 let key = BackupKey::generate(&mut OsRng);
                 let request = pending.finish(&key, LIMIT).into_request(alice(), session);
-                match self.h.handle(request) {
-                    Ok(outcome) => assert!(
-                        self.queue(outcome, Cause::Enroll { started_at }, None, Some(key))
-                            .is_none()
-                    ),
+                let cause = Cause::Enroll { started_at };
+                match self.h.handle(request.clone()) {
+                    Ok(outcome) => {
+                        assert!(
+                            self.queue(outcome, request, cause, None, Some(key))
+                                .is_none()
+                        )
+                    }
                     Err(
                         VaultError::StaleGeneration
                         | VaultError::NoSession

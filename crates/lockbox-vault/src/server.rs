@@ -2,7 +2,7 @@
 //! in-flight requests finish (a request that already spent an attempt still gets its KE2).
 
 use lockbox_proto::pb::vault_server::VaultServer;
-use lockbox_vault_core::{Vault, VaultConfig as CoreConfig};
+use lockbox_vault_core::{Vault, VaultConfig as CoreConfig, partition_server_id};
 use rand_core::OsRng;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,7 +82,7 @@ pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
     for &id in &cfg.partitions {
         let keys = node::load_or_create_partition(&store, sealer.as_ref(), id)?;
         let opaque_public = keys.opaque.public_key();
-        let mut core_cfg = CoreConfig::new(format!("lockbox-vault/p{id}").as_bytes());
+        let mut core_cfg = CoreConfig::new(&partition_server_id(id));
         core_cfg.session_ttl_ms = cfg.session_ttl_secs * 1000;
         core_cfg.min_ksf = cfg.min_client_ksf;
         partitions.push(PartitionState {

@@ -229,9 +229,11 @@ impl Inner {
                     count_reply(&request, &reply);
                     return Ok(reply);
                 }
-                // The outcome, and the reply it held back, are dropped: nothing was promised.
+                // The reply held back is dropped (nothing was promised) and the request re-runs
+                // on the fresh record, with the session it consumed given back.
                 Err(StorageError::Conflict { .. }) => {
-                    metrics::counter!(m::WRITE_CONFLICTS).increment(1)
+                    metrics::counter!(m::WRITE_CONFLICTS).increment(1);
+                    part.core().abandon(pending);
                 }
                 Err(e) => return Err(Failure::Storage(e)),
             }
@@ -306,9 +308,8 @@ fn decode_request(outer_account: &[u8], plain: &[u8]) -> Result<Request, Failure
         KsfParams::new(k.m_cost_kib, k.t_cost, k.p_cost)
             .map_err(|_| Failure::Malformed("Argon2id parameters"))
     };
-    let limit = |l: u32| {
-        u8::try_from(l).map_err(|_| Failure::Vault(VaultError::AttemptLimitOutOfRange(u8::MAX)))
-    };
+    let limit =
+        |l: u32| u8::try_from(l).map_err(|_| Failure::Vault(VaultError::AttemptLimitOutOfRange(l)));
     Ok(
         match req.op.ok_or(Failure::Malformed("missing operation"))? {
             Op::RegisterStart(r) => Request::RegisterStart {
@@ -461,10 +462,19 @@ fn failure_pb(f: &Failure) -> pb::Error {
         Failure::Malformed(_) => C::Malformed,
         _ => C::Unavailable,
     };
-    if code == C::Unavailable {
-        tracing::error!(error = %f, "vault request failed");
+    match f {
+        // Internal faults are for the operator's log, not for whoever sent the request.
+        Failure::Storage(_) | Failure::Seal(_) | Failure::CorruptRecord(_) | Failure::Vault(_)
+            if code == C::Unavailable =>
+        {
+            tracing::error!(error = %f, "vault request failed");
+            error(
+                code,
+                "the vault node could not complete the request; try again",
+            )
+        }
+        _ => error(code, &f.to_string()),
     }
-    error(code, &f.to_string())
 }
 
 fn result_label(r: &pb::Response) -> &'static str {
@@ -502,6 +512,37 @@ mod tests {
         let store = RedbStore::open(&dir.join("vault.redb")).unwrap();
         let sealer = SoftwareSealer::create(dir.join("sealer.key")).unwrap();
         VaultService::new("t".into(), vec![part], Arc::new(store), Arc::new(sealer), 4)
+    }
+
+    #[test]
+    fn an_attempt_limit_beyond_a_byte_is_reported_as_sent() {
+        let request = pb::Request {
+            account: b"alice".to_vec().into(),
+            op: Some(pb::request::Op::RegisterFinish(pb::RegisterFinish {
+                attempt_limit: 1000,
+                ksf: Some(pb::KsfParams {
+                    m_cost_kib: 65536,
+                    t_cost: 3,
+                    p_cost: 1,
+                }),
+                ..Default::default()
+            })),
+        };
+        let failure = decode_request(b"alice", &request.encode_to_vec()).unwrap_err();
+        let e = failure_pb(&failure);
+        assert_eq!(e.code, i32::from(pb::error::Code::InvalidArgument));
+        assert_eq!(e.message, "attempt limit 1000 is outside 1..=100");
+    }
+
+    #[test]
+    fn internal_faults_are_not_described_to_the_caller() {
+        let failure = Failure::CorruptRecord("redb page 17 checksum".into());
+        let e = failure_pb(&failure);
+        assert_eq!(e.code, i32::from(pb::error::Code::Unavailable));
+        assert!(!e.message.contains("redb"), "{}", e.message);
+        // Contention is the caller's business: retrying is the remedy.
+        let e = failure_pb(&Failure::Contended);
+        assert!(e.message.contains("concurrent"), "{}", e.message);
     }
 
     #[test]
