@@ -4,8 +4,16 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
-use common::{code, lockbox, run, stderr};
+use common::{assert_exit, assert_fails_with, code, lockbox, run, stderr};
+
+/// `lockbox SUBCOMMAND --key-file KEY`, for the commands that take a recovery code.
+fn keyed(subcommand: &str, key: &Path) -> Command {
+    let mut c = lockbox();
+    c.arg(subcommand).arg("--key-file").arg(key);
+    c
+}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -22,8 +30,7 @@ impl Env {
     }
     fn key(&self, name: &str) -> PathBuf {
         let path = self.p(name);
-        let o = run(lockbox().args(["key", "new", "--out"]).arg(&path));
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_exit(&run(lockbox().args(["key", "new", "--out"]).arg(&path)), 0);
         path
     }
     fn store(&self) -> String {
@@ -40,15 +47,47 @@ impl Env {
         std::os::unix::fs::symlink("../msgstore.db", root.join("media/link")).unwrap();
         root
     }
-    fn backup(&self, key: &Path) -> String {
-        let o = run(lockbox()
-            .arg("backup")
-            .arg(self.chats())
+    /// Writes `plain` to the file `plain` and encrypts it, successfully, to the file `c`.
+    fn encrypted(&self, key: &Path, plain: &[u8]) -> PathBuf {
+        std::fs::write(self.p("plain"), plain).unwrap();
+        let c = self.p("c");
+        assert_exit(
+            &run(keyed("encrypt", key).arg("-o").arg(&c).arg(self.p("plain"))),
+            0,
+        );
+        c
+    }
+    fn decrypt_to(&self, key: &Path, input: &Path, out: &Path) -> Output {
+        run(keyed("decrypt", key).arg("-o").arg(out).arg(input))
+    }
+    /// `lockbox backup` of the `chats` folder as it is now, plus `extra` arguments.
+    fn run_backup(&self, key: &Path, extra: &[&str]) -> Output {
+        run(keyed("backup", key)
+            .arg(self.p("chats"))
             .args(["--to", &self.store()])
-            .arg("--key-file")
-            .arg(key));
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
+            .args(extra))
+    }
+    /// Backs up the `chats` folder as it is now; returns the new backup's id.
+    fn backup_again(&self, key: &Path) -> String {
+        let o = self.run_backup(key, &[]);
+        assert_exit(&o, 0);
         String::from_utf8(o.stdout).unwrap().trim().to_string()
+    }
+    /// Writes the sample chats and backs them up; returns the backup's id.
+    fn backup(&self, key: &Path) -> String {
+        self.chats();
+        self.backup_again(key)
+    }
+    fn list(&self) -> Output {
+        run(lockbox().args(["list", "--from", &self.store()]))
+    }
+    fn restore_cmd(&self, dest: &Path, key: &Path) -> Command {
+        let mut c = keyed("restore", key);
+        c.arg(dest).args(["--from", &self.store()]);
+        c
+    }
+    fn restore(&self, dest: &Path, key: &Path) -> Output {
+        run(&mut self.restore_cmd(dest, key))
     }
     fn objects(&self) -> Vec<PathBuf> {
         let mut v: Vec<_> = std::fs::read_dir(self.p("cloud"))
@@ -66,7 +105,7 @@ fn key_new_writes_a_private_grouped_code_and_never_overwrites() {
     let env = Env::new();
     let path = env.p("k");
     let o = run(lockbox().args(["key", "new", "--out"]).arg(&path));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_exit(&o, 0);
     let shown = String::from_utf8(o.stdout).unwrap();
     let groups: Vec<_> = shown.split_whitespace().collect();
     assert_eq!(groups.len(), 16);
@@ -90,27 +129,13 @@ fn encrypt_decrypt_round_trip_files_and_pipes() {
     let env = Env::new();
     let key = env.key("k");
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(env.p("plain"), &data).unwrap();
-    let o = run(lockbox()
-        .arg("encrypt")
-        .arg("--key-file")
-        .arg(&key)
-        .arg("-o")
-        .arg(env.p("c"))
-        .arg(env.p("plain")));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let ct = std::fs::read(env.p("c")).unwrap();
+    let c = env.encrypted(&key, &data);
+    let ct = std::fs::read(&c).unwrap();
     assert!(ct.len() > data.len());
     assert!(!ct.windows(64).any(|w| data.windows(64).next() == Some(w)));
     // decrypt from stdin to stdout
-    let o = lockbox()
-        .arg("decrypt")
-        .arg("--key-file")
-        .arg(&key)
-        .stdin(std::fs::File::open(env.p("c")).unwrap())
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(keyed("decrypt", &key).stdin(std::fs::File::open(&c).unwrap()));
+    assert_exit(&o, 0);
     assert_eq!(o.stdout, data);
 }
 
@@ -130,12 +155,8 @@ fn recovery_code_from_environment_leniently_typed() {
         .arg(env.p("c"))
         .arg(env.p("plain"))
         .env("LOCKBOX_RECOVERY_CODE", &typed));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = run(lockbox()
-        .arg("decrypt")
-        .arg("--key-file")
-        .arg(&key)
-        .arg(env.p("c")));
+    assert_exit(&o, 0);
+    let o = run(keyed("decrypt", &key).arg(env.p("c")));
     assert_eq!(o.stdout, b"secret chat");
 }
 
@@ -143,23 +164,9 @@ fn recovery_code_from_environment_leniently_typed() {
 fn wrong_key_exits_2_and_leaves_no_output() {
     let env = Env::new();
     let (k1, k2) = (env.key("k1"), env.key("k2"));
-    std::fs::write(env.p("plain"), b"x".repeat(100_000)).unwrap();
-    run(lockbox()
-        .arg("encrypt")
-        .arg("--key-file")
-        .arg(&k1)
-        .arg("-o")
-        .arg(env.p("c"))
-        .arg(env.p("plain")));
-    let o = run(lockbox()
-        .arg("decrypt")
-        .arg("--key-file")
-        .arg(&k2)
-        .arg("-o")
-        .arg(env.p("out"))
-        .arg(env.p("c")));
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(stderr(&o).contains("wrong"), "{}", stderr(&o));
+    let c = env.encrypted(&k1, &b"x".repeat(100_000));
+    let o = env.decrypt_to(&k2, &c, &env.p("out"));
+    assert_fails_with(&o, 2, "wrong");
     assert!(!env.p("out").exists());
     assert_eq!(
         std::fs::read_dir(env.dir.path()).unwrap().count(),
@@ -172,28 +179,15 @@ fn wrong_key_exits_2_and_leaves_no_output() {
 fn malformed_code_exits_2_with_a_clear_message() {
     let env = Env::new();
     std::fs::write(env.p("k"), "1234 5678").unwrap();
-    let o = run(lockbox()
-        .arg("decrypt")
-        .arg("--key-file")
-        .arg(env.p("k"))
-        .arg("/dev/null"));
-    assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("expected 64"), "{}", stderr(&o));
+    let o = run(keyed("decrypt", &env.p("k")).arg("/dev/null"));
+    assert_fails_with(&o, 2, "expected 64");
 }
 
 #[test]
 fn tampered_and_truncated_streams_exit_3() {
     let env = Env::new();
     let key = env.key("k");
-    std::fs::write(env.p("plain"), b"chat ".repeat(60_000)).unwrap();
-    run(lockbox()
-        .arg("encrypt")
-        .arg("--key-file")
-        .arg(&key)
-        .arg("-o")
-        .arg(env.p("c"))
-        .arg(env.p("plain")));
-    let ct = std::fs::read(env.p("c")).unwrap();
+    let ct = std::fs::read(env.encrypted(&key, &b"chat ".repeat(60_000))).unwrap();
     let mut flipped = ct.clone();
     flipped[ct.len() / 2] ^= 0x80;
     let cases = [
@@ -204,13 +198,7 @@ fn tampered_and_truncated_streams_exit_3() {
     for (name, bytes) in cases {
         std::fs::write(env.p(name), bytes).unwrap();
         let out = env.p(&format!("{name}.out"));
-        let o = run(lockbox()
-            .arg("decrypt")
-            .arg("--key-file")
-            .arg(&key)
-            .arg("-o")
-            .arg(&out)
-            .arg(env.p(name)));
+        let o = env.decrypt_to(&key, &env.p(name), &out);
         assert_eq!(code(&o), 3, "{name}: {}", stderr(&o));
         assert!(!out.exists(), "{name}: partial output left");
     }
@@ -221,11 +209,7 @@ fn not_a_lockbox_file_is_a_plain_error() {
     let env = Env::new();
     let key = env.key("k");
     std::fs::write(env.p("junk"), b"this is not encrypted at all, just text").unwrap();
-    let o = run(lockbox()
-        .arg("decrypt")
-        .arg("--key-file")
-        .arg(&key)
-        .arg(env.p("junk")));
+    let o = run(keyed("decrypt", &key).arg(env.p("junk")));
     assert_ne!(code(&o), 0);
     assert!(
         stderr(&o).to_lowercase().contains("not a lockbox"),
@@ -240,17 +224,11 @@ fn backup_list_restore_round_trip() {
     let key = env.key("k");
     let id = env.backup(&key);
     assert_eq!(id.len(), 16, "{id}");
-    let o = run(lockbox().args(["list", "--from", &env.store()]));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = env.list();
+    assert_exit(&o, 0);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&id));
     let dest = env.p("restored");
-    let o = run(lockbox()
-        .arg("restore")
-        .arg(&dest)
-        .args(["--from", &env.store()])
-        .arg("--key-file")
-        .arg(&key));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_exit(&env.restore(&dest, &key), 0);
     let src = env.p("chats");
     for f in ["msgstore.db", "media/photo.jpg"] {
         assert_eq!(
@@ -265,13 +243,7 @@ fn backup_list_restore_round_trip() {
         Path::new("../msgstore.db")
     );
     // a second restore into the now non-empty destination is refused
-    let o = run(lockbox()
-        .arg("restore")
-        .arg(&dest)
-        .args(["--from", &env.store()])
-        .arg("--key-file")
-        .arg(&key));
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_exit(&env.restore(&dest, &key), 1);
 }
 
 #[test]
@@ -280,27 +252,16 @@ fn restore_picks_by_id_and_prune_keeps_newest() {
     let key = env.key("k");
     let first = env.backup(&key);
     std::fs::write(env.p("chats/msgstore.db"), b"changed").unwrap();
-    let o = run(lockbox()
-        .arg("backup")
-        .arg(env.p("chats"))
-        .args(["--to", &env.store()])
-        .arg("--key-file")
-        .arg(&key));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    env.backup_again(&key);
     let dest = env.p("old");
-    let o = run(lockbox()
-        .arg("restore")
-        .arg(&dest)
-        .args(["--from", &env.store(), "--backup", &first[..6]])
-        .arg("--key-file")
-        .arg(&key));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(env.restore_cmd(&dest, &key).args(["--backup", &first[..6]]));
+    assert_exit(&o, 0);
     assert_eq!(
         std::fs::read(dest.join("msgstore.db")).unwrap(),
         "hello\n".repeat(50_000).as_bytes()
     );
     let o = run(lockbox().args(["prune", "--keep", "1", "--from", &env.store()]));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_exit(&o, 0);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), first);
     assert_eq!(env.objects().len(), 1);
 }
@@ -312,13 +273,7 @@ fn restore_with_wrong_key_exits_2_and_leaves_nothing() {
     env.backup(&key);
     let other = env.key("other");
     let dest = env.p("restored");
-    let o = run(lockbox()
-        .arg("restore")
-        .arg(&dest)
-        .args(["--from", &env.store()])
-        .arg("--key-file")
-        .arg(&other));
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_exit(&env.restore(&dest, &other), 2);
     assert!(!dest.exists());
 }
 
@@ -333,13 +288,7 @@ fn tampering_storage_provider_is_caught_exit_3() {
     bytes[n - 100] ^= 1;
     std::fs::write(&object, &bytes).unwrap();
     let dest = env.p("restored");
-    let o = run(lockbox()
-        .arg("restore")
-        .arg(&dest)
-        .args(["--from", &env.store()])
-        .arg("--key-file")
-        .arg(&key));
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert_exit(&env.restore(&dest, &key), 3);
     assert!(!dest.exists(), "half-written restore left behind");
     let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
         .unwrap()
@@ -359,24 +308,11 @@ fn swapped_backups_are_caught_exit_3() {
     let key = env.key("k");
     env.backup(&key);
     std::fs::write(env.p("chats/msgstore.db"), b"newer").unwrap();
-    let o = run(lockbox()
-        .arg("backup")
-        .arg(env.p("chats"))
-        .args(["--to", &env.store()])
-        .arg("--key-file")
-        .arg(&key));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    env.backup_again(&key);
     let [old, new] = env.objects().try_into().unwrap();
     // the provider serves the old backup under the newest name
     std::fs::copy(&old, &new).unwrap();
-    let o = run(lockbox()
-        .arg("restore")
-        .arg(env.p("r"))
-        .args(["--from", &env.store()])
-        .arg("--key-file")
-        .arg(&key));
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
-    assert!(stderr(&o).contains("swapped"), "{}", stderr(&o));
+    assert_fails_with(&env.restore(&env.p("r"), &key), 3, "swapped");
 }
 
 #[test]
@@ -416,52 +352,22 @@ fn demo_runs_end_to_end() {
     );
 }
 
+/// Runs `cmd` with its stdout on `/dev/full`: a clear runtime error, exit 1.
+fn assert_disk_full_error(cmd: &mut Command) {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    assert_fails_with(&run(cmd.stdout(full)), 1, "No space left on device");
+}
+
 #[test]
 fn full_disk_is_a_clear_runtime_error() {
     let env = Env::new();
     let key = env.key("k");
-    std::fs::write(env.p("plain"), b"chat ".repeat(100_000)).unwrap();
-    let full = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap()
-    };
-    let o = lockbox()
-        .arg("encrypt")
-        .arg("--key-file")
-        .arg(&key)
-        .arg(env.p("plain"))
-        .stdout(full())
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("No space left on device"),
-        "{}",
-        stderr(&o)
-    );
-    run(lockbox()
-        .arg("encrypt")
-        .arg("--key-file")
-        .arg(&key)
-        .arg("-o")
-        .arg(env.p("c"))
-        .arg(env.p("plain")));
-    let o = lockbox()
-        .arg("decrypt")
-        .arg("--key-file")
-        .arg(&key)
-        .arg(env.p("c"))
-        .stdout(full())
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("No space left on device"),
-        "{}",
-        stderr(&o)
-    );
+    let c = env.encrypted(&key, &b"chat ".repeat(100_000));
+    assert_disk_full_error(keyed("encrypt", &key).arg(env.p("plain")));
+    assert_disk_full_error(keyed("decrypt", &key).arg(&c));
 }
 
 /// A value no `String` can hold.
@@ -482,7 +388,7 @@ fn an_unrelated_non_utf8_variable_does_not_crash_cloud_storage() {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         .env("LOCKBOX_STORAGE_RETRIES", "0"));
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_exit(&o, 1);
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert!(stderr(&o).contains("unavailable"), "{}", stderr(&o));
 }
@@ -506,24 +412,14 @@ fn non_utf8_environment_settings_are_errors_not_silently_skipped() {
         .arg("list")
         .env("LOCKBOX_CONFIG", &config)
         .env("LOCKBOX_STORAGE", not_utf8()));
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("LOCKBOX_STORAGE is set but is not valid UTF-8"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, 1, "LOCKBOX_STORAGE is set but is not valid UTF-8");
     std::fs::write(env.p("plain"), b"chat").unwrap();
     let o = run(lockbox()
         .arg("encrypt")
         .arg(env.p("plain"))
         .env("LOCKBOX_CONFIG", &config)
         .env("LOCKBOX_RECOVERY_CODE", not_utf8()));
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("LOCKBOX_RECOVERY_CODE is set but is not valid UTF-8"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails_with(&o, 1, "LOCKBOX_RECOVERY_CODE is set but is not valid UTF-8");
     assert!(o.stdout.is_empty());
 }
 
@@ -539,13 +435,8 @@ fn a_backup_renamed_to_another_time_is_caught_and_named() {
         .unwrap();
     let renamed = name.replace(&format!("{millis:013}"), &format!("{:013}", millis + 1));
     std::fs::rename(&object, object.with_file_name(renamed)).unwrap();
-    let o = run(lockbox()
-        .arg("restore")
-        .arg(env.p("r"))
-        .args(["--from", &env.store()])
-        .arg("--key-file")
-        .arg(&key));
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let o = env.restore(&env.p("r"), &key);
+    assert_exit(&o, 3);
     let err = stderr(&o);
     assert!(
         err.contains(&format!("{id} (created_unix_ms {millis})")),
@@ -562,15 +453,9 @@ fn a_backup_renamed_to_another_time_is_caught_and_named() {
 fn backup_keep_zero_is_refused_before_uploading() {
     let env = Env::new();
     let key = env.key("k");
-    let o = run(lockbox()
-        .arg("backup")
-        .arg(env.chats())
-        .args(["--to", &env.store(), "--keep", "0"])
-        .arg("--key-file")
-        .arg(&key));
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("keep at least 1"), "{}", stderr(&o));
+    env.chats();
+    let o = env.run_backup(&key, &["--keep", "0"]);
+    assert_fails_with(&o, 1, "keep at least 1");
     assert!(o.stdout.is_empty(), "no backup id is reported");
-    let listed = run(lockbox().args(["list", "--from", &env.store()]));
-    assert!(listed.stdout.is_empty(), "no backup was made");
+    assert!(env.list().stdout.is_empty(), "no backup was made");
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{code, run, stderr};
+use common::{assert_exit, assert_fails_with, code, run, stderr};
 use lockbox_store::test_support::{ACCESS_KEY, S3Server, StorageServer, files_under, random_bytes};
 use lockbox_store::{RETRIES_ENV, StoreOptions};
 use tempfile::TempDir;
@@ -32,8 +32,10 @@ impl Setup {
     fn new() -> Self {
         let dir = TempDir::new().unwrap();
         let key = dir.path().join("recovery-code");
-        let o = run(lockbox(&[]).args(["key", "new", "--out"]).arg(&key));
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_exit(
+            &run(lockbox(&[]).args(["key", "new", "--out"]).arg(&key)),
+            0,
+        );
         Setup {
             dir,
             key,
@@ -54,15 +56,18 @@ impl Setup {
         lockbox(&self.server.aws_env())
     }
 
-    fn backup(&self, dir: &Path) -> String {
-        let o = run(self
-            .lockbox()
-            .arg("backup")
+    /// Adds `backup DIR --to URL --key-file KEY` to `cmd`.
+    fn backup_args<'c>(&self, cmd: &'c mut Command, dir: &Path) -> &'c mut Command {
+        cmd.arg("backup")
             .arg(dir)
             .args(["--to", &self.url()])
             .arg("--key-file")
-            .arg(&self.key));
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
+            .arg(&self.key)
+    }
+
+    fn backup(&self, dir: &Path) -> String {
+        let o = run(self.backup_args(&mut self.lockbox(), dir));
+        assert_exit(&o, 0);
         String::from_utf8(o.stdout).unwrap().trim().to_owned()
     }
 
@@ -120,6 +125,16 @@ fn assert_same_tree(src: &Path, dest: &Path) {
     assert!(dest.join("media/empty").is_dir());
 }
 
+/// Exit 1, saying the storage refused the credentials.
+fn assert_permission_denied(o: &Output) {
+    assert_exit(o, 1);
+    assert!(
+        stderr(o).contains("permission denied") && stderr(o).contains("credentials"),
+        "{}",
+        stderr(o)
+    );
+}
+
 /// Entries of `dir` whose name says they are a partial restore.
 fn partial_restores(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -152,7 +167,7 @@ fn backup_list_restore_round_trip_over_s3_multipart() {
     );
 
     let o = run(s.lockbox().args(["list", "--from", &s.url()]));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_exit(&o, 0);
     let listed = String::from_utf8_lossy(&o.stdout);
     assert!(
         listed.contains(&id) && listed.contains(&size.to_string()),
@@ -160,8 +175,7 @@ fn backup_list_restore_round_trip_over_s3_multipart() {
     );
 
     let dest = s.p("restored");
-    let o = s.restore(&mut s.lockbox(), &dest);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_exit(&s.restore(&mut s.lockbox(), &dest), 0);
     assert_same_tree(&src, &dest);
 }
 
@@ -176,8 +190,7 @@ fn tampered_object_exits_3_and_leaves_no_destination() {
     std::fs::write(&object, &bytes).unwrap();
 
     let dest = s.p("restored");
-    let o = s.restore(&mut s.lockbox(), &dest);
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert_exit(&s.restore(&mut s.lockbox(), &dest), 3);
     assert!(!dest.exists(), "half-written restore left behind");
     assert_eq!(partial_restores(s.dir.path()), Vec::<String>::new());
 }
@@ -199,30 +212,14 @@ fn wrong_credentials_exit_1_saying_permission_denied() {
     assert!(wrong.contains(&("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned())));
 
     let o = run(lockbox(&wrong).args(["list", "--from", &s.url()]));
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("permission denied") && stderr(&o).contains("credentials"),
-        "{}",
-        stderr(&o)
-    );
+    assert_permission_denied(&o);
     assert!(
         !stderr(&o).contains("not-the-secret"),
         "secret echoed: {}",
         stderr(&o)
     );
 
-    let o = run(lockbox(&wrong)
-        .arg("backup")
-        .arg(&src)
-        .args(["--to", &s.url()])
-        .arg("--key-file")
-        .arg(&s.key));
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("permission denied") && stderr(&o).contains("credentials"),
-        "{}",
-        stderr(&o)
-    );
+    assert_permission_denied(&run(s.backup_args(&mut lockbox(&wrong), &src)));
     assert_eq!(files_under(s.server.data_dir()), Vec::<String>::new());
 }
 
@@ -236,21 +233,11 @@ fn stopped_server_exits_1_saying_unavailable_quickly() {
     env.push((RETRIES_ENV, "2".to_owned()));
 
     let dest = s.p("restored");
-    let backup = || {
-        let mut c = lockbox(&env);
-        c.arg("backup")
-            .arg(&src)
-            .args(["--to", &s.url()])
-            .arg("--key-file")
-            .arg(&s.key);
-        c
-    };
-    let list = || {
-        let mut c = lockbox(&env);
-        c.args(["list", "--from", &s.url()]);
-        c
-    };
-    for (what, mut cmd) in [("list", list()), ("backup", backup())] {
+    let mut list = lockbox(&env);
+    list.args(["list", "--from", &s.url()]);
+    let mut backup = lockbox(&env);
+    s.backup_args(&mut backup, &src);
+    for (what, mut cmd) in [("list", list), ("backup", backup)] {
         let started = Instant::now();
         let o = run(&mut cmd);
         assert_eq!(code(&o), 1, "{what}: {}", stderr(&o));
@@ -261,15 +248,12 @@ fn stopped_server_exits_1_saying_unavailable_quickly() {
             started.elapsed()
         );
     }
-    let o = s.restore(&mut lockbox(&env), &dest);
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("unavailable"), "{}", stderr(&o));
+    assert_fails_with(&s.restore(&mut lockbox(&env), &dest), 1, "unavailable");
     assert!(!dest.exists());
 
     let mut bad = env.clone();
     bad.retain(|(k, _)| *k != RETRIES_ENV);
     bad.push((RETRIES_ENV, "many".to_owned()));
     let o = run(lockbox(&bad).args(["list", "--from", &s.url()]));
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains(RETRIES_ENV), "{}", stderr(&o));
+    assert_fails_with(&o, 1, RETRIES_ENV);
 }

@@ -10,6 +10,13 @@ use std::process::{Child, Command, Stdio};
 
 const ACCOUNT: &[u8] = b"+15550001111";
 
+/// `lockbox vault serve --config CONFIG`.
+fn vault_serve(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
+    c.args(["vault", "serve", "--config"]).arg(config);
+    c
+}
+
 struct Node {
     child: Child,
     endpoint: String,
@@ -27,9 +34,7 @@ impl Node {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lockbox"))
-            .args(["vault", "serve", "--config"])
-            .arg(&config)
+        let mut child = vault_serve(&config)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -72,6 +77,14 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// An enrolled account with a limit of 5 attempts and `attempts_left` of them left.
+fn active_of_5(attempts_left: u8) -> Status {
+    Status::Active {
+        attempts_left,
+        limit: 5,
+    }
+}
+
 async fn client(node: &Node) -> VaultClient {
     let target = VaultClient::discover(&node.endpoint, 3)
         .await
@@ -107,33 +120,15 @@ fn attempt_spent_before_ke2_survives_sigkill() {
     rt.block_on(async {
         // The restarted node still has the same partition keys: the pinned target works.
         let c = VaultClient::connect(pinned).await.unwrap();
-        assert_eq!(
-            c.status(ACCOUNT).await.unwrap(),
-            Status::Active {
-                attempts_left: 4,
-                limit: 5
-            }
-        );
+        assert_eq!(c.status(ACCOUNT).await.unwrap(), active_of_5(4));
         let err = c.login_finish(pending).await.unwrap_err();
         assert!(
             matches!(err, ClientError::Rejected { .. }),
             "KE3 of a lost session: {err:?}"
         );
-        assert_eq!(
-            c.status(ACCOUNT).await.unwrap(),
-            Status::Active {
-                attempts_left: 4,
-                limit: 5
-            }
-        );
+        assert_eq!(c.status(ACCOUNT).await.unwrap(), active_of_5(4));
         assert_eq!(c.recover(ACCOUNT, b"correct horse").await.unwrap(), key);
-        assert_eq!(
-            c.status(ACCOUNT).await.unwrap(),
-            Status::Active {
-                attempts_left: 5,
-                limit: 5
-            }
-        );
+        assert_eq!(c.status(ACCOUNT).await.unwrap(), active_of_5(5));
     });
     drop(node);
 }
@@ -190,11 +185,7 @@ fn bad_config_is_a_clear_error() {
         "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\npartitions = []\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lockbox"))
-        .args(["vault", "serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = vault_serve(&config).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least one partition"), "{err}");

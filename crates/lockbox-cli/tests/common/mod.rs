@@ -27,3 +27,14 @@ pub fn code(o: &Output) -> i32 {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Asserts the exit code, showing stderr when it is not the expected one.
+pub fn assert_exit(o: &Output, expected: i32) {
+    assert_eq!(code(o), expected, "{}", stderr(o));
+}
+
+/// Asserts the exit code and that stderr says `message`.
+pub fn assert_fails_with(o: &Output, expected: i32, message: &str) {
+    assert_exit(o, expected);
+    assert!(stderr(o).contains(message), "{}", stderr(o));
+}
