@@ -1,6 +1,11 @@
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+/// Paths in messages are shown with `{:?}`: quoted, valid UTF-8 as text and any other byte
+/// escaped (`\xFF`), so a file with a non-UTF-8 name is identifiable and a message stays one line.
+///
 /// Everything that can go wrong while writing, reading or restoring an archive.
 ///
 /// Grouped by fault: the input stream ([`ArchiveError::Input`]), the output stream
@@ -17,7 +22,7 @@ pub enum ArchiveError {
     #[error("writing the archive stream failed: {0}")]
     Output(#[source] io::Error),
     /// A local filesystem operation failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{path:?}: {source}")]
     Io { path: PathBuf, source: io::Error },
     /// The stream does not start with the archive magic.
     #[error("not a lockbox archive (bad magic)")]
@@ -32,19 +37,20 @@ pub enum ArchiveError {
     #[error("malformed archive: {0}")]
     Malformed(String),
     /// An entry path is absolute, empty, has `.`/`..`/empty components, a NUL, or is too long.
-    #[error("unsafe path in archive: {0:?}")]
+    /// Holds the path quoted and escaped (see [`show_path`]), or why it is not shown.
+    #[error("unsafe path in archive: {0}")]
     UnsafePath(String),
     /// The restore destination exists and is not an empty directory.
-    #[error("{}: destination exists and is not an empty directory", .0.display())]
+    #[error("{0:?}: destination exists and is not an empty directory")]
     DestinationNotEmpty(PathBuf),
     /// The directory to archive is not a directory (symlinks are not followed).
-    #[error("{}: not a directory", .0.display())]
+    #[error("{0:?}: not a directory")]
     NotADirectory(PathBuf),
     /// A path in the tree to archive cannot be stored (too long).
-    #[error("{}: path too long to archive", .0.display())]
+    #[error("{0:?}: path too long to archive")]
     PathTooLong(PathBuf),
     /// A file shrank while it was being archived.
-    #[error("{}: file changed while being archived", .0.display())]
+    #[error("{0:?}: file changed while being archived")]
     FileChanged(PathBuf),
     /// [`crate::WriteOptions`] are out of range.
     #[error("invalid archive options: {0}")]
@@ -59,5 +65,27 @@ impl ArchiveError {
 
     pub(crate) fn malformed(msg: impl Into<String>) -> Self {
         ArchiveError::Malformed(msg.into())
+    }
+}
+
+/// An archive path (raw bytes) as messages show it: quoted, non-UTF-8 bytes escaped (`\xFF`).
+pub(crate) fn show_path(path: &[u8]) -> String {
+    format!("{:?}", OsStr::from_bytes(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_in_messages_keep_non_utf8_bytes() {
+        let path = PathBuf::from(OsStr::from_bytes(b"/tmp/\xff\nx"));
+        let err = ArchiveError::FileChanged(path.clone());
+        assert_eq!(
+            err.to_string(),
+            r#""/tmp/\xFF\nx": file changed while being archived"#
+        );
+        let err = ArchiveError::io(path)(io::Error::other("boom"));
+        assert_eq!(err.to_string(), r#""/tmp/\xFF\nx": boom"#);
     }
 }

@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 
 use crate::ArchiveError;
+use crate::error::show_path;
 
 /// First bytes of every archive.
 pub const MAGIC: [u8; 8] = *b"LBXARCH\0";
@@ -56,7 +57,7 @@ impl Mtime {
 /// Check that `path` is a safe relative archive path: non-empty, at most [`MAX_PATH_LEN`] bytes,
 /// not absolute, no NUL, no empty, `.` or `..` components.
 pub fn validate_path(path: &[u8]) -> Result<(), ArchiveError> {
-    let unsafe_path = || ArchiveError::UnsafePath(String::from_utf8_lossy(path).into_owned());
+    let unsafe_path = || ArchiveError::UnsafePath(show_path(path));
     if path.is_empty() || path.len() > MAX_PATH_LEN || path.contains(&0) {
         return Err(unsafe_path());
     }
@@ -106,31 +107,6 @@ pub(crate) fn encode_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn path_rules() {
-        for ok in [&b"a"[..], b"a/b", b"a b/..c/.d", b"x/y/z"] {
-            assert!(validate_path(ok).is_ok(), "{ok:?}");
-        }
-        let long = vec![b'a'; MAX_PATH_LEN + 1];
-        for bad in [
-            &b""[..],
-            b"/a",
-            b"a/",
-            b"a//b",
-            b".",
-            b"..",
-            b"a/./b",
-            b"a/../b",
-            b"a\0b",
-            &long,
-        ] {
-            assert!(
-                matches!(validate_path(bad), Err(ArchiveError::UnsafePath(_))),
-                "{bad:?}"
-            );
-        }
-    }
 
     #[test]
     fn order_is_componentwise() {

@@ -5,6 +5,7 @@ use std::io::{ErrorKind, Read};
 use std::path::Path;
 
 use crate::ArchiveError;
+use crate::error::show_path;
 use crate::format::{
     BLOCK_END, BLOCK_RAW, BLOCK_ZSTD, MAGIC, MAX_BLOCK_SIZE, MAX_PATH_LEN, MODE_MASK, Mtime,
     TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, VERSION, is_ancestor_or_self, parent, path_order,
@@ -236,14 +237,14 @@ impl<R: Read> ArchiveReader<R> {
             };
             return Err(ArchiveError::malformed(format!(
                 "{what}: {}",
-                String::from_utf8_lossy(path)
+                show_path(path)
             )));
         }
         let parent = parent(path);
         if !is_ancestor_or_self(parent, &self.open_dir) {
             return Err(ArchiveError::malformed(format!(
                 "parent of {} is not a directory of this archive",
-                String::from_utf8_lossy(path)
+                show_path(path)
             )));
         }
         self.open_dir.clear();

@@ -85,7 +85,7 @@ impl Staging {
         // worth a warning (after a crash the tree would be back under its partial name).
         let parent = parent_of(dest);
         if let Err(e) = fs::File::open(parent).and_then(|d| d.sync_all()) {
-            tracing::warn!(dir = %parent.display(), error = %e, "could not sync the directory entry of the restore");
+            tracing::warn!(dir = ?parent, error = %e, "could not sync the directory entry of the restore");
         }
         Ok(())
     }
@@ -108,7 +108,7 @@ impl Drop for Staging {
             // A directory restored read-only blocks removal of its children: open them up.
             make_writable(&self.path);
             if let Err(e) = fs::remove_dir_all(&self.path) {
-                tracing::warn!(path = %self.path.display(), error = %e, "could not remove partial restore");
+                tracing::warn!(path = ?self.path, error = %e, "could not remove partial restore");
             }
         }
     }

@@ -165,7 +165,7 @@ impl<W: Write> Encoder<W> {
             self.stats.files += 1;
             return self.file_data(node, file, progress);
         } else {
-            tracing::warn!(path = %node.full.display(), "skipping special file (not archived)");
+            tracing::warn!(path = ?node.full, "skipping special file (not archived)");
             self.stats.skipped += 1;
         }
         self.emit(&mut frame)?;

@@ -3,7 +3,9 @@ mod common;
 use std::fs;
 
 use common::{Crafted, names};
-use lockbox_archive::{ArchiveError, ArchiveReader, MAX_BLOCK_SIZE, restore};
+use lockbox_archive::{
+    ArchiveError, ArchiveReader, MAX_BLOCK_SIZE, MAX_PATH_LEN, restore, validate_path,
+};
 
 /// Restore `bytes`, expect failure, and check nothing exists at dest nor beside it.
 fn rejected(bytes: &[u8]) -> ArchiveError {
@@ -29,29 +31,52 @@ fn read_all(bytes: &[u8]) -> Result<usize, ArchiveError> {
     Ok(n)
 }
 
+/// Both the bare reader and `restore` must reject `bytes` as malformed.
+fn assert_malformed(bytes: &[u8]) {
+    assert!(matches!(read_all(bytes), Err(ArchiveError::Malformed(_))));
+    assert!(matches!(rejected(bytes), ArchiveError::Malformed(_)));
+}
+
+/// A valid archive of every record kind: a directory, a file of one raw and one zstd block
+/// (`head` then 3000 `q`), a symlink to `link_target`, and a small file `e`.
+fn valid_archive(link_target: &[u8]) -> Vec<u8> {
+    let compressed = zstd::bulk::compress(&[b'q'; 3000], 3).unwrap();
+    let bytes = Crafted::new()
+        .dir(b"d")
+        .file_header(b"d/f", 3004)
+        .raw(b"head")
+        .zstd(3000, &compressed)
+        .data_end()
+        .symlink(b"d/l", link_target)
+        .file(b"e", b"tail")
+        .end();
+    assert_eq!(read_all(&bytes).unwrap(), 4);
+    bytes
+}
+
 #[test]
 fn crafted_valid_archive_restores() {
     // Guards the helper: the same encoder builds the malicious cases below.
-    let compressed = zstd::bulk::compress(&[b'z'; 5000], 3).unwrap();
-    let bytes = Crafted::new()
-        .dir(b"d")
-        .file_header(b"d/f", 5003)
-        .raw(b"abc")
-        .zstd(5000, &compressed)
-        .data_end()
-        .symlink(b"d/l", b"../../anywhere")
-        .end();
-    assert_eq!(read_all(&bytes).unwrap(), 3);
+    let bytes = valid_archive(b"../../anywhere");
     let parent = tempfile::tempdir().unwrap();
     let dest = parent.path().join("dest");
     restore(bytes.as_slice(), &dest, &mut |_| {}).unwrap();
     let data = fs::read(dest.join("d/f")).unwrap();
-    assert_eq!(&data[..3], b"abc");
-    assert!(data[3..].iter().all(|&b| b == b'z') && data.len() == 5003);
+    assert_eq!(&data[..4], b"head");
+    assert!(data[4..].iter().all(|&b| b == b'q') && data.len() == 3004);
+    assert_eq!(
+        fs::read_link(dest.join("d/l")).unwrap().as_os_str(),
+        "../../anywhere"
+    );
+    assert_eq!(fs::read(dest.join("e")).unwrap(), b"tail");
 }
 
 #[test]
 fn unsafe_paths_are_rejected() {
+    for ok in [&b"a"[..], b"a/b", b"a b/..c/.d", b"x/y/z", b"\xff/\xfe"] {
+        assert!(validate_path(ok).is_ok(), "{ok:?}");
+    }
+    let long = vec![b'a'; MAX_PATH_LEN + 1];
     for path in [
         &b"../x"[..],
         b"/etc/x",
@@ -61,17 +86,37 @@ fn unsafe_paths_are_rejected() {
         b"x/",
         b"",
         b"a\0b",
+        b"/a",
+        b".",
+        b"..",
+        b"a/./b",
+        b"a/../b",
+        &long,
     ] {
+        let unsafe_path = |r| matches!(r, Err(ArchiveError::UnsafePath(_)));
+        assert!(unsafe_path(validate_path(path)), "{path:?}");
         let mut c = Crafted::new();
         if path.starts_with(b"a/") {
             c.dir(b"a");
         }
         let bytes = c.file(path, b"pwned").end();
-        assert!(
-            matches!(rejected(&bytes), ArchiveError::UnsafePath(_)),
-            "{path:?}"
-        );
+        assert!(unsafe_path(Err(rejected(&bytes))), "{path:?}");
     }
+}
+
+#[test]
+fn messages_show_non_utf8_paths() {
+    let err = validate_path(b"\xff/..").unwrap_err();
+    assert_eq!(err.to_string(), r#"unsafe path in archive: "\xFF/..""#);
+    let bytes = Crafted::new()
+        .file(b"\xff\n", b"")
+        .file(b"\xff\n", b"")
+        .end();
+    let err = rejected(&bytes);
+    assert_eq!(
+        err.to_string(),
+        r#"malformed archive: duplicate entry: "\xFF\n""#
+    );
 }
 
 #[test]
@@ -93,8 +138,7 @@ fn a_symlink_cannot_be_used_to_write_outside() {
             .end(),
     ];
     for bytes in cases {
-        assert!(matches!(read_all(&bytes), Err(ArchiveError::Malformed(_))));
-        assert!(matches!(rejected(&bytes), ArchiveError::Malformed(_)));
+        assert_malformed(&bytes);
         assert!(
             names(outside.path()).is_empty(),
             "something was written through the symlink"
@@ -129,8 +173,7 @@ fn duplicates_and_disorder_are_rejected() {
             .end(),
     ];
     for bytes in cases {
-        assert!(matches!(read_all(&bytes), Err(ArchiveError::Malformed(_))));
-        assert!(matches!(rejected(&bytes), ArchiveError::Malformed(_)));
+        assert_malformed(&bytes);
     }
 }
 
@@ -170,8 +213,7 @@ fn sizes_that_do_not_add_up_are_rejected() {
             .end(),
     ];
     for bytes in cases {
-        assert!(matches!(read_all(&bytes), Err(ArchiveError::Malformed(_))));
-        assert!(matches!(rejected(&bytes), ArchiveError::Malformed(_)));
+        assert_malformed(&bytes);
     }
 }
 
@@ -203,8 +245,7 @@ fn compressed_blocks_must_match_their_declared_length() {
             .end(),
     ];
     for bytes in cases {
-        assert!(matches!(read_all(&bytes), Err(ArchiveError::Malformed(_))));
-        assert!(matches!(rejected(&bytes), ArchiveError::Malformed(_)));
+        assert_malformed(&bytes);
     }
 }
 
@@ -222,24 +263,13 @@ fn bad_fields_are_rejected() {
         [Crafted::new().0, vec![9]].concat(),
     ];
     for bytes in cases {
-        assert!(matches!(read_all(&bytes), Err(ArchiveError::Malformed(_))));
-        assert!(matches!(rejected(&bytes), ArchiveError::Malformed(_)));
+        assert_malformed(&bytes);
     }
 }
 
 #[test]
 fn reader_survives_every_single_byte_corruption() {
-    let compressed = zstd::bulk::compress(&[b'q'; 3000], 3).unwrap();
-    let valid = Crafted::new()
-        .dir(b"d")
-        .file_header(b"d/f", 3004)
-        .raw(b"head")
-        .zstd(3000, &compressed)
-        .data_end()
-        .symlink(b"d/l", b"f")
-        .file(b"e", b"tail")
-        .end();
-    assert_eq!(read_all(&valid).unwrap(), 4);
+    let valid = valid_archive(b"f");
     let mut accepted = 0;
     for i in 0..valid.len() {
         for flip in [0x01, 0x80, 0xFF] {

@@ -152,17 +152,31 @@ impl ReaderCore {
         self.summary.as_ref()
     }
 
-    /// Verified plaintext not yet handed out.
-    pub(crate) fn buffered(&self) -> &[u8] {
-        &self.plain[self.pos..]
+    /// The header once known, or [`FormatError::Truncated`] if the stream ended without one.
+    pub(crate) fn header_or_truncated(&self) -> io::Result<&Header> {
+        self.header()
+            .ok_or_else(|| FormatError::Truncated.into_io())
     }
 
-    pub(crate) fn consume(&mut self, n: usize) {
+    /// True while the header is still to come: the adapter should read more input.
+    pub(crate) fn wants_header(&self) -> bool {
+        self.header.is_none() && !self.done()
+    }
+
+    /// Hands out up to `max` bytes of verified plaintext: `Some` with what a read returns now
+    /// (empty at the verified end, or when `max` is 0), `None` if more input must be fed first.
+    pub(crate) fn take(&mut self, max: usize) -> Option<&[u8]> {
+        let start = self.pos;
+        let n = (self.plain.len() - start).min(max);
+        if n == 0 && max != 0 && !self.done() {
+            return None;
+        }
         self.pos += n;
+        Some(&self.plain[start..self.pos])
     }
 
     /// True once the stream verified to its end.
-    pub(crate) fn done(&self) -> bool {
+    fn done(&self) -> bool {
         self.summary.is_some()
     }
 
@@ -220,12 +234,10 @@ impl<R: Read> DecryptReader<R> {
 
     /// The authenticated header, reading it from `inner` first if needed.
     pub fn header(&mut self) -> io::Result<&Header> {
-        while self.core.header().is_none() && !self.core.done() {
+        while self.core.wants_header() {
             self.fill()?;
         }
-        self.core
-            .header()
-            .ok_or_else(|| FormatError::Truncated.into_io())
+        self.core.header_or_truncated()
     }
 
     /// Totals of the stream, once `read` has returned `Ok(0)`.
@@ -252,19 +264,10 @@ impl<R: Read> DecryptReader<R> {
 
 impl<R: Read> Read for DecryptReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
         loop {
-            let ready = self.core.buffered();
-            if !ready.is_empty() {
-                let n = ready.len().min(buf.len());
-                buf[..n].copy_from_slice(&ready[..n]);
-                self.core.consume(n);
-                return Ok(n);
-            }
-            if self.core.done() {
-                return Ok(0);
+            if let Some(plain) = self.core.take(buf.len()) {
+                buf[..plain.len()].copy_from_slice(plain);
+                return Ok(plain.len());
             }
             self.fill()?;
         }

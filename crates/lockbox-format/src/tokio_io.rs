@@ -174,15 +174,13 @@ impl<R: AsyncRead + Unpin> AsyncDecryptReader<R> {
     /// The authenticated header, reading it from `inner` first if needed.
     pub async fn header(&mut self) -> io::Result<&Header> {
         std::future::poll_fn(|cx| {
-            while self.core.header().is_none() && !self.core.done() {
+            while self.core.wants_header() {
                 ready!(self.poll_fill(cx))?;
             }
             Poll::Ready(Ok::<(), io::Error>(()))
         })
         .await?;
-        self.core
-            .header()
-            .ok_or_else(|| FormatError::Truncated.into_io())
+        self.core.header_or_truncated()
     }
 
     /// Totals of the stream, once it was read to EOF.
@@ -207,18 +205,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for AsyncDecryptReader<R> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
         loop {
-            let ready = self.core.buffered();
-            if !ready.is_empty() {
-                let n = ready.len().min(buf.remaining());
-                buf.put_slice(&ready[..n]);
-                self.core.consume(n);
-                return Poll::Ready(Ok(()));
-            }
-            if self.core.done() {
+            if let Some(plain) = self.core.take(buf.remaining()) {
+                buf.put_slice(plain);
                 return Poll::Ready(Ok(()));
             }
             ready!(self.poll_fill(cx))?;

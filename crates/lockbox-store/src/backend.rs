@@ -286,92 +286,55 @@ mod cloud {
             })
     }
 
-    /// Builds one provider's store the same way for every cloud: its environment variables (if
-    /// allowed), explicit provider options, bucket or container, then our client options and
-    /// retry policy. `$Key` is the provider's config-key enum, whose `Client` variant carries
-    /// HTTP client settings.
-    #[allow(unused_macros)] // unused when no cloud feature is enabled
+    /// Defines `fn $name(url, bucket, options)`, which builds one provider's store the same way
+    /// for every cloud: its environment variables (if allowed), explicit provider options,
+    /// bucket or container, then our client options (`$base`) and retry policy. `$Key` is the
+    /// provider's config-key enum, whose `Client` variant carries HTTP client settings.
     macro_rules! cloud_store {
-        ($url:ident, $options:ident, $base:expr, $prefix:literal, $Builder:ident, $Key:ident,
-         $with_bucket:ident($bucket:ident)) => {{
-            let as_client = |k: &$Key| match k {
-                $Key::Client(c) => Some(*c),
-                _ => None,
-            };
-            let layers = layered::<$Key>($url, $options, $base, $prefix, as_client)?;
-            let mut builder = if $options.use_env {
-                $Builder::from_env()
-            } else {
-                $Builder::new()
-            };
-            for (key, value) in layers.explicit {
-                builder = builder.with_config(key, value);
+        ($(#[$attr:meta])* fn $name:ident: $module:ident::{$Builder:ident, $Key:ident},
+         $prefix:literal, $with_bucket:ident, base = $base:expr) => {
+            $(#[$attr])*
+            fn $name(
+                url: &str,
+                bucket: &str,
+                options: &StoreOptions,
+            ) -> Result<Arc<dyn ObjectStore>, StoreError> {
+                use object_store::$module::{$Builder, $Key};
+                let as_client = |k: &$Key| match k {
+                    $Key::Client(c) => Some(*c),
+                    _ => None,
+                };
+                let base: ClientOptions = ($base)(options);
+                let layers = layered::<$Key>(url, options, base, $prefix, as_client)?;
+                let mut builder = if options.use_env {
+                    $Builder::from_env()
+                } else {
+                    $Builder::new()
+                };
+                for (key, value) in layers.explicit {
+                    builder = builder.with_config(key, value);
+                }
+                let builder = builder
+                    .$with_bucket(bucket)
+                    .with_client_options(layers.client)
+                    .with_retry(options.retry_config());
+                built(url, builder.build())
             }
-            let builder = builder
-                .$with_bucket($bucket)
-                .with_client_options(layers.client)
-                .with_retry($options.retry_config());
-            built($url, builder.build())
-        }};
+        };
     }
 
-    #[cfg(feature = "aws")]
-    fn s3(
-        url: &str,
-        bucket: &str,
-        options: &StoreOptions,
-    ) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-        let base = options.client_options();
-        cloud_store!(
-            url,
-            options,
-            base,
-            "AWS_",
-            AmazonS3Builder,
-            AmazonS3ConfigKey,
-            with_bucket_name(bucket)
-        )
-    }
+    cloud_store! { #[cfg(feature = "aws")]
+    fn s3: aws::{AmazonS3Builder, AmazonS3ConfigKey},
+    "AWS_", with_bucket_name, base = StoreOptions::client_options }
 
-    #[cfg(feature = "gcs")]
-    fn gcs(
-        url: &str,
-        bucket: &str,
-        options: &StoreOptions,
-    ) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-        // The GCS builder allows plain HTTP by default (metadata-server credentials); keep that.
-        let base = options.client_options().with_allow_http(true);
-        cloud_store!(
-            url,
-            options,
-            base,
-            "GOOGLE_",
-            GoogleCloudStorageBuilder,
-            GoogleConfigKey,
-            with_bucket_name(bucket)
-        )
-    }
+    // The GCS builder allows plain HTTP by default (metadata-server credentials); keep that.
+    cloud_store! { #[cfg(feature = "gcs")]
+    fn gcs: gcp::{GoogleCloudStorageBuilder, GoogleConfigKey},
+    "GOOGLE_", with_bucket_name, base = |o: &StoreOptions| o.client_options().with_allow_http(true) }
 
-    #[cfg(feature = "azure")]
-    fn azure(
-        url: &str,
-        container: &str,
-        options: &StoreOptions,
-    ) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-        let base = options.client_options();
-        cloud_store!(
-            url,
-            options,
-            base,
-            "AZURE_",
-            MicrosoftAzureBuilder,
-            AzureConfigKey,
-            with_container_name(container)
-        )
-    }
+    cloud_store! { #[cfg(feature = "azure")]
+    fn azure: azure::{MicrosoftAzureBuilder, AzureConfigKey},
+    "AZURE_", with_container_name, base = StoreOptions::client_options }
 }
 
 #[allow(dead_code)] // unused when every cloud feature is enabled
