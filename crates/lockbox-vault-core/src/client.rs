@@ -77,13 +77,21 @@ struct Started<S> {
 }
 
 impl<S> Started<S> {
-    fn new(account: AccountId, vault: VaultIdentity, password: &[u8], state: S) -> Self {
-        Self {
+    /// Keeps what the second step needs, given the first message and state opaque-ke produced.
+    fn begin(
+        account: AccountId,
+        vault: VaultIdentity,
+        password: &[u8],
+        start: Result<(Vec<u8>, S), ProtocolError>,
+    ) -> Result<(Vec<u8>, Self), ClientError> {
+        let (message, state) = start.map_err(|_| ClientError::Protocol)?;
+        let run = Self {
             account,
             vault,
             password: Zeroizing::new(password.to_vec()),
             state,
-        }
+        };
+        Ok((message, run))
     }
 }
 
@@ -129,10 +137,9 @@ impl ClientEnrollment {
         vault: VaultIdentity,
         rng: &mut R,
     ) -> Result<(Vec<u8>, Self), ClientError> {
-        let start =
-            ClientRegistration::<Suite>::start(rng, password).map_err(|_| ClientError::Protocol)?;
-        let state = Started::new(account, vault, password, start.state);
-        Ok((start.message.serialize().to_vec(), Self(state)))
+        let start = ClientRegistration::<Suite>::start(rng, password)
+            .map(|s| (s.message.serialize().to_vec(), s.state));
+        Started::begin(account, vault, password, start).map(|(msg, run)| (msg, Self(run)))
     }
 
     /// Finishes OPAQUE registration with Argon2id `ksf`, and wraps `key` under the export key.
@@ -185,10 +192,9 @@ impl ClientRecovery {
         vault: VaultIdentity,
         rng: &mut R,
     ) -> Result<(Vec<u8>, Self), ClientError> {
-        let start =
-            ClientLogin::<Suite>::start(rng, password).map_err(|_| ClientError::Protocol)?;
-        let state = Started::new(account, vault, password, start.state);
-        Ok((start.message.serialize().to_vec(), Self(state)))
+        let start = ClientLogin::<Suite>::start(rng, password)
+            .map(|s| (s.message.serialize().to_vec(), s.state));
+        Started::begin(account, vault, password, start).map(|(msg, run)| (msg, Self(run)))
     }
 
     /// Processes KE2 (with the Argon2id parameters the vault returned alongside it) and returns

@@ -35,6 +35,13 @@ fn expect_err(h: &mut Harness, request: Request, want: VaultError) {
     );
 }
 
+fn login_start(ke1: Vec<u8>) -> Request {
+    Request::LoginStart {
+        account: acct("alice"),
+        ke1,
+    }
+}
+
 fn login_finish(session: &SessionId, ke3: Vec<u8>) -> Request {
     Request::LoginFinish {
         account: acct("alice"),
@@ -81,12 +88,7 @@ fn enroll_then_recover_returns_k_and_resets_attempts() {
 fn ke2_is_withheld_until_the_decrement_is_durable() {
     let (mut h, _) = enrolled(10);
     let (ke1, _) = fresh_ke1(&h, PW);
-    let outcome = h
-        .handle(Request::LoginStart {
-            account: acct("alice"),
-            ke1,
-        })
-        .unwrap();
+    let outcome = h.handle(login_start(ke1)).unwrap();
     let Outcome::WriteThenReply { write, pending } = outcome else {
         panic!("KE1 must require a write first")
     };
@@ -108,13 +110,7 @@ fn proofs_only_open_their_own_write() {
     let (mut h, _) = enrolled(10);
     let start = |h: &mut Harness| {
         let (ke1, _) = fresh_ke1(h, PW);
-        match h
-            .handle(Request::LoginStart {
-                account: acct("alice"),
-                ke1,
-            })
-            .unwrap()
-        {
+        match h.handle(login_start(ke1)).unwrap() {
             Outcome::WriteThenReply { write, pending } => (write, pending),
             other => panic!("{other:?}"),
         }
@@ -206,48 +202,20 @@ fn abandoned_logins_exhaust_and_destroy_the_record() {
         assert_eq!(h.attempts(&acct("alice")), Some((left, 3)));
     }
     let (ke1, _) = fresh_ke1(&h, PW);
-    assert_eq!(
-        h.run(Request::LoginStart {
-            account: acct("alice"),
-            ke1
-        })
-        .unwrap(),
-        Reply::Destroyed
-    );
+    assert_eq!(h.run(login_start(ke1)).unwrap(), Reply::Destroyed);
     assert!(h.store[&acct("alice")].is_destroyed());
     let (ke1, _) = fresh_ke1(&h, PW);
-    expect_err(
-        &mut h,
-        Request::LoginStart {
-            account: acct("alice"),
-            ke1,
-        },
-        VaultError::Destroyed,
-    );
+    expect_err(&mut h, login_start(ke1), VaultError::Destroyed);
     h.crash();
     let (ke1, _) = fresh_ke1(&h, PW);
-    expect_err(
-        &mut h,
-        Request::LoginStart {
-            account: acct("alice"),
-            ke1,
-        },
-        VaultError::Destroyed,
-    );
+    expect_err(&mut h, login_start(ke1), VaultError::Destroyed);
 }
 
 #[test]
 fn unknown_account() {
     let mut h = Harness::new();
     let (ke1, _) = fresh_ke1(&h, PW);
-    expect_err(
-        &mut h,
-        Request::LoginStart {
-            account: acct("alice"),
-            ke1,
-        },
-        VaultError::NoRecord,
-    );
+    expect_err(&mut h, login_start(ke1), VaultError::NoRecord);
     assert_eq!(
         h.run(Request::Status {
             account: acct("alice")
@@ -267,14 +235,7 @@ fn replayed_ke1_is_refused_without_spending() {
     })
     .unwrap();
     assert_eq!(h.attempts(&acct("alice")), Some((9, 10)));
-    expect_err(
-        &mut h,
-        Request::LoginStart {
-            account: acct("alice"),
-            ke1,
-        },
-        VaultError::ReplayedKe1,
-    );
+    expect_err(&mut h, login_start(ke1), VaultError::ReplayedKe1);
     assert_eq!(h.attempts(&acct("alice")), Some((9, 10)));
 }
 
