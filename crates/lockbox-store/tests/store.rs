@@ -542,6 +542,34 @@ fn truncated_object_is_an_error_not_a_short_read() {
 }
 
 #[test]
+fn an_object_changing_size_mid_download_is_an_error() {
+    let dir = TempDir::new().unwrap();
+    let rt = runtime();
+    let (store, path) = local_store(&dir, "g");
+    let data = random_bytes(100_000);
+    for (i, change) in ["grow", "shrink"].into_iter().enumerate() {
+        let info = upload(&store, &rt, &name(i as u64 + 1, "5555555555555555"), &data);
+        let file = path.join(info.name.file_name());
+        let mut reader = store.download(&info, rt.handle().clone()).unwrap();
+        let mut head = [0u8; 1000];
+        reader.read_exact(&mut head).unwrap();
+        assert_eq!(head, data[..1000]);
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        match change {
+            "grow" => (&f).write_all(b"appended").unwrap(),
+            _ => f.set_len(50_000).unwrap(),
+        }
+        let mut rest = Vec::new();
+        let err = reader.read_to_end(&mut rest).unwrap_err();
+        assert!(StoreError::from_io_ref(&err).is_some(), "{change}: {err}");
+        assert!(err.to_string().contains("listed at 100000 bytes"), "{err}");
+    }
+}
+
+#[test]
 fn transfers_work_from_spawn_blocking_threads() {
     let dir = TempDir::new().unwrap();
     let rt = runtime();
