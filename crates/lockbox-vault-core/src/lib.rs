@@ -40,5 +40,6 @@ pub use suite::{
     REGISTRATION_RESPONSE_LEN, REGISTRATION_UPLOAD_LEN, Suite,
 };
 pub use vault::{
-    AccountStatus, Durable, Outcome, PendingReply, Reply, Request, Vault, VaultConfig, Write,
+    AccountStatus, Durable, Outcome, PendingReply, Rejected, Reply, Request, Vault, VaultConfig,
+    Write,
 };

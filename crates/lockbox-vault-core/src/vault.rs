@@ -196,6 +196,22 @@ impl Write {
             ticket: self.ticket,
         }
     }
+
+    /// The proof that this write will never be applied: call it ONLY when storage refused it
+    /// because the stored record was no longer [`Write::prior`] (a lost compare-and-swap). An
+    /// I/O error or an unknown outcome is not a refusal: drop the write instead.
+    pub fn rejected(self) -> Rejected {
+        Rejected {
+            ticket: self.ticket,
+        }
+    }
+}
+
+/// Proof, built only by [`Write::rejected`], that one particular write lost its
+/// compare-and-swap and was not applied.
+#[derive(Debug)]
+pub struct Rejected {
+    ticket: Ticket,
 }
 
 /// Proof, built only by [`Write::committed`], that one particular write is durable.
@@ -354,13 +370,18 @@ impl Vault {
         }
     }
 
-    /// Drops an outcome whose write will never be applied (its compare-and-swap failed), and
-    /// gives back the session the request consumed so that the shell can re-run the request on
-    /// the fresh record. Never call it for a write that may have reached storage.
-    pub fn abandon(&mut self, pending: PendingReply) {
+    /// Drops an outcome whose write was refused (see [`Write::rejected`]), and gives back the
+    /// session the request consumed so that the shell can re-run the request on the fresh
+    /// record: a correct KE3 that raced a guesser's KE1 is not lost. Fails (and gives nothing
+    /// back) if the proof belongs to another write or another vault instance.
+    pub fn abandon(&mut self, pending: PendingReply, proof: Rejected) -> Result<(), VaultError> {
+        if pending.ticket != proof.ticket {
+            return Err(VaultError::ProofMismatch);
+        }
         if let Some((id, session)) = pending.consumed {
             self.sessions.insert_reserved(id, session, pending.now);
         }
+        Ok(())
     }
 
     fn identifiers<'a>(&'a self, account: &'a AccountId) -> ServerLoginParameters<'a, 'a> {

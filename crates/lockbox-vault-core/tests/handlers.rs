@@ -144,8 +144,7 @@ fn a_correct_ke3_that_loses_a_race_succeeds_when_rerun() {
     // A guesser's KE1 commits first: the KE3's write no longer applies to the stored record.
     h.login_start(&alice, b"guess").unwrap();
     assert_ne!(h.store.get(&alice), write.prior(), "the CAS must fail");
-    drop(write);
-    h.vault.abandon(pending);
+    h.vault.abandon(pending, write.rejected()).unwrap();
     let Reply::Recovered {
         sealed_wrapped_key, ..
     } = h.run(request.clone()).unwrap()

@@ -84,11 +84,20 @@ enum Client {
 
 struct InFlight {
     request: Request,
+    /// Model time when the request was handled (a session can only expire after a tick).
+    queued_at: u64,
     write: Write,
     pending: PendingReply,
     cause: Cause,
     client: Option<usize>,
     key: Option<BackupKey>,
+}
+
+/// Why a re-run request may legitimately fail.
+#[derive(Debug, Clone, Copy)]
+struct Excuses {
+    moved_on: bool,
+    ticked: bool,
 }
 
 struct Model {
@@ -157,6 +166,7 @@ impl Model {
             Outcome::WriteThenReply { write, pending } => {
                 self.in_flight.push(InFlight {
                     request,
+                    queued_at: self.h.now,
                     write,
                     pending,
                     cause,
@@ -235,8 +245,13 @@ impl Model {
         if self.current() != f.write.prior() {
             // CAS failed: the reply never leaves; the shell gives back the consumed session and
             // re-runs the request on the fresh record.
-            self.h.vault.abandon(f.pending);
-            return self.rerun(f.request, f.cause, f.client, f.key);
+            let handled_at = f.write.prior().map_or(0, Record::generation);
+            self.h.vault.abandon(f.pending, f.write.rejected()).unwrap();
+            let excuses = Excuses {
+                moved_on: self.current().map_or(0, Record::generation) != handled_at,
+                ticked: self.h.now != f.queued_at,
+            };
+            return self.rerun(f.request, f.cause, f.client, f.key, excuses);
         }
         let prior = self.current().cloned();
         self.apply(prior.as_ref(), &f.write.record().clone(), f.cause);
@@ -305,16 +320,17 @@ impl Model {
         }
     }
 
+    /// What the shell does after a lost compare-and-swap: re-run the request on the fresh
+    /// record, with the session it consumed given back. It must then succeed unless the record
+    /// really moved on (new generation: re-enrolled, deleted, destroyed) or time passed.
     fn rerun(
         &mut self,
         request: Request,
         cause: Cause,
         client: Option<usize>,
         key: Option<BackupKey>,
+        excuses: Excuses,
     ) {
-        if cause == Cause::Ke1 {
-            return; // A KE1 consumed no session; the device may send a fresh one.
-        }
         match self.h.handle(request.clone()) {
             Ok(outcome) => {
                 if let Some(reply) = self.queue(outcome, request, cause, client, key) {
@@ -326,10 +342,12 @@ impl Model {
                     assert!(matches!(reply, Reply::Wrong { .. }), "{reply:?}");
                 }
             }
-            Err(
-                VaultError::NoSession | VaultError::SessionExpired | VaultError::StaleGeneration,
-            ) => {}
-            Err(e) => panic!("re-run of {cause:?}: {e:?}"),
+            Err(VaultError::NoSession | VaultError::StaleGeneration) if excuses.moved_on => {}
+            Err(VaultError::SessionExpired) if excuses.ticked => {}
+            Err(VaultError::Destroyed) if self.current().is_some_and(Record::is_destroyed) => {}
+            // The same KE1 bytes may have been replayed and committed meanwhile.
+            Err(VaultError::ReplayedKe1) if cause == Cause::Ke1 => {}
+            Err(e) => panic!("re-run of {cause:?} failed without cause: {e:?} ({excuses:?})"),
         }
     }
 

@@ -233,11 +233,15 @@ impl Inner {
                 // on the fresh record, with the session it consumed given back.
                 Err(StorageError::Conflict { .. }) => {
                     metrics::counter!(m::WRITE_CONFLICTS).increment(1);
-                    part.core().abandon(pending);
+                    part.core().abandon(pending, write.rejected())?;
                 }
                 Err(e) => return Err(Failure::Storage(e)),
             }
         }
+        tracing::warn!(
+            partition = part.id,
+            "gave up on a record after {MAX_CAS_RETRIES} write conflicts"
+        );
         Err(Failure::Contended)
     }
 

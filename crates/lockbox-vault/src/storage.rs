@@ -45,6 +45,12 @@ pub trait RecordStore: Send + Sync + 'static {
     fn load(&self, partition: u32, account: &[u8]) -> Result<Option<Stored>, StorageError>;
     /// Writes `sealed` as sequence `expected_seq + 1` if the stored sequence is still
     /// `expected_seq` (0 = no record yet). Returns the new sequence number.
+    ///
+    /// [`StorageError::Conflict`] must mean *definitely not applied*: the service then gives
+    /// the request's session back and re-runs it, so a store that reported a conflict for a
+    /// write it had applied (say, a replicated log re-proposing an entry after a leader change)
+    /// would let one password proof reset the counter twice. Any outcome the store cannot vouch
+    /// for is another error, which the service drops without re-running.
     fn commit(
         &self,
         partition: u32,

@@ -206,3 +206,29 @@ async fn enroll_by_hand(
         })),
     }
 }
+
+/// A correct KE3 racing guessers' KE1s on the same record still recovers: when its write loses
+/// the compare-and-swap, the node gives the login session back and re-runs the KE3 on the fresh
+/// record, instead of answering `NoSession` and costing the user another attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correct_ke3_racing_guessers_still_recovers() {
+    let node = TestNode::start().await;
+    let c = node.client().await;
+    let key = new_key();
+    // Between two successes at most 4 + 1 + 4 attempts are spent: the limit is never reached.
+    c.enroll(b"alice", b"pw", &key, 10, KSF).await.unwrap();
+    for round in 0..15 {
+        let honest = c.login_start(b"alice", b"pw").await.unwrap();
+        let guessers: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.login_start(b"alice", b"guess").await.map(drop) })
+            })
+            .collect();
+        let recovered = c.login_finish(honest).await;
+        assert_eq!(recovered.ok(), Some(key.clone()), "round {round}");
+        for g in guessers {
+            g.await.unwrap().unwrap();
+        }
+    }
+}
