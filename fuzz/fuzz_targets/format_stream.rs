@@ -1,5 +1,6 @@
 //! Feeds arbitrary bytes, in arbitrary split sizes, to the stream decoder under a fixed key.
-//! Must never panic, and must emit nothing more once it has failed.
+//! Must never panic, and must emit nothing more once it has failed. The batch decryptor
+//! (`decrypt_stream`) must reach the same verdict on the same bytes.
 //!
 //! Input layout: byte 0 picks the mode. Odd: the rest is the whole stream. Even: a valid
 //! header (key [7; 32], backup id [9; 32], 1 KiB chunks) is prepended, so the fuzzer spends
@@ -7,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockbox_format::{BackupKey, Decoder, parse_header};
+use lockbox_format::{BackupKey, Decoder, FormatError, decrypt_stream, parse_header};
 
 /// Header of a stream under key [7; 32] with backup id [9; 32], created 0, 1 KiB chunks
 /// (generated from docs/format.md by crates/lockbox-format/tests/vectors/crosscheck.py).
@@ -32,22 +33,32 @@ fuzz_target!(|data: &[u8]| {
     }
     stream.extend_from_slice(rest);
 
-    let mut dec = Decoder::new(&key);
+    let verdict = decode_in_pieces(&stream, &key, usize::from(*seed).max(1));
+    let mut plain = Vec::new();
+    let batched = decrypt_stream(stream.as_slice(), &mut plain, &key)
+        .map(drop)
+        .map_err(|e| FormatError::from_io(&e).cloned().expect("only format errors from memory"));
+    assert_eq!(batched, verdict, "the batch decryptor disagrees with the decoder");
+    if verdict.is_ok() {
+        assert!(stream.len() >= 100 + 1044);
+    }
+});
+
+/// The streaming decoder's verdict on `stream`, fed in pieces of varying size.
+fn decode_in_pieces(stream: &[u8], key: &BackupKey, mut step: usize) -> Result<(), FormatError> {
+    let mut dec = Decoder::new(key);
     let mut out = Vec::new();
     let mut pos = 0;
-    let mut step = usize::from(*seed).max(1);
     while pos < stream.len() {
         let end = (pos + step).min(stream.len());
         if let Err(e) = dec.update(&stream[pos..end], &mut out) {
             let before = out.len();
-            assert_eq!(dec.update(b"x", &mut out), Err(e), "errors are final");
+            assert_eq!(dec.update(b"x", &mut out), Err(e.clone()), "errors are final");
             assert_eq!(out.len(), before, "nothing emitted after an error");
-            return;
+            return Err(e);
         }
         pos = end;
         step = step.wrapping_mul(7).wrapping_add(13) % 4099 + 1;
     }
-    if dec.finish(&mut out).is_ok() {
-        assert!(stream.len() >= 100 + 1044);
-    }
-});
+    dec.finish(&mut out).map(drop)
+}

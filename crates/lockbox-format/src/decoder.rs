@@ -23,7 +23,7 @@ enum State {
     Failed(FormatError),
 }
 
-struct Body {
+pub(crate) struct Body {
     cipher: ChunkCipher,
     /// Ciphertext of the next segment, at most one segment long. It is opened once more
     /// input shows whether it is the last one.
@@ -100,6 +100,15 @@ impl Decoder {
         }
     }
 
+    /// The body decoder once the header has been read and checked (`None` before, or after a
+    /// failure). For the batch decryptor, which feeds whole segments itself.
+    pub(crate) fn body(&mut self) -> Option<&mut Body> {
+        match &mut self.state {
+            State::Body(body) => Some(body),
+            _ => None,
+        }
+    }
+
     fn fail_on(&mut self, result: Result<(), FormatError>) -> Result<(), FormatError> {
         if let Err(e) = &result {
             self.state = State::Failed(e.clone());
@@ -140,20 +149,55 @@ impl Body {
         }
         let pending = std::mem::take(&mut self.pending);
         self.open_next(&pending, true, out)?;
-        Ok(StreamSummary {
+        Ok(self.summary())
+    }
+
+    pub(crate) fn summary(&self) -> StreamSummary {
+        StreamSummary {
             chunks: self.index,
             plaintext_len: self.plaintext_len,
             ciphertext_len: crate::stream_len(self.index, self.cipher.chunk_size),
-        })
+        }
     }
 
-    /// Opens `segment` as chunk `self.index`, expected final or not, and classifies failures.
+    pub(crate) fn segment_len(&self) -> usize {
+        self.cipher.segment_len()
+    }
+
+    pub(crate) fn chunk_size(&self) -> usize {
+        self.cipher.chunk_size
+    }
+
+    /// Opens `segment` as the next chunk, appending its plaintext to `out` if it verified.
     fn open_next(
         &mut self,
         segment: &[u8],
         last: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), FormatError> {
+        let start = out.len();
+        out.resize(start + self.cipher.chunk_size, 0);
+        match self.open_into(segment, last, &mut out[start..]) {
+            Ok(len) => {
+                out.truncate(start + len);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens `segment` as chunk `self.index`, expected final or not, into `plain` (one chunk
+    /// long), and classifies failures. Returns the plaintext length; on error `plain` holds no
+    /// plaintext.
+    pub(crate) fn open_into(
+        &mut self,
+        segment: &[u8],
+        last: bool,
+        plain: &mut [u8],
+    ) -> Result<usize, FormatError> {
         let index = self.index;
         if index == u64::MAX {
             return Err(FormatError::CounterOverflow);
@@ -161,9 +205,6 @@ impl Body {
         let cs = self.cipher.chunk_size;
         let (chunk_tag, rest) = segment.split_at(CHUNK_TAG_LEN);
         let (ct, tag) = rest.split_at(cs);
-        let start = out.len();
-        out.resize(start + cs, 0);
-        let plain = &mut out[start..];
         let opened = self.cipher.open(index, last, ct, tag, plain);
         let error = if chunk_tag != self.cipher.chunk_tag {
             if opened {
@@ -175,8 +216,9 @@ impl Body {
             let len = if last { unpadded_len(plain) } else { Some(cs) };
             match len {
                 Some(n) => {
-                    self.accept(n, out);
-                    return Ok(());
+                    self.plaintext_len += n as u64;
+                    self.index += 1;
+                    return Ok(n);
                 }
                 None => FormatError::ChunkCorrupt { index },
             }
@@ -193,17 +235,8 @@ impl Body {
                 None => FormatError::ChunkCorrupt { index },
             }
         };
-        out[start..].zeroize();
-        out.truncate(start);
+        plain.zeroize();
         Err(error)
-    }
-
-    /// Keeps the first `len` bytes of the chunk just opened at the end of `out`.
-    fn accept(&mut self, len: usize, out: &mut Vec<u8>) {
-        let keep = out.len() - self.cipher.chunk_size + len;
-        out.truncate(keep);
-        self.plaintext_len += len as u64;
-        self.index += 1;
     }
 }
 

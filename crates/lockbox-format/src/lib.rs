@@ -35,7 +35,7 @@ pub use header::{
 };
 pub use io::{DecryptReader, EncryptWriter};
 pub use lockbox_crypto::{BackupId, BackupKey};
-pub use pipeline::encrypt_stream;
+pub use pipeline::{decrypt_stream, encrypt_stream};
 #[cfg(feature = "tokio")]
 pub use tokio_io::{AsyncDecryptReader, AsyncEncryptWriter};
 

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use lockbox_crypto::OsRng;
-use lockbox_format::{DecryptReader, Encoder, EncoderParams, encrypt_stream};
+use lockbox_format::{Encoder, EncoderParams, decrypt_stream, encrypt_stream};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
@@ -32,17 +32,15 @@ pub fn decrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
     let key = keysrc::load_key(&args.key, cfg)?;
     let input = open_input(args.input.as_deref())?;
     with_output(args.output.as_deref(), |out| {
-        let mut r = DecryptReader::new(input, &key);
-        let mut out = out;
-        io::copy(&mut r, &mut out).context("decrypting")?;
+        let (mut out, _summary) = decrypt_stream(input, out, &key).context("decrypting")?;
         out.flush().context("writing output")?;
         Ok(())
     })
 }
 
-fn open_input(path: Option<&Path>) -> Result<Box<dyn Read>> {
+fn open_input(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
     Ok(match path {
-        None => Box::new(io::stdin().lock()),
+        None => Box::new(stdin_file()?),
         Some(p) => {
             Box::new(File::open(p).with_context(|| format!("cannot open input {}", p.display()))?)
         }
@@ -50,6 +48,17 @@ fn open_input(path: Option<&Path>) -> Result<Box<dyn Read>> {
 }
 
 type Output = Box<dyn Write + Send>;
+
+/// Standard input as a plain file handle (a dup of fd 0): `Send`, so the reading thread can
+/// read it.
+fn stdin_file() -> Result<File> {
+    use std::os::fd::AsFd;
+    let fd = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot use standard input")?;
+    Ok(File::from(fd))
+}
 
 /// Standard output as a plain file handle (a dup of fd 1): `Send`, so the sealing thread can
 /// write to it, and free of std's line buffering.
