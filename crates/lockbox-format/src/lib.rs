@@ -3,8 +3,9 @@
 //!
 //! Does: encrypt and decrypt one backup stream under a [`BackupKey`], with a sans-IO core
 //! ([`Encoder`], [`Decoder`]) and thin adapters ([`EncryptWriter`], [`DecryptReader`], and with
-//! the `tokio` feature `AsyncEncryptWriter`/`AsyncDecryptReader`). Memory stays bounded by
-//! a few chunks whatever the stream length. Every way a stream can be damaged (wrong key,
+//! the `tokio` feature `AsyncEncryptWriter`/`AsyncDecryptReader`), plus the two-thread batch
+//! paths [`encrypt_stream`] and [`decrypt_stream`] for whole streams. Memory stays bounded
+//! whatever the stream length: a few chunks for the adapters, a few MiB for the batch paths. Every way a stream can be damaged (wrong key,
 //! truncation, extension, reordering, chunks from another backup, bit flips) is detected and
 //! reported as its own [`FormatError`], and no plaintext is released from a chunk that did not
 //! verify.
