@@ -4,6 +4,8 @@ use std::path::PathBuf;
 const AFTER_HELP: &str = "\
 ENVIRONMENT:
     LOCKBOX_RECOVERY_CODE  the recovery code, instead of --key-file (for scripts)
+    LOCKBOX_PASSWORD       the vault password, instead of the prompt (for scripts)
+    LOCKBOX_NEW_PASSWORD   the new vault password for `key change-password` (for scripts)
     LOCKBOX_CONFIG         path of the TOML config file (default: ~/.config/lockbox/config.toml)
     LOCKBOX_LOG            log filter, e.g. `info` or `lockbox=debug` (logs go to stderr)
     LOCKBOX_STORAGE        storage URL, instead of --to/--from
@@ -13,7 +15,7 @@ ENVIRONMENT:
 EXIT STATUS:
     0  success
     1  usage or runtime error (bad arguments, unreachable storage, full disk, ...)
-    2  authentication failure: wrong or malformed recovery code
+    2  authentication failure: wrong or malformed recovery code, wrong vault password
     3  integrity failure: the backup was tampered with, truncated, reordered or swapped
     4  the vault record was destroyed after too many wrong passwords
 
@@ -106,6 +108,73 @@ pub enum KeyCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Protect the backup key with a password: deposit it in the Backup Key Vault
+    ///
+    /// The password is asked for twice on the terminal (or read from LOCKBOX_PASSWORD) and never
+    /// leaves this machine: the vault learns only an OPAQUE registration. Anyone who later
+    /// knows the password can recover the key with `lockbox key recover`; after --attempts
+    /// wrong passwords in a row the vault destroys the record for good. Depositing again
+    /// replaces the account's record.
+    Deposit {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Wrong passwords allowed before the record is destroyed (1-100)
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        attempts: u8,
+    },
+    /// Recover the backup key from the vault with the password; write its recovery code to FILE
+    ///
+    /// Every try spends one of the record's attempts, right or wrong, until the right password
+    /// resets the count. A wrong password exits with status 2 and says how many attempts are
+    /// left; a destroyed record exits with status 4.
+    Recover {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Where to write the recovery code (mode 0600); refuses to overwrite an existing file
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Show whether the vault holds a record for the account, and its attempts left
+    Status {
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Change the vault password (the backup key stays the same)
+    ///
+    /// Asks for the current password (or LOCKBOX_PASSWORD), which spends an attempt like a
+    /// recovery, then for the new one twice (or LOCKBOX_NEW_PASSWORD).
+    ChangePassword {
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Delete the account's vault record after proving the password
+    ///
+    /// Backups stay readable with the recovery code; only the password path is gone.
+    Forget {
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+}
+
+/// Where the Backup Key Vault is and which account's record to use.
+#[derive(Debug, Args)]
+pub struct VaultArgs {
+    /// Vault endpoint (http://host:port, or https:// with TLS); default: `vault` in the config
+    #[arg(long, value_name = "URL")]
+    pub vault: Option<String>,
+    /// Account id the record is filed under (e.g. a phone number); default: `account` in the
+    /// config
+    #[arg(long, value_name = "ID")]
+    pub account: Option<String>,
+    /// PEM file of the CA that signed the vault's TLS certificate; default: `vault_ca` in the
+    /// config
+    #[arg(long, value_name = "FILE")]
+    pub vault_ca: Option<PathBuf>,
+    /// Vault partition that holds the account (a node serves the partitions in its config)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub partition: u32,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,9 @@
 //! storage  = "s3://my-bucket/phone"   # --to / --from
 //! key_file = "/home/me/.config/lockbox/recovery-code"
 //! keep     = 7                         # backup --keep
+//! vault    = "https://vault.example:7401"   # key deposit/recover --vault
+//! account  = "+15550123456"                 # --account
+//! vault_ca = "/etc/lockbox/vault-ca.pem"    # --vault-ca
 //! ```
 //! Precedence: command-line flag, then environment variable, then this file.
 
@@ -18,6 +21,9 @@ pub struct Config {
     pub storage: Option<String>,
     pub key_file: Option<PathBuf>,
     pub keep: Option<usize>,
+    pub vault: Option<String>,
+    pub account: Option<String>,
+    pub vault_ca: Option<PathBuf>,
 }
 
 impl Config {

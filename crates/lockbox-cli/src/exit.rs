@@ -1,8 +1,9 @@
 //! Exit codes, as documented in `lockbox --help` and the README:
-//! 0 ok, 1 usage or runtime error, 2 authentication failure (wrong key or recovery code),
+//! 0 ok, 1 usage or runtime error, 2 authentication failure (wrong key, recovery code or password),
 //! 3 data integrity failure (tampered, truncated, swapped), 4 vault record destroyed.
 
 use lockbox_archive::ArchiveError;
+use lockbox_client::ClientError;
 use lockbox_crypto::RecoveryCodeError;
 use lockbox_format::FormatError;
 use std::io;
@@ -12,7 +13,6 @@ pub enum Exit {
     Failure = 1,
     Auth = 2,
     Integrity = 3,
-    #[allow(dead_code)] // used once the vault path lands in the CLI
     Destroyed = 4,
 }
 
@@ -46,6 +46,11 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         }
         if cause.is::<IntegrityError>() {
             return Exit::Integrity;
+        }
+        match cause.downcast_ref::<ClientError>() {
+            Some(ClientError::WrongPassword { .. }) => return Exit::Auth,
+            Some(ClientError::Destroyed) => return Exit::Destroyed,
+            _ => {}
         }
     }
     Exit::Failure

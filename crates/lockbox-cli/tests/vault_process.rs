@@ -1,6 +1,10 @@
 //! The vault node as operators run it: `lockbox vault serve` in its own process, killed with
 //! SIGKILL between KE1 and KE3. The spent attempt must survive the crash (DESIGN.md §4, inv. 1).
+//! And the password path as users run it: `lockbox key deposit / recover / ...` against it.
 
+mod common;
+
+use common::{assert_exit, assert_fails_with, lockbox, run};
 use lockbox_client::{ClientError, Status, VaultClient};
 use lockbox_crypto::{BackupKey, OsRng};
 use lockbox_vault_core::KsfParams;
@@ -189,4 +193,108 @@ fn bad_config_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least one partition"), "{err}");
+}
+
+/// `lockbox key ...` with the vault flags for `node`, and `password` in LOCKBOX_PASSWORD.
+fn key_cmd(node: &Node, args: &[&str], password: Option<&str>) -> std::process::Output {
+    let mut c = lockbox();
+    c.arg("key").args(args);
+    c.args([
+        "--vault",
+        &node.endpoint,
+        "--account",
+        "+15550002222",
+        "--partition",
+        "3",
+    ]);
+    if let Some(p) = password {
+        c.env("LOCKBOX_PASSWORD", p);
+    }
+    run(&mut c)
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn password_path_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 0);
+    let code = dir.path().join("code");
+    assert_exit(&run(lockbox().args(["key", "new", "--out"]).arg(&code)), 0);
+    let code_arg = code.to_str().unwrap();
+    let deposit = ["deposit", "--key-file", code_arg, "--attempts", "3"];
+
+    let short = key_cmd(&node, &deposit, Some("pw"));
+    assert_fails_with(&short, 1, "at least 6 characters");
+    let o = key_cmd(&node, &deposit, Some("correct horse"));
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("3 wrong passwords"), "{}", stdout(&o));
+    let status = || stdout(&key_cmd(&node, &["status"], None));
+    assert!(
+        status().contains("active, 3 of 3 attempts left"),
+        "{}",
+        status()
+    );
+
+    // A wrong password costs an attempt, exits 2 and writes nothing.
+    let out = dir.path().join("recovered");
+    let recover = ["recover", "--out", out.to_str().unwrap()];
+    let wrong = key_cmd(&node, &recover, Some("wrong horse"));
+    assert_fails_with(&wrong, 2, "wrong password (2 attempts left)");
+    assert!(!out.exists());
+    assert!(status().contains("2 of 3"), "{}", status());
+    // The right one writes the same recovery code and restores the count.
+    assert_exit(&key_cmd(&node, &recover, Some("correct horse")), 0);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&code).unwrap()
+    );
+    assert!(status().contains("3 of 3"), "{}", status());
+    let again = key_cmd(&node, &recover, Some("correct horse"));
+    assert_fails_with(&again, 1, "already exists");
+
+    // After a password change only the new password works.
+    let mut change = lockbox();
+    change.env("LOCKBOX_NEW_PASSWORD", "battery staple");
+    let o = {
+        let mut c = change;
+        c.args(["key", "change-password", "--vault", &node.endpoint]);
+        c.args(["--account", "+15550002222", "--partition", "3"]);
+        c.env("LOCKBOX_PASSWORD", "correct horse");
+        run(&mut c)
+    };
+    assert_exit(&o, 0);
+    std::fs::remove_file(&out).unwrap();
+    assert_fails_with(
+        &key_cmd(&node, &recover, Some("correct horse")),
+        2,
+        "wrong password (2 attempts left)",
+    );
+    assert_exit(&key_cmd(&node, &recover, Some("battery staple")), 0);
+
+    // The third wrong password in a row spends the last attempt and destroys the record.
+    std::fs::remove_file(&out).unwrap();
+    for left in [2, 1] {
+        let o = key_cmd(&node, &recover, Some("guess"));
+        assert_fails_with(&o, 2, &format!("({left} attempts left)"));
+    }
+    assert_fails_with(&key_cmd(&node, &recover, Some("guess")), 4, "destroyed");
+    assert_fails_with(
+        &key_cmd(&node, &recover, Some("battery staple")),
+        4,
+        "destroyed",
+    );
+    assert!(status().contains("destroyed"), "{}", status());
+    assert_fails_with(
+        &key_cmd(&node, &["forget"], Some("battery staple")),
+        4,
+        "destroyed",
+    );
+    assert!(!out.exists());
+
+    // There is no way to put a password on the command line.
+    let argv = key_cmd(&node, &["recover", "--out", "x", "--password", "pw"], None);
+    assert_fails_with(&argv, 1, "--password");
 }

@@ -4,6 +4,7 @@ mod backup;
 mod crypt;
 mod demo;
 mod key;
+mod keyvault;
 mod vault;
 
 use anyhow::{Context, Result};
@@ -17,6 +18,19 @@ pub fn run(cli: Cli) -> Result<()> {
     let cfg = || Config::load(cli.global.config.as_deref());
     match cli.command {
         Command::Key(KeyCommand::New { out }) => key::new(&out),
+        Command::Key(KeyCommand::Deposit {
+            key,
+            vault,
+            attempts,
+        }) => keyvault::deposit(&key, &vault, attempts, &cfg()?),
+        Command::Key(KeyCommand::Recover { vault, out }) => {
+            keyvault::recover(&vault, &out, &cfg()?)
+        }
+        Command::Key(KeyCommand::Status { vault }) => keyvault::status(&vault, &cfg()?),
+        Command::Key(KeyCommand::ChangePassword { vault }) => {
+            keyvault::change_password(&vault, &cfg()?)
+        }
+        Command::Key(KeyCommand::Forget { vault }) => keyvault::forget(&vault, &cfg()?),
         Command::Encrypt(args) => crypt::encrypt(&args, &cfg()?),
         Command::Decrypt(args) => crypt::decrypt(&args, &cfg()?),
         Command::Backup(args) => backup::backup(&args, &cfg()?, quiet),

@@ -1,0 +1,207 @@
+//! `lockbox key deposit | recover | status | change-password | forget`: the password path
+//! through the Backup Key Vault. OPAQUE runs here, on the device: the password never leaves
+//! this process, and the vault learns nothing that would let it test a guess offline.
+//!
+//! Passwords come from the terminal (never from argv, never echoed) or, for scripts, from
+//! `LOCKBOX_PASSWORD` / `LOCKBOX_NEW_PASSWORD`.
+
+use anyhow::{Context, Result, bail};
+use lockbox_client::{Status, VaultClient};
+use lockbox_vault_core::KsfParams;
+use std::path::Path;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::cli::{KeyArgs, VaultArgs};
+use crate::config::{Config, env_text};
+use crate::keysrc;
+
+const ENV_PASSWORD: &str = "LOCKBOX_PASSWORD";
+const ENV_NEW_PASSWORD: &str = "LOCKBOX_NEW_PASSWORD";
+/// Shortest password accepted for a deposit. Online guessing is stopped by the vault's attempt
+/// limit, not by the password's length; the Argon2id cost (64 MiB, t=3) is what slows an
+/// attacker who stole the vault's secrets. Six characters is WhatsApp's minimum as well.
+const MIN_PASSWORD_CHARS: usize = 6;
+
+/// A connected vault client, the runtime it lives on, and the account it acts for.
+struct Session {
+    rt: tokio::runtime::Runtime,
+    client: VaultClient,
+    account: String,
+}
+
+impl Session {
+    fn open(args: &VaultArgs, cfg: &Config) -> Result<Self> {
+        let endpoint = args
+            .vault
+            .as_ref()
+            .or(cfg.vault.as_ref())
+            .context("no vault: pass --vault URL or set `vault` in the config file")?;
+        let account = args
+            .account
+            .as_ref()
+            .or(cfg.account.as_ref())
+            .context("no account: pass --account ID or set `account` in the config file")?;
+        let ca = match args.vault_ca.as_ref().or(cfg.vault_ca.as_ref()) {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read CA file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let rt = super::runtime()?;
+        let client = rt
+            .block_on(connect(endpoint, args.partition, ca.as_deref()))
+            .with_context(|| format!("cannot reach the vault at {endpoint}"))?;
+        Ok(Self {
+            rt,
+            client,
+            account: account.clone(),
+        })
+    }
+
+    fn id(&self) -> &[u8] {
+        self.account.as_bytes()
+    }
+}
+
+async fn connect(endpoint: &str, partition: u32, ca: Option<&[u8]>) -> Result<VaultClient> {
+    let target = VaultClient::discover_with_ca(endpoint, partition, ca).await?;
+    Ok(match ca {
+        Some(ca) => VaultClient::connect_with_ca(target, ca).await?,
+        None => VaultClient::connect(target).await?,
+    })
+}
+
+pub fn deposit(key: &KeyArgs, args: &VaultArgs, attempts: u8, cfg: &Config) -> Result<()> {
+    if !(1..=100).contains(&attempts) {
+        bail!("--attempts must be between 1 and 100, not {attempts}");
+    }
+    let backup_key = keysrc::load_key(key, cfg)?;
+    let vault = Session::open(args, cfg)?;
+    let password = new_password(ENV_PASSWORD)?;
+    vault
+        .rt
+        .block_on(vault.client.enroll(
+            vault.id(),
+            password.as_bytes(),
+            &backup_key,
+            attempts,
+            KsfParams::DEFAULT,
+        ))
+        .context("depositing the key")?;
+    println!(
+        "deposited: the vault holds the backup key of {} under your password; \
+         {attempts} wrong passwords in a row destroy it",
+        vault.account
+    );
+    Ok(())
+}
+
+pub fn recover(args: &VaultArgs, out: &Path, cfg: &Config) -> Result<()> {
+    // Checked before the attempt is spent; `write_new` still refuses a file that appears since.
+    if out.symlink_metadata().is_ok() {
+        bail!("{} already exists; choose a new file", out.display());
+    }
+    let vault = Session::open(args, cfg)?;
+    let password = password("Vault password: ", ENV_PASSWORD)?;
+    let key = vault
+        .rt
+        .block_on(vault.client.recover(vault.id(), password.as_bytes()))
+        .context("recovering the key")?;
+    keysrc::write_new(out, &key.recovery_code())?;
+    eprintln!(
+        "recovered: recovery code written to {} (mode 0600)",
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn status(args: &VaultArgs, cfg: &Config) -> Result<()> {
+    let vault = Session::open(args, cfg)?;
+    let status = vault
+        .rt
+        .block_on(vault.client.status(vault.id()))
+        .context("asking the vault")?;
+    match status {
+        Status::Absent => println!("{}: no record", vault.account),
+        Status::Destroyed => println!(
+            "{}: destroyed after too many wrong passwords",
+            vault.account
+        ),
+        Status::Active {
+            attempts_left,
+            limit,
+        } => println!(
+            "{}: active, {attempts_left} of {limit} attempts left",
+            vault.account
+        ),
+    }
+    Ok(())
+}
+
+pub fn change_password(args: &VaultArgs, cfg: &Config) -> Result<()> {
+    let vault = Session::open(args, cfg)?;
+    let old = password("Current vault password: ", ENV_PASSWORD)?;
+    let new = new_password(ENV_NEW_PASSWORD)?;
+    vault
+        .rt
+        .block_on(vault.client.change_password(
+            vault.id(),
+            old.as_bytes(),
+            new.as_bytes(),
+            KsfParams::DEFAULT,
+        ))
+        .context("changing the password")?;
+    println!("password changed for {}", vault.account);
+    Ok(())
+}
+
+pub fn forget(args: &VaultArgs, cfg: &Config) -> Result<()> {
+    let vault = Session::open(args, cfg)?;
+    let password = password("Vault password: ", ENV_PASSWORD)?;
+    vault
+        .rt
+        .block_on(vault.client.delete(vault.id(), password.as_bytes()))
+        .context("deleting the vault record")?;
+    println!(
+        "deleted: the vault no longer holds a key for {}; the recovery code still restores",
+        vault.account
+    );
+    Ok(())
+}
+
+/// The password from `env`, else from the terminal without echo.
+fn password(prompt: &str, env: &str) -> Result<Zeroizing<String>> {
+    if let Some(p) = env_text(env)? {
+        return Ok(p);
+    }
+    rpassword::prompt_password(prompt)
+        .map(Zeroizing::new)
+        .with_context(|| format!("cannot read a password: run on a terminal or set {env}"))
+}
+
+/// A new password from `env`, else typed twice on the terminal; at least six characters.
+fn new_password(env: &str) -> Result<Zeroizing<String>> {
+    let password = match env_text(env)? {
+        Some(p) => p,
+        None => {
+            let first = password("New vault password: ", env)?;
+            check_length(&first)?;
+            let again = password("Repeat the new password: ", env)?;
+            if !bool::from(first.as_bytes().ct_eq(again.as_bytes())) {
+                bail!("the two passwords differ; nothing was changed");
+            }
+            first
+        }
+    };
+    check_length(&password)?;
+    Ok(password)
+}
+
+fn check_length(password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        bail!("the password must have at least {MIN_PASSWORD_CHARS} characters");
+    }
+    Ok(())
+}
