@@ -27,6 +27,7 @@ const MIN_PASSWORD_CHARS: usize = 6;
 struct Session {
     rt: tokio::runtime::Runtime,
     client: VaultClient,
+    endpoint: String,
     account: String,
 }
 
@@ -56,6 +57,7 @@ impl Session {
         Ok(Self {
             rt,
             client,
+            endpoint: endpoint.clone(),
             account: account.clone(),
         })
     }
@@ -79,6 +81,7 @@ pub fn deposit(key: &KeyArgs, args: &VaultArgs, attempts: u8, cfg: &Config) -> R
     }
     let backup_key = keysrc::load_key(key, cfg)?;
     let vault = Session::open(args, cfg)?;
+    check_authenticated(&vault.endpoint)?;
     let password = new_password(ENV_PASSWORD)?;
     vault
         .rt
@@ -171,6 +174,35 @@ pub fn forget(args: &VaultArgs, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to deposit over plain HTTP to anything but this machine. The vault's OPAQUE and HPKE
+/// keys are learned from the node itself; unauthenticated, a machine in the middle could pose
+/// as the vault, take the registration and guess the password offline. (Recovery is safe
+/// either way: an impostor without the real record cannot complete OPAQUE.) The signed fleet
+/// manifest of the replicated vault will pin these keys independently of the transport.
+fn check_authenticated(endpoint: &str) -> Result<()> {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return Ok(());
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let local = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !local {
+        bail!(
+            "refusing to deposit over plain http to {host}: the vault's keys would not be \
+             authenticated; use an https:// endpoint (and --vault-ca for a private CA)"
+        );
+    }
+    Ok(())
+}
+
 /// The password from `env`, else from the terminal without echo.
 fn password(prompt: &str, env: &str) -> Result<Zeroizing<String>> {
     if let Some(p) = env_text(env)? {
@@ -204,4 +236,31 @@ fn check_length(password: &str) -> Result<()> {
         bail!("the password must have at least {MIN_PASSWORD_CHARS} characters");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_authenticated;
+
+    #[test]
+    fn deposits_need_tls_unless_the_vault_is_on_this_machine() {
+        for ok in [
+            "https://vault.example:7401",
+            "http://127.0.0.1:7401",
+            "http://127.8.9.1:1",
+            "http://localhost:7401",
+            "http://[::1]:7401/",
+        ] {
+            assert!(check_authenticated(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://vault.example:7401",
+            "http://10.0.0.5:7401",
+            "http://[2001:db8::1]:7401",
+            "http://localhost.evil.example",
+        ] {
+            let err = check_authenticated(refused).unwrap_err().to_string();
+            assert!(err.contains("https://"), "{refused}: {err}");
+        }
+    }
 }
