@@ -28,5 +28,5 @@ mod writer;
 pub use error::ArchiveError;
 pub use format::{MAGIC, MAX_BLOCK_SIZE, MAX_PATH_LEN, Mtime, VERSION, validate_path};
 pub use reader::{ArchiveReader, Entry, EntryKind};
-pub use restore::restore;
+pub use restore::{check_destination, restore};
 pub use writer::{ArchiveStats, WriteOptions, scan_size, write_dir};

@@ -32,7 +32,9 @@ pub fn restore<R: Read>(
     Ok(stats)
 }
 
-fn check_destination(dest: &Path) -> Result<(), ArchiveError> {
+/// Whether `restore` would accept `dest` (absent, or an empty directory), so a caller can
+/// refuse before spending anything on a download or a password attempt. `restore` checks again.
+pub fn check_destination(dest: &Path) -> Result<(), ArchiveError> {
     match fs::symlink_metadata(dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(ArchiveError::io(dest)(e)),

@@ -232,6 +232,12 @@ pub struct RestoreArgs {
     /// Backup id (or a unique prefix of it); default: the latest backup
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
+    /// Get the backup key from the Backup Key Vault with your password instead of a recovery
+    /// code (spends one attempt; see `lockbox key recover`)
+    #[arg(long, conflicts_with = "key_file")]
+    pub with_password: bool,
+    #[command(flatten)]
+    pub vault: VaultArgs,
 }
 
 #[derive(Debug, Args)]

@@ -255,6 +255,41 @@ fn password_path_through_the_cli() {
     let again = key_cmd(&node, &recover, Some("correct horse"));
     assert_fails_with(&again, 1, "already exists");
 
+    // A new phone restores a backup with the password alone.
+    let chats = dir.path().join("chats");
+    std::fs::create_dir(&chats).unwrap();
+    std::fs::write(chats.join("msgs.db"), b"see you at 8").unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let backup =
+        run(lockbox()
+            .arg("backup")
+            .arg(&chats)
+            .args(["--to", &store, "--key-file", code_arg]));
+    assert_exit(&backup, 0);
+    let phone = dir.path().join("phone");
+    let restore = |password: &str| {
+        let mut c = lockbox();
+        c.arg("restore")
+            .arg(&phone)
+            .args(["--from", &store, "--with-password"]);
+        c.args([
+            "--vault",
+            &node.endpoint,
+            "--account",
+            "+15550002222",
+            "--partition",
+            "3",
+        ]);
+        run(c.env("LOCKBOX_PASSWORD", password))
+    };
+    assert_fails_with(&restore("wrong horse"), 2, "wrong password");
+    assert!(!phone.exists());
+    assert_exit(&restore("correct horse"), 0);
+    assert_eq!(
+        std::fs::read(phone.join("msgs.db")).unwrap(),
+        b"see you at 8"
+    );
+
     // After a password change only the new password works.
     let mut change = lockbox();
     change.env("LOCKBOX_NEW_PASSWORD", "battery staple");

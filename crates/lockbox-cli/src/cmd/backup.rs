@@ -100,10 +100,20 @@ pub fn list(args: &ListArgs, cfg: &Config) -> Result<()> {
 
 pub fn restore(args: &RestoreArgs, cfg: &Config, quiet: bool) -> Result<()> {
     let url = cfg.storage(args.from.as_deref())?;
-    let key = keysrc::load_key(&args.key, cfg)?;
+    let key = match args.with_password {
+        false => Some(keysrc::load_key(&args.key, cfg)?),
+        true => None,
+    };
+    lockbox_archive::check_destination(&args.dest)
+        .with_context(|| format!("cannot restore into {}", args.dest.display()))?;
     let rt = super::runtime()?;
     let store = Store::open(&url)?;
     let info = pick(&store, &rt, args.backup.as_deref())?;
+    // A password attempt is spent only once there is a backup to restore and room for it.
+    let key = match key {
+        Some(key) => key,
+        None => super::keyvault::recover_key(&args.vault, cfg)?,
+    };
     restore_backup(&store, &rt, &info, &key, &args.dest, quiet)?;
     eprintln!(
         "restored backup {} into {}",

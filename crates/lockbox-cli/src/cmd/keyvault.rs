@@ -7,6 +7,7 @@
 
 use anyhow::{Context, Result, bail};
 use lockbox_client::{Status, VaultClient};
+use lockbox_crypto::BackupKey;
 use lockbox_vault_core::KsfParams;
 use std::path::Path;
 use subtle::ConstantTimeEq;
@@ -106,18 +107,23 @@ pub fn recover(args: &VaultArgs, out: &Path, cfg: &Config) -> Result<()> {
     if out.symlink_metadata().is_ok() {
         bail!("{} already exists; choose a new file", out.display());
     }
-    let vault = Session::open(args, cfg)?;
-    let password = password("Vault password: ", ENV_PASSWORD)?;
-    let key = vault
-        .rt
-        .block_on(vault.client.recover(vault.id(), password.as_bytes()))
-        .context("recovering the key")?;
+    let key = recover_key(args, cfg)?;
     keysrc::write_new(out, &key.recovery_code())?;
     eprintln!(
         "recovered: recovery code written to {} (mode 0600)",
         out.display()
     );
     Ok(())
+}
+
+/// Asks for the password and recovers the backup key from the vault (one attempt).
+pub fn recover_key(args: &VaultArgs, cfg: &Config) -> Result<BackupKey> {
+    let vault = Session::open(args, cfg)?;
+    let password = password("Vault password: ", ENV_PASSWORD)?;
+    vault
+        .rt
+        .block_on(vault.client.recover(vault.id(), password.as_bytes()))
+        .context("recovering the key")
 }
 
 pub fn status(args: &VaultArgs, cfg: &Config) -> Result<()> {
