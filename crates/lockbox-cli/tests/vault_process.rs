@@ -195,18 +195,16 @@ fn bad_config_is_a_clear_error() {
     assert!(err.contains("at least one partition"), "{err}");
 }
 
+/// The flags that point a command at `node`'s partition and the test account.
+fn at_vault<'c>(c: &'c mut Command, node: &Node) -> &'c mut Command {
+    c.args(["--vault", &node.endpoint, "--account", "+15550002222"])
+        .args(["--partition", "3"])
+}
+
 /// `lockbox key ...` with the vault flags for `node`, and `password` in LOCKBOX_PASSWORD.
 fn key_cmd(node: &Node, args: &[&str], password: Option<&str>) -> std::process::Output {
     let mut c = lockbox();
-    c.arg("key").args(args);
-    c.args([
-        "--vault",
-        &node.endpoint,
-        "--account",
-        "+15550002222",
-        "--partition",
-        "3",
-    ]);
+    at_vault(c.arg("key").args(args), node);
     if let Some(p) = password {
         c.env("LOCKBOX_PASSWORD", p);
     }
@@ -272,15 +270,7 @@ fn password_path_through_the_cli() {
         c.arg("restore")
             .arg(&phone)
             .args(["--from", &store, "--with-password"]);
-        c.args([
-            "--vault",
-            &node.endpoint,
-            "--account",
-            "+15550002222",
-            "--partition",
-            "3",
-        ]);
-        run(c.env("LOCKBOX_PASSWORD", password))
+        run(at_vault(&mut c, &node).env("LOCKBOX_PASSWORD", password))
     };
     assert_fails_with(&restore("wrong horse"), 2, "wrong password");
     assert!(!phone.exists());

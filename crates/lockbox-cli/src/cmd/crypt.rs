@@ -5,6 +5,7 @@ use lockbox_crypto::OsRng;
 use lockbox_format::{Encoder, EncoderParams, decrypt_stream, encrypt_stream};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use crate::cli::CryptArgs;
@@ -52,23 +53,17 @@ type Output = Box<dyn Write + Send>;
 /// Standard input as a plain file handle (a dup of fd 0): `Send`, so the reading thread can
 /// read it.
 fn stdin_file() -> Result<File> {
-    use std::os::fd::AsFd;
-    let fd = io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("cannot use standard input")?;
-    Ok(File::from(fd))
+    dup(io::stdin().as_fd()).context("cannot use standard input")
 }
 
 /// Standard output as a plain file handle (a dup of fd 1): `Send`, so the sealing thread can
 /// write to it, and free of std's line buffering.
 fn stdout_file() -> Result<File> {
-    use std::os::fd::AsFd;
-    let fd = io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("cannot use standard output")?;
-    Ok(File::from(fd))
+    dup(io::stdout().as_fd()).context("cannot use standard output")
+}
+
+fn dup(fd: BorrowedFd<'_>) -> io::Result<File> {
+    fd.try_clone_to_owned().map(File::from)
 }
 
 /// Runs `f` with a buffered output. A file output is written to a temporary file beside it
