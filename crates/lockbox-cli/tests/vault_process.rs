@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_exit, assert_fails_with, lockbox, run};
+use common::{assert_exit, assert_fails_with, lockbox, run, stderr};
 use lockbox_client::{ClientError, Status, VaultClient};
 use lockbox_crypto::{BackupKey, OsRng};
 use lockbox_vault_core::KsfParams;
@@ -236,11 +236,20 @@ fn password_path_through_the_cli() {
         status()
     );
 
+    // An empty password is refused before anything is sent.
+    let empty = key_cmd(&node, &["recover", "--out", "never"], Some(""));
+    assert_fails_with(&empty, 1, "empty password");
+    assert!(status().contains("3 of 3"), "{}", status());
+
     // A wrong password costs an attempt, exits 2 and writes nothing.
     let out = dir.path().join("recovered");
     let recover = ["recover", "--out", out.to_str().unwrap()];
     let wrong = key_cmd(&node, &recover, Some("wrong horse"));
     assert_fails_with(&wrong, 2, "wrong password (2 attempts left)");
+    assert!(
+        !stderr(&wrong).contains("wrong horse"),
+        "the password is never echoed"
+    );
     assert!(!out.exists());
     assert!(status().contains("2 of 3"), "{}", status());
     // The right one writes the same recovery code and restores the count.

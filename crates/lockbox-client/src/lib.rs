@@ -424,12 +424,50 @@ impl VaultClient {
     }
 }
 
+/// How an endpoint URL would be reached, decided on the URL as the transport parses it (scheme
+/// case-insensitively, host after any userinfo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `https`: the node proves itself with its TLS certificate.
+    Tls,
+    /// Plain `http` to this machine (`localhost` or a loopback address).
+    PlainLocal,
+    /// Plain `http` to another machine: nothing authenticates the node.
+    PlainRemote,
+}
+
+/// The [`Transport`] of a vault endpoint URL.
+pub fn transport(url: &str) -> Result<Transport, ClientError> {
+    let invalid = ClientError::InvalidInput("vault endpoint is not an http:// or https:// URL");
+    let uri: tonic::codegen::http::Uri = url.parse().map_err(|_| invalid.clone())?;
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return Err(invalid);
+    };
+    if scheme.eq_ignore_ascii_case("https") {
+        return Ok(Transport::Tls);
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(invalid);
+    }
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    Ok(if local {
+        Transport::PlainLocal
+    } else {
+        Transport::PlainRemote
+    })
+}
+
 fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, ClientError> {
+    let tls = transport(url)? == Transport::Tls;
     let mut ep = Endpoint::from_shared(url.to_owned())
         .map_err(|_| ClientError::InvalidInput("vault endpoint is not a valid URL"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
-    if url.starts_with("https://") {
+    if tls {
         let mut tls = ClientTlsConfig::new().with_enabled_roots();
         if let Some(pem) = ca_pem {
             tls = tls.ca_certificate(Certificate::from_pem(pem));

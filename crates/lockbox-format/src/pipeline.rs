@@ -129,10 +129,16 @@ struct Segments {
 }
 
 /// Decrypts the whole stream `input` into `output` and returns `output` with the stream's
-/// totals. Equivalent to a [`crate::DecryptReader`] read to its end into `output` (same
-/// plaintext written, same first error, and the stream is complete only on `Ok`), but the
-/// ciphertext is read on a second thread in whole segments and opened without extra copies.
-/// Memory: two ciphertext batches and one plaintext batch (≈ 12 MiB), zeroized when dropped.
+/// totals. Same verdict as a [`crate::DecryptReader`] read to its end (same first error, and
+/// `Ok` only for a complete, verified stream), and it writes only verified chunks, in order
+/// (before an error, possibly fewer than the reader would have released). The ciphertext is
+/// read on a second thread in whole segments and opened without extra copies.
+///
+/// It works in batches of about 4 MiB: on a slow pipe, plaintext and errors come out a batch
+/// at a time, and after an error it returns once the reading thread's current read finishes.
+/// For interactive streams use [`crate::DecryptReader`].
+/// Memory: two ciphertext batches and one plaintext batch (≈ 12 MiB with 64 KiB chunks; more
+/// for larger chunks, as one batch holds at least one chunk), zeroized when dropped.
 pub fn decrypt_stream<R: Read + Send, W: Write>(
     input: R,
     output: W,

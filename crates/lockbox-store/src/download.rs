@@ -141,7 +141,12 @@ impl DownloadReader {
     fn fill(&mut self, out: &mut [u8]) -> Result<usize, StoreError> {
         while self.current.is_empty() && !self.done && !out.is_empty() {
             if let Some(file) = self.file.as_mut() {
-                let read = file.read(out);
+                let read = loop {
+                    match file.read(out) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                };
                 return self.count_file_read(read);
             }
             self.next_chunk()?;

@@ -6,7 +6,7 @@
 //! `LOCKBOX_PASSWORD` / `LOCKBOX_NEW_PASSWORD`.
 
 use anyhow::{Context, Result, bail};
-use lockbox_client::{Status, VaultClient};
+use lockbox_client::{Status, Transport, VaultClient};
 use lockbox_crypto::BackupKey;
 use lockbox_vault_core::KsfParams;
 use std::path::Path;
@@ -151,6 +151,8 @@ pub fn status(args: &VaultArgs, cfg: &Config) -> Result<()> {
 
 pub fn change_password(args: &VaultArgs, cfg: &Config) -> Result<()> {
     let vault = Session::open(args, cfg)?;
+    // A new registration, like a deposit: an impostor must not receive it.
+    check_authenticated(&vault.endpoint)?;
     let old = password("Current vault password: ", ENV_PASSWORD)?;
     let new = new_password(ENV_NEW_PASSWORD)?;
     vault
@@ -180,43 +182,35 @@ pub fn forget(args: &VaultArgs, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Refuses to deposit over plain HTTP to anything but this machine. The vault's OPAQUE and HPKE
+/// Refuses to register a password (deposit, change) over plain HTTP to anything but this
+/// machine. The vault's OPAQUE and HPKE
 /// keys are learned from the node itself; unauthenticated, a machine in the middle could pose
 /// as the vault, take the registration and guess the password offline. (Recovery is safe
 /// either way: an impostor without the real record cannot complete OPAQUE.) The signed fleet
 /// manifest of the replicated vault will pin these keys independently of the transport.
 fn check_authenticated(endpoint: &str) -> Result<()> {
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return Ok(());
-    };
-    let host = rest.split('/').next().unwrap_or_default();
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let local = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !local {
-        bail!(
-            "refusing to deposit over plain http to {host}: the vault's keys would not be \
-             authenticated; use an https:// endpoint (and --vault-ca for a private CA)"
-        );
+    match lockbox_client::transport(endpoint)? {
+        Transport::Tls | Transport::PlainLocal => Ok(()),
+        Transport::PlainRemote => bail!(
+            "refusing to register a password over plain http to {endpoint}: the vault's keys \
+             would not be authenticated; use an https:// endpoint (and --vault-ca for a private CA)"
+        ),
     }
-    Ok(())
 }
 
 /// The password from `env`, else from the terminal without echo.
+/// An empty password is refused before it can spend an attempt.
 fn password(prompt: &str, env: &str) -> Result<Zeroizing<String>> {
-    if let Some(p) = env_text(env)? {
-        return Ok(p);
+    let password = match env_text(env)? {
+        Some(p) => p,
+        None => rpassword::prompt_password(prompt)
+            .map(Zeroizing::new)
+            .with_context(|| format!("cannot read a password: run on a terminal or set {env}"))?,
+    };
+    if password.is_empty() {
+        bail!("empty password (from {env} or the terminal); nothing was sent");
     }
-    rpassword::prompt_password(prompt)
-        .map(Zeroizing::new)
-        .with_context(|| format!("cannot read a password: run on a terminal or set {env}"))
+    Ok(password)
 }
 
 /// A new password from `env`, else typed twice on the terminal; at least six characters.
@@ -262,11 +256,18 @@ mod tests {
         for refused in [
             "http://vault.example:7401",
             "http://10.0.0.5:7401",
+            "HTTP://10.0.0.5:7401",
+            "Http://vault.example",
+            "http://127.0.0.1@evil.example:7401",
             "http://[2001:db8::1]:7401",
+            "http://[::ffff:10.0.0.5]:7401",
             "http://localhost.evil.example",
         ] {
             let err = check_authenticated(refused).unwrap_err().to_string();
             assert!(err.contains("https://"), "{refused}: {err}");
+        }
+        for invalid in ["vault.example:7401", "ftp://vault.example", "//10.0.0.5"] {
+            assert!(check_authenticated(invalid).is_err(), "{invalid}");
         }
     }
 }
