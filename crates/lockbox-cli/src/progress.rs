@@ -3,6 +3,17 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
+/// A spinner with a message, for waits of unknown length (the password hash, a vault round trip).
+pub fn spinner(msg: &'static str, quiet: bool) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("static template"),
+    );
+    show_if_terminal(&bar, quiet);
+    bar.set_message(msg);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
 pub fn bytes(total: Option<u64>, msg: &'static str, quiet: bool) -> ProgressBar {
     let bar = match total {
         Some(t) => ProgressBar::new(t).with_style(
@@ -17,12 +28,16 @@ pub fn bytes(total: Option<u64>, msg: &'static str, quiet: bool) -> ProgressBar 
                 .expect("static template"),
         ),
     };
+    show_if_terminal(&bar, quiet);
+    bar.set_message(msg);
+    bar
+}
+
+fn show_if_terminal(bar: &ProgressBar, quiet: bool) {
     let visible = !quiet && std::io::stderr().is_terminal();
     bar.set_draw_target(if visible {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
     });
-    bar.set_message(msg);
-    bar
 }

@@ -112,7 +112,7 @@ pub fn restore(args: &RestoreArgs, cfg: &Config, quiet: bool) -> Result<()> {
     // A password attempt is spent only once there is a backup to restore and room for it.
     let key = match key {
         Some(key) => key,
-        None => super::keyvault::recover_key(&args.vault, cfg)?,
+        None => super::keyvault::recover_key(&args.vault, cfg, quiet)?,
     };
     restore_backup(&store, &rt, &info, &key, &args.dest, quiet)?;
     eprintln!(

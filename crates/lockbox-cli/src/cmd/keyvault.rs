@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::{KeyArgs, VaultArgs};
 use crate::config::{Config, env_text};
-use crate::keysrc;
+use crate::{keysrc, progress};
 
 const ENV_PASSWORD: &str = "LOCKBOX_PASSWORD";
 const ENV_NEW_PASSWORD: &str = "LOCKBOX_NEW_PASSWORD";
@@ -30,10 +30,11 @@ struct Session {
     client: VaultClient,
     endpoint: String,
     account: String,
+    quiet: bool,
 }
 
 impl Session {
-    fn open(args: &VaultArgs, cfg: &Config) -> Result<Self> {
+    fn open(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<Self> {
         let endpoint = args
             .vault
             .as_ref()
@@ -60,7 +61,17 @@ impl Session {
             client,
             endpoint: endpoint.clone(),
             account: account.clone(),
+            quiet,
         })
+    }
+
+    /// Runs one vault exchange with a spinner: the Argon2id password hash alone takes about a
+    /// second on a phone-class CPU.
+    fn run<T>(&self, exchange: impl std::future::Future<Output = T>) -> T {
+        let bar = progress::spinner("hashing the password and asking the vault", self.quiet);
+        let out = self.rt.block_on(exchange);
+        bar.finish_and_clear();
+        out
     }
 
     fn id(&self) -> &[u8] {
@@ -76,17 +87,22 @@ async fn connect(endpoint: &str, partition: u32, ca: Option<&[u8]>) -> Result<Va
     })
 }
 
-pub fn deposit(key: &KeyArgs, args: &VaultArgs, attempts: u8, cfg: &Config) -> Result<()> {
+pub fn deposit(
+    key: &KeyArgs,
+    args: &VaultArgs,
+    attempts: u8,
+    cfg: &Config,
+    quiet: bool,
+) -> Result<()> {
     if !(1..=100).contains(&attempts) {
         bail!("--attempts must be between 1 and 100, not {attempts}");
     }
     let backup_key = keysrc::load_key(key, cfg)?;
-    let vault = Session::open(args, cfg)?;
+    let vault = Session::open(args, cfg, quiet)?;
     check_authenticated(&vault.endpoint)?;
     let password = new_password(ENV_PASSWORD)?;
     vault
-        .rt
-        .block_on(vault.client.enroll(
+        .run(vault.client.enroll(
             vault.id(),
             password.as_bytes(),
             &backup_key,
@@ -102,12 +118,12 @@ pub fn deposit(key: &KeyArgs, args: &VaultArgs, attempts: u8, cfg: &Config) -> R
     Ok(())
 }
 
-pub fn recover(args: &VaultArgs, out: &Path, cfg: &Config) -> Result<()> {
+pub fn recover(args: &VaultArgs, out: &Path, cfg: &Config, quiet: bool) -> Result<()> {
     // Checked before the attempt is spent; `write_new` still refuses a file that appears since.
     if out.symlink_metadata().is_ok() {
         bail!("{} already exists; choose a new file", out.display());
     }
-    let key = recover_key(args, cfg)?;
+    let key = recover_key(args, cfg, quiet)?;
     keysrc::write_new(out, &key.recovery_code())?;
     eprintln!(
         "recovered: recovery code written to {} (mode 0600)",
@@ -117,20 +133,18 @@ pub fn recover(args: &VaultArgs, out: &Path, cfg: &Config) -> Result<()> {
 }
 
 /// Asks for the password and recovers the backup key from the vault (one attempt).
-pub fn recover_key(args: &VaultArgs, cfg: &Config) -> Result<BackupKey> {
-    let vault = Session::open(args, cfg)?;
+pub fn recover_key(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<BackupKey> {
+    let vault = Session::open(args, cfg, quiet)?;
     let password = password("Vault password: ", ENV_PASSWORD)?;
     vault
-        .rt
-        .block_on(vault.client.recover(vault.id(), password.as_bytes()))
+        .run(vault.client.recover(vault.id(), password.as_bytes()))
         .context("recovering the key")
 }
 
-pub fn status(args: &VaultArgs, cfg: &Config) -> Result<()> {
-    let vault = Session::open(args, cfg)?;
+pub fn status(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
+    let vault = Session::open(args, cfg, quiet)?;
     let status = vault
-        .rt
-        .block_on(vault.client.status(vault.id()))
+        .run(vault.client.status(vault.id()))
         .context("asking the vault")?;
     match status {
         Status::Absent => println!("{}: no record", vault.account),
@@ -149,15 +163,14 @@ pub fn status(args: &VaultArgs, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-pub fn change_password(args: &VaultArgs, cfg: &Config) -> Result<()> {
-    let vault = Session::open(args, cfg)?;
+pub fn change_password(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
+    let vault = Session::open(args, cfg, quiet)?;
     // A new registration, like a deposit: an impostor must not receive it.
     check_authenticated(&vault.endpoint)?;
     let old = password("Current vault password: ", ENV_PASSWORD)?;
     let new = new_password(ENV_NEW_PASSWORD)?;
     vault
-        .rt
-        .block_on(vault.client.change_password(
+        .run(vault.client.change_password(
             vault.id(),
             old.as_bytes(),
             new.as_bytes(),
@@ -168,12 +181,11 @@ pub fn change_password(args: &VaultArgs, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-pub fn forget(args: &VaultArgs, cfg: &Config) -> Result<()> {
-    let vault = Session::open(args, cfg)?;
+pub fn forget(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
+    let vault = Session::open(args, cfg, quiet)?;
     let password = password("Vault password: ", ENV_PASSWORD)?;
     vault
-        .rt
-        .block_on(vault.client.delete(vault.id(), password.as_bytes()))
+        .run(vault.client.delete(vault.id(), password.as_bytes()))
         .context("deleting the vault record")?;
     println!(
         "deleted: the vault no longer holds a key for {}; the recovery code still restores",

@@ -22,15 +22,15 @@ pub fn run(cli: Cli) -> Result<()> {
             key,
             vault,
             attempts,
-        }) => keyvault::deposit(&key, &vault, attempts, &cfg()?),
+        }) => keyvault::deposit(&key, &vault, attempts, &cfg()?, quiet),
         Command::Key(KeyCommand::Recover { vault, out }) => {
-            keyvault::recover(&vault, &out, &cfg()?)
+            keyvault::recover(&vault, &out, &cfg()?, quiet)
         }
-        Command::Key(KeyCommand::Status { vault }) => keyvault::status(&vault, &cfg()?),
+        Command::Key(KeyCommand::Status { vault }) => keyvault::status(&vault, &cfg()?, quiet),
         Command::Key(KeyCommand::ChangePassword { vault }) => {
-            keyvault::change_password(&vault, &cfg()?)
+            keyvault::change_password(&vault, &cfg()?, quiet)
         }
-        Command::Key(KeyCommand::Forget { vault }) => keyvault::forget(&vault, &cfg()?),
+        Command::Key(KeyCommand::Forget { vault }) => keyvault::forget(&vault, &cfg()?, quiet),
         Command::Encrypt(args) => crypt::encrypt(&args, &cfg()?),
         Command::Decrypt(args) => crypt::decrypt(&args, &cfg()?),
         Command::Backup(args) => backup::backup(&args, &cfg()?, quiet),
