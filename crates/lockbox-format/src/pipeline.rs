@@ -244,7 +244,9 @@ fn open_batches<W: Write>(
 ) -> Result<(W, StreamSummary), Stop> {
     let segment = body.segment_len();
     let cs = body.chunk_size();
-    let mut plain = Zeroizing::new(vec![0u8; (per_batch + 1) * cs]);
+    // Sized on first need (a short stream's only batch needs little), never grown in place: a
+    // bigger buffer replaces it, and the old one is zeroized as it drops.
+    let mut plain = Zeroizing::new(Vec::new());
     let mut held: Option<Vec<u8>> = None;
     for batch in batches {
         let end = batch.tail;
@@ -254,6 +256,10 @@ fn open_batches<W: Write>(
             (None, Some((last, rest))) => (rest, Some(last.to_vec())),
             _ => (segments.as_slice(), None),
         };
+        if plain.len() < opened.len() * cs {
+            let room = if end.is_some() { opened.len() } else { per_batch + 1 };
+            plain = Zeroizing::new(vec![0u8; room * cs]);
+        }
         let mut written = 0;
         let mut result = Ok(());
         for (i, seg) in opened.iter().enumerate() {
