@@ -370,6 +370,57 @@ fn full_disk_is_a_clear_runtime_error() {
     assert_disk_full_error(keyed("decrypt", &key).arg(&c));
 }
 
+/// `cmd` run under a 128 KiB file-size limit (RLIMIT_FSIZE, via `ulimit -f` in dash's 512-byte
+/// blocks) with SIGXFSZ ignored: a write past the limit fails with EFBIG, the way a full disk
+/// makes writes fail, without needing a small filesystem to fill.
+fn with_file_size_limit(cmd: &Command) -> Command {
+    let mut limited = Command::new("sh");
+    limited
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 256; exec "$@""#)
+        .arg("sh")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => limited.env(k, v),
+            None => limited.env_remove(k),
+        };
+    }
+    limited.stdin(std::process::Stdio::null());
+    limited
+}
+
+#[test]
+fn a_write_failure_during_backup_or_restore_leaves_nothing_that_looks_complete() {
+    let env = Env::new();
+    let key = env.key("k");
+    env.chats();
+    let mut backup = keyed("backup", &key);
+    backup.arg(env.p("chats")).args(["--to", &env.store()]);
+    let failed = run(&mut with_file_size_limit(&backup));
+    assert_fails_with(&failed, 1, "too large");
+    assert!(
+        String::from_utf8_lossy(&env.list().stdout)
+            .trim()
+            .is_empty(),
+        "a failed backup must not list"
+    );
+
+    env.backup_again(&key);
+    let dest = env.p("restored");
+    let failed = run(&mut with_file_size_limit(&env.restore_cmd(&dest, &key)));
+    assert_fails_with(&failed, 1, "too large");
+    assert!(!dest.exists(), "a failed restore must not leave DEST");
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    assert_exit(&env.restore(&dest, &key), 0);
+}
+
 /// A value no `String` can hold.
 fn not_utf8() -> &'static std::ffi::OsStr {
     use std::os::unix::ffi::OsStrExt;

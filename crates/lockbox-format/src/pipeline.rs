@@ -257,7 +257,11 @@ fn open_batches<W: Write>(
             _ => (segments.as_slice(), None),
         };
         if plain.len() < opened.len() * cs {
-            let room = if end.is_some() { opened.len() } else { per_batch + 1 };
+            let room = if end.is_some() {
+                opened.len()
+            } else {
+                per_batch + 1
+            };
             plain = Zeroizing::new(vec![0u8; room * cs]);
         }
         let mut written = 0;
