@@ -328,6 +328,21 @@ fn password_path_through_the_cli() {
     );
     assert!(!out.exists());
 
+    // A dead vault node is a clear runtime error (exit 1), never a password verdict.
+    let endpoint = node.endpoint.clone();
+    node.kill9();
+    let mut c = lockbox();
+    c.args([
+        "key",
+        "status",
+        "--vault",
+        &endpoint,
+        "--account",
+        "+15550002222",
+    ]);
+    assert_fails_with(&run(&mut c), 1, "cannot reach the vault");
+    let node = Node::start(dir.path(), 0);
+
     // There is no way to put a password on the command line.
     let argv = key_cmd(&node, &["recover", "--out", "x", "--password", "pw"], None);
     assert_fails_with(&argv, 1, "--password");
