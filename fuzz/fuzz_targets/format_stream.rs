@@ -33,19 +33,25 @@ fuzz_target!(|data: &[u8]| {
     }
     stream.extend_from_slice(rest);
 
-    let verdict = decode_in_pieces(&stream, &key, usize::from(*seed).max(1));
+    let (released, verdict) = decode_in_pieces(&stream, &key, usize::from(*seed).max(1));
     let mut plain = Vec::new();
     let batched = decrypt_stream(stream.as_slice(), &mut plain, &key)
         .map(drop)
         .map_err(|e| FormatError::from_io(&e).cloned().expect("only format errors from memory"));
     assert_eq!(batched, verdict, "the batch decryptor disagrees with the decoder");
+    assert!(plain == released, "the batch decryptor released other plaintext");
     if verdict.is_ok() {
         assert!(stream.len() >= 100 + 1044);
     }
 });
 
-/// The streaming decoder's verdict on `stream`, fed in pieces of varying size.
-fn decode_in_pieces(stream: &[u8], key: &BackupKey, mut step: usize) -> Result<(), FormatError> {
+/// The plaintext the streaming decoder released and its verdict on `stream`, fed in pieces of
+/// varying size.
+fn decode_in_pieces(
+    stream: &[u8],
+    key: &BackupKey,
+    mut step: usize,
+) -> (Vec<u8>, Result<(), FormatError>) {
     let mut dec = Decoder::new(key);
     let mut out = Vec::new();
     let mut pos = 0;
@@ -55,10 +61,11 @@ fn decode_in_pieces(stream: &[u8], key: &BackupKey, mut step: usize) -> Result<(
             let before = out.len();
             assert_eq!(dec.update(b"x", &mut out), Err(e.clone()), "errors are final");
             assert_eq!(out.len(), before, "nothing emitted after an error");
-            return Err(e);
+            return (out, Err(e));
         }
         pos = end;
         step = step.wrapping_mul(7).wrapping_add(13) % 4099 + 1;
     }
-    dec.finish(&mut out).map(drop)
+    let verdict = dec.finish(&mut out).map(drop);
+    (out, verdict)
 }
