@@ -267,12 +267,6 @@ fn password_path_through_the_cli() {
     std::fs::create_dir(&chats).unwrap();
     std::fs::write(chats.join("msgs.db"), b"see you at 8").unwrap();
     let store = format!("file://{}", dir.path().join("store").display());
-    let backup =
-        run(lockbox()
-            .arg("backup")
-            .arg(&chats)
-            .args(["--to", &store, "--key-file", code_arg]));
-    assert_exit(&backup, 0);
     let phone = dir.path().join("phone");
     let restore = |password: &str| {
         let mut c = lockbox();
@@ -281,6 +275,16 @@ fn password_path_through_the_cli() {
             .args(["--from", &store, "--with-password"]);
         run(at_vault(&mut c, &node).env("LOCKBOX_PASSWORD", password))
     };
+    // Nothing to restore yet: refused before the password is tried.
+    std::fs::create_dir(dir.path().join("store")).unwrap();
+    assert_fails_with(&restore("wrong horse"), 1, "no backups");
+    assert!(status().contains("3 of 3"), "{}", status());
+    let backup =
+        run(lockbox()
+            .arg("backup")
+            .arg(&chats)
+            .args(["--to", &store, "--key-file", code_arg]));
+    assert_exit(&backup, 0);
     assert_fails_with(&restore("wrong horse"), 2, "wrong password");
     assert!(!phone.exists());
     assert_exit(&restore("correct horse"), 0);
