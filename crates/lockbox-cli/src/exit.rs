@@ -2,7 +2,6 @@
 //! 0 ok, 1 usage or runtime error, 2 authentication failure (wrong key, recovery code or password),
 //! 3 data integrity failure (tampered, truncated, swapped), 4 vault record destroyed.
 
-use lockbox_archive::ArchiveError;
 use lockbox_client::ClientError;
 use lockbox_crypto::RecoveryCodeError;
 use lockbox_format::FormatError;
@@ -66,19 +65,16 @@ fn exit_for_format(f: &FormatError) -> Exit {
     }
 }
 
-/// Finds a stream-format error wherever it hides: directly, inside an `io::Error` from a
-/// decrypting reader, or inside an archive error that carried the reader's failure.
+/// Finds a stream-format error wherever it hides: directly, or inside an `io::Error` from a
+/// decrypting reader (an archive error that carried the reader's failure has that `io::Error`
+/// as its source, so the chain reaches it).
 fn format_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a FormatError> {
     if let Some(f) = cause.downcast_ref::<FormatError>() {
         return Some(f);
     }
-    if let Some(e) = cause.downcast_ref::<io::Error>() {
-        return FormatError::from_io(e);
-    }
-    if let Some(ArchiveError::Input(e)) = cause.downcast_ref::<ArchiveError>() {
-        return FormatError::from_io(e);
-    }
-    None
+    cause
+        .downcast_ref::<io::Error>()
+        .and_then(FormatError::from_io)
 }
 
 /// One line: the context chain joined with ": ", without repeating a cause that is already

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{assert_exit, assert_fails_with, code, lockbox, run, stderr};
+use common::{assert_exit, assert_fails_with, code, lockbox, partial_restores, run, stderr};
 
 /// `lockbox SUBCOMMAND --key-file KEY`, for the commands that take a recovery code.
 fn keyed(subcommand: &str, key: &Path) -> Command {
@@ -290,16 +290,7 @@ fn tampering_storage_provider_is_caught_exit_3() {
     let dest = env.p("restored");
     assert_exit(&env.restore(&dest, &key), 3);
     assert!(!dest.exists(), "half-written restore left behind");
-    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        leftovers
-            .iter()
-            .all(|n| !n.to_string_lossy().contains("partial")),
-        "{leftovers:?}"
-    );
+    assert_eq!(partial_restores(env.dir.path()), Vec::<String>::new());
 }
 
 #[test]
@@ -412,12 +403,7 @@ fn a_write_failure_during_backup_or_restore_leaves_nothing_that_looks_complete()
     let failed = run(&mut with_file_size_limit(&env.restore_cmd(&dest, &key)));
     assert_fails_with(&failed, 1, "too large");
     assert!(!dest.exists(), "a failed restore must not leave DEST");
-    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("partial"))
-        .collect();
-    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    assert_eq!(partial_restores(env.dir.path()), Vec::<String>::new());
     assert_exit(&env.restore(&dest, &key), 0);
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{assert_exit, assert_fails_with, code, run, stderr};
+use common::{assert_exit, assert_fails_with, code, partial_restores, run, stderr};
 use lockbox_store::test_support::{ACCESS_KEY, S3Server, StorageServer, files_under, random_bytes};
 use lockbox_store::{RETRIES_ENV, StoreOptions};
 use tempfile::TempDir;
@@ -133,15 +133,6 @@ fn assert_permission_denied(o: &Output) {
         "{}",
         stderr(o)
     );
-}
-
-/// Entries of `dir` whose name says they are a partial restore.
-fn partial_restores(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("partial"))
-        .collect()
 }
 
 #[test]

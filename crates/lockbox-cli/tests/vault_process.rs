@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_exit, assert_fails_with, lockbox, run, stderr};
+use common::{assert_exit, assert_fails_with, lockbox, partial_restores, run, stderr};
 use lockbox_client::{ClientError, Status, VaultClient};
 use lockbox_crypto::{BackupKey, OsRng};
 use lockbox_vault_core::KsfParams;
@@ -195,9 +195,12 @@ fn bad_config_is_a_clear_error() {
     assert!(err.contains("at least one partition"), "{err}");
 }
 
+/// The account the CLI tests file their vault record under.
+const CLI_ACCOUNT: &str = "+15550002222";
+
 /// The flags that point a command at `node`'s partition and the test account.
 fn at_vault<'c>(c: &'c mut Command, node: &Node) -> &'c mut Command {
-    c.args(["--vault", &node.endpoint, "--account", "+15550002222"])
+    c.args(["--vault", &node.endpoint, "--account", CLI_ACCOUNT])
         .args(["--partition", "3"])
 }
 
@@ -287,6 +290,7 @@ fn password_path_through_the_cli() {
     assert_exit(&backup, 0);
     assert_fails_with(&restore("wrong horse"), 2, "wrong password");
     assert!(!phone.exists());
+    assert_eq!(partial_restores(dir.path()), Vec::<String>::new());
     assert_exit(&restore("correct horse"), 0);
     assert_eq!(
         std::fs::read(phone.join("msgs.db")).unwrap(),
@@ -295,15 +299,10 @@ fn password_path_through_the_cli() {
 
     // After a password change only the new password works.
     let mut change = lockbox();
-    change.env("LOCKBOX_NEW_PASSWORD", "battery staple");
-    let o = {
-        let mut c = change;
-        c.args(["key", "change-password", "--vault", &node.endpoint]);
-        c.args(["--account", "+15550002222", "--partition", "3"]);
-        c.env("LOCKBOX_PASSWORD", "correct horse");
-        run(&mut c)
-    };
-    assert_exit(&o, 0);
+    at_vault(change.args(["key", "change-password"]), &node)
+        .env("LOCKBOX_PASSWORD", "correct horse")
+        .env("LOCKBOX_NEW_PASSWORD", "battery staple");
+    assert_exit(&run(&mut change), 0);
     std::fs::remove_file(&out).unwrap();
     assert_fails_with(
         &key_cmd(&node, &recover, Some("correct horse")),
@@ -342,7 +341,7 @@ fn password_path_through_the_cli() {
         "--vault",
         &endpoint,
         "--account",
-        "+15550002222",
+        CLI_ACCOUNT,
     ]);
     assert_fails_with(&run(&mut c), 1, "cannot reach the vault");
     let node = Node::start(dir.path(), 0);

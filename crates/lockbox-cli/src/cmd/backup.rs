@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use lockbox_archive::{WriteOptions, restore as restore_archive, scan_size, write_dir};
 use lockbox_crypto::{BackupKey, OsRng};
-use lockbox_format::{DecryptReader, Encoder, EncoderParams, EncryptWriter};
+use lockbox_format::{DecryptReader, Encoder, EncoderParams, EncryptWriter, Header};
 use lockbox_store::{BackupInfo, BackupName, Store};
 use std::path::Path;
 
@@ -63,10 +63,7 @@ pub fn backup_dir(
         ..Default::default()
     };
     let encoder = Encoder::new(key, params, &mut OsRng)?;
-    let name = BackupName {
-        created_unix_ms: params.created_unix_ms,
-        id: encoder.header().backup_id.short(),
-    };
+    let name = backup_name(encoder.header());
     let upload = store.upload(&name, rt.handle().clone())?;
     let writer = EncryptWriter::from_encoder(upload, encoder).context("starting the upload")?;
     let mut on_progress = |n| bar.set_position(n);
@@ -112,7 +109,7 @@ pub fn restore(args: &RestoreArgs, cfg: &Config, quiet: bool) -> Result<()> {
     // A password attempt is spent only once there is a backup to restore and room for it.
     let key = match key {
         Some(key) => key,
-        None => super::keyvault::recover_key(&args.vault, cfg, quiet)?,
+        None => super::keyvault::recover_key(&rt, &args.vault, cfg, quiet)?,
     };
     restore_backup(&store, &rt, &info, &key, &args.dest, quiet)?;
     eprintln!(
@@ -121,6 +118,14 @@ pub fn restore(args: &RestoreArgs, cfg: &Config, quiet: bool) -> Result<()> {
         args.dest.display()
     );
     Ok(())
+}
+
+/// The object name a stream with this header is stored under.
+fn backup_name(header: &Header) -> BackupName {
+    BackupName {
+        created_unix_ms: header.created_unix_ms,
+        id: header.backup_id.short(),
+    }
 }
 
 fn pick(store: &Store, rt: &tokio::runtime::Runtime, id: Option<&str>) -> Result<BackupInfo> {
@@ -144,11 +149,7 @@ pub fn restore_backup(
 ) -> Result<()> {
     let download = store.download(info, rt.handle().clone())?;
     let mut reader = DecryptReader::new(download, key);
-    let header = reader.header().context("reading the backup header")?;
-    let found = BackupName {
-        created_unix_ms: header.created_unix_ms,
-        id: header.backup_id.short(),
-    };
+    let found = backup_name(reader.header().context("reading the backup header")?);
     if found != info.name {
         // Both fields are named: a renamed object may differ in its creation time alone.
         let describe = |n: &BackupName| format!("{} (created_unix_ms {})", n.id, n.created_unix_ms);

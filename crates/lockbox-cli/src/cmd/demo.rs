@@ -30,10 +30,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let phone = work.join("old-phone/chats");
     step(1, "A phone with chat history");
     let bytes = make_sample_chats(&phone)?;
+    // What every restore below must reproduce.
+    let original = snapshot(&phone)?;
+    let files = original
+        .values()
+        .filter(|e| matches!(e, Node::File { .. }))
+        .count();
     println!(
-        "   {} ({} files, {} KiB)",
+        "   {} ({files} files, {} KiB)",
         phone.display(),
-        count_files(&phone)?,
         bytes / 1024
     );
 
@@ -72,7 +77,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .context("the backup is not listed")?;
     restore_backup(&store, &rt, &latest, &new_key, &restored, true)?;
     ensure!(
-        snapshot(&phone)? == snapshot(&restored)?,
+        original == snapshot(&restored)?,
         "restored tree differs from the original"
     );
     println!(
@@ -80,7 +85,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         restored.display()
     );
 
-    password_path(&rt, &work, &key, &store, &latest, &phone)?;
+    password_path(&rt, &work, &key, &store, &latest, &original)?;
 
     step(7, "A wrong recovery code is refused as such");
     let wrong = BackupKey::generate(&mut OsRng);
@@ -124,7 +129,7 @@ fn password_path(
     key: &BackupKey,
     store: &Store,
     latest: &BackupInfo,
-    phone: &Path,
+    original: &Tree,
 ) -> Result<()> {
     const ACCOUNT: &[u8] = b"+15550123456";
     const PASSWORD: &[u8] = b"correct horse battery staple";
@@ -167,7 +172,7 @@ fn password_path(
     std::fs::create_dir_all(work.join("new-phone-2"))?;
     restore_backup(store, rt, latest, &recovered, &restored, true)?;
     ensure!(
-        snapshot(phone)? == snapshot(&restored)?,
+        *original == snapshot(&restored)?,
         "password restore differs from the original"
     );
     println!(
@@ -232,13 +237,6 @@ fn random(n: usize) -> Vec<u8> {
     v
 }
 
-fn count_files(root: &Path) -> Result<usize> {
-    Ok(snapshot(root)?
-        .values()
-        .filter(|e| matches!(e, Node::File { .. }))
-        .count())
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum Node {
     Dir { mode: u32 },
@@ -247,7 +245,9 @@ enum Node {
 }
 
 /// Everything a restore must reproduce, keyed by relative path.
-fn snapshot(root: &Path) -> Result<BTreeMap<PathBuf, Node>> {
+type Tree = BTreeMap<PathBuf, Node>;
+
+fn snapshot(root: &Path) -> Result<Tree> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

@@ -11,6 +11,7 @@ use lockbox_crypto::BackupKey;
 use lockbox_vault_core::KsfParams;
 use std::path::Path;
 use subtle::ConstantTimeEq;
+use tokio::runtime::Runtime;
 use zeroize::Zeroizing;
 
 use crate::cli::{KeyArgs, VaultArgs};
@@ -25,16 +26,16 @@ const ENV_NEW_PASSWORD: &str = "LOCKBOX_NEW_PASSWORD";
 const MIN_PASSWORD_CHARS: usize = 6;
 
 /// A connected vault client, the runtime it lives on, and the account it acts for.
-struct Session {
-    rt: tokio::runtime::Runtime,
+struct Session<'rt> {
+    rt: &'rt Runtime,
     client: VaultClient,
     endpoint: String,
     account: String,
     quiet: bool,
 }
 
-impl Session {
-    fn open(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<Self> {
+impl<'rt> Session<'rt> {
+    fn open(rt: &'rt Runtime, args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<Self> {
         let endpoint = args
             .vault
             .as_ref()
@@ -52,7 +53,6 @@ impl Session {
             ),
             None => None,
         };
-        let rt = super::runtime()?;
         let client = rt
             .block_on(connect(endpoint, args.partition, ca.as_deref()))
             .with_context(|| format!("cannot reach the vault at {endpoint}"))?;
@@ -98,7 +98,8 @@ pub fn deposit(
         bail!("--attempts must be between 1 and 100, not {attempts}");
     }
     let backup_key = keysrc::load_key(key, cfg)?;
-    let vault = Session::open(args, cfg, quiet)?;
+    let rt = super::runtime()?;
+    let vault = Session::open(&rt, args, cfg, quiet)?;
     check_authenticated(&vault.endpoint)?;
     let password = new_password(ENV_PASSWORD)?;
     vault
@@ -123,7 +124,7 @@ pub fn recover(args: &VaultArgs, out: &Path, cfg: &Config, quiet: bool) -> Resul
     if out.symlink_metadata().is_ok() {
         bail!("{} already exists; choose a new file", out.display());
     }
-    let key = recover_key(args, cfg, quiet)?;
+    let key = recover_key(&super::runtime()?, args, cfg, quiet)?;
     keysrc::write_new(out, &key.recovery_code())?;
     eprintln!(
         "recovered: recovery code written to {} (mode 0600)",
@@ -132,9 +133,10 @@ pub fn recover(args: &VaultArgs, out: &Path, cfg: &Config, quiet: bool) -> Resul
     Ok(())
 }
 
-/// Asks for the password and recovers the backup key from the vault (one attempt).
-pub fn recover_key(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<BackupKey> {
-    let vault = Session::open(args, cfg, quiet)?;
+/// Asks for the password and recovers the backup key from the vault (one attempt), on the
+/// caller's runtime.
+pub fn recover_key(rt: &Runtime, args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<BackupKey> {
+    let vault = Session::open(rt, args, cfg, quiet)?;
     let password = password("Vault password: ", ENV_PASSWORD)?;
     vault
         .run(vault.client.recover(vault.id(), password.as_bytes()))
@@ -142,7 +144,8 @@ pub fn recover_key(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<Backup
 }
 
 pub fn status(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
-    let vault = Session::open(args, cfg, quiet)?;
+    let rt = super::runtime()?;
+    let vault = Session::open(&rt, args, cfg, quiet)?;
     let status = vault
         .run(vault.client.status(vault.id()))
         .context("asking the vault")?;
@@ -164,7 +167,8 @@ pub fn status(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
 }
 
 pub fn change_password(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
-    let vault = Session::open(args, cfg, quiet)?;
+    let rt = super::runtime()?;
+    let vault = Session::open(&rt, args, cfg, quiet)?;
     // A new registration, like a deposit: an impostor must not receive it.
     check_authenticated(&vault.endpoint)?;
     let old = password("Current vault password: ", ENV_PASSWORD)?;
@@ -182,7 +186,8 @@ pub fn change_password(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()
 }
 
 pub fn forget(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
-    let vault = Session::open(args, cfg, quiet)?;
+    let rt = super::runtime()?;
+    let vault = Session::open(&rt, args, cfg, quiet)?;
     let password = password("Vault password: ", ENV_PASSWORD)?;
     vault
         .run(vault.client.delete(vault.id(), password.as_bytes()))

@@ -38,3 +38,12 @@ pub fn assert_fails_with(o: &Output, expected: i32, message: &str) {
     assert_exit(o, expected);
     assert!(stderr(o).contains(message), "{}", stderr(o));
 }
+
+/// Entries of `dir` whose name says they are a partial restore (or partial output).
+pub fn partial_restores(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect()
+}
