@@ -33,11 +33,6 @@ impl BackupName {
         Ok(name)
     }
 
-    /// A name whose id is the hex of the first 8 bytes of a backup id.
-    pub fn from_id_bytes(created_unix_ms: u64, id: [u8; 8]) -> Result<Self, StoreError> {
-        BackupName::new(created_unix_ms, format!("{:016x}", u64::from_be_bytes(id)))
-    }
-
     /// Checks the invariants (the fields are public, so a caller may have broken them).
     pub fn validate(&self) -> Result<(), StoreError> {
         if self.created_unix_ms > MAX_CREATED_UNIX_MS {
@@ -134,12 +129,6 @@ mod tests {
             "lockbox-0000000000042-ffffffffffffffff.lbx"
         );
         assert_eq!(BackupName::parse(&early.file_name()), Some(early));
-    }
-
-    #[test]
-    fn id_bytes_become_lowercase_hex() {
-        let name = BackupName::from_id_bytes(1, [0xAB, 0, 1, 2, 3, 4, 5, 0xFE]).unwrap();
-        assert_eq!(name.id, "ab000102030405fe");
     }
 
     #[test]

@@ -45,18 +45,6 @@ impl Store {
         Store::open_with(url, StoreOptions::default())
     }
 
-    /// Opens `url` with explicit provider options (object_store config keys such as
-    /// `aws_endpoint`, `aws_access_key_id`), applied over the environment.
-    pub fn open_with_options(url: &str, options: &[(String, String)]) -> Result<Store, StoreError> {
-        Store::open_with(
-            url,
-            StoreOptions {
-                provider_options: options.to_vec(),
-                ..StoreOptions::default()
-            },
-        )
-    }
-
     /// Opens `url` with full control over transfer sizes, retries and provider options.
     pub fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         let options = options.with_env(url)?;

@@ -166,11 +166,12 @@ fn multipart(store: &Store, rt: &Runtime) {
     );
 }
 
-fn small_parts() -> StoreOptions {
+/// `base` with the smallest parts and two in flight, so a few MiB make a multipart upload.
+fn small_parts(base: StoreOptions) -> StoreOptions {
     StoreOptions {
         part_size: MIN_PART_SIZE,
         max_parts_in_flight: 2,
-        ..StoreOptions::default()
+        ..base
     }
 }
 
@@ -178,14 +179,7 @@ fn small_parts() -> StoreOptions {
 fn multipart_upload_round_trips_on_s3() {
     let server = S3Server::start();
     let rt = runtime();
-    let store = server.store_with(
-        "mp",
-        StoreOptions {
-            part_size: MIN_PART_SIZE,
-            max_parts_in_flight: 2,
-            ..server.options()
-        },
-    );
+    let store = server.store_with("mp", small_parts(server.options()));
     multipart(&store, &rt);
 }
 
@@ -193,7 +187,10 @@ fn multipart_upload_round_trips_on_s3() {
 fn multipart_upload_round_trips_on_local_folder() {
     let dir = TempDir::new().unwrap();
     let rt = runtime();
-    multipart(&local_with(&dir, "mp", small_parts()), &rt);
+    multipart(
+        &local_with(&dir, "mp", small_parts(StoreOptions::default())),
+        &rt,
+    );
 }
 
 /// Writes more than one part, waits until `part_stored` sees uploaded data in the storage,
@@ -263,7 +260,7 @@ fn interrupted_uploads_leave_nothing_on_s3() {
 fn interrupted_uploads_leave_nothing_in_local_folder() {
     let dir = TempDir::new().unwrap();
     let rt = runtime();
-    let store = local_with(&dir, "f", small_parts());
+    let store = local_with(&dir, "f", small_parts(StoreOptions::default()));
     let path = dir.path().join("f");
     // LocalFileSystem stages an upload in `<name>#<n>` next to its destination.
     let part_stored = || {
@@ -293,7 +290,7 @@ fn interrupted_uploads_leave_nothing_in_local_folder() {
 fn failing_upload_reports_store_error_through_io_and_leaves_nothing() {
     let dir = TempDir::new().unwrap();
     let rt = runtime();
-    let store = local_with(&dir, "f", small_parts());
+    let store = local_with(&dir, "f", small_parts(StoreOptions::default()));
     let path = dir.path().join("f");
     let mut writer = store
         .upload(&name(9, "9999999999999999"), rt.handle().clone())
@@ -374,6 +371,15 @@ fn find_by_id_prefix() {
     );
 }
 
+/// Writes a small file at each of `names` under `root`, creating folders on the way.
+fn write_junk(root: &std::path::Path, names: &[&str]) {
+    for name in names {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"junk").unwrap();
+    }
+}
+
 #[test]
 fn unparseable_names_are_ignored_by_list() {
     let server = S3Server::start();
@@ -392,12 +398,7 @@ fn unparseable_names_are_ignored_by_list() {
         "lockbox-1700000000000-00112233445566AA.lbx",
         "sub/lockbox-1700000000001-0011223344556677.lbx",
     ];
-    let bucket_prefix = server.bucket_dir().join("mixed");
-    for j in junk {
-        let path = bucket_prefix.join(j);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, b"junk").unwrap();
-    }
+    write_junk(&server.bucket_dir().join("mixed"), &junk);
     assert_eq!(
         ids(&rt.block_on(store.list()).unwrap()),
         ids(std::slice::from_ref(&good))
@@ -406,11 +407,7 @@ fn unparseable_names_are_ignored_by_list() {
     let dir = TempDir::new().unwrap();
     let (local, path) = local_store(&dir, "mixed");
     let good = upload(&local, &rt, &good.name, b"ok");
-    for j in junk {
-        let p = path.join(j);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, b"junk").unwrap();
-    }
+    write_junk(&path, &junk);
     assert_eq!(ids(&rt.block_on(local.list()).unwrap()), ids(&[good]));
 }
 
@@ -602,11 +599,7 @@ fn transfers_work_from_spawn_blocking_threads() {
 fn cloud_round_trip(server: &impl StorageServer) {
     let rt = runtime();
     round_trip(&server.store("phone/one"), &rt);
-    let parts = StoreOptions {
-        part_size: MIN_PART_SIZE,
-        max_parts_in_flight: 2,
-        ..server.options()
-    };
+    let parts = small_parts(server.options());
     multipart(&server.store_with("mp", parts.clone()), &rt);
 
     let store = server.store_with("x", parts);
