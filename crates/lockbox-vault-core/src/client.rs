@@ -12,10 +12,10 @@ use lockbox_crypto::BackupKey;
 use opaque_ke::errors::ProtocolError;
 use opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
-    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
+    ClientRegistrationFinishParameters, CredentialResponse, RegistrationResponse,
 };
 use rand_core::{CryptoRng, RngCore};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::guess::AttemptLimit;
 use crate::record::AccountId;
@@ -23,7 +23,8 @@ use crate::seal::{open_reply, unwrap, wrap};
 use crate::secrets::VaultIdentity;
 use crate::session::SessionId;
 use crate::suite::{
-    KE2_LEN, KsfParams, OPAQUE_CONTEXT, REGISTRATION_RESPONSE_LEN, Suite, parse_exact,
+    KE2_LEN, KsfParams, OPAQUE_CONTEXT, REGISTRATION_RESPONSE_LEN, Suite, identifiers, parse_exact,
+    take_key,
 };
 use crate::vault::Request;
 
@@ -44,20 +45,6 @@ pub enum ClientError {
     WrappedKeyUndecryptable,
     #[error("OPAQUE protocol failure")]
     Protocol,
-}
-
-fn identifiers<'a>(account: &'a AccountId, vault: &'a VaultIdentity) -> Identifiers<'a> {
-    Identifiers {
-        client: Some(account.as_bytes()),
-        server: Some(&vault.server_id),
-    }
-}
-
-/// Copies a key out of an opaque-ke result into zeroizing memory and wipes the original.
-fn take_key<Z: AsMut<[u8]>>(key: &mut Z) -> Zeroizing<Vec<u8>> {
-    let copy = Zeroizing::new(key.as_mut().to_vec());
-    key.as_mut().zeroize();
-    copy
 }
 
 fn check_server_key(got: &[u8], vault: &VaultIdentity) -> Result<(), ClientError> {
@@ -160,14 +147,13 @@ impl ClientEnrollment {
         let Self(run) = self;
         let argon2 = ksf.argon2();
         let params = ClientRegistrationFinishParameters::new(
-            identifiers(&run.account, &run.vault),
+            identifiers(&run.account, &run.vault.server_id),
             Some(&argon2),
         );
         let mut finish = run
             .state
             .finish(rng, &run.password, response, params)
             .map_err(|_| ClientError::Protocol)?;
-        // opaque-ke's results do not zeroize themselves on drop.
         let export_key = take_key(&mut finish.export_key);
         check_server_key(&finish.server_s_pk.serialize(), &run.vault)?;
         let wrapped_key = wrap(&export_key, &run.account, key, rng).ok_or(ClientError::Protocol)?;
@@ -211,7 +197,7 @@ impl ClientRecovery {
         let argon2 = ksf.argon2();
         let params = ClientLoginFinishParameters::new(
             Some(OPAQUE_CONTEXT),
-            identifiers(&run.account, &run.vault),
+            identifiers(&run.account, &run.vault.server_id),
             Some(&argon2),
         );
         let mut finish =
@@ -221,7 +207,6 @@ impl ClientRecovery {
                     ProtocolError::InvalidLoginError => ClientError::WrongPassword,
                     _ => ClientError::Protocol,
                 })?;
-        // opaque-ke's results do not zeroize themselves on drop.
         let session_key = take_key(&mut finish.session_key);
         let export_key = take_key(&mut finish.export_key);
         check_server_key(&finish.server_s_pk.serialize(), &run.vault)?;

@@ -98,7 +98,8 @@ pub(crate) struct Active {
     pub(crate) limit: AttemptLimit,
     pub(crate) attempts_left: u8,
     pub(crate) ksf: KsfParams,
-    pub(crate) registration: Box<[u8; REGISTRATION_UPLOAD_LEN]>,
+    /// Parsed once, when decoded or enrolled; zeroized on drop by opaque-ke.
+    pub(crate) registration: Box<ServerRegistration<Suite>>,
     pub(crate) wrapped_key: Vec<u8>,
 }
 
@@ -195,10 +196,11 @@ impl Record {
     }
 
     /// This record moved to `next`, a state [`crate::guess_step`] returned for it: the counter
-    /// updated, or a tombstone (next generation) if `next` is destroyed.
+    /// updated, or a tombstone (next generation) if `next` is destroyed. A destroyed record has
+    /// nowhere to move (its verdict is `Refuse`, which writes nothing).
     pub(crate) fn after_guess(&self, next: GuessState) -> Result<Self, VaultError> {
         match (&self.state, next) {
-            (State::Destroyed, _) => Ok(self.clone()),
+            (State::Destroyed, _) => Err(VaultError::Destroyed),
             (State::Active(_), GuessState::Destroyed) => self.tombstone(),
             (State::Active(a), GuessState::Active { attempts_left, .. }) => {
                 let mut next = self.clone();
@@ -227,7 +229,7 @@ impl Record {
                 out.push(a.limit.get());
                 out.push(a.attempts_left);
                 out.extend_from_slice(&a.ksf.to_bytes());
-                out.extend_from_slice(&a.registration[..]);
+                out.extend_from_slice(&a.registration.serialize());
                 push_short(&mut out, &a.wrapped_key);
             }
         }
@@ -269,12 +271,6 @@ impl core::fmt::Debug for Active {
             .field("ksf", &self.ksf)
             .field("wrapped_key_len", &self.wrapped_key.len())
             .finish_non_exhaustive()
-    }
-}
-
-impl Active {
-    pub(crate) fn server_registration(&self) -> Result<ServerRegistration<Suite>, VaultError> {
-        ServerRegistration::deserialize(&self.registration[..]).map_err(|_| VaultError::Internal)
     }
 }
 
@@ -333,8 +329,7 @@ impl<'a> Reader<'a> {
             return Err(RecordError::BadAttempts);
         }
         let ksf = KsfParams::from_bytes(self.array()?).map_err(|_| RecordError::BadKsf)?;
-        let registration: [u8; REGISTRATION_UPLOAD_LEN] = self.array()?;
-        ServerRegistration::<Suite>::deserialize(&registration)
+        let registration = ServerRegistration::deserialize(self.take(REGISTRATION_UPLOAD_LEN)?)
             .map_err(|_| RecordError::BadRegistration)?;
         let wrapped_key = self
             .short(1..=MAX_WRAPPED_KEY_LEN, RecordError::BadWrappedKey)?
@@ -356,7 +351,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
     use rand_core::OsRng;
 
-    pub(crate) fn sample_registration() -> [u8; REGISTRATION_UPLOAD_LEN] {
+    fn sample_registration() -> ServerRegistration<Suite> {
         let setup = ServerSetup::<Suite>::new(&mut OsRng);
         let start = ClientRegistration::<Suite>::start(&mut OsRng, b"pw").unwrap();
         let resp = ServerRegistration::<Suite>::start(&setup, start.message, b"a").unwrap();
@@ -366,9 +361,7 @@ pub(crate) mod tests {
             .state
             .finish(&mut OsRng, b"pw", resp.message, params)
             .unwrap();
-        let mut out = [0u8; REGISTRATION_UPLOAD_LEN];
-        out.copy_from_slice(&fin.message.serialize());
-        out
+        ServerRegistration::finish(fin.message)
     }
 
     fn largest_record() -> Record {

@@ -130,20 +130,6 @@ impl Sessions {
         }
     }
 
-    pub(crate) fn insert(
-        &mut self,
-        id: SessionId,
-        session: Session,
-        now: u64,
-    ) -> Result<(), VaultError> {
-        self.reserve(now)?;
-        if self.map.contains_key(&id) {
-            return Err(VaultError::Busy);
-        }
-        self.map.insert(id, session);
-        Ok(())
-    }
-
     /// Inserts a session whose room [`Self::reserve`] already checked when its request was
     /// handled. It may overshoot the bound by the number of writes in flight, which is bounded by
     /// the shell; refusing here would spend an attempt without ever releasing its KE2.

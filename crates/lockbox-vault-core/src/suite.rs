@@ -1,7 +1,11 @@
 //! The OPAQUE ciphersuite, the client's Argon2id parameters, and exact wire lengths.
 
+use opaque_ke::Identifiers;
 use opaque_ke::argon2::{Algorithm, Argon2, Params, Version};
 use opaque_ke::errors::ProtocolError;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::record::AccountId;
 
 /// OPRF ristretto255, TripleDH over ristretto255 with SHA-512, KSF Argon2id (RFC 9807 §7).
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +32,22 @@ pub const KE1_LEN: usize = 96;
 pub const KE2_LEN: usize = 320;
 /// `CredentialFinalization` (KE3).
 pub const KE3_LEN: usize = 64;
+
+/// The OPAQUE identities both sides bind into every transcript: the account and the vault.
+pub(crate) fn identifiers<'a>(account: &'a AccountId, server_id: &'a [u8]) -> Identifiers<'a> {
+    Identifiers {
+        client: Some(account.as_bytes()),
+        server: Some(server_id),
+    }
+}
+
+/// Copies a key out of an opaque-ke result into zeroizing memory and wipes the original:
+/// opaque-ke's results do not zeroize themselves on drop.
+pub(crate) fn take_key<Z: AsMut<[u8]>>(key: &mut Z) -> Zeroizing<Vec<u8>> {
+    let copy = Zeroizing::new(key.as_mut().to_vec());
+    key.as_mut().zeroize();
+    copy
+}
 
 /// Parses an OPAQUE message of exactly `len` bytes; opaque-ke alone would accept trailing bytes.
 pub(crate) fn parse_exact<T>(

@@ -2,11 +2,10 @@
 //! loads, persists and replies, in the order an [`Outcome`] dictates.
 
 use opaque_ke::{
-    CredentialFinalization, CredentialRequest, Identifiers, RegistrationRequest,
-    RegistrationUpload, ServerLogin, ServerLoginParameters, ServerRegistration,
+    CredentialFinalization, CredentialRequest, RegistrationRequest, RegistrationUpload,
+    ServerLogin, ServerLoginParameters, ServerRegistration,
 };
 use rand_core::{CryptoRng, RngCore};
-use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Field, VaultError};
 use crate::guess::{AttemptLimit, GuessEvent, GuessVerdict, guess_step};
@@ -16,7 +15,7 @@ use crate::secrets::VaultSecrets;
 use crate::session::{Session, SessionId, Sessions, Step};
 use crate::suite::{
     KE1_LEN, KE3_LEN, KsfParams, OPAQUE_CONTEXT, REGISTRATION_REQUEST_LEN, REGISTRATION_UPLOAD_LEN,
-    parse_exact,
+    identifiers, parse_exact, take_key,
 };
 
 /// Tunables of one vault core.
@@ -384,13 +383,10 @@ impl Vault {
         Ok(())
     }
 
-    fn identifiers<'a>(&'a self, account: &'a AccountId) -> ServerLoginParameters<'a, 'a> {
+    fn login_parameters<'a>(&'a self, account: &'a AccountId) -> ServerLoginParameters<'a, 'a> {
         ServerLoginParameters {
             context: Some(OPAQUE_CONTEXT),
-            identifiers: Identifiers {
-                client: Some(account.as_bytes()),
-                server: Some(&self.config.server_id),
-            },
+            identifiers: identifiers(account, &self.config.server_id),
         }
     }
 
@@ -444,7 +440,7 @@ impl Vault {
             expires_at: self.expiry(now),
             step: Step::Registration,
         };
-        self.sessions.insert(id, session, now)?;
+        self.sessions.insert_reserved(id, session, now);
         Ok(Outcome::Reply(Reply::RegistrationStarted {
             session: id,
             response: start.message.serialize().to_vec(),
@@ -474,15 +470,13 @@ impl Vault {
         if !ksf.at_least(&self.config.min_ksf) {
             return Err(VaultError::KsfBelowPolicy);
         }
-        let mut registration = Box::new([0u8; REGISTRATION_UPLOAD_LEN]);
-        registration.copy_from_slice(&ServerRegistration::finish(upload).serialize());
         Ok(Enrollment {
             id,
             active: Active {
                 limit,
                 attempts_left: limit.get(),
                 ksf,
-                registration,
+                registration: Box::new(ServerRegistration::finish(upload)),
                 wrapped_key,
             },
         })
@@ -501,13 +495,10 @@ impl Vault {
         let session = self.sessions.take(&input.id, &account, now, |s| {
             matches!(s, Step::Registration)
         })?;
-        let current = stored.map_or(0, Record::generation);
-        if current != session.generation {
+        if stored.map_or(0, Record::generation) != session.generation {
             return Err(VaultError::StaleGeneration);
         }
-        let generation = current
-            .checked_add(1)
-            .ok_or(VaultError::GenerationExhausted)?;
+        let generation = stored.map_or(Ok(1), Record::next_generation)?;
         let ring = stored.map(|r| r.recent_ke1().to_vec()).unwrap_or_default();
         let record = Record::enrolled(account, generation, ring, input.active);
         let pending = Pending::Reply(Reply::Enrolled { generation });
@@ -530,6 +521,9 @@ impl Vault {
             return Err(VaultError::ReplayedKe1);
         }
         let (next_state, verdict) = guess_step(record.guess_state(), GuessEvent::Ke1);
+        if verdict == GuessVerdict::Refuse {
+            return Err(VaultError::Destroyed);
+        }
         let next = record.after_guess(next_state)?.with_ke1(fingerprint);
         match (verdict, record.active()) {
             (GuessVerdict::ReleaseKe2 { attempts_left }, Some(active)) => {
@@ -537,10 +531,10 @@ impl Vault {
                 let start = ServerLogin::start(
                     rng,
                     self.secrets.setup(),
-                    Some(active.server_registration()?),
+                    Some((*active.registration).clone()),
                     ke1,
                     account.as_bytes(),
-                    self.identifiers(&account),
+                    self.login_parameters(&account),
                 )
                 .map_err(|_| VaultError::Internal)?;
                 let id = self.sessions.fresh_id(rng);
@@ -563,7 +557,6 @@ impl Vault {
                 let pending = Pending::Reply(Reply::Destroyed);
                 Ok(self.write_then(stored, next, now, pending, None))
             }
-            (GuessVerdict::Refuse, _) => Err(VaultError::Destroyed),
             _ => Err(VaultError::Internal),
         }
     }
@@ -582,22 +575,15 @@ impl Vault {
         let session = self
             .sessions
             .take(&id, &account, now, |s| matches!(s, Step::Login(_)))?;
-        let record = stored
-            .filter(|r| !r.is_destroyed() && r.generation() == session.generation)
-            .ok_or(VaultError::NoSession)?;
+        let record = record_of(stored, &session)?;
         let consumed = Some((id, session.clone()));
         let Step::Login(server_login) = session.step else {
             return Err(VaultError::Internal);
         };
         let session_key = server_login
-            .finish(ke3, self.identifiers(&account))
+            .finish(ke3, self.login_parameters(&account))
             .ok()
-            .map(|mut r| {
-                let key = Zeroizing::new(r.session_key.to_vec());
-                // opaque-ke's result does not zeroize itself on drop.
-                r.session_key.as_mut_slice().zeroize();
-                key
-            });
+            .map(|mut r| take_key(&mut r.session_key));
         let event = match session_key {
             Some(_) => GuessEvent::Ke3Ok,
             None => GuessEvent::Ke3Fail,
@@ -643,11 +629,16 @@ impl Vault {
         let session = self
             .sessions
             .take(id, account, now, |s| matches!(s, Step::Authenticated))?;
-        let record = stored
-            .filter(|r| !r.is_destroyed() && r.generation() == session.generation)
-            .ok_or(VaultError::NoSession)?;
+        let record = record_of(stored, &session)?;
         Ok((record, session))
     }
+}
+
+/// The record `session` is still valid for: live, and at the generation the session started at.
+fn record_of<'r>(stored: Option<&'r Record>, session: &Session) -> Result<&'r Record, VaultError> {
+    stored
+        .filter(|r| !r.is_destroyed() && r.generation() == session.generation)
+        .ok_or(VaultError::NoSession)
 }
 
 struct Enrollment {

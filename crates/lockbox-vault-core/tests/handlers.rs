@@ -9,7 +9,7 @@ use lockbox_vault_core::client::{ClientError, ClientRecovery};
 use lockbox_vault_core::{
     AccountStatus, Field, Outcome, Reply, Request, SessionId, VaultConfig, VaultError, VaultSecrets,
 };
-use rand_core::{OsRng, RngCore};
+use rand_core::OsRng;
 
 const PW: &[u8] = b"correct horse battery staple";
 
@@ -52,12 +52,6 @@ fn login_finish(session: &SessionId, ke3: Vec<u8>) -> Request {
 
 fn fresh_ke1(h: &Harness, password: &[u8]) -> (Vec<u8>, ClientRecovery) {
     ClientRecovery::start(password, acct("alice"), h.identity(), &mut OsRng).unwrap()
-}
-
-fn forged_ke3() -> Vec<u8> {
-    let mut ke3 = vec![0u8; lockbox_vault_core::KE3_LEN];
-    OsRng.fill_bytes(&mut ke3);
-    ke3
 }
 
 #[test]

@@ -15,7 +15,7 @@ use lockbox_vault_core::{
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
-use rand_core::{OsRng, RngCore};
+use rand_core::OsRng;
 
 const PW: &[u8] = b"the right password";
 const LIMIT: u8 = 3;
@@ -370,11 +370,7 @@ impl Model {
                 let (ke3, opening) = client.finish(&ke2, ksf, &mut OsRng).unwrap();
                 (ke3, Some(opening))
             }
-            _ => {
-                let mut ke3 = vec![0u8; lockbox_vault_core::KE3_LEN];
-                OsRng.fill_bytes(&mut ke3);
-                (ke3, None)
-            }
+            _ => (forged_ke3(), None),
         };
         self.ke3s.push((session, ke3.clone()));
         let request = Request::LoginFinish {
@@ -382,14 +378,8 @@ impl Model {
             session: session.as_bytes().to_vec(),
             ke3,
         };
+        let honest = opening.is_some();
         self.clients[c] = Client::Sent { opening };
-        let honest = matches!(
-            &self.clients[c],
-            Client::Sent {
-                opening: Some(_),
-                ..
-            }
-        );
         match self.h.handle(request.clone()) {
             Ok(outcome) => {
                 if let Some(reply) = self.queue(outcome, request, Cause::Ke3, Some(c), None) {

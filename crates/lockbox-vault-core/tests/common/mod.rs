@@ -10,7 +10,7 @@ use lockbox_vault_core::{
     AccountId, AttemptLimit, KsfParams, Outcome, Record, Reply, Request, SessionId, Vault,
     VaultConfig, VaultError, VaultIdentity, VaultSecrets,
 };
-use rand_core::OsRng;
+use rand_core::{OsRng, RngCore};
 
 pub const KSF: KsfParams = KsfParams::INSECURE_TEST_ONLY;
 pub const SERVER_ID: &[u8] = b"lockbox-vault/test-partition";
@@ -177,6 +177,13 @@ impl Harness {
     pub fn attempts(&self, account: &AccountId) -> Option<(u8, u8)> {
         self.store.get(account).and_then(Record::attempts)
     }
+}
+
+/// A KE3 of the right length that no login produced.
+pub fn forged_ke3() -> Vec<u8> {
+    let mut ke3 = vec![0u8; lockbox_vault_core::KE3_LEN];
+    OsRng.fill_bytes(&mut ke3);
+    ke3
 }
 
 /// Enrollment client state with the vault's response attached, for tests that finish later.
