@@ -77,14 +77,25 @@ struct Sample {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.what {
-        What::Opaque { seconds } => return vault::opaque(seconds),
-        What::Sealer { seconds } => return vault::sealers(seconds),
-        What::SealerPkcs11 { seconds } => return vault::pkcs11_child(seconds),
-        What::Recover { clients, seconds } => return vault::recover_loop(clients, seconds),
-        _ => {}
+        What::Opaque { seconds } => vault::opaque(seconds),
+        What::Sealer { seconds } => vault::sealers(seconds),
+        What::SealerPkcs11 { seconds } => vault::pkcs11_child(seconds),
+        What::Recover { clients, seconds } => vault::recover_loop(clients, seconds),
+        What::Stream { size_mib } => {
+            let (lockbox, scratch) = tools(&cli)?;
+            stream(&lockbox, scratch.path(), size_mib, cli.runs)
+        }
+        What::Backup { size_mib } => {
+            let (lockbox, scratch) = tools(&cli)?;
+            backup(&lockbox, scratch.path(), size_mib, cli.runs)
+        }
     }
-    let lockbox = match cli.lockbox {
-        Some(p) => p,
+}
+
+/// The `lockbox` binary under test and a scratch directory for the reference runs.
+fn tools(cli: &Cli) -> Result<(PathBuf, tempfile::TempDir)> {
+    let lockbox = match &cli.lockbox {
+        Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("lockbox"),
     };
     if !lockbox.exists() {
@@ -93,19 +104,11 @@ fn main() -> Result<()> {
             lockbox.display()
         );
     }
-    let scratch = match cli.scratch {
+    let scratch = match &cli.scratch {
         Some(p) => tempfile::tempdir_in(p)?,
         None => tempfile::tempdir_in("/var/tmp")?,
     };
-    let dir = scratch.path();
-    match cli.what {
-        What::Stream { size_mib } => stream(&lockbox, dir, size_mib, cli.runs),
-        What::Backup { size_mib } => backup(&lockbox, dir, size_mib, cli.runs),
-        What::Opaque { .. }
-        | What::Sealer { .. }
-        | What::SealerPkcs11 { .. }
-        | What::Recover { .. } => Ok(()),
-    }
+    Ok((lockbox, scratch))
 }
 
 fn stream(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> {
@@ -187,31 +190,34 @@ fn backup(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> 
     make_chat_dir(&src, size_mib << 20)?;
     let key = new_key(lockbox, dir)?;
     let restic_repo = dir.join("restic");
+    let store = dir.join("store");
+    let store_url = format!("file://{}", store.display());
+    // `program` with restic's password and cache set (the cache keeps the runs comparable).
+    let with_restic_env = |program: &str| {
+        let mut c = Command::new(program);
+        c.env("RESTIC_PASSWORD", "bench")
+            .env("RESTIC_CACHE_DIR", dir.join("restic-cache"));
+        c
+    };
     let lb = measure(runs, || {
-        let _ = std::fs::remove_dir_all(dir.join("store"));
+        let _ = std::fs::remove_dir_all(&store);
         let mut c = Command::new(lockbox);
-        c.arg("backup")
-            .arg(&src)
-            .arg("--to")
-            .arg(format!("file://{}", dir.join("store").display()));
+        c.arg("backup").arg(&src).args(["--to", &store_url]);
         c.arg("--key-file").arg(&key);
         c
     })?;
     let restic = measure(runs, || {
         let _ = std::fs::remove_dir_all(&restic_repo);
-        let status = Command::new("restic")
+        let status = with_restic_env("restic")
             .args(["init", "--quiet", "-r"])
             .arg(&restic_repo)
-            .env("RESTIC_PASSWORD", "bench")
             .stdout(Stdio::null())
             .status();
         assert!(status.is_ok_and(|s| s.success()), "restic init failed");
-        let mut c = Command::new("restic");
+        let mut c = with_restic_env("restic");
         c.args(["backup", "--quiet", "-r"])
             .arg(&restic_repo)
             .arg(&src);
-        c.env("RESTIC_PASSWORD", "bench")
-            .env("RESTIC_CACHE_DIR", dir.join("restic-cache"));
         c
     })?;
     println!(
@@ -226,34 +232,27 @@ fn backup(lockbox: &Path, dir: &Path, size_mib: u64, runs: usize) -> Result<()> 
     let lb_restore = measure(runs, || {
         let _ = std::fs::remove_dir_all(&dest);
         let mut c = Command::new(lockbox);
-        c.arg("restore")
-            .arg(&dest)
-            .arg("--from")
-            .arg(format!("file://{}", dir.join("store").display()));
+        c.arg("restore").arg(&dest).args(["--from", &store_url]);
         c.arg("--key-file").arg(&key);
         c
     })?;
     let restic_restore = measure(runs, || {
         let _ = std::fs::remove_dir_all(&dest);
-        let mut c = Command::new("restic");
+        let mut c = with_restic_env("restic");
         c.args(["restore", "latest", "--quiet", "-r"])
             .arg(&restic_repo)
             .arg("--target")
             .arg(&dest);
-        c.env("RESTIC_PASSWORD", "bench")
-            .env("RESTIC_CACHE_DIR", dir.join("restic-cache"));
         c
     })?;
     // lockbox restore flushes the restored tree to disk (syncfs) before it reports success;
     // restic leaves it in the page cache. The second restic row adds the same flush.
     let restic_synced = measure(runs, || {
         let _ = std::fs::remove_dir_all(&dest);
-        let mut c = Command::new("sh");
+        let mut c = with_restic_env("sh");
         c.arg("-c")
             .arg(r#"restic restore latest --quiet -r "$1" --target "$2" && sync -f "$2""#)
             .args(["sh".as_ref(), restic_repo.as_os_str(), dest.as_os_str()]);
-        c.env("RESTIC_PASSWORD", "bench")
-            .env("RESTIC_CACHE_DIR", dir.join("restic-cache"));
         c
     })?;
     println!("### Restore of the same backup into a new directory (median of {runs})\n");
