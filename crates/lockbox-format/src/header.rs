@@ -41,14 +41,16 @@ pub struct Header {
 
 /// `log2(chunk_size)` if `chunk_size` is allowed.
 pub(crate) fn chunk_size_log2(chunk_size: usize) -> Result<u8, FormatError> {
-    let ok = chunk_size.is_power_of_two()
-        && (MIN_CHUNK_SIZE_LOG2..=MAX_CHUNK_SIZE_LOG2)
-            .contains(&(chunk_size.trailing_zeros() as u8));
-    if ok {
-        Ok(chunk_size.trailing_zeros() as u8)
+    let log2 = chunk_size.trailing_zeros() as u8;
+    if chunk_size.is_power_of_two() && log2_allowed(log2) {
+        Ok(log2)
     } else {
         Err(FormatError::InvalidChunkSize(chunk_size))
     }
+}
+
+fn log2_allowed(log2: u8) -> bool {
+    (MIN_CHUNK_SIZE_LOG2..=MAX_CHUNK_SIZE_LOG2).contains(&log2)
 }
 
 fn header_mac(keys: &StreamKeys) -> HmacSha256 {
@@ -111,7 +113,7 @@ pub(crate) fn parse(
         return Err(FormatError::InvalidHeader("reserved bytes are not zero"));
     }
     let log2 = h[LOG2_AT];
-    if !(MIN_CHUNK_SIZE_LOG2..=MAX_CHUNK_SIZE_LOG2).contains(&log2) {
+    if !log2_allowed(log2) {
         return Err(FormatError::InvalidHeader("chunk size out of range"));
     }
     let mut created = [0u8; 8];

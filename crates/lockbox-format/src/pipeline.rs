@@ -5,6 +5,7 @@
 //! nothing is copied twice.
 
 use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use zeroize::Zeroizing;
 
@@ -16,12 +17,17 @@ use lockbox_crypto::{BackupKey, CHUNK_TAG_LEN};
 /// Plaintext per batch: 4 MiB, or one chunk when chunks are larger.
 const BATCH_BYTES: usize = 4 << 20;
 
-/// A batch on its way from the reader to the sealer.
-struct Batch {
-    buf: Zeroizing<Vec<u8>>,
-    /// Whole chunks filled, in order from the start of `buf`.
+/// Encryption batches hold plaintext, so they are zeroized when dropped; decryption batches
+/// hold only ciphertext and are plain vectors (no 4 MiB wipe per stream).
+type Plaintext = Zeroizing<Vec<u8>>;
+
+/// A batch on its way from the reading thread to the sealer or opener, in slots of one segment
+/// each.
+struct Batch<B> {
+    buf: B,
+    /// Slots filled, in order from the start of `buf`.
     full: usize,
-    /// Set on the last batch: plaintext bytes of the final chunk, in the slot after `full`.
+    /// Set on the last batch: the bytes read into the slot after `full` (possibly 0).
     tail: Option<usize>,
 }
 
@@ -37,22 +43,14 @@ pub fn encrypt_stream<R: Read, W: Write + Send>(
     output.write_all(&encoder.header_bytes())?;
     let chunk_size = encoder.header().chunk_size;
     let segment = encoder.segment_len();
-    let chunks_per_batch = (BATCH_BYTES / chunk_size).max(1);
-    let (to_sealer, batches) = sync_channel::<Batch>(1);
-    let (to_reader, empties) = sync_channel::<Zeroizing<Vec<u8>>>(2);
-    for _ in 0..2 {
-        let _ = to_reader.send(Zeroizing::new(vec![0u8; chunks_per_batch * segment]));
-    }
+    let len = slots_per_batch(BATCH_BYTES, chunk_size) * segment;
+    let ((to_sealer, batches), (to_reader, empties)) =
+        batch_channels(|| Zeroizing::new(vec![0u8; len]));
+    // Plaintext goes where `seal_segments_in_place` wants it: after each segment's chunk tag.
+    let plaintext = CHUNK_TAG_LEN..CHUNK_TAG_LEN + chunk_size;
     std::thread::scope(|scope| {
         let sealer = scope.spawn(move || seal_batches(encoder, output, batches, to_reader));
-        let read = read_batches(
-            &mut input,
-            chunk_size,
-            segment,
-            chunks_per_batch,
-            to_sealer,
-            empties,
-        );
+        let read = read_slots(&mut input, segment, plaintext, to_sealer, empties);
         let sealed = sealer
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -61,29 +59,53 @@ pub fn encrypt_stream<R: Read, W: Write + Send>(
     })
 }
 
-/// Reader side: fills batches until EOF. Stops quietly if the sealer went away (its error wins).
-fn read_batches<R: Read>(
+/// Segments per batch: `batch_bytes` of plaintext, and at least one chunk.
+fn slots_per_batch(batch_bytes: usize, chunk_size: usize) -> usize {
+    (batch_bytes / chunk_size).max(1)
+}
+
+/// Full batches from the reading thread to its consumer, and empty buffers back.
+type Channels<B> = (
+    (SyncSender<Batch<B>>, Receiver<Batch<B>>),
+    (SyncSender<B>, Receiver<B>),
+);
+
+/// The channels between the reading thread and its consumer, with two empty buffers from
+/// `buffer` already queued, so that reading one batch overlaps processing the other.
+fn batch_channels<B>(buffer: impl Fn() -> B) -> Channels<B> {
+    let (to_consumer, batches) = sync_channel(1);
+    let (to_reader, empties) = sync_channel(2);
+    for _ in 0..2 {
+        let _ = to_reader.send(buffer());
+    }
+    ((to_consumer, batches), (to_reader, empties))
+}
+
+/// Reader side: fills the `slot` range of each `stride`-byte slot of the buffers it is given,
+/// in order, until EOF or an input error. Stops quietly if the consumer went away (its error
+/// wins).
+fn read_slots<R: Read, B: AsMut<[u8]>>(
     input: &mut R,
-    chunk_size: usize,
-    segment: usize,
-    chunks_per_batch: usize,
-    to_sealer: SyncSender<Batch>,
-    empties: Receiver<Zeroizing<Vec<u8>>>,
+    stride: usize,
+    slot: Range<usize>,
+    to_consumer: SyncSender<Batch<B>>,
+    empties: Receiver<B>,
 ) -> io::Result<()> {
     while let Ok(mut buf) = empties.recv() {
+        let bytes = buf.as_mut();
         let mut full = 0;
         let mut tail = None;
-        while full < chunks_per_batch {
-            let start = full * segment + CHUNK_TAG_LEN;
-            let n = read_full(input, &mut buf[start..start + chunk_size])?;
-            if n < chunk_size {
+        while full < bytes.len() / stride {
+            let at = full * stride;
+            let n = read_full(input, &mut bytes[at + slot.start..at + slot.end])?;
+            if n < slot.len() {
                 tail = Some(n);
                 break;
             }
             full += 1;
         }
         let last = tail.is_some();
-        if to_sealer.send(Batch { buf, full, tail }).is_err() || last {
+        if to_consumer.send(Batch { buf, full, tail }).is_err() || last {
             break;
         }
     }
@@ -94,8 +116,8 @@ fn read_batches<R: Read>(
 fn seal_batches<W: Write>(
     mut encoder: Encoder,
     mut output: W,
-    batches: Receiver<Batch>,
-    to_reader: SyncSender<Zeroizing<Vec<u8>>>,
+    batches: Receiver<Batch<Plaintext>>,
+    to_reader: SyncSender<Plaintext>,
 ) -> io::Result<(W, StreamSummary)> {
     let segment = encoder.segment_len();
     for mut batch in batches {
@@ -117,15 +139,6 @@ fn seal_batches<W: Write>(
     Err(io::Error::other(
         "input failed before the end of the stream",
     ))
-}
-
-/// Ciphertext read ahead, in whole segments.
-struct Segments {
-    buf: Vec<u8>,
-    /// Whole segments at the start of `buf`.
-    full: usize,
-    /// Set once the input ended: the bytes of an incomplete segment after `full` (usually 0).
-    tail: Option<usize>,
 }
 
 /// Decrypts the whole stream `input` into `output` and returns `output` with the stream's
@@ -169,14 +182,12 @@ fn decrypt_stream_batched<R: Read + Send, W: Write>(
     }
     let body = decoder.body().expect("checked above");
     let segment = body.segment_len();
-    let per_batch = (batch_bytes / body.chunk_size()).max(1);
-    let (to_opener, batches) = sync_channel::<Segments>(1);
-    let (to_reader, empties) = sync_channel::<Vec<u8>>(2);
-    for _ in 0..2 {
-        let _ = to_reader.send(vec![0u8; per_batch * segment]);
-    }
+    let per_batch = slots_per_batch(batch_bytes, body.chunk_size());
+    let ((to_opener, batches), (to_reader, empties)) =
+        batch_channels(|| vec![0u8; per_batch * segment]);
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read_segments(&mut input, segment, to_opener, empties));
+        let reader =
+            scope.spawn(move || read_slots(&mut input, segment, 0..segment, to_opener, empties));
         let opened = open_batches(body, output, per_batch, batches, to_reader);
         let read = reader
             .join()
@@ -190,34 +201,6 @@ fn decrypt_stream_batched<R: Read + Send, W: Write>(
             Ok(done) => Ok(done),
         }
     })
-}
-
-/// Reader side: fills batches with whole segments until EOF or error, or until the opener is
-/// gone.
-fn read_segments<R: Read>(
-    input: &mut R,
-    segment: usize,
-    to_opener: SyncSender<Segments>,
-    empties: Receiver<Vec<u8>>,
-) -> io::Result<()> {
-    while let Ok(mut buf) = empties.recv() {
-        let mut full = 0;
-        let mut tail = None;
-        while (full + 1) * segment <= buf.len() {
-            let slot = &mut buf[full * segment..(full + 1) * segment];
-            let n = read_full(input, slot)?;
-            if n < segment {
-                tail = Some(n);
-                break;
-            }
-            full += 1;
-        }
-        let last = tail.is_some();
-        if to_opener.send(Segments { buf, full, tail }).is_err() || last {
-            break;
-        }
-    }
-    Ok(())
 }
 
 enum Stop {
@@ -239,7 +222,7 @@ fn open_batches<W: Write>(
     body: &mut Body,
     mut output: W,
     per_batch: usize,
-    batches: Receiver<Segments>,
+    batches: Receiver<Batch<Vec<u8>>>,
     to_reader: SyncSender<Vec<u8>>,
 ) -> Result<(W, StreamSummary), Stop> {
     let segment = body.segment_len();

@@ -6,8 +6,6 @@
 //! To regenerate after a deliberate format change (which also needs a new version):
 //! `LOCKBOX_WRITE_VECTORS=1 cargo test -p lockbox-format --test vectors`.
 
-mod common;
-
 use std::path::PathBuf;
 
 use lockbox_crypto::{CryptoRng, RngCore};
