@@ -135,9 +135,6 @@ impl<R: Read> ArchiveReader<R> {
             }
             match r.state {
                 State::Finished => Ok(None),
-                State::Failed => Err(ArchiveError::malformed(
-                    "archive reader used after an error",
-                )),
                 _ => r.parse_entry(),
             }
         })
@@ -331,11 +328,9 @@ impl<R: Read> ArchiveReader<R> {
 
     fn decompress(&mut self, raw_len: usize) -> Result<(), ArchiveError> {
         let corrupt = |_| ArchiveError::malformed("corrupt compressed block");
-        if self.decompressor.is_none() {
-            self.decompressor = Some(zstd::bulk::Decompressor::new().map_err(corrupt)?);
-        }
-        let Some(decompressor) = self.decompressor.as_mut() else {
-            return Err(ArchiveError::malformed("zstd decompressor unavailable"));
+        let decompressor = match &mut self.decompressor {
+            Some(d) => d,
+            slot => slot.insert(zstd::bulk::Decompressor::new().map_err(corrupt)?),
         };
         self.block.clear();
         self.block.reserve_exact(raw_len);

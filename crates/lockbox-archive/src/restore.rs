@@ -1,12 +1,11 @@
 //! `restore`: extract an archive stream into a fresh directory, atomically.
 
-use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, FileTimes, OpenOptions, Permissions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::format::{Mtime, parent};
+use crate::format::Mtime;
 use crate::reader::{ArchiveReader, Entry, EntryKind};
 use crate::{ArchiveError, ArchiveStats};
 
@@ -142,15 +141,10 @@ fn extract<R: Read>(
     // Headers are parsed with small reads; buffer them (errors still pass through unchanged).
     let mut reader = ArchiveReader::new(std::io::BufReader::with_capacity(64 * 1024, input))?;
     let mut stats = ArchiveStats::default();
-    let mut created: HashSet<Vec<u8>> = HashSet::new();
     let mut dirs = Vec::new();
+    // The reader guarantees each entry's parent is a directory entry before it, which was
+    // created here: nothing is placed under a symlink or outside `root`.
     while let Some(entry) = reader.next_entry()? {
-        let parent = parent(entry.path_bytes());
-        if !parent.is_empty() && !created.contains(parent) {
-            return Err(ArchiveError::malformed(
-                "entry outside a directory of this archive",
-            ));
-        }
         let path = root.join(entry.path());
         match &entry.kind {
             EntryKind::Directory => {
@@ -158,7 +152,6 @@ fn extract<R: Read>(
                     .mode(0o700)
                     .create(&path)
                     .map_err(ArchiveError::io(&path))?;
-                created.insert(entry.path_bytes().to_vec());
                 dirs.push(PendingDir {
                     path,
                     mode: entry.mode,

@@ -87,13 +87,12 @@ pub fn write_dir<W: Write>(
         .map_err(|_| ArchiveError::InvalidOptions("unsupported zstd compression level"))?;
     let mut walker = Walker::new(root)?;
     let mut w = Encoder::new(out, opts.block_size, compressor);
-    let mut header = MAGIC.to_vec();
-    header.push(VERSION);
-    w.emit(&mut header)?;
+    emit(&mut w.out, &mut w.stats, &MAGIC)?;
+    emit(&mut w.out, &mut w.stats, &[VERSION])?;
     while let Some(node) = walker.next_node()? {
         w.entry(&node, progress)?;
     }
-    w.emit(&mut vec![TAG_END])?;
+    emit(&mut w.out, &mut w.stats, &[TAG_END])?;
     w.out.flush().map_err(ArchiveError::Output)?;
     Ok((w.out, w.stats))
 }
@@ -121,19 +120,13 @@ impl<W: Write> Encoder<W> {
         }
     }
 
-    fn emit(&mut self, bytes: &mut Vec<u8>) -> Result<(), ArchiveError> {
-        self.out.write_all(bytes).map_err(ArchiveError::Output)?;
-        self.stats.bytes_out += bytes.len() as u64;
-        bytes.clear();
-        Ok(())
-    }
-
     fn entry(&mut self, node: &Node, progress: &mut dyn FnMut(u64)) -> Result<(), ArchiveError> {
         let ft = node.meta.file_type();
-        let mut frame = std::mem::take(&mut self.frame);
+        let frame = &mut self.frame;
+        frame.clear();
         if ft.is_dir() {
             encode_common(
-                &mut frame,
+                frame,
                 TAG_DIR,
                 &node.rel,
                 mode(&node.meta),
@@ -146,31 +139,28 @@ impl<W: Write> Encoder<W> {
             if target.len() > MAX_PATH_LEN {
                 return Err(ArchiveError::PathTooLong(node.full.clone()));
             }
-            encode_common(&mut frame, TAG_SYMLINK, &node.rel, 0o777, mtime(&node.meta));
-            encode_bytes(&mut frame, target);
+            encode_common(frame, TAG_SYMLINK, &node.rel, 0o777, mtime(&node.meta));
+            encode_bytes(frame, target);
             self.stats.symlinks += 1;
         } else if ft.is_file() {
             // Open before writing the header so an unreadable file fails with its path.
             let file = open_walked_file(node)?;
             encode_common(
-                &mut frame,
+                frame,
                 TAG_FILE,
                 &node.rel,
                 mode(&node.meta),
                 mtime(&node.meta),
             );
             frame.extend_from_slice(&node.meta.len().to_be_bytes());
-            self.emit(&mut frame)?;
-            self.frame = frame;
+            emit(&mut self.out, &mut self.stats, frame)?;
             self.stats.files += 1;
             return self.file_data(node, file, progress);
         } else {
             tracing::warn!(path = ?node.full, "skipping special file (not archived)");
             self.stats.skipped += 1;
         }
-        self.emit(&mut frame)?;
-        self.frame = frame;
-        Ok(())
+        emit(&mut self.out, &mut self.stats, frame)
     }
 
     fn file_data(
@@ -185,41 +175,37 @@ impl<W: Write> Encoder<W> {
         while remaining > 0 {
             let want =
                 usize::try_from(remaining).map_or(self.block_size, |r| r.min(self.block_size));
-            let got = read_full(&mut reader, &mut self.input[..want])
-                .map_err(ArchiveError::io(&node.full))?;
-            if got < want {
-                return Err(ArchiveError::FileChanged(node.full.clone()));
-            }
-            remaining -= got as u64;
-            self.block(got, &mut policy)?;
-            self.stats.bytes_in += got as u64;
+            reader
+                .read_exact(&mut self.input[..want])
+                .map_err(|e| match e.kind() {
+                    ErrorKind::UnexpectedEof => ArchiveError::FileChanged(node.full.clone()),
+                    _ => ArchiveError::io(&node.full)(e),
+                })?;
+            remaining -= want as u64;
+            self.block(want, &mut policy)?;
+            self.stats.bytes_in += want as u64;
             progress(self.stats.bytes_in);
         }
-        self.emit(&mut vec![BLOCK_END])
+        emit(&mut self.out, &mut self.stats, &[BLOCK_END])
     }
 
     fn block(&mut self, len: usize, policy: &mut CompressPolicy) -> Result<(), ArchiveError> {
         let compressed = policy.should_try() && self.try_compress(len);
         policy.record(compressed);
-        let mut frame = std::mem::take(&mut self.frame);
-        let raw_len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
-        if compressed {
-            frame.push(BLOCK_ZSTD);
-            frame.extend_from_slice(&raw_len);
-            frame.extend_from_slice(
-                &u32::try_from(self.packed.len())
-                    .unwrap_or(u32::MAX)
-                    .to_be_bytes(),
-            );
-            frame.extend_from_slice(&self.packed);
+        let (kind, payload) = if compressed {
+            (BLOCK_ZSTD, &self.packed[..])
         } else {
-            frame.push(BLOCK_RAW);
-            frame.extend_from_slice(&raw_len);
-            frame.extend_from_slice(&self.input[..len]);
+            (BLOCK_RAW, &self.input[..len])
+        };
+        let frame = &mut self.frame;
+        frame.clear();
+        frame.push(kind);
+        frame.extend_from_slice(&be_u32(len));
+        if compressed {
+            frame.extend_from_slice(&be_u32(payload.len()));
         }
-        let result = self.emit(&mut frame);
-        self.frame = frame;
-        result
+        emit(&mut self.out, &mut self.stats, frame)?;
+        emit(&mut self.out, &mut self.stats, payload)
     }
 
     /// Compress into a buffer capped at the size worth keeping: too big fails, so we store raw.
@@ -272,20 +258,16 @@ impl CompressPolicy {
     }
 }
 
-fn read_full(reader: &mut impl Read, mut buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut total = 0;
-    while !buf.is_empty() {
-        match reader.read(buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n;
-                buf = &mut buf[n..];
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(total)
+/// Writes `bytes` to the archive and counts them.
+fn emit(out: &mut impl Write, stats: &mut ArchiveStats, bytes: &[u8]) -> Result<(), ArchiveError> {
+    out.write_all(bytes).map_err(ArchiveError::Output)?;
+    stats.bytes_out += bytes.len() as u64;
+    Ok(())
+}
+
+/// A block length field (lengths are at most [`MAX_BLOCK_SIZE`]).
+fn be_u32(len: usize) -> [u8; 4] {
+    u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes()
 }
 
 fn mode(meta: &Metadata) -> u32 {
@@ -352,6 +334,22 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_file_that_shrank_after_the_walk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"0123456789").unwrap();
+        let node = walked(&f);
+        std::fs::write(&f, b"01234").unwrap();
+        let compressor = zstd::bulk::Compressor::new(3).unwrap();
+        let mut w = Encoder::new(Vec::new(), 4, compressor);
+        let err = w.entry(&node, &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::FileChanged(ref p) if *p == f),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn policy_skips_media_and_gives_up_after_two_failures() {
