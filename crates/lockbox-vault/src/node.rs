@@ -6,7 +6,7 @@
 //! already the ones that ceremony will fill.
 
 use lockbox_hsm::{HsmPin, Pkcs11Config, Pkcs11Sealer, Sealer, SoftwareSealer};
-use lockbox_proto::envelope::{PartitionPublicKey, PartitionSecretKey};
+use lockbox_proto::envelope::PartitionSecretKey;
 use lockbox_vault_core::VaultSecrets;
 use rand_core::OsRng;
 use std::path::Path;
@@ -36,19 +36,15 @@ pub enum NodeError {
     CorruptSecrets(u32),
 }
 
-/// Everything a partition needs at run time besides storage.
+/// A partition's secrets: everything it needs at run time besides storage.
 pub struct PartitionKeys {
-    pub id: u32,
     pub hpke: PartitionSecretKey,
-    pub hpke_public: PartitionPublicKey,
     pub opaque: VaultSecrets,
 }
 
 impl core::fmt::Debug for PartitionKeys {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PartitionKeys")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("PartitionKeys").finish_non_exhaustive()
     }
 }
 
@@ -112,26 +108,24 @@ pub fn load_or_create_partition(
 ) -> Result<PartitionKeys, NodeError> {
     let name = secret_name(partition);
     let aad = secret_aad(partition);
-    if store.load_secret(&name)?.is_none() {
-        let (hpke, _) = PartitionSecretKey::generate(&mut OsRng);
-        let opaque = VaultSecrets::generate(&mut OsRng);
-        let mut plain = Zeroizing::new(hpke.to_bytes().to_vec());
-        plain.extend_from_slice(&opaque.to_bytes());
-        // A concurrent first start may have won the race; the stored value is the one used.
-        store.store_secret_once(&name, &sealer.seal(&aad, &plain)?)?;
-    }
-    let sealed = store
-        .load_secret(&name)?
-        .ok_or(NodeError::CorruptSecrets(partition))?;
+    let sealed = match store.load_secret(&name)? {
+        Some(sealed) => sealed,
+        None => {
+            let (hpke, _) = PartitionSecretKey::generate(&mut OsRng);
+            let opaque = VaultSecrets::generate(&mut OsRng);
+            let mut plain = Zeroizing::new(hpke.to_bytes().to_vec());
+            plain.extend_from_slice(&opaque.to_bytes());
+            // A concurrent first start may have won the race; the stored value is the one used.
+            store.store_secret_once(&name, &sealer.seal(&aad, &plain)?)?;
+            store
+                .load_secret(&name)?
+                .ok_or(NodeError::CorruptSecrets(partition))?
+        }
+    };
     let plain = sealer.unseal(&aad, &sealed)?;
     let corrupt = || NodeError::CorruptSecrets(partition);
     let (hpke, opaque) = plain.split_at_checked(32).ok_or_else(corrupt)?;
     let hpke = PartitionSecretKey::from_bytes(hpke).map_err(|_| corrupt())?;
     let opaque = VaultSecrets::from_bytes(opaque).map_err(|_| corrupt())?;
-    Ok(PartitionKeys {
-        id: partition,
-        hpke_public: hpke.public_key(),
-        hpke,
-        opaque,
-    })
+    Ok(PartitionKeys { hpke, opaque })
 }

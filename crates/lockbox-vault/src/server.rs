@@ -2,11 +2,10 @@
 //! in-flight requests finish (a request that already spent an attempt still gets its KE2).
 
 use lockbox_proto::pb::vault_server::VaultServer;
-use lockbox_vault_core::{Vault, VaultConfig as CoreConfig, partition_server_id};
-use rand_core::OsRng;
+use lockbox_vault_core::{VaultConfig as CoreConfig, partition_server_id};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -68,7 +67,9 @@ impl BoundNode {
             .add_service(grpc)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
+        // Awaited so its service clone (and with it the database) is gone when this returns.
         purger.abort();
+        let _ = purger.await;
         Ok(result?)
     }
 }
@@ -81,17 +82,10 @@ pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
     let mut partitions = Vec::new();
     for &id in &cfg.partitions {
         let keys = node::load_or_create_partition(&store, sealer.as_ref(), id)?;
-        let opaque_public = keys.opaque.public_key();
         let mut core_cfg = CoreConfig::new(&partition_server_id(id));
         core_cfg.session_ttl_ms = cfg.session_ttl_secs * 1000;
         core_cfg.min_ksf = cfg.min_client_ksf;
-        partitions.push(PartitionState {
-            id,
-            hpke: keys.hpke,
-            hpke_public: keys.hpke_public,
-            opaque_public,
-            core: Mutex::new(Vault::new(keys.opaque, core_cfg, &mut OsRng)),
-        });
+        partitions.push(PartitionState::new(id, keys.hpke, keys.opaque, core_cfg));
     }
     if let Some(addr) = cfg.metrics_listen {
         crate::metrics::install(addr).map_err(ServeError::Metrics)?;

@@ -11,7 +11,8 @@ use lockbox_proto::envelope::{self, PartitionPublicKey, PartitionSecretKey, Seal
 use lockbox_proto::pb::{self, vault_server::Vault as VaultRpc};
 use lockbox_proto::{MAX_ACCOUNT_BYTES, MAX_MESSAGE_BYTES, WIRE_VERSION};
 use lockbox_vault_core::{
-    AccountId, KsfParams, Outcome, Record, Reply, Request, Vault, VaultError,
+    AccountId, KsfParams, Outcome, Record, Reply, Request, Vault, VaultConfig as CoreConfig,
+    VaultError, VaultSecrets,
 };
 use prost::Message;
 use rand_core::OsRng;
@@ -27,14 +28,25 @@ use crate::storage::{RecordStore, StorageError};
 const MAX_CAS_RETRIES: usize = 16;
 
 pub struct PartitionState {
-    pub id: u32,
-    pub hpke: PartitionSecretKey,
-    pub hpke_public: PartitionPublicKey,
-    pub opaque_public: [u8; 32],
-    pub core: Mutex<Vault>,
+    id: u32,
+    hpke: PartitionSecretKey,
+    hpke_public: PartitionPublicKey,
+    opaque_public: [u8; 32],
+    core: Mutex<Vault>,
 }
 
 impl PartitionState {
+    /// A partition served with these secrets; its public keys are derived from them.
+    pub fn new(id: u32, hpke: PartitionSecretKey, opaque: VaultSecrets, cfg: CoreConfig) -> Self {
+        Self {
+            id,
+            hpke_public: hpke.public_key(),
+            hpke,
+            opaque_public: opaque.public_key(),
+            core: Mutex::new(Vault::new(opaque, cfg, &mut OsRng)),
+        }
+    }
+
     /// The partition's core. A panic in another request must not take the partition down for
     /// good: the core's in-memory state (sessions, ticket serial) stays consistent at every
     /// step, and everything the guess limit rests on is in storage, not here.
@@ -501,18 +513,11 @@ mod tests {
     use super::*;
     use crate::storage::RedbStore;
     use lockbox_hsm::SoftwareSealer;
-    use lockbox_vault_core::{VaultConfig as CoreConfig, VaultSecrets};
 
     fn service(dir: &std::path::Path) -> VaultService {
-        let (hpke, hpke_public) = PartitionSecretKey::generate(&mut OsRng);
+        let (hpke, _) = PartitionSecretKey::generate(&mut OsRng);
         let secrets = VaultSecrets::generate(&mut OsRng);
-        let part = PartitionState {
-            id: 0,
-            hpke,
-            hpke_public,
-            opaque_public: secrets.public_key(),
-            core: Mutex::new(Vault::new(secrets, CoreConfig::new(b"p0"), &mut OsRng)),
-        };
+        let part = PartitionState::new(0, hpke, secrets, CoreConfig::new(b"p0"));
         let store = RedbStore::open(&dir.join("vault.redb")).unwrap();
         let sealer = SoftwareSealer::create(dir.join("sealer.key")).unwrap();
         VaultService::new("t".into(), vec![part], Arc::new(store), Arc::new(sealer), 4)

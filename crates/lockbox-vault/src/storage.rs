@@ -11,7 +11,9 @@
 //! Values are sealed by the caller (HSM key, AAD = partition ‖ account ‖ seq); this module
 //! stores bytes and never sees a key.
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use std::path::Path;
 
 /// Records: key = partition (4 bytes BE) ‖ account, value = seq (8 bytes BE) ‖ sealed record.
@@ -68,8 +70,7 @@ pub struct RedbStore {
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let db = Database::create(path).map_err(db_err)?;
-        let mut txn = db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = begin_durable(&db)?;
         txn.open_table(RECORDS).map_err(db_err)?;
         txn.open_table(SECRETS).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
@@ -84,8 +85,7 @@ impl RedbStore {
 
     /// Stores a node secret once; an existing value is never overwritten.
     pub fn store_secret_once(&self, name: &str, sealed: &[u8]) -> Result<bool, StorageError> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = begin_durable(&self.db)?;
         let inserted = {
             let mut table = txn.open_table(SECRETS).map_err(db_err)?;
             if table.get(name).map_err(db_err)?.is_some() {
@@ -100,6 +100,13 @@ impl RedbStore {
     }
 }
 
+/// A write transaction whose commit returns only once it is on disk (fsync).
+fn begin_durable(db: &Database) -> Result<WriteTransaction, StorageError> {
+    let mut txn = db.begin_write().map_err(db_err)?;
+    txn.set_durability(Durability::Immediate).map_err(db_err)?;
+    Ok(txn)
+}
+
 fn record_key(partition: u32, account: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + account.len());
     k.extend_from_slice(&partition.to_be_bytes());
@@ -107,13 +114,18 @@ fn record_key(partition: u32, account: &[u8]) -> Vec<u8> {
     k
 }
 
-fn split_value(v: &[u8]) -> Result<Stored, StorageError> {
-    let (seq, sealed) = v
-        .split_first_chunk::<8>()
+fn stored_seq(v: &[u8]) -> Result<u64, StorageError> {
+    let seq = v
+        .first_chunk::<8>()
         .ok_or(StorageError::Corrupt("short record value"))?;
+    Ok(u64::from_be_bytes(*seq))
+}
+
+fn split_value(v: &[u8]) -> Result<Stored, StorageError> {
+    let seq = stored_seq(v)?; // checks that the 8 bytes are there
     Ok(Stored {
-        seq: u64::from_be_bytes(*seq),
-        sealed: sealed.to_vec(),
+        seq,
+        sealed: v[8..].to_vec(),
     })
 }
 
@@ -134,12 +146,11 @@ impl RecordStore for RedbStore {
         sealed: &[u8],
     ) -> Result<u64, StorageError> {
         let key = record_key(partition, account);
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = begin_durable(&self.db)?;
         let seq = {
             let mut table = txn.open_table(RECORDS).map_err(db_err)?;
             let found = match table.get(key.as_slice()).map_err(db_err)? {
-                Some(v) => split_value(v.value())?.seq,
+                Some(v) => stored_seq(v.value())?,
                 None => 0,
             };
             if found != expected_seq {

@@ -9,7 +9,7 @@ use lockbox_vault_core::KsfParams;
 use rand_core::OsRng;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -47,7 +47,7 @@ impl TestNode {
             shutdown: None,
             task: None,
         };
-        node.launch(false).await;
+        node.launch().await;
         node
     }
 
@@ -74,23 +74,13 @@ impl TestNode {
         VaultConfig::load(&path).expect("load vault.toml")
     }
 
-    /// Binds (on the previous port after a restart) and serves in a task. After a restart the
-    /// stopped node's database may take a moment to be released by its last task, so binding
-    /// is retried then.
-    async fn launch(&mut self, retry: bool) {
+    /// Binds (on the previous port after a restart) and serves in a task.
+    async fn launch(&mut self) {
         let cfg = self.write_config();
         // A fresh data_dir is created by the node itself (the first start of every test).
-        let deadline = Instant::now() + Duration::from_secs(if retry { 10 } else { 0 });
-        let bound = loop {
-            match lockbox_vault::bind(cfg.clone()).await {
-                Ok(bound) => break bound,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("bind failed, retrying: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("vault node did not start: {e}"),
-            }
-        };
+        let bound = lockbox_vault::bind(cfg)
+            .await
+            .unwrap_or_else(|e| panic!("vault node did not start: {e}"));
         self.addr = bound.local_addr();
         let (tx, rx) = oneshot::channel();
         self.shutdown = Some(tx);
@@ -117,7 +107,7 @@ impl TestNode {
     /// sealer, database handle and vault core (so all sessions are gone).
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.launch(true).await;
+        self.launch().await;
     }
 
     /// A client that learned the keys from this node (trust on first use).
