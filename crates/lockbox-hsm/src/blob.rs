@@ -20,13 +20,18 @@ pub(crate) struct Parsed<'a> {
     pub ciphertext: &'a [u8],
 }
 
+/// Fills `buf` from the OS RNG.
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), SealError> {
+    use rand_core::RngCore;
+    rand_core::OsRng
+        .try_fill_bytes(buf)
+        .map_err(|_| SealError::Crypto("OS RNG failed"))
+}
+
 /// Draws a fresh nonce from the OS RNG.
 pub(crate) fn fresh_nonce() -> Result<[u8; NONCE_LEN], SealError> {
-    use rand_core::RngCore;
     let mut nonce = [0u8; NONCE_LEN];
-    rand_core::OsRng
-        .try_fill_bytes(&mut nonce)
-        .map_err(|_| SealError::Crypto("OS RNG failed"))?;
+    fill_random(&mut nonce)?;
     Ok(nonce)
 }
 

@@ -58,6 +58,16 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KeyId(pub u32);
 
+impl KeyId {
+    /// The id after this one.
+    pub fn next(self) -> Result<KeyId, SealError> {
+        self.0
+            .checked_add(1)
+            .map(KeyId)
+            .ok_or(SealError::Crypto("key id space exhausted"))
+    }
+}
+
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

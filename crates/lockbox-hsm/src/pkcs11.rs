@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 
 use cryptoki::context::{CInitializeArgs, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -128,7 +128,7 @@ pub fn shared_context(module_path: &Path) -> Result<Pkcs11, SealError> {
 }
 
 /// Finds the slot holding the token labelled `label`.
-fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, SealError> {
+pub(crate) fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, SealError> {
     for slot in ctx.get_slots_with_token().map_err(ck("C_GetSlotList"))? {
         let info = ctx.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
         if info.label() == label {
@@ -177,6 +177,15 @@ struct KeyHandles {
     handles: BTreeMap<KeyId, ObjectHandle>,
 }
 
+impl KeyHandles {
+    fn get(&self, id: KeyId) -> Result<ObjectHandle, SealError> {
+        self.handles
+            .get(&id)
+            .copied()
+            .ok_or(SealError::UnknownKey(id))
+    }
+}
+
 impl Pkcs11Sealer {
     /// Loads the module, finds the token by label, logs in, and loads the sealing keys,
     /// generating key 1 inside the token if none exists yet.
@@ -209,12 +218,8 @@ impl Pkcs11Sealer {
         key_label(&self.prefix, id)
     }
 
-    fn handle(&self, id: KeyId) -> Result<ObjectHandle, SealError> {
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        keys.handles
-            .get(&id)
-            .copied()
-            .ok_or(SealError::UnknownKey(id))
+    fn keys(&self) -> RwLockReadGuard<'_, KeyHandles> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `op` on a pooled session. A session whose operation failed for a reason other
@@ -393,15 +398,14 @@ fn generate_key(session: &Session, prefix: &str, id: KeyId) -> Result<ObjectHand
 
 impl Sealer for Pkcs11Sealer {
     fn current_key_id(&self) -> KeyId {
-        self.keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .current
+        self.keys().current
     }
 
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        let key_id = self.current_key_id();
-        let handle = self.handle(key_id)?;
+        let (key_id, handle) = {
+            let keys = self.keys();
+            (keys.current, keys.get(keys.current)?)
+        };
         let nonce = blob::fresh_nonce()?;
         let header = blob::header(key_id, &nonce);
         let full_aad = blob::full_aad(key_id, aad);
@@ -421,7 +425,7 @@ impl Sealer for Pkcs11Sealer {
 
     fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
         let parsed = blob::parse(sealed)?;
-        let handle = self.handle(parsed.key_id)?;
+        let handle = self.keys().get(parsed.key_id)?;
         let full_aad = blob::full_aad(parsed.key_id, aad);
         self.decrypt(handle, parsed.nonce, &full_aad, parsed.ciphertext)
             .map_err(|e| self.classify_decrypt_error(handle, e))
@@ -432,11 +436,7 @@ impl Sealer for Pkcs11Sealer {
         // Re-read the token so a key made by another process is not generated twice.
         let mut handles = load_keys(&anchor, &self.prefix)?;
         let last = handles.keys().next_back().copied().unwrap_or(KeyId(0));
-        let next = last
-            .0
-            .checked_add(1)
-            .map(KeyId)
-            .ok_or(SealError::Crypto("key id space exhausted"))?;
+        let next = last.next()?;
         handles.insert(next, generate_key(&anchor, &self.prefix, next)?);
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = KeyHandles {
             current: next,

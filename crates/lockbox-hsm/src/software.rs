@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use rand_core::RngCore;
 use zeroize::Zeroizing;
 
 use crate::blob::{self, TAG_LEN};
@@ -80,9 +79,7 @@ impl KeyRing {
 
 fn random_key() -> Result<KeyBytes, SealError> {
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    rand_core::OsRng
-        .try_fill_bytes(key.as_mut())
-        .map_err(|_| SealError::Crypto("OS RNG failed"))?;
+    blob::fill_random(key.as_mut())?;
     Ok(key)
 }
 
@@ -144,11 +141,7 @@ impl Sealer for SoftwareSealer {
             ring.raw.iter().map(|(id, k)| (*id, k.clone())).collect()
         };
         let last = raw.last().map_or(KeyId(0), |(id, _)| *id);
-        let next = last
-            .0
-            .checked_add(1)
-            .map(KeyId)
-            .ok_or(SealError::Crypto("key id space exhausted"))?;
+        let next = last.next()?;
         raw.push((next, random_key()?));
         keyfile::write(&self.path, &raw, true)?;
         let ring = KeyRing::new(raw)?;

@@ -70,6 +70,16 @@ pub struct TestToken {
     pub config: Pkcs11Config,
 }
 
+impl TestToken {
+    /// A read-write session of the test's own on this token, to inspect what a sealer made
+    /// there (an open sealer keeps the token logged in).
+    pub fn open_session(&self) -> cryptoki::session::Session {
+        let ctx = crate::shared_context(&self.config.module_path).expect("load PKCS#11 module");
+        let slot = crate::pkcs11::find_slot(&ctx, &self.label).expect("find test token");
+        ctx.open_rw_session(slot).expect("open session")
+    }
+}
+
 impl SoftHsm {
     /// The PKCS#11 module to load.
     pub fn module_path(&self) -> &Path {

@@ -6,14 +6,13 @@ mod common;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
-use cryptoki::session::Session;
-use lockbox_hsm::test_support::{SOFTHSM_MODULE, SoftHsm, run_isolated};
-use lockbox_hsm::{HsmPin, KeyId, Pkcs11Config, Pkcs11Sealer, SealError, Sealer, shared_context};
+use lockbox_hsm::test_support::{SOFTHSM_MODULE, SoftHsm, TestToken, run_isolated};
+use lockbox_hsm::{HsmPin, KeyId, Pkcs11Config, Pkcs11Sealer, SealError, Sealer};
 
-fn open_new(hsm: &SoftHsm) -> (Pkcs11Config, Pkcs11Sealer) {
+fn open_new(hsm: &SoftHsm) -> (TestToken, Pkcs11Sealer) {
     let token = hsm.new_token();
     let sealer = Pkcs11Sealer::open(&token.config).unwrap();
-    (token.config, sealer)
+    (token, sealer)
 }
 
 #[test]
@@ -25,23 +24,11 @@ fn pkcs11_sealer_meets_the_contract() {
     });
 }
 
-/// A session of our own on the sealer's token (the sealer keeps the token logged in).
-fn inspect_session(config: &Pkcs11Config) -> Session {
-    let ctx = shared_context(&config.module_path).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label() == config.token_label)
-        .unwrap();
-    ctx.open_rw_session(slot).unwrap()
-}
-
 #[test]
 fn pkcs11_key_never_leaves_the_token() {
     run_isolated(|hsm| {
-        let (config, s) = open_new(hsm);
-        let session = inspect_session(&config);
+        let (token, s) = open_new(hsm);
+        let session = token.open_session();
         let label = s.key_label(KeyId(1)).into_bytes();
         let found = session.find_objects(&[Attribute::Label(label)]).unwrap();
         assert_eq!(found.len(), 1, "exactly one key with our label");
@@ -113,13 +100,13 @@ fn pkcs11_key_never_leaves_the_token() {
 #[test]
 fn pkcs11_restart_unseals_what_the_first_sealer_sealed() {
     run_isolated(|hsm| {
-        let (config, first) = open_new(hsm);
+        let (token, first) = open_new(hsm);
         let old = first.seal(common::AAD, common::PLAINTEXT).unwrap();
         assert_eq!(first.rotate().unwrap(), KeyId(2));
         let new = first.seal(common::AAD, common::PLAINTEXT).unwrap();
         drop(first);
 
-        let second = Pkcs11Sealer::open(&config).unwrap();
+        let second = Pkcs11Sealer::open(&token.config).unwrap();
         assert_eq!(
             second.current_key_id(),
             KeyId(2),
