@@ -23,6 +23,10 @@ pub const ENVELOPE: &[u8] = b"lockbox/v1/envelope";
 /// HPKE exporter context for the key that seals the vault's response to one request.
 pub const RESPONSE: &[u8] = b"lockbox/v1/response";
 
+/// PASETO implicit assertion of every account token: a token signed for anything else by the
+/// same identity-provider key never verifies as an account token.
+pub const ACCOUNT_TOKEN: &[u8] = b"lockbox/v1/account-token";
+
 /// All labels, for the test that proves they are distinct.
 pub const ALL: &[&[u8]] = &[
     BACKUP,
@@ -34,6 +38,7 @@ pub const ALL: &[&[u8]] = &[
     VAULT_LOGIN_REPLY,
     ENVELOPE,
     RESPONSE,
+    ACCOUNT_TOKEN,
 ];
 
 #[cfg(test)]
