@@ -4,8 +4,13 @@
 //! AES-256-GCM) to the partition's public key, with `info = ENVELOPE ‖ partition ‖ account`
 //! so that a relay cannot move it to another partition or account. The response is sealed with
 //! AES-256-GCM under a 32-byte key exported from the same HPKE context (exporter context
-//! `RESPONSE`), used exactly once, so only the client that made the request can read the answer
-//! and the relay cannot swap answers between requests. Both steps are types consumed by use.
+//! `RESPONSE`), so only the client that made the request can read the answer and the relay
+//! cannot swap answers between requests. The response nonce is drawn at random by the vault for
+//! every response and sent in front of the ciphertext: a relay that delivers one request twice
+//! gets two responses under the same exported key, and they must never share a nonce (GCM nonce
+//! reuse would reveal their XOR and let the relay forge replies). The vault also refuses such
+//! replays ([`RESPONSE_NONCE_LEN`] bytes of nonce make accidental reuse negligible regardless).
+//! Both steps are types consumed by use.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use hpke::aead::AesGcm256;
@@ -20,6 +25,11 @@ type Kem = X25519HkdfSha256;
 type KemPrivate = <Kem as hpke::Kem>::PrivateKey;
 type KemPublic = <Kem as hpke::Kem>::PublicKey;
 type KemEnc = <Kem as hpke::Kem>::EncappedKey;
+
+/// Length of the random nonce in front of every sealed response.
+pub const RESPONSE_NONCE_LEN: usize = 12;
+/// Bytes a sealed response adds to the response: nonce and GCM tag.
+pub const RESPONSE_OVERHEAD: usize = RESPONSE_NONCE_LEN + 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
@@ -183,27 +193,38 @@ fn response_key(key: &[u8; 32]) -> LessSafeKey {
 }
 
 impl Responder {
-    /// Seals the one response to this request. The key is used once, so a zero nonce is safe.
-    pub fn seal(self, response: &[u8]) -> Vec<u8> {
-        let mut buf = response.to_vec();
-        response_key(&self.key)
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key([0; 12]),
+    /// Seals the one response to this request under a fresh random nonce, sent in front of the
+    /// ciphertext.
+    pub fn seal<R: RngCore + CryptoRng>(self, response: &[u8], rng: &mut R) -> Vec<u8> {
+        let mut nonce = [0u8; RESPONSE_NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let mut buf = Vec::with_capacity(response.len() + RESPONSE_OVERHEAD);
+        buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(response);
+        let tag = response_key(&self.key)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
                 Aad::empty(),
-                &mut buf,
+                &mut buf[RESPONSE_NONCE_LEN..],
             )
             .expect("AES-GCM seal of a bounded message cannot fail");
+        buf.extend_from_slice(tag.as_ref());
         buf
     }
 }
 
 impl AwaitingResponse {
     /// Opens the response to this request; anything else fails.
-    pub fn open(self, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    pub fn open(self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        if sealed.len() < RESPONSE_OVERHEAD {
+            return Err(EnvelopeError::Response);
+        }
+        let (nonce, ciphertext) = sealed.split_at(RESPONSE_NONCE_LEN);
+        let nonce: [u8; RESPONSE_NONCE_LEN] = nonce.try_into().expect("split at nonce length");
         let mut buf = Zeroizing::new(ciphertext.to_vec());
         let n = response_key(&self.key)
             .open_in_place(
-                Nonce::assume_unique_for_key([0; 12]),
+                Nonce::assume_unique_for_key(nonce),
                 Aad::empty(),
                 buf.as_mut(),
             )
@@ -230,7 +251,7 @@ mod tests {
         assert!(!sealed.ciphertext.windows(5).any(|w| w == b"hello"));
         let (req, responder) = open_request(&sk, 7, b"alice", &sealed).unwrap();
         assert_eq!(req.as_slice(), b"hello vault");
-        let resp = responder.seal(b"hello client");
+        let resp = responder.seal(b"hello client", &mut OsRng);
         assert_eq!(waiting.open(&resp).unwrap().as_slice(), b"hello client");
     }
 
@@ -277,11 +298,56 @@ mod tests {
         let (_, r1) = open_request(&sk, 1, b"a", &s1).unwrap();
         let (_, r2) = open_request(&sk, 1, b"a", &s2).unwrap();
         let _ = r1;
-        let answer_to_two = r2.seal(b"for two");
+        let answer_to_two = r2.seal(b"for two", &mut OsRng);
         assert_eq!(
             w1.open(&answer_to_two).unwrap_err(),
             EnvelopeError::Response
         );
+    }
+
+    /// A relay that delivers one request twice gets two responses under one exported key: they
+    /// must never share a nonce, or their XOR (and GCM forgeries) would be the relay's.
+    #[test]
+    fn a_request_opened_twice_never_seals_under_one_nonce() {
+        let (sk, pk) = keys();
+        let (sealed, waiting) = seal_request(&pk, 1, b"a", b"ke1", &mut OsRng).unwrap();
+        let (_, first) = open_request(&sk, 1, b"a", &sealed).unwrap();
+        let (_, second) = open_request(&sk, 1, b"a", &sealed).unwrap();
+        let r1 = first.seal(b"session 0123456789abcdef", &mut OsRng);
+        let r2 = second.seal(b"session fedcba9876543210", &mut OsRng);
+        assert_ne!(r1[..RESPONSE_NONCE_LEN], r2[..RESPONSE_NONCE_LEN]);
+        let xor: Vec<u8> = r1[RESPONSE_NONCE_LEN..]
+            .iter()
+            .zip(&r2[RESPONSE_NONCE_LEN..])
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let plain_xor: Vec<u8> = b"session 0123456789abcdef"
+            .iter()
+            .zip(b"session fedcba9876543210")
+            .map(|(a, b)| a ^ b)
+            .collect();
+        assert_ne!(xor[..plain_xor.len()], plain_xor[..]);
+        assert_eq!(
+            waiting.open(&r1).unwrap().as_slice(),
+            b"session 0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn short_or_tampered_responses_do_not_open() {
+        let (sk, pk) = keys();
+        let (sealed, _) = seal_request(&pk, 1, b"a", b"x", &mut OsRng).unwrap();
+        let (_, responder) = open_request(&sk, 1, b"a", &sealed).unwrap();
+        let resp = responder.seal(b"answer", &mut OsRng);
+        for cut in 0..resp.len() {
+            let (_, w) = seal_request(&pk, 1, b"a", b"x", &mut OsRng).unwrap();
+            assert!(w.open(&resp[..cut]).is_err(), "cut {cut}");
+        }
+        let (s2, w2) = seal_request(&pk, 1, b"a", b"x", &mut OsRng).unwrap();
+        let (_, r2) = open_request(&sk, 1, b"a", &s2).unwrap();
+        let mut resp = r2.seal(b"answer", &mut OsRng);
+        resp[0] ^= 1; // the nonce is authenticated through the tag
+        assert_eq!(w2.open(&resp).unwrap_err(), EnvelopeError::Response);
     }
 
     #[test]
