@@ -30,6 +30,20 @@ pub enum ClientError {
     /// The vault's answer is malformed, does not open, or is not the pinned vault's.
     #[error("vault protocol error: {0}")]
     Protocol(String),
+    /// The vault refused the account token (missing, expired, forged, another account's or
+    /// another fleet's): get a fresh one from the messaging service's login.
+    #[error("account token refused: {0}")]
+    Unauthorized(String),
+    /// The Argon2id cost asked for is above what this device accepts (a hostile vault could
+    /// otherwise pin the device).
+    #[error(
+        "Argon2id cost m={m_cost_kib} KiB, t={t_cost}, p={p_cost} is above this device's limit"
+    )]
+    KsfTooCostly {
+        m_cost_kib: u32,
+        t_cost: u32,
+        p_cost: u32,
+    },
     /// The caller passed something the protocol cannot carry (e.g. an empty account id).
     #[error("invalid input: {0}")]
     InvalidInput(&'static str),
@@ -62,7 +76,8 @@ impl ClientError {
         match code {
             Code::NoRecord => Self::NoRecord,
             Code::Destroyed => Self::Destroyed,
-            Code::Unavailable => Self::Unavailable(e.message.clone()),
+            Code::Unavailable | Code::Busy => Self::Unavailable(e.message.clone()),
+            Code::Unauthorized => Self::Unauthorized(e.message.clone()),
             _ => Self::Rejected {
                 code,
                 message: e.message.clone(),

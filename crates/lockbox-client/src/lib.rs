@@ -5,9 +5,11 @@
 //! Does: drive `lockbox-vault-core`'s sans-IO client steps (OPAQUE, wrapping `K` under the export
 //! key), seal every request in an HPKE envelope to the pinned partition key
 //! (`lockbox-proto`), and carry it over gRPC (tonic). Argon2id runs on a blocking thread.
+//! Every request carries, inside the envelope, the account token the caller got from the
+//! messaging service's login ([`VaultClient::with_token`]) and the time it was sealed.
 //! Does not: pick or verify which vault to talk to — the caller hands a [`VaultTarget`] whose
 //! keys it pinned (in production, from the signed fleet manifest; [`VaultClient::discover`] is
-//! trust-on-first-use, for tests and demos only); authenticate the account to a gateway; retry.
+//! trust-on-first-use, for tests and demos only); obtain account tokens; retry.
 //! Trusts: the pinned partition HPKE key and OPAQUE identity, the OS RNG, and the crates above.
 //! The password and `K` never leave the device; the vault and any relay see only ciphertext.
 #![forbid(unsafe_code)]
@@ -20,17 +22,17 @@ use lockbox_crypto::BackupKey;
 use lockbox_proto::envelope::{self, AwaitingResponse, PartitionPublicKey};
 use lockbox_proto::pb::{self, request::Op, response::Result as Reply};
 use lockbox_proto::{MAX_MESSAGE_BYTES, WIRE_VERSION};
+pub use lockbox_token::{FixedToken, TokenSource};
 use lockbox_vault_core::client::{
     ClientEnrollment, ClientError as StepError, ClientRecovery, RecoveryOpening,
 };
 use lockbox_vault_core::{AccountId, AttemptLimit, KE3_LEN, KsfParams, VaultIdentity};
 use prost::Message;
 use rand_core::{CryptoRng, OsRng, RngCore};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-/// AES-GCM tag on every sealed response.
-const RESPONSE_TAG_LEN: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -46,12 +48,39 @@ pub struct VaultTarget {
     pub identity: VaultIdentity,
 }
 
-/// What the vault knows about an account.
+/// What the vault knows about an account. The generation changes with every enrollment,
+/// password change and destruction, so a device that remembers it sees a replaced record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Absent,
-    Active { attempts_left: u8, limit: u8 },
-    Destroyed,
+    Active {
+        attempts_left: u8,
+        limit: u8,
+        generation: u64,
+        /// When this record was enrolled (Unix ms; 0 if the vault does not know).
+        created_at_ms: u64,
+    },
+    Destroyed {
+        generation: u64,
+    },
+}
+
+impl Status {
+    /// `(attempts_left, limit)` of an active record.
+    pub fn attempts(&self) -> Option<(u8, u8)> {
+        match *self {
+            Status::Active {
+                attempts_left,
+                limit,
+                ..
+            } => Some((attempts_left, limit)),
+            _ => None,
+        }
+    }
+
+    pub fn is_destroyed(&self) -> bool {
+        matches!(self, Status::Destroyed { .. })
+    }
 }
 
 /// A login between KE2 and KE3. The attempt is already spent; dropping this does not return it.
@@ -80,11 +109,26 @@ impl core::fmt::Debug for PendingLogin {
     }
 }
 
+/// The most Argon2id work a vault may ask of this device at login, and the most a deposit may
+/// choose: near the deposit default (64 MiB, t=3), so that a hostile vault cannot pin a phone
+/// with a 1 GiB, t=64 hash.
+pub const DEVICE_MAX_KSF: (u32, u32, u32) = (128 * 1024, 6, 4);
+
 /// A connection to one vault partition. Cheap to clone; clones share the connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct VaultClient {
     target: VaultTarget,
     rpc: pb::vault_client::VaultClient<Channel>,
+    tokens: Option<Arc<dyn TokenSource>>,
+}
+
+impl core::fmt::Debug for VaultClient {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VaultClient")
+            .field("target", &self.target)
+            .field("tokens", &self.tokens.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
 }
 
 impl VaultClient {
@@ -107,7 +151,23 @@ impl VaultClient {
         let rpc = pb::vault_client::VaultClient::new(channel)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
-        Self { target, rpc }
+        Self {
+            target,
+            rpc,
+            tokens: None,
+        }
+    }
+
+    /// Sends `token` (the account's PASETO from the messaging service's login) inside every
+    /// request. The vault refuses requests without a valid token for their account.
+    pub fn with_token(self, token: impl Into<String>) -> Self {
+        self.with_token_source(Arc::new(FixedToken::new(token)))
+    }
+
+    /// Asks `source` for each request's account token.
+    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.tokens = Some(source);
+        self
     }
 
     /// Asks the node at `endpoint` for partition `partition`'s public keys.
@@ -172,6 +232,7 @@ impl VaultClient {
     ) -> Result<(), ClientError> {
         let id = account_id(account)?;
         let limit = attempt_limit(limit)?;
+        check_device_ksf(ksf)?;
         let (registration_request, state) =
             ClientEnrollment::start(password, id, self.target.identity.clone(), &mut OsRng)?;
         let op = Op::RegisterStart(pb::RegisterStart {
@@ -203,7 +264,7 @@ impl VaultClient {
             Status::Active { limit, .. } => AttemptLimit::new(limit)
                 .ok_or_else(|| ClientError::protocol("vault reported an invalid attempt limit"))?,
             Status::Absent => return Err(ClientError::NoRecord),
-            Status::Destroyed => return Err(ClientError::Destroyed),
+            Status::Destroyed { .. } => return Err(ClientError::Destroyed),
         };
         let pending = self.login_start(account, old_password).await?;
         let (key, session) = self.authenticate(pending).await?;
@@ -246,10 +307,14 @@ impl VaultClient {
             |v: u32| u8::try_from(v).map_err(|_| ClientError::protocol("status out of range"));
         match State::try_from(reply.state) {
             Ok(State::Absent) => Ok(Status::Absent),
-            Ok(State::Destroyed) => Ok(Status::Destroyed),
+            Ok(State::Destroyed) => Ok(Status::Destroyed {
+                generation: reply.generation,
+            }),
             Ok(State::Active) => Ok(Status::Active {
                 attempts_left: byte(reply.attempts_left)?,
                 limit: byte(reply.attempt_limit)?,
+                generation: reply.generation,
+                created_at_ms: reply.created_at_ms,
             }),
             Err(_) => Err(ClientError::protocol("unknown account state")),
         }
@@ -276,12 +341,14 @@ impl VaultClient {
         let ksf = started
             .ksf
             .ok_or_else(|| ClientError::protocol("KE2 without Argon2id parameters"))?;
+        let ksf = KsfParams::new(ksf.m_cost_kib, ksf.t_cost, ksf.p_cost)
+            .map_err(ClientError::protocol)?;
+        check_device_ksf(ksf)?;
         Ok(PendingLogin {
             account: id,
             session: started.session.to_vec(),
             ke2: started.ke2.to_vec(),
-            ksf: KsfParams::new(ksf.m_cost_kib, ksf.t_cost, ksf.p_cost)
-                .map_err(ClientError::protocol)?,
+            ksf,
             attempts_left: u8::try_from(started.attempts_left)
                 .map_err(|_| ClientError::protocol("attempts left out of range"))?,
             recovery,
@@ -341,12 +408,22 @@ impl VaultClient {
         Ok(self.rpc.clone().call(call).await?.into_inner())
     }
 
-    async fn call(&self, account: &[u8], op: Op) -> Result<pb::Response, ClientError> {
-        let request = pb::Request {
+    /// The request for `op`, with this client's account token and the time it is sealed.
+    pub fn request(&self, account: &[u8], op: Op) -> pb::Request {
+        pb::Request {
             account: account.to_vec().into(),
+            account_token: self
+                .tokens
+                .as_ref()
+                .and_then(|t| t.token_for(account))
+                .unwrap_or_default(),
+            sent_at_ms: now_ms(),
             op: Some(op),
-        };
-        self.call_raw(account, request).await
+        }
+    }
+
+    async fn call(&self, account: &[u8], op: Op) -> Result<pb::Response, ClientError> {
+        self.call_raw(account, self.request(account, op)).await
     }
 
     async fn registration_started(
@@ -491,6 +568,26 @@ fn account_id(account: &[u8]) -> Result<AccountId, ClientError> {
         .map_err(|_| ClientError::InvalidInput("account id must be 1..=64 bytes"))
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Refuses Argon2id costs above [`DEVICE_MAX_KSF`] before any hashing.
+fn check_device_ksf(k: KsfParams) -> Result<(), ClientError> {
+    let (m, t, p) = DEVICE_MAX_KSF;
+    if k.m_cost_kib() > m || k.t_cost() > t || k.p_cost() > p {
+        return Err(ClientError::KsfTooCostly {
+            m_cost_kib: k.m_cost_kib(),
+            t_cost: k.t_cost(),
+            p_cost: k.p_cost(),
+        });
+    }
+    Ok(())
+}
+
 fn attempt_limit(limit: u8) -> Result<AttemptLimit, ClientError> {
     AttemptLimit::new(limit).ok_or(ClientError::InvalidInput("attempt limit must be 1..=100"))
 }
@@ -522,7 +619,7 @@ pub fn open_response(
     awaiting: AwaitingResponse,
     response: &pb::SealedResponse,
 ) -> Result<pb::Response, ClientError> {
-    if response.ciphertext.len() > MAX_MESSAGE_BYTES + RESPONSE_TAG_LEN {
+    if response.ciphertext.len() > MAX_MESSAGE_BYTES + envelope::RESPONSE_OVERHEAD {
         return Err(ClientError::protocol("oversized response"));
     }
     let plain = awaiting

@@ -1,5 +1,5 @@
-//! `vault.toml`: one file per node. Example (every key shown; only `listen` and `data_dir` are
-//! required, the rest have the defaults shown):
+//! `vault.toml`: one file per node. Example (every key shown; only `listen`, `data_dir` and
+//! `[auth]` are required, the rest have the defaults shown):
 //!
 //! ```toml
 //! node_id = "vault-1"
@@ -9,10 +9,16 @@
 //! partitions = [0]                      # partitions this node serves
 //! session_ttl_secs = 60                 # OPAQUE login/registration sessions
 //! max_concurrent_requests = 256
+//! max_envelope_age_secs = 300           # older (or future) sealed requests are refused
+//! replay_cache_entries = 1000000        # envelopes remembered to refuse byte-for-byte replays
 //! # Weakest client Argon2id accepted at enrollment. Default: the production floor (19 MiB, t=2,
 //! # p=1). Lower it only for tests and benchmarks: weaker client KSFs make stolen vault
 //! # records cheaper to attack.
 //! min_client_ksf = { m_cost_kib = 19456, t_cost = 2, p_cost = 1 }
+//!
+//! [auth]                                # who may act for an account (required)
+//! issuer_public_key = "hex…"            # the identity provider's Ed25519 token key (32 bytes)
+//! audience = "lockbox-fleet-eu1"        # this fleet's name, the tokens' `aud`
 //!
 //! [sealer]                              # what seals records and partition secrets at rest
 //! kind = "software"                     # embedded default: a 0600 key file in data_dir
@@ -53,6 +59,11 @@ pub struct VaultConfig {
         deserialize_with = "deserialize_ksf"
     )]
     pub min_client_ksf: KsfParams,
+    #[serde(default = "default_max_envelope_age")]
+    pub max_envelope_age_secs: u64,
+    #[serde(default = "default_replay_cache_entries")]
+    pub replay_cache_entries: usize,
+    pub auth: AuthConfig,
     #[serde(default)]
     pub sealer: SealerConfig,
     #[serde(default)]
@@ -75,6 +86,32 @@ pub enum SealerConfig {
     },
 }
 
+/// The account-token check (DESIGN.md §4): every request must carry a token for its account,
+/// signed by this issuer key, for this audience.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuer_public_key: String,
+    pub audience: String,
+}
+
+/// The name dev tooling (demo, dev cluster, benchmarks) gives its fleet: the tokens' audience.
+pub const DEV_AUDIENCE: &str = "lockbox-dev";
+
+impl AuthConfig {
+    /// The `[auth]` section of a node config that accepts `issuer`'s tokens for `audience`.
+    pub fn toml_section(issuer: &lockbox_token::Issuer, audience: &str) -> String {
+        format!(
+            "[auth]\nissuer_public_key = \"{}\"\naudience = \"{audience}\"\n",
+            issuer.public_key_hex()
+        )
+    }
+
+    pub fn verifier(&self) -> Result<lockbox_token::Verifier, lockbox_token::TokenError> {
+        lockbox_token::Verifier::from_hex(&self.issuer_public_key, &self.audience)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -93,6 +130,12 @@ fn default_session_ttl() -> u64 {
 }
 fn default_max_concurrent() -> usize {
     256
+}
+fn default_max_envelope_age() -> u64 {
+    300
+}
+fn default_replay_cache_entries() -> usize {
+    1_000_000
 }
 fn default_min_client_ksf() -> KsfParams {
     KsfParams::PRODUCTION_FLOOR
@@ -150,6 +193,13 @@ impl VaultConfig {
         if self.max_concurrent_requests == 0 {
             return Err("`max_concurrent_requests` must be at least 1".into());
         }
+        if !(10..=3600).contains(&self.max_envelope_age_secs) {
+            return Err("`max_envelope_age_secs` must be 10..=3600".into());
+        }
+        if self.replay_cache_entries < 1024 {
+            return Err("`replay_cache_entries` must be at least 1024".into());
+        }
+        self.auth.verifier().map_err(|e| format!("[auth]: {e}"))?;
         Ok(())
     }
 
@@ -181,11 +231,33 @@ impl VaultConfig {
 mod tests {
     use super::*;
 
+    const AUTH: &str = "[auth]\nissuer_public_key = \"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"\naudience = \"test-fleet\"\n";
+
+    /// `text` (top-level keys) with a valid `[auth]` after it.
     fn load(text: &str) -> Result<VaultConfig, ConfigError> {
+        load_exact(&format!("{text}{AUTH}"))
+    }
+
+    fn load_exact(text: &str) -> Result<VaultConfig, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("vault.toml");
         std::fs::write(&p, text).unwrap();
         VaultConfig::load(&p)
+    }
+
+    #[test]
+    fn auth_is_required_and_checked() {
+        let base = "listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\n";
+        let e = load_exact(base).unwrap_err();
+        assert!(e.to_string().contains("auth"), "{e}");
+        let e = load_exact(&format!(
+            "{base}[auth]\nissuer_public_key = \"abcd\"\naudience = \"f\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("32 bytes"), "{e}");
+        let c = load(base).unwrap();
+        assert_eq!(c.auth.audience, "test-fleet");
+        assert_eq!(c.max_envelope_age_secs, 300);
     }
 
     #[test]
@@ -215,9 +287,9 @@ mod tests {
 
     #[test]
     fn pkcs11_sealer_parses() {
-        let c = load(
-            "listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\n[sealer]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"\n",
-        )
+        let c = load_exact(&format!(
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\n{AUTH}[sealer]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"\n",
+        ))
         .unwrap();
         assert!(
             matches!(c.sealer, SealerConfig::Pkcs11 { ref token_label, .. } if token_label == "t")

@@ -4,8 +4,10 @@
 //! Does: open HPKE envelopes, drive `lockbox-vault-core` for each request, make every write
 //! durable before releasing the reply that depends on it (a KE2 never leaves before its attempt
 //! is spent on disk), seal the response back to the client, export Prometheus metrics.
-//! Does not: authenticate accounts (the gateway does; the envelope's account binding is checked
-//! here), replicate (the [`storage::RecordStore`] seam is where the Raft group goes), decide
+//! Also checks, before the core evaluates or spends anything, that every request carries a valid
+//! account token for its account (inside the envelope, so no relay can forge or move it), was
+//! sealed recently, and is not a byte-for-byte replay.
+//! Does not: issue tokens or rate-limit per client (the gateway does), replicate (the [`storage::RecordStore`] seam is where the Raft group goes), decide
 //! anything about passwords or guesses (the core does).
 //! Trusts: its sealer (software key file or PKCS#11 token), its local disk to honour fsync, and
 //! the partition secrets it created or was given.
@@ -14,9 +16,11 @@
 //! in production the core is meant to run inside HSM firmware or an enclave.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod config;
 pub mod metrics;
 pub mod node;
+pub mod replay;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+use crate::admission::Admission;
 use crate::config::VaultConfig;
 use crate::node::{self, NodeError};
 use crate::service::{PartitionState, VaultService};
@@ -33,6 +34,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Metrics(String),
+    #[error("[auth]: {0}")]
+    Auth(lockbox_token::TokenError),
 }
 
 /// A node that is listening but not yet serving.
@@ -90,12 +93,19 @@ pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
     if let Some(addr) = cfg.metrics_listen {
         crate::metrics::install(addr).map_err(ServeError::Metrics)?;
     }
+    let verifier = cfg.auth.verifier().map_err(ServeError::Auth)?;
+    let admission = Admission::new(
+        verifier,
+        cfg.max_envelope_age_secs * 1000,
+        cfg.replay_cache_entries,
+    );
     let service = VaultService::new(
         cfg.node_id.clone(),
         partitions,
         store,
         sealer,
         cfg.max_concurrent_requests,
+        admission,
     );
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -1,5 +1,5 @@
-//! The gRPC `Vault` service: open the HPKE envelope, run the request through the partition's
-//! `lockbox-vault-core` state machine, make any write durable *before* releasing the reply, and
+//! The gRPC `Vault` service: open the HPKE envelope, admit the request (account token, freshness,
+//! no replay: [`Admission`]), run it through the partition's `lockbox-vault-core` state machine, make any write durable *before* releasing the reply, and
 //! seal the answer back to the client.
 //!
 //! Concurrency: requests for one account may race. Each run loads `(seq, record)`, lets the core
@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 use tonic::{Request as RpcRequest, Response as RpcResponse, Status};
 
+use crate::admission::{Admission, Denied};
 use crate::metrics as m;
+use crate::replay::ENC_LEN;
 use crate::storage::{RecordStore, StorageError};
 
 /// How often a request re-runs after losing a compare-and-set race before giving up.
@@ -74,6 +76,7 @@ struct Inner {
     store: Arc<dyn RecordStore>,
     sealer: Arc<dyn Sealer>,
     permits: tokio::sync::Semaphore,
+    admission: Admission,
 }
 
 impl core::fmt::Debug for VaultService {
@@ -91,6 +94,7 @@ impl VaultService {
         store: Arc<dyn RecordStore>,
         sealer: Arc<dyn Sealer>,
         max_concurrent: usize,
+        admission: Admission,
     ) -> Self {
         let partitions = partitions
             .into_iter()
@@ -104,6 +108,7 @@ impl VaultService {
                 store,
                 sealer,
                 permits,
+                admission,
             }),
         }
     }
@@ -155,10 +160,12 @@ impl VaultRpc for VaultService {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let inner = Arc::clone(&self.inner);
         let account = sealed.account.to_vec();
-        let response = tokio::task::spawn_blocking(move || inner.execute(&part, &account, &plain))
-            .await
-            .map_err(|_| Status::internal("request task failed"))?;
-        let ciphertext = responder.seal(&response.encode_to_vec());
+        let enc: [u8; ENC_LEN] = envelope.enc.as_slice().try_into().expect("checked length");
+        let response =
+            tokio::task::spawn_blocking(move || inner.execute(&part, &account, &enc, &plain))
+                .await
+                .map_err(|_| Status::internal("request task failed"))?;
+        let ciphertext = responder.seal(&response.encode_to_vec(), &mut OsRng);
         Ok(RpcResponse::new(pb::SealedResponse {
             ciphertext: ciphertext.into(),
         }))
@@ -196,7 +203,7 @@ fn check_envelope(s: &pb::SealedRequest) -> Result<(), Status> {
     if s.account.is_empty() || s.account.len() > MAX_ACCOUNT_BYTES {
         return Err(Status::invalid_argument("account id must be 1..=64 bytes"));
     }
-    if s.enc.len() != 32 || s.ciphertext.len() > MAX_MESSAGE_BYTES {
+    if s.enc.len() != ENC_LEN || s.ciphertext.len() > MAX_MESSAGE_BYTES {
         return Err(Status::invalid_argument("malformed or oversized envelope"));
     }
     Ok(())
@@ -204,13 +211,20 @@ fn check_envelope(s: &pb::SealedRequest) -> Result<(), Status> {
 
 impl Inner {
     /// Runs one opened request to a response. Blocking: storage, sealing and OPAQUE math.
-    fn execute(&self, part: &PartitionState, account: &[u8], plain: &[u8]) -> pb::Response {
+    fn execute(
+        &self,
+        part: &PartitionState,
+        account: &[u8],
+        enc: &[u8; ENC_LEN],
+        plain: &[u8],
+    ) -> pb::Response {
         let started = Instant::now();
-        let (op, result) = match decode_request(account, plain) {
+        let (op, result) = match self.admit(account, enc, plain) {
             Ok(req) => {
                 let op = op_name(&req);
                 (op, self.run(part, req))
             }
+            Err(e @ Failure::Denied(_)) => ("denied", Err(e)),
             Err(e) => ("malformed", Err(e)),
         };
         let response = to_response(result);
@@ -218,6 +232,15 @@ impl Inner {
         metrics::counter!(m::REQUESTS, "op" => op, "result" => label).increment(1);
         metrics::histogram!(m::REQUEST_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
         response
+    }
+
+    /// Decodes the request and admits it: the account token is checked before anything else
+    /// reads the request's payloads.
+    fn admit(&self, account: &[u8], enc: &[u8; ENC_LEN], plain: &[u8]) -> Result<Request, Failure> {
+        let req = decode_envelope_request(account, plain)?;
+        self.admission
+            .admit(account, &req.account_token, enc, req.sent_at_ms, now_ms())?;
+        to_core_request(req)
     }
 
     fn run(&self, part: &PartitionState, request: Request) -> Result<Reply, Failure> {
@@ -310,14 +333,22 @@ enum Failure {
     Contended,
     #[error("malformed {0}")]
     Malformed(&'static str),
+    #[error(transparent)]
+    Denied(#[from] Denied),
 }
 
-fn decode_request(outer_account: &[u8], plain: &[u8]) -> Result<Request, Failure> {
-    use pb::request::Op;
+/// The request inside an opened envelope, for the envelope's account.
+fn decode_envelope_request(outer_account: &[u8], plain: &[u8]) -> Result<pb::Request, Failure> {
     let req = pb::Request::decode(plain).map_err(|_| Failure::Malformed("request"))?;
     if req.account.as_ref() != outer_account {
         return Err(Failure::Malformed("account differs from the envelope's"));
     }
+    Ok(req)
+}
+
+/// The core's view of an admitted request (payloads still raw; the core parses them).
+fn to_core_request(req: pb::Request) -> Result<Request, Failure> {
+    use pb::request::Op;
     let account = AccountId::new(&req.account)?;
     let ksf = |k: Option<pb::KsfParams>| -> Result<KsfParams, Failure> {
         let k = k.ok_or(Failure::Malformed("missing Argon2id parameters"))?;
@@ -430,22 +461,23 @@ fn status_pb(s: lockbox_vault_core::AccountStatus) -> pb::StatusReply {
     match s {
         S::Absent => pb::StatusReply {
             state: State::Absent.into(),
-            attempts_left: 0,
-            attempt_limit: 0,
+            ..Default::default()
         },
-        S::Destroyed { .. } => pb::StatusReply {
+        S::Destroyed { generation } => pb::StatusReply {
             state: State::Destroyed.into(),
-            attempts_left: 0,
-            attempt_limit: 0,
+            generation,
+            ..Default::default()
         },
         S::Active {
+            generation,
             attempts_left,
             limit,
-            ..
         } => pb::StatusReply {
             state: State::Active.into(),
             attempts_left: attempts_left.into(),
             attempt_limit: limit.into(),
+            generation,
+            created_at_ms: 0,
         },
     }
 }
@@ -473,9 +505,14 @@ fn failure_pb(f: &Failure) -> pb::Error {
             | VaultError::StaleGeneration => C::NoSession,
             VaultError::SessionExpired => C::SessionExpired,
             VaultError::SessionAccountMismatch => C::SessionAccountMismatch,
+            VaultError::Busy => C::Busy,
             _ => C::Unavailable,
         },
         Failure::Malformed(_) => C::Malformed,
+        Failure::Denied(Denied::Token(_)) => C::Unauthorized,
+        Failure::Denied(Denied::Stale) => C::Stale,
+        Failure::Denied(Denied::Replayed) => C::Replayed,
+        Failure::Denied(Denied::Busy) => C::Busy,
         _ => C::Unavailable,
     };
     match f {
@@ -514,13 +551,23 @@ mod tests {
     use crate::storage::RedbStore;
     use lockbox_hsm::SoftwareSealer;
 
-    fn service(dir: &std::path::Path) -> VaultService {
+    const FLEET: &str = "test-fleet";
+
+    fn service(dir: &std::path::Path, issuer: &lockbox_token::Issuer) -> VaultService {
         let (hpke, _) = PartitionSecretKey::generate(&mut OsRng);
         let secrets = VaultSecrets::generate(&mut OsRng);
         let part = PartitionState::new(0, hpke, secrets, CoreConfig::new(b"p0"));
         let store = RedbStore::open(&dir.join("vault.redb")).unwrap();
         let sealer = SoftwareSealer::create(dir.join("sealer.key")).unwrap();
-        VaultService::new("t".into(), vec![part], Arc::new(store), Arc::new(sealer), 4)
+        let admission = Admission::new(issuer.verifier(FLEET).unwrap(), 300_000, 1024);
+        VaultService::new(
+            "t".into(),
+            vec![part],
+            Arc::new(store),
+            Arc::new(sealer),
+            4,
+            admission,
+        )
     }
 
     #[test]
@@ -536,8 +583,9 @@ mod tests {
                 }),
                 ..Default::default()
             })),
+            ..Default::default()
         };
-        let failure = decode_request(b"alice", &request.encode_to_vec()).unwrap_err();
+        let failure = to_core_request(request).unwrap_err();
         let e = failure_pb(&failure);
         assert_eq!(e.code, i32::from(pb::error::Code::InvalidArgument));
         assert_eq!(e.message, "attempt limit 1000 is outside 1..=100");
@@ -557,7 +605,8 @@ mod tests {
     #[test]
     fn a_panic_holding_the_core_lock_does_not_disable_the_partition() {
         let dir = tempfile::tempdir().unwrap();
-        let svc = service(dir.path());
+        let issuer = lockbox_token::Issuer::generate().unwrap();
+        let svc = service(dir.path(), &issuer);
         let part = Arc::clone(&svc.inner.partitions[&0]);
         let poisoner = Arc::clone(&part);
         let panicked = std::thread::spawn(move || {
@@ -568,11 +617,23 @@ mod tests {
         assert!(panicked.is_err() && part.core.is_poisoned());
 
         svc.purge_sessions();
+        let token = issuer
+            .mint(
+                b"alice",
+                FLEET,
+                time::OffsetDateTime::now_utc(),
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
         let status = pb::Request {
             account: b"alice".to_vec().into(),
+            account_token: token,
+            sent_at_ms: now_ms(),
             op: Some(pb::request::Op::Status(pb::Status {})),
         };
-        let response = svc.inner.execute(&part, b"alice", &status.encode_to_vec());
+        let response = svc
+            .inner
+            .execute(&part, b"alice", &[7; ENC_LEN], &status.encode_to_vec());
         assert!(
             matches!(response.result, Some(pb::response::Result::Status(_))),
             "{response:?}"

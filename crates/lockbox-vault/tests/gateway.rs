@@ -32,10 +32,7 @@ fn login_start(c: &VaultClient, account: &[u8]) -> pb::Request {
     let id = AccountId::new(account).unwrap();
     let (ke1, _) =
         ClientRecovery::start(b"pw", id, c.target().identity.clone(), &mut OsRng).unwrap();
-    pb::Request {
-        account: account.to_vec().into(),
-        op: Some(Op::LoginStart(pb::LoginStart { ke1: ke1.into() })),
-    }
+    c.request(account, Op::LoginStart(pb::LoginStart { ke1: ke1.into() }))
 }
 
 fn envelope_error(err: ClientError) -> tonic::Code {
@@ -131,23 +128,23 @@ async fn unknown_partition_is_not_found() {
 #[tokio::test]
 async fn garbage_inside_a_valid_envelope_is_malformed() {
     let (_node, c) = setup().await;
-    let short_ke1 = pb::Request {
-        account: b"alice".to_vec().into(),
-        op: Some(Op::LoginStart(pb::LoginStart {
+    let short_ke1 = c.request(
+        b"alice",
+        Op::LoginStart(pb::LoginStart {
             ke1: random(5).into(),
-        })),
-    };
+        }),
+    );
     let no_op = pb::Request {
-        account: b"alice".to_vec().into(),
         op: None,
+        ..c.request(b"alice", Op::Status(pb::Status {}))
     };
-    let bad_finish = pb::Request {
-        account: b"alice".to_vec().into(),
-        op: Some(Op::LoginFinish(pb::LoginFinish {
+    let bad_finish = c.request(
+        b"alice",
+        Op::LoginFinish(pb::LoginFinish {
             session: random(16).into(),
             ke3: random(3).into(),
-        })),
-    };
+        }),
+    );
     for request in [short_ke1, no_op, bad_finish] {
         let response = c.call_raw(b"alice", request).await.unwrap();
         assert_eq!(vault_error(&response), pb::error::Code::Malformed);

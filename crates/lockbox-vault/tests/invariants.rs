@@ -8,7 +8,7 @@
 mod common;
 
 use common::{KSF, TestNode, attempts, new_key};
-use lockbox_client::{ClientError, Status, VaultClient};
+use lockbox_client::{ClientError, VaultClient};
 use lockbox_proto::pb::{self, request::Op, response::Result as Reply};
 use lockbox_vault_core::client::ClientEnrollment;
 use lockbox_vault_core::{AccountId, AttemptLimit};
@@ -72,12 +72,12 @@ async fn wrong_passwords_destroy_the_record_for_good() {
     }
     let third = c.recover(b"alice", b"guess").await.unwrap_err();
     assert!(third.is_destroyed(), "{third:?}");
-    assert_eq!(c.status(b"alice").await.unwrap(), Status::Destroyed);
+    assert!(c.status(b"alice").await.unwrap().is_destroyed());
     assert!(c.recover(b"alice", b"pw").await.unwrap_err().is_destroyed());
 
     node.restart().await;
     let c = node.client().await;
-    assert_eq!(c.status(b"alice").await.unwrap(), Status::Destroyed);
+    assert!(c.status(b"alice").await.unwrap().is_destroyed());
     assert!(c.recover(b"alice", b"pw").await.unwrap_err().is_destroyed());
 }
 
@@ -116,7 +116,7 @@ async fn concurrent_guessers_get_at_most_limit_ke2s() {
         }
     }
     assert!((1..=5).contains(&ke2s), "{ke2s} KE2s released for limit 5");
-    assert_eq!(c.status(b"alice").await.unwrap(), Status::Destroyed);
+    assert!(c.status(b"alice").await.unwrap().is_destroyed());
 }
 
 /// Invariant 3: replaying an old enrollment — its plaintext request re-sealed, or its exact
@@ -137,7 +137,7 @@ async fn replayed_enrollment_cannot_resurrect_a_destroyed_record() {
     assert_eq!(c.recover(b"alice", b"pw").await.unwrap(), key);
 
     c.delete(b"alice", b"pw").await.unwrap();
-    assert_eq!(c.status(b"alice").await.unwrap(), Status::Destroyed);
+    assert!(c.status(b"alice").await.unwrap().is_destroyed());
 
     let replayed = c.call_raw(b"alice", finish.clone()).await.unwrap();
     assert_refused(&replayed);
@@ -148,9 +148,14 @@ async fn replayed_enrollment_cannot_resurrect_a_destroyed_record() {
         .unwrap();
     assert_eq!(again, sealed, "byte-identical replay");
     let answer = c.send_sealed(again).await.unwrap();
-    assert_refused(&lockbox_client::open_response(awaiting, &answer).unwrap());
+    let replayed = lockbox_client::open_response(awaiting, &answer).unwrap();
+    assert!(
+        matches!(replayed.result, Some(Reply::Error(ref e))
+            if e.code == pb::error::Code::Replayed as i32),
+        "{replayed:?}"
+    );
 
-    assert_eq!(c.status(b"alice").await.unwrap(), Status::Destroyed);
+    assert!(c.status(b"alice").await.unwrap().is_destroyed());
     assert!(c.recover(b"alice", b"pw").await.unwrap_err().is_destroyed());
 }
 
@@ -172,12 +177,12 @@ async fn enroll_by_hand(
     let id = AccountId::new(account).unwrap();
     let (registration_request, state) =
         ClientEnrollment::start(password, id, c.target().identity.clone(), &mut OsRng).unwrap();
-    let start = pb::Request {
-        account: account.to_vec().into(),
-        op: Some(Op::RegisterStart(pb::RegisterStart {
+    let start = c.request(
+        account,
+        Op::RegisterStart(pb::RegisterStart {
             registration_request: registration_request.into(),
-        })),
-    };
+        }),
+    );
     let Some(Reply::RegisterStarted(started)) = c.call_raw(account, start).await.unwrap().result
     else {
         panic!("expected RegisterStarted");
@@ -191,9 +196,9 @@ async fn enroll_by_hand(
             &mut OsRng,
         )
         .unwrap();
-    pb::Request {
-        account: account.to_vec().into(),
-        op: Some(Op::RegisterFinish(pb::RegisterFinish {
+    c.request(
+        account,
+        Op::RegisterFinish(pb::RegisterFinish {
             session: started.session,
             registration_upload: upload.upload.into(),
             wrapped_key: upload.wrapped_key.into(),
@@ -203,8 +208,8 @@ async fn enroll_by_hand(
                 t_cost: KSF.t_cost(),
                 p_cost: KSF.p_cost(),
             }),
-        })),
-    }
+        }),
+    )
 }
 
 /// A correct KE3 racing guessers' KE1s on the same record still recovers: when its write loses

@@ -30,7 +30,8 @@ async fn serves_grpc_over_tls_and_refuses_plaintext() {
         .expect("discover over TLS");
     let client = VaultClient::connect_with_ca(target, ca.as_bytes())
         .await
-        .unwrap();
+        .unwrap()
+        .with_token_source(node.tokens());
     let key = new_key();
     client.enroll(ACCOUNT, b"pw", &key, 3, KSF).await.unwrap();
     assert_eq!(client.recover(ACCOUNT, b"pw").await.unwrap(), key);

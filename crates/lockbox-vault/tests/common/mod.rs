@@ -2,13 +2,15 @@
 //! temporary data directory, and clients for it.
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
-use lockbox_client::{Status, VaultClient};
+use lockbox_client::{TokenSource, VaultClient};
 use lockbox_crypto::BackupKey;
+use lockbox_token::{Issuer, MintingSource};
 use lockbox_vault::{ServeError, VaultConfig};
 use lockbox_vault_core::KsfParams;
 use rand_core::OsRng;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -16,10 +18,14 @@ use tokio::task::JoinHandle;
 /// Argon2id cost used by every test client, and accepted by every test node.
 pub const KSF: KsfParams = KsfParams::INSECURE_TEST_ONLY;
 pub const PARTITION: u32 = 0;
+/// The audience every test node expects in account tokens.
+pub const FLEET: &str = "lockbox-test-fleet";
 
 /// A running node. Dropping it leaves the server task to die with the test's runtime.
 pub struct TestNode {
     _dir: Option<tempfile::TempDir>,
+    /// The identity provider whose tokens this node accepts.
+    pub issuer: Arc<Issuer>,
     root: PathBuf,
     sealer_toml: String,
     addr: SocketAddr,
@@ -41,6 +47,7 @@ impl TestNode {
     pub async fn start_in(root: &Path, sealer_toml: &str) -> Self {
         let mut node = Self {
             _dir: None,
+            issuer: Arc::new(Issuer::generate().expect("issuer key")),
             root: root.to_path_buf(),
             sealer_toml: sealer_toml.to_owned(),
             addr: "127.0.0.1:0".parse().expect("address"),
@@ -62,8 +69,10 @@ impl TestNode {
     fn write_config(&self) -> VaultConfig {
         let text = format!(
             "listen = \"{addr}\"\ndata_dir = \"data\"\npartitions = [{PARTITION}]\n\
-             min_client_ksf = {{ m_cost_kib = {m}, t_cost = {t}, p_cost = {p} }}\n{sealer}",
+             min_client_ksf = {{ m_cost_kib = {m}, t_cost = {t}, p_cost = {p} }}\n{sealer}\n\
+             [auth]\nissuer_public_key = \"{issuer}\"\naudience = \"{FLEET}\"\n",
             addr = self.addr,
+            issuer = self.issuer.public_key_hex(),
             m = KSF.m_cost_kib(),
             t = KSF.t_cost(),
             p = KSF.p_cost(),
@@ -110,12 +119,35 @@ impl TestNode {
         self.launch().await;
     }
 
-    /// A client that learned the keys from this node (trust on first use).
+    /// A client that learned the keys from this node (trust on first use), with a valid token
+    /// for whichever account it acts for.
     pub async fn client(&self) -> VaultClient {
+        self.anonymous_client()
+            .await
+            .with_token_source(self.tokens())
+    }
+
+    /// A client that sends no account token: a stranger who reached the node.
+    pub async fn anonymous_client(&self) -> VaultClient {
         let target = VaultClient::discover(&self.endpoint(), PARTITION)
             .await
             .expect("discover partition keys");
         VaultClient::connect(target).await.expect("connect")
+    }
+
+    /// This node's identity provider, minting a fresh token per request.
+    pub fn tokens(&self) -> Arc<dyn TokenSource> {
+        let lifetime = Duration::from_secs(600);
+        Arc::new(MintingSource::new(
+            Arc::clone(&self.issuer),
+            FLEET,
+            lifetime,
+        ))
+    }
+
+    /// A token for `account` from this node's identity provider.
+    pub fn token(&self, account: &[u8]) -> String {
+        self.tokens().token_for(account).expect("mint token")
     }
 }
 
@@ -125,11 +157,8 @@ pub fn new_key() -> BackupKey {
 
 /// `(attempts_left, limit)` of an active record; panics on any other state.
 pub async fn attempts(client: &VaultClient, account: &[u8]) -> (u8, u8) {
-    match client.status(account).await.expect("status") {
-        Status::Active {
-            attempts_left,
-            limit,
-        } => (attempts_left, limit),
-        other => panic!("expected an active record, got {other:?}"),
-    }
+    let status = client.status(account).await.expect("status");
+    status
+        .attempts()
+        .unwrap_or_else(|| panic!("expected an active record, got {status:?}"))
 }
