@@ -3,8 +3,11 @@
 //! what the replicated vault is measured against.
 
 use anyhow::{Context, Result, bail};
+use lockbox_client::TokenSource;
 use lockbox_crypto::BackupKey;
 use lockbox_hsm::{HsmPin, Pkcs11Config, Pkcs11Sealer, Sealer, SoftwareSealer};
+use lockbox_token::{Issuer, MintingSource};
+use lockbox_vault::config::{AuthConfig, DEV_AUDIENCE};
 use lockbox_vault_core::client::{ClientEnrollment, ClientRecovery};
 use lockbox_vault_core::{
     AccountId, AttemptLimit, KsfParams, Outcome, Record, Reply, Request, Vault, VaultConfig,
@@ -13,6 +16,7 @@ use lockbox_vault_core::{
 use rand_core::OsRng;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Client Argon2 cost is outside the measured server time; light parameters keep runs short.
@@ -222,12 +226,21 @@ pub fn pkcs11_child(secs: f64) -> Result<()> {
 pub fn recover_loop(clients: usize, secs: f64) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("vault.toml");
+    let issuer = Arc::new(Issuer::generate()?);
     std::fs::write(
         &config,
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npartitions = [0]\n\
-         min_client_ksf = { m_cost_kib = 256, t_cost = 1, p_cost = 1 }\n",
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npartitions = [0]\n\
+             min_client_ksf = {{ m_cost_kib = 256, t_cost = 1, p_cost = 1 }}\n{}",
+            AuthConfig::toml_section(&issuer, DEV_AUDIENCE)
+        ),
     )?;
     let cfg = lockbox_vault::VaultConfig::load(&config)?;
+    let tokens: Arc<dyn TokenSource> = Arc::new(MintingSource::new(
+        issuer,
+        DEV_AUDIENCE,
+        Duration::from_secs(600),
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -241,7 +254,9 @@ pub fn recover_loop(clients: usize, secs: f64) -> Result<()> {
         let target = lockbox_client::VaultClient::discover(&endpoint, 0).await?;
         let mut loops = Vec::new();
         for i in 0..clients {
-            let client = lockbox_client::VaultClient::connect(target.clone()).await?;
+            let client = lockbox_client::VaultClient::connect(target.clone())
+                .await?
+                .with_token_source(Arc::clone(&tokens));
             let account = format!("bench-{i}").into_bytes();
             let key = BackupKey::generate(&mut OsRng);
             client.enroll(&account, b"pw", &key, 10, KSF).await?;

@@ -83,6 +83,41 @@ pub enum Command {
     /// Run or manage a Backup Key Vault node
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Development tools: a dev identity provider that mints account tokens
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Create a dev identity-provider key (mode 0600) and print its public key
+    ///
+    /// Put the printed public key in each vault node's `[auth] issuer_public_key`. In
+    /// production the messaging service's login holds this key and nodes only its public half.
+    Issuer {
+        /// Where to write the secret key; refuses to overwrite an existing file
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Mint an account token with a dev identity-provider key and print it
+    ///
+    /// The token says "this request acts for ACCOUNT" to vault nodes whose `[auth]` names the
+    /// same issuer key and audience. Give it to `lockbox key ...` with --token-file or
+    /// LOCKBOX_ACCOUNT_TOKEN.
+    Token {
+        /// The dev issuer key from `lockbox dev issuer`
+        #[arg(long, value_name = "FILE")]
+        issuer_key: PathBuf,
+        /// Account the token acts for
+        #[arg(long, value_name = "ID")]
+        account: String,
+        /// The vault fleet's name (`[auth] audience` in the nodes' config)
+        #[arg(long, value_name = "NAME", default_value = "lockbox-dev")]
+        audience: String,
+        /// Lifetime in seconds (at most 86400)
+        #[arg(long, value_name = "SECS", default_value_t = 3600)]
+        ttl: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +210,11 @@ pub struct VaultArgs {
     /// Vault partition that holds the account (a node serves the partitions in its config)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub partition: u32,
+    /// File holding the account token the messaging service's login issued (the vault acts
+    /// for an account only with its token); default: LOCKBOX_ACCOUNT_TOKEN, then `token_file`
+    /// in the config
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

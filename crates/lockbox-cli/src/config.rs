@@ -7,6 +7,7 @@
 //! vault    = "https://vault.example:7401"   # key deposit/recover --vault
 //! account  = "+15550123456"                 # --account
 //! vault_ca = "/etc/lockbox/vault-ca.pem"    # --vault-ca
+//! token_file = "/run/user/1000/lockbox-token"  # --token-file (the account token)
 //! ```
 //! Precedence: command-line flag, then environment variable, then this file.
 
@@ -24,6 +25,7 @@ pub struct Config {
     pub vault: Option<String>,
     pub account: Option<String>,
     pub vault_ca: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
 }
 
 impl Config {

@@ -51,6 +51,13 @@ fn warn_if_shared(path: &Path) {
 
 /// Writes a new recovery code to `path` with mode 0600, refusing to overwrite anything.
 pub fn write_new(path: &Path, code: &RecoveryCode) -> Result<()> {
+    let text = zeroize::Zeroizing::new(code.to_grouped());
+    write_secret(path, &text)
+}
+
+/// Writes `secret` and a newline to a new file at `path` with mode 0600, fsync'd, refusing to
+/// overwrite anything.
+pub fn write_secret(path: &Path, secret: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -59,9 +66,8 @@ pub fn write_new(path: &Path, code: &RecoveryCode) -> Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot create key file {}", path.display()))?;
-    let mut text = code.to_grouped();
-    text.push('\n');
-    f.write_all(text.as_bytes())
+    f.write_all(secret.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write key file {}", path.display()))
 }

@@ -3,98 +3,16 @@
 //! And the password path as users run it: `lockbox key deposit / recover / ...` against it.
 
 mod common;
+mod vault_node;
 
 use common::{assert_exit, assert_fails_with, lockbox, partial_restores, run, stderr};
-use lockbox_client::{ClientError, Status, VaultClient};
+use lockbox_client::{ClientError, VaultClient};
 use lockbox_crypto::{BackupKey, OsRng};
 use lockbox_vault_core::KsfParams;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use vault_node::{Node, client, rt, vault_serve};
 
 const ACCOUNT: &[u8] = b"+15550001111";
-
-/// `lockbox vault serve --config CONFIG`.
-fn vault_serve(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
-    c.args(["vault", "serve", "--config"]).arg(config);
-    c
-}
-
-struct Node {
-    child: Child,
-    endpoint: String,
-}
-
-impl Node {
-    /// Starts a node on `port` (0 = any) and waits for its `listening on ADDR` line.
-    fn start(dir: &Path, port: u16) -> Node {
-        let config = dir.join("vault.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "node_id = \"proc-test\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
-                 partitions = [3]\nmin_client_ksf = {{ m_cost_kib = 256, t_cost = 1, p_cost = 1 }}\n"
-            ),
-        )
-        .unwrap();
-        let mut child = vault_serve(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lockbox vault serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Node {
-            child,
-            endpoint: format!("http://{addr}"),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// An enrolled account with a limit of 5 attempts and `attempts_left` of them left.
-fn active_of_5(attempts_left: u8) -> Status {
-    Status::Active {
-        attempts_left,
-        limit: 5,
-    }
-}
-
-async fn client(node: &Node) -> VaultClient {
-    let target = VaultClient::discover(&node.endpoint, 3)
-        .await
-        .expect("discover");
-    VaultClient::connect(target).await.expect("connect")
-}
 
 #[test]
 fn attempt_spent_before_ke2_survives_sigkill() {
@@ -123,16 +41,19 @@ fn attempt_spent_before_ke2_survives_sigkill() {
     let node = Node::start(dir.path(), port);
     rt.block_on(async {
         // The restarted node still has the same partition keys: the pinned target works.
-        let c = VaultClient::connect(pinned).await.unwrap();
-        assert_eq!(c.status(ACCOUNT).await.unwrap(), active_of_5(4));
+        let c = VaultClient::connect(pinned)
+            .await
+            .unwrap()
+            .with_token_source(node.tokens());
+        assert_eq!(c.status(ACCOUNT).await.unwrap().attempts(), Some((4, 5)));
         let err = c.login_finish(pending).await.unwrap_err();
         assert!(
             matches!(err, ClientError::Rejected { .. }),
             "KE3 of a lost session: {err:?}"
         );
-        assert_eq!(c.status(ACCOUNT).await.unwrap(), active_of_5(4));
+        assert_eq!(c.status(ACCOUNT).await.unwrap().attempts(), Some((4, 5)));
         assert_eq!(c.recover(ACCOUNT, b"correct horse").await.unwrap(), key);
-        assert_eq!(c.status(ACCOUNT).await.unwrap(), active_of_5(5));
+        assert_eq!(c.status(ACCOUNT).await.unwrap().attempts(), Some((5, 5)));
     });
     drop(node);
 }
@@ -172,7 +93,7 @@ fn sigterm_stops_cleanly_and_destroyed_records_stay_destroyed() {
     let node = Node::start(dir.path(), port);
     rt.block_on(async {
         let c = client(&node).await;
-        assert_eq!(c.status(ACCOUNT).await.unwrap(), Status::Destroyed);
+        assert!(c.status(ACCOUNT).await.unwrap().is_destroyed());
         assert!(matches!(
             c.recover(ACCOUNT, b"pw").await,
             Err(ClientError::Destroyed)
@@ -184,14 +105,20 @@ fn sigterm_stops_cleanly_and_destroyed_records_stay_destroyed() {
 fn bad_config_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vault.toml");
-    std::fs::write(
-        &config,
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\npartitions = []\n",
-    )
-    .unwrap();
-    let out = vault_serve(&config).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let serve = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = vault_serve(&config).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let base = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
+    let err = serve(base);
+    assert!(err.contains("missing field `auth`"), "{err}");
+    let auth = "[auth]\nissuer_public_key = \"00\"\naudience = \"f\"\n";
+    let err = serve(&format!("{base}{auth}"));
+    assert!(err.contains("issuer public key must be 32 bytes"), "{err}");
+    let auth = "[auth]\nissuer_public_key = \"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"\naudience = \"f\"\n";
+    let err = serve(&format!("{base}partitions = []\n{auth}"));
     assert!(err.contains("at least one partition"), "{err}");
 }
 
@@ -201,7 +128,8 @@ const CLI_ACCOUNT: &str = "+15550002222";
 /// The flags that point a command at `node`'s partition and the test account.
 fn at_vault<'c>(c: &'c mut Command, node: &Node) -> &'c mut Command {
     c.args(["--vault", &node.endpoint, "--account", CLI_ACCOUNT])
-        .args(["--partition", "3"])
+        .args(["--partition", "3", "--token-file"])
+        .arg(node.token_file(CLI_ACCOUNT))
 }
 
 /// `lockbox key ...` with the vault flags for `node`, and `password` in LOCKBOX_PASSWORD.
@@ -333,6 +261,7 @@ fn password_path_through_the_cli() {
 
     // A dead vault node is a clear runtime error (exit 1), never a password verdict.
     let endpoint = node.endpoint.clone();
+    let token = node.token_file(CLI_ACCOUNT);
     node.kill9();
     let mut c = lockbox();
     c.args([
@@ -342,7 +271,9 @@ fn password_path_through_the_cli() {
         &endpoint,
         "--account",
         CLI_ACCOUNT,
-    ]);
+        "--token-file",
+    ])
+    .arg(&token);
     assert_fails_with(&run(&mut c), 1, "cannot reach the vault");
     let node = Node::start(dir.path(), 0);
 

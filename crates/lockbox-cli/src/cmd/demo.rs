@@ -5,10 +5,13 @@ use anyhow::{Context, Result, bail, ensure};
 use lockbox_client::{ClientError, VaultClient};
 use lockbox_crypto::{BackupKey, OsRng, RecoveryCode, RngCore};
 use lockbox_store::{BackupInfo, Store};
+use lockbox_token::MintingSource;
+use lockbox_vault::config::{AuthConfig, DEV_AUDIENCE};
 use lockbox_vault_core::KsfParams;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::backup::{backup_dir, restore_backup};
 use crate::cli::DemoArgs;
@@ -140,11 +143,18 @@ fn password_path(
     let vault_dir = work.join("vault");
     std::fs::create_dir_all(&vault_dir)?;
     let config = vault_dir.join("vault.toml");
+    // The demo plays the messaging service's login too: a dev identity provider whose tokens
+    // the node accepts, minting one per request for the demo account.
+    let issuer = std::sync::Arc::new(lockbox_token::Issuer::generate()?);
     std::fs::write(
         &config,
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npartitions = [0]\n",
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npartitions = [0]\n{}",
+            AuthConfig::toml_section(&issuer, DEV_AUDIENCE)
+        ),
     )?;
     let cfg = lockbox_vault::VaultConfig::load(&config)?;
+    let tokens = MintingSource::new(issuer, DEV_AUDIENCE, Duration::from_secs(600));
     let recovered = rt.block_on(async {
         let node = lockbox_vault::bind(cfg).await?;
         let endpoint = format!("http://{}", node.local_addr());
@@ -152,7 +162,9 @@ fn password_path(
         let server = tokio::spawn(node.serve(async {
             let _ = stopped.await;
         }));
-        let client = VaultClient::connect(VaultClient::discover(&endpoint, 0).await?).await?;
+        let client = VaultClient::connect(VaultClient::discover(&endpoint, 0).await?)
+            .await?
+            .with_token_source(std::sync::Arc::new(tokens));
         client.enroll(ACCOUNT, PASSWORD, key, 10, KsfParams::DEFAULT).await?;
         println!("   vault node at {endpoint}: record enrolled, 10 attempts; the password never left the device");
         step(6, "New phone, no recovery code: recover the key with the password");

@@ -3,7 +3,9 @@
 //! this process, and the vault learns nothing that would let it test a guess offline.
 //!
 //! Passwords come from the terminal (never from argv, never echoed) or, for scripts, from
-//! `LOCKBOX_PASSWORD` / `LOCKBOX_NEW_PASSWORD`.
+//! `LOCKBOX_PASSWORD` / `LOCKBOX_NEW_PASSWORD`. The account token (the messaging service's word
+//! that this device acts for the account) comes from `--token-file`, `LOCKBOX_ACCOUNT_TOKEN` or
+//! the config's `token_file`, never from argv.
 
 use anyhow::{Context, Result, bail};
 use lockbox_client::{Status, Transport, VaultClient};
@@ -20,6 +22,7 @@ use crate::{keysrc, progress};
 
 const ENV_PASSWORD: &str = "LOCKBOX_PASSWORD";
 const ENV_NEW_PASSWORD: &str = "LOCKBOX_NEW_PASSWORD";
+const ENV_TOKEN: &str = "LOCKBOX_ACCOUNT_TOKEN";
 /// Shortest password accepted for a deposit. Online guessing is stopped by the vault's attempt
 /// limit, not by the password's length; the Argon2id cost (64 MiB, t=3) is what slows an
 /// attacker who stole the vault's secrets. Six characters is WhatsApp's minimum as well.
@@ -53,9 +56,11 @@ impl<'rt> Session<'rt> {
             ),
             None => None,
         };
+        let token = account_token(args, cfg)?;
         let client = rt
             .block_on(connect(endpoint, args.partition, ca.as_deref()))
-            .with_context(|| format!("cannot reach the vault at {endpoint}"))?;
+            .with_context(|| format!("cannot reach the vault at {endpoint}"))?
+            .with_token(token.as_str());
         Ok(Self {
             rt,
             client,
@@ -77,6 +82,25 @@ impl<'rt> Session<'rt> {
     fn id(&self) -> &[u8] {
         self.account.as_bytes()
     }
+}
+
+/// The account token from `--token-file`, `LOCKBOX_ACCOUNT_TOKEN`, or the config's `token_file`.
+fn account_token(args: &VaultArgs, cfg: &Config) -> Result<Zeroizing<String>> {
+    let file = args.token_file.as_ref();
+    if let Some(token) = env_text(ENV_TOKEN)?.filter(|_| file.is_none()) {
+        return Ok(Zeroizing::new(token.trim().to_owned()));
+    }
+    let path = file.or(cfg.token_file.as_ref()).with_context(|| {
+        format!(
+            "no account token: pass --token-file FILE, set {ENV_TOKEN}, or set `token_file` in \
+             the config (a dev vault's tokens come from `lockbox dev token`)"
+        )
+    })?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the account token file {}", path.display()))?,
+    );
+    Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
 async fn connect(endpoint: &str, partition: u32, ca: Option<&[u8]>) -> Result<VaultClient> {
@@ -151,16 +175,21 @@ pub fn status(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
         .context("asking the vault")?;
     match status {
         Status::Absent => println!("{}: no record", vault.account),
-        Status::Destroyed => println!(
-            "{}: destroyed after too many wrong passwords",
+        Status::Destroyed { generation } => println!(
+            "{}: destroyed after too many wrong passwords, or deleted (generation \
+             {generation}); only the recovery code restores now",
             vault.account
         ),
         Status::Active {
             attempts_left,
             limit,
+            generation,
+            created_at_ms,
         } => println!(
-            "{}: active, {attempts_left} of {limit} attempts left",
-            vault.account
+            "{}: active, {attempts_left} of {limit} attempts left; record generation \
+             {generation}, deposited {}",
+            vault.account,
+            super::format_time_ms(created_at_ms)
         ),
     }
     Ok(())

@@ -3,13 +3,14 @@
 mod backup;
 mod crypt;
 mod demo;
+mod dev;
 mod key;
 mod keyvault;
 mod vault;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, KeyCommand, VaultCommand};
+use crate::cli::{Cli, Command, DevCommand, KeyCommand, VaultCommand};
 use crate::config::Config;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -39,6 +40,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => backup::prune(&args, &cfg()?),
         Command::Demo(args) => demo::run(&args),
         Command::Vault(VaultCommand::Serve { config }) => vault::serve(&config),
+        Command::Dev(DevCommand::Issuer { out }) => dev::issuer(&out),
+        Command::Dev(DevCommand::Token {
+            issuer_key,
+            account,
+            audience,
+            ttl,
+        }) => dev::token(&issuer_key, &account, &audience, ttl),
     }
 }
 
@@ -57,4 +65,17 @@ pub(crate) fn now_unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// A Unix time in ms as `YYYY-MM-DD HH:MM:SS` (UTC), or "unknown" for 0.
+pub(crate) fn format_time_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "at an unknown time".into();
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(fmt).ok())
+        .map(|t| format!("{t} UTC"))
+        .unwrap_or_else(|| format!("{ms} ms"))
 }

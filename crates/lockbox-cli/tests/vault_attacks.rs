@@ -1,0 +1,114 @@
+//! The security review's attacks (issue 12), played as an attacker would: against a real
+//! `lockbox vault serve` process over loopback, with nothing but what the attacker can send and
+//! see. Each test asserts that the attack learns nothing it should not.
+
+mod vault_node;
+
+use hkdf::Hkdf;
+use lockbox_client::VaultClient;
+use lockbox_crypto::{BackupKey, OsRng};
+use lockbox_proto::pb::{self, request::Op, response::Result as Reply};
+use lockbox_vault_core::client::{ClientEnrollment, ClientRecovery};
+use lockbox_vault_core::{AccountId, AttemptLimit, KsfParams};
+use sha2::Sha512;
+use vault_node::{Node, client, rt};
+
+const ACCOUNT: &[u8] = b"+15550003333";
+const PASSWORD: &[u8] = b"correct horse battery";
+const KSF: KsfParams = KsfParams::INSECURE_TEST_ONLY;
+
+/// One counted attempt: a KE1 for a throwaway password, keeping the KE2 the vault answers.
+async fn one_counted_ke2(c: &VaultClient) -> Vec<u8> {
+    let id = AccountId::new(ACCOUNT).unwrap();
+    let (ke1, _) =
+        ClientRecovery::start(b"x", id, c.target().identity.clone(), &mut OsRng).unwrap();
+    let response = c
+        .call_raw(
+            ACCOUNT,
+            c.request(ACCOUNT, Op::LoginStart(pb::LoginStart { ke1: ke1.into() })),
+        )
+        .await
+        .unwrap();
+    match response.result {
+        Some(Reply::LoginStarted(s)) => s.ke2.to_vec(),
+        other => panic!("expected KE2, got {other:?}"),
+    }
+}
+
+/// The masking key the vault's OPRF gives `candidate`, learned through RegisterStart: blind the
+/// candidate, have the vault evaluate it, finish the registration locally (never sent).
+async fn masking_key_via_registration(c: &VaultClient, candidate: &[u8]) -> Option<Vec<u8>> {
+    let id = AccountId::new(ACCOUNT).unwrap();
+    let (registration_request, state) =
+        ClientEnrollment::start(candidate, id, c.target().identity.clone(), &mut OsRng).unwrap();
+    let op = Op::RegisterStart(pb::RegisterStart {
+        registration_request: registration_request.into(),
+    });
+    let started = match c
+        .call_raw(ACCOUNT, c.request(ACCOUNT, op))
+        .await
+        .ok()?
+        .result
+    {
+        Some(Reply::RegisterStarted(s)) => s,
+        _ => return None,
+    };
+    let limit = AttemptLimit::new(10).unwrap();
+    let dummy = BackupKey::generate(&mut OsRng);
+    let upload = state
+        .finish(
+            &started.registration_response,
+            &dummy,
+            limit,
+            KSF,
+            &mut OsRng,
+        )
+        .ok()?;
+    // RegistrationUpload = client public key (32) ‖ masking key (64) ‖ envelope (96).
+    Some(upload.upload[32..96].to_vec())
+}
+
+/// RFC 9807 §6.1.2.2: unmask KE2's credential response with a candidate's masking key. The
+/// first 32 bytes are the server's public key exactly when the candidate is the password.
+fn unmasks(ke2: &[u8], masking_key: &[u8], server_public_key: &[u8; 32]) -> bool {
+    let (nonce, masked) = (&ke2[32..64], &ke2[64..192]);
+    let hk = Hkdf::<Sha512>::from_prk(masking_key).expect("64-byte PRK");
+    let mut pad = [0u8; 128];
+    let info = [nonce, b"CredentialResponsePad"].concat();
+    hk.expand(&info, &mut pad).unwrap();
+    let pk: Vec<u8> = masked[..32].iter().zip(&pad).map(|(m, p)| m ^ p).collect();
+    pk == server_public_key
+}
+
+/// Finding 1: one counted KE1, then candidate passwords tested offline through RegisterStart.
+/// With the OPRF key shared between registration and login, the right candidate unmasks the KE2
+/// (the review found it among hundreds for 2 counted attempts). Every OPRF evaluation under the
+/// live record's key must be a counted guess, so here no candidate may unmask, the right one
+/// included, and the record must have paid exactly the one attempt.
+#[test]
+fn register_start_is_no_password_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 0);
+    rt().block_on(async {
+        let c = client(&node).await;
+        let key = BackupKey::generate(&mut OsRng);
+        c.enroll(ACCOUNT, PASSWORD, &key, 10, KSF).await.unwrap();
+        let ke2 = one_counted_ke2(&c).await;
+        let server_pk = c.target().identity.public_key;
+        let candidates: [&[u8]; 4] = [b"123456", b"password", PASSWORD, b"letmein"];
+        let mut confirmed = Vec::new();
+        for candidate in candidates {
+            if let Some(mk) = masking_key_via_registration(&c, candidate).await {
+                if unmasks(&ke2, &mk, &server_pk) {
+                    confirmed.push(String::from_utf8_lossy(candidate).into_owned());
+                }
+            }
+        }
+        assert!(
+            confirmed.is_empty(),
+            "RegisterStart confirmed {confirmed:?} offline for one counted attempt"
+        );
+        assert_eq!(c.status(ACCOUNT).await.unwrap().attempts(), Some((9, 10)));
+        assert_eq!(c.recover(ACCOUNT, PASSWORD).await.unwrap(), key);
+    });
+}

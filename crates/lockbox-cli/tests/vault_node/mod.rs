@@ -1,0 +1,138 @@
+//! A `lockbox vault serve` node in its own process, as operators run it, for the end-to-end
+//! vault tests (shared by tests/vault_process.rs and tests/vault_attacks.rs).
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use lockbox_client::{TokenSource, VaultClient};
+use lockbox_token::{Issuer, MintingSource};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The partition every test node serves.
+pub const PARTITION: u32 = 3;
+/// The audience the test nodes expect in account tokens.
+pub const FLEET: &str = "lockbox-test-fleet";
+
+/// `lockbox vault serve --config CONFIG`.
+pub fn vault_serve(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
+    c.args(["vault", "serve", "--config"]).arg(config);
+    c
+}
+
+pub struct Node {
+    pub child: Child,
+    pub endpoint: String,
+    /// The identity provider whose tokens the node accepts (kept in the test dir, so a
+    /// restarted node accepts the same tokens).
+    pub issuer: Arc<Issuer>,
+    dir: PathBuf,
+}
+
+impl Node {
+    /// Starts a node on `port` (0 = any) and waits for its `listening on ADDR` line.
+    pub fn start(dir: &Path, port: u16) -> Node {
+        let issuer = Arc::new(test_issuer(dir));
+        let config = dir.join("vault.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "node_id = \"proc-test\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
+                 partitions = [{PARTITION}]\n\
+                 min_client_ksf = {{ m_cost_kib = 256, t_cost = 1, p_cost = 1 }}\n\
+                 [auth]\nissuer_public_key = \"{}\"\naudience = \"{FLEET}\"\n",
+                issuer.public_key_hex()
+            ),
+        )
+        .unwrap();
+        let mut child = vault_serve(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lockbox vault serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Node {
+            child,
+            endpoint: format!("http://{addr}"),
+            issuer,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The identity provider, minting a fresh token per request.
+    pub fn tokens(&self) -> Arc<dyn TokenSource> {
+        let lifetime = Duration::from_secs(600);
+        Arc::new(MintingSource::new(
+            Arc::clone(&self.issuer),
+            FLEET,
+            lifetime,
+        ))
+    }
+
+    /// A file holding a fresh token for `account`, as `--token-file` reads it.
+    pub fn token_file(&self, account: &str) -> PathBuf {
+        let path = self.dir.join(format!("token-{account}"));
+        let token = self.tokens().token_for(account.as_bytes()).unwrap();
+        std::fs::write(&path, token).unwrap();
+        path
+    }
+
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A client that learned the node's keys from the node itself (trust on first use), with a
+/// valid token for whichever account it acts for.
+pub async fn client(node: &Node) -> VaultClient {
+    anonymous_client(node)
+        .await
+        .with_token_source(node.tokens())
+}
+
+/// A client that sends no account token: a stranger who reached the node.
+pub async fn anonymous_client(node: &Node) -> VaultClient {
+    let target = VaultClient::discover(&node.endpoint, PARTITION)
+        .await
+        .expect("discover");
+    VaultClient::connect(target).await.expect("connect")
+}
+
+/// The test dir's identity-provider key, created on first use.
+fn test_issuer(dir: &Path) -> Issuer {
+    let path = dir.join("issuer.key");
+    if let Ok(hex_key) = std::fs::read_to_string(&path) {
+        return Issuer::from_secret_bytes(&hex::decode(hex_key).unwrap()).unwrap();
+    }
+    let issuer = Issuer::generate().unwrap();
+    std::fs::write(&path, hex::encode(issuer.secret_bytes())).unwrap();
+    issuer
+}
