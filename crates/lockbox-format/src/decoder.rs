@@ -277,6 +277,36 @@ mod tests {
     }
 
     #[test]
+    fn a_misplaced_chunk_leaves_no_plaintext_behind() {
+        let key = BackupKey::from_bytes([6; 32]);
+        let params = EncoderParams {
+            chunk_size: 1024,
+            created_unix_ms: 0,
+        };
+        let mut enc = Encoder::new(&key, params, &mut rand_core::OsRng).unwrap();
+        let mut stream = enc.header_bytes().to_vec();
+        enc.update(&[0x5A; 3000], &mut stream).unwrap();
+        enc.finish(&mut stream).unwrap();
+        let mut dec = Decoder::new(&key);
+        dec.update(&stream[..HEADER_LEN], &mut Vec::new()).unwrap();
+        let body = dec.body().unwrap();
+        let seg = body.segment_len();
+        let second = &stream[HEADER_LEN + seg..HEADER_LEN + 2 * seg];
+        let mut plain = vec![0xEE; 1024];
+        assert_eq!(
+            body.open_into(second, false, &mut plain),
+            Err(FormatError::ChunkOutOfOrder {
+                index: 0,
+                belongs_at: 1
+            })
+        );
+        assert!(
+            plain.iter().all(|&b| b == 0),
+            "the trial open's plaintext was wiped"
+        );
+    }
+
+    #[test]
     fn decoder_refuses_the_counter_past_the_limit() {
         let key = BackupKey::from_bytes([6; 32]);
         let params = EncoderParams {
