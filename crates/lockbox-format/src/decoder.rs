@@ -1,7 +1,7 @@
 use lockbox_crypto::{BackupKey, CHUNK_TAG_LEN};
 use zeroize::Zeroize;
 
-use crate::chunk::{ChunkCipher, SEARCH_AHEAD, unpadded_len};
+use crate::chunk::{ChunkCipher, unpadded_len};
 use crate::header::{self, HEADER_LEN, Header};
 use crate::{FormatError, StreamSummary};
 
@@ -229,8 +229,7 @@ impl Body {
                 FormatError::TrailingData
             }
         } else {
-            let hi = index.saturating_add(SEARCH_AHEAD);
-            match self.cipher.locate(ct, tag, index, hi) {
+            match self.cipher.locate(ct, tag, index, plain) {
                 Some(belongs_at) => FormatError::ChunkOutOfOrder { index, belongs_at },
                 None => FormatError::ChunkCorrupt { index },
             }

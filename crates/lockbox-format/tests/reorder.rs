@@ -1,6 +1,6 @@
 //! How a misplaced chunk is reported (docs/format.md §4, rule 3.5): an authentic chunk of this
-//! backup within 16 positions of where it sits is `ChunkOutOfOrder` naming its true position.
-//! Every decoding path (sans-IO decoder, `DecryptReader`,
+//! backup within 16 positions of where it sits is `ChunkOutOfOrder` naming its true position;
+//! further away it is `ChunkCorrupt`. Every decoding path (sans-IO decoder, `DecryptReader`,
 //! `decrypt_stream`) gives the same verdict and releases nothing but the chunks before it.
 
 mod common;
@@ -8,12 +8,17 @@ mod common;
 use std::io::Read;
 
 use common::*;
-use lockbox_format::{DecryptReader, FormatError, decrypt_stream};
+use lockbox_format::{DecryptReader, FormatError, REORDER_WINDOW, decrypt_stream};
 
 /// Chunks in the test stream: 19 full ones and a final one.
 const CHUNKS: usize = 20;
 /// The documented classification window.
 const WINDOW: usize = 16;
+
+#[test]
+fn the_window_is_the_documented_one() {
+    assert_eq!(REORDER_WINDOW, WINDOW as u64);
+}
 
 fn plain() -> Vec<u8> {
     data((CHUNKS - 1) * CS + 5)
@@ -113,6 +118,21 @@ fn final_chunk_moved_inside_the_window_is_out_of_order() {
         verdict(&with_segment(last - WINDOW, last)),
         out_of_order(last - WINDOW, last)
     );
+}
+
+#[test]
+fn chunk_from_outside_the_window_is_corrupt() {
+    for (slot, from) in [
+        (1, 2 + WINDOW),
+        (0, WINDOW + 1),
+        (CHUNKS - 1, CHUNKS - 2 - WINDOW),
+    ] {
+        assert_eq!(
+            verdict(&with_segment(slot, from)),
+            corrupt(slot),
+            "{from} at {slot}"
+        );
+    }
 }
 
 #[test]
