@@ -2,20 +2,18 @@
 //! reordered chunk from a corrupt one.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::cipher::{
-    AES_256, DecryptingKey, DecryptionContext, EncryptingKey, UnboundCipherKey,
-};
 use lockbox_crypto::{CHUNK_TAG_LEN, StreamKeys};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 use crate::FormatError;
 
 /// Length of the AES-GCM tag after each chunk.
 pub const GCM_TAG_LEN: usize = 16;
-/// How far past the current chunk the error path looks for the position a chunk belongs at.
-pub const SEARCH_AHEAD: u64 = 4096;
+/// How far from its position the error path looks for where a chunk that does not open
+/// belongs: chunk `j` is trial-opened at every counter in `[j - 16, j + 16]` other than `j`,
+/// under both last-flag values (at most 64 extra opens, on the error path only).
+pub const REORDER_WINDOW: u64 = 16;
 const PAD_MARK: u8 = 0x80;
-const BLOCK: usize = 16;
 
 /// Bytes of one segment on the wire: chunk tag, ciphertext, GCM tag.
 pub const fn segment_len(chunk_size: usize) -> usize {
@@ -39,28 +37,16 @@ pub(crate) fn unpadded_len(chunk: &[u8]) -> Option<usize> {
 /// The per-stream chunk keys.
 pub(crate) struct ChunkCipher {
     aead: LessSafeKey,
-    /// Raw AES under the same key: only for the error-path search.
-    ecb: EncryptingKey,
-    ecb_dec: DecryptingKey,
     pub(crate) chunk_tag: [u8; CHUNK_TAG_LEN],
     pub(crate) chunk_size: usize,
 }
 
 impl ChunkCipher {
     pub(crate) fn new(keys: &StreamKeys, chunk_size: usize) -> Result<Self, FormatError> {
-        let key = keys.payload.expose();
-        let aead = UnboundKey::new(&AES_256_GCM, key).map_err(|_| FormatError::Crypto)?;
-        let raw = || UnboundCipherKey::new(&AES_256, key);
-        let ecb = raw()
-            .and_then(EncryptingKey::ecb)
-            .map_err(|_| FormatError::Crypto)?;
-        let ecb_dec = raw()
-            .and_then(DecryptingKey::ecb)
+        let aead = UnboundKey::new(&AES_256_GCM, keys.payload.expose())
             .map_err(|_| FormatError::Crypto)?;
         Ok(Self {
             aead: LessSafeKey::new(aead),
-            ecb,
-            ecb_dec,
             chunk_tag: keys.chunk_tag,
             chunk_size,
         })
@@ -170,89 +156,39 @@ impl ChunkCipher {
         ok
     }
 
-    /// Error path: the position `i` in `0..=hi`, `i != skip`, under which `ct`/`tag` opens
-    /// (with either flag), if any.
-    ///
-    /// GCM's tag is `E_K(J0(nonce)) ^ GHASH_H(ct)`, and the GHASH part does not depend on the
-    /// nonce. So `GHASH_H(ct)` is computed once (by re-sealing under a reference nonce), and
-    /// `D_K(tag ^ GHASH_H(ct))` is then the `J0` block of the one nonce the chunk was sealed
-    /// under, if it was sealed under this key at all. That costs two passes over the chunk
-    /// instead of `2 * hi` trial decryptions. A position found this way is confirmed with a
-    /// real AEAD open, so a fault here can only miss a position, never invent one.
-    pub(crate) fn locate(&self, ct: &[u8], tag: &[u8], skip: u64, hi: u64) -> Option<u64> {
-        let ghash = self.ghash_of(ct)?;
-        let mut block = [0u8; BLOCK];
-        for (b, (t, g)) in block.iter_mut().zip(tag.iter().zip(&ghash)) {
-            *b = t ^ g;
-        }
-        let j0 = self
-            .ecb_dec
-            .decrypt(&mut block, DecryptionContext::None)
-            .ok()?;
-        let (index, last) = parse_j0(j0)?;
-        let ok = index <= hi && index != skip && self.confirm(index, last, ct, tag);
-        ok.then_some(index)
+    /// Error path: the position other than `index`, at most [`REORDER_WINDOW`] away, under
+    /// which `ct`/`tag` opens with either flag, nearest first. Each trial is a real AEAD open
+    /// into `scratch` (one chunk long), which is wiped after every trial: whatever opens here
+    /// is only evidence for the error, never output.
+    pub(crate) fn locate(
+        &self,
+        ct: &[u8],
+        tag: &[u8],
+        index: u64,
+        scratch: &mut [u8],
+    ) -> Option<u64> {
+        neighbours(index).find(|&i| {
+            self.opens_wiped(i, false, ct, tag, scratch)
+                || self.opens_wiped(i, true, ct, tag, scratch)
+        })
     }
 
-    fn confirm(&self, index: u64, last: bool, ct: &[u8], tag: &[u8]) -> bool {
-        let mut scratch = Zeroizing::new(vec![0u8; ct.len()]);
-        self.open(index, last, ct, tag, &mut scratch)
-    }
-
-    /// `GHASH_H(ct)` as GCM computes it with empty AAD: the tag of `ct` under any nonce `r`,
-    /// xor `E_K(J0(r))`. The tag under `r` comes from sealing `ct ^ keystream(r)`, which
-    /// re-encrypts to exactly `ct`.
-    fn ghash_of(&self, ct: &[u8]) -> Option<[u8; BLOCK]> {
-        if !ct.len().is_multiple_of(BLOCK) {
-            return None;
+    fn opens_wiped(&self, i: u64, last: bool, ct: &[u8], tag: &[u8], scratch: &mut [u8]) -> bool {
+        // `open` wipes `scratch` when it fails; a chunk that opens here is misplaced, so its
+        // plaintext is wiped too.
+        let opened = self.open(i, last, ct, tag, scratch);
+        if opened {
+            scratch.zeroize();
         }
-        let r = [0xA5u8; 12];
-        let mut buf = Zeroizing::new(Vec::with_capacity(ct.len()));
-        for k in 0..ct.len() / BLOCK {
-            buf.extend_from_slice(&counter_block(&r, 2 + k as u32));
-        }
-        self.ecb.encrypt(&mut buf).ok()?;
-        buf.iter_mut().zip(ct).for_each(|(b, c)| *b ^= c);
-        let t = self
-            .aead
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(r), Aad::empty(), &mut buf)
-            .ok()?;
-        if buf.as_slice() != ct {
-            return None;
-        }
-        let mut e = j0(&r);
-        self.ecb.encrypt(&mut e).ok()?;
-        let mut g = [0u8; BLOCK];
-        for (k, b) in g.iter_mut().enumerate() {
-            *b = t.as_ref()[k] ^ e[k];
-        }
-        Some(g)
+        opened
     }
 }
 
-/// GCM's counter block for a 96-bit nonce: `nonce || be32(counter)`.
-fn counter_block(nonce: &[u8; 12], counter: u32) -> [u8; BLOCK] {
-    let mut b = [0u8; BLOCK];
-    b[..12].copy_from_slice(nonce);
-    b[12..].copy_from_slice(&counter.to_be_bytes());
-    b
-}
-
-/// The chunk index and last flag of a `J0` block built by [`j0`] from [`nonce_bytes`].
-fn parse_j0(b: &[u8]) -> Option<(u64, bool)> {
-    let ok_shape = b.len() == BLOCK && b[..3] == [0; 3] && b[12..] == [0, 0, 0, 1];
-    let last = match b.get(11) {
-        Some(0) => false,
-        Some(1) => true,
-        _ => return None,
-    };
-    let index = u64::from_be_bytes(b.get(3..11)?.try_into().ok()?);
-    ok_shape.then_some((index, last))
-}
-
-/// GCM's pre-counter block `J0`, whose encryption masks the tag.
-fn j0(nonce: &[u8; 12]) -> [u8; BLOCK] {
-    counter_block(nonce, 1)
+/// The counters within [`REORDER_WINDOW`] of `index`, `index` itself excluded, nearest first.
+fn neighbours(index: u64) -> impl Iterator<Item = u64> {
+    (1..=REORDER_WINDOW)
+        .flat_map(move |d| [index.checked_sub(d), index.checked_add(d)])
+        .flatten()
 }
 
 #[cfg(test)]
@@ -308,36 +244,61 @@ mod tests {
     }
 
     #[test]
-    fn locate_finds_the_true_position_and_nothing_else() {
+    fn neighbours_are_the_window_nearest_first() {
+        let n: Vec<u64> = neighbours(100).collect();
+        assert_eq!(n.len(), 2 * REORDER_WINDOW as usize);
+        assert_eq!(&n[..4], &[99, 101, 98, 102]);
+        assert_eq!(n.iter().min(), Some(&(100 - REORDER_WINDOW)));
+        assert_eq!(n.iter().max(), Some(&(100 + REORDER_WINDOW)));
+        assert!(!n.contains(&100));
+        assert_eq!(
+            neighbours(0).collect::<Vec<_>>(),
+            (1..=REORDER_WINDOW).collect::<Vec<_>>()
+        );
+        assert_eq!(neighbours(u64::MAX).count(), REORDER_WINDOW as usize);
+    }
+
+    #[test]
+    fn locate_finds_the_true_position_within_the_window_and_nothing_else() {
         let c = cipher(1024);
-        for (at, last) in [
-            (0, false),
-            (1, true),
-            (4000, false),
-            (4100, true),
-            (u64::MAX - 1, true),
-        ] {
+        let w = REORDER_WINDOW;
+        for (at, last) in [(0, false), (1, true), (4000, false), (u64::MAX - 1, true)] {
             let mut out = Vec::new();
-            let data = vec![at as u8; if last { 100 } else { 1024 }];
+            let data = vec![at as u8 | 1; if last { 100 } else { 1024 }];
             c.seal(at, last, &data, &mut out).unwrap();
             let (_, ct, tag) = split(&out);
-            let expect = (at <= 4100).then_some(at);
-            assert_eq!(c.locate(ct, tag, u64::MAX, 4100), expect);
-            assert_eq!(c.locate(ct, tag, 7, u64::MAX), Some(at), "any distance");
-            assert_eq!(c.locate(ct, tag, at, u64::MAX), None, "skip is honoured");
-            if at > 0 {
+            let mut scratch = vec![0u8; 1024];
+            for from in [at.saturating_sub(w), at.saturating_add(w), at ^ 1] {
+                if from != at {
+                    assert_eq!(c.locate(ct, tag, from, &mut scratch), Some(at), "{from}");
+                    assert!(scratch.iter().all(|&b| b == 0), "scratch wiped");
+                }
+            }
+            assert_eq!(
+                c.locate(ct, tag, at, &mut scratch),
+                None,
+                "its own position is skipped"
+            );
+            if let Some(far) = at.checked_add(w + 1) {
                 assert_eq!(
-                    c.locate(ct, tag, u64::MAX, at - 1),
+                    c.locate(ct, tag, far, &mut scratch),
+                    None,
+                    "outside the window"
+                );
+            }
+            if let Some(far) = at.checked_sub(w + 1) {
+                assert_eq!(
+                    c.locate(ct, tag, far, &mut scratch),
                     None,
                     "outside the window"
                 );
             }
             let mut bad = ct.to_vec();
             bad[3] ^= 1;
-            assert_eq!(c.locate(&bad, tag, u64::MAX, u64::MAX), None);
+            assert_eq!(c.locate(&bad, tag, at ^ 1, &mut scratch), None);
             let mut bad_tag = tag.to_vec();
             bad_tag[15] ^= 1;
-            assert_eq!(c.locate(ct, &bad_tag, u64::MAX, u64::MAX), None);
+            assert_eq!(c.locate(ct, &bad_tag, at ^ 1, &mut scratch), None);
         }
     }
 }

@@ -1,7 +1,7 @@
 use lockbox_crypto::{BackupKey, CHUNK_TAG_LEN};
 use zeroize::Zeroize;
 
-use crate::chunk::{ChunkCipher, SEARCH_AHEAD, unpadded_len};
+use crate::chunk::{ChunkCipher, unpadded_len};
 use crate::header::{self, HEADER_LEN, Header};
 use crate::{FormatError, StreamSummary};
 
@@ -229,8 +229,7 @@ impl Body {
                 FormatError::TrailingData
             }
         } else {
-            let hi = index.saturating_add(SEARCH_AHEAD);
-            match self.cipher.locate(ct, tag, index, hi) {
+            match self.cipher.locate(ct, tag, index, plain) {
                 Some(belongs_at) => FormatError::ChunkOutOfOrder { index, belongs_at },
                 None => FormatError::ChunkCorrupt { index },
             }
@@ -274,6 +273,36 @@ mod tests {
         let mut dec = Decoder::new(&key);
         dec.update(&stream, &mut out).unwrap();
         assert_eq!(dec.finish(&mut out).unwrap().plaintext_len, 1023);
+    }
+
+    #[test]
+    fn a_misplaced_chunk_leaves_no_plaintext_behind() {
+        let key = BackupKey::from_bytes([6; 32]);
+        let params = EncoderParams {
+            chunk_size: 1024,
+            created_unix_ms: 0,
+        };
+        let mut enc = Encoder::new(&key, params, &mut rand_core::OsRng).unwrap();
+        let mut stream = enc.header_bytes().to_vec();
+        enc.update(&[0x5A; 3000], &mut stream).unwrap();
+        enc.finish(&mut stream).unwrap();
+        let mut dec = Decoder::new(&key);
+        dec.update(&stream[..HEADER_LEN], &mut Vec::new()).unwrap();
+        let body = dec.body().unwrap();
+        let seg = body.segment_len();
+        let second = &stream[HEADER_LEN + seg..HEADER_LEN + 2 * seg];
+        let mut plain = vec![0xEE; 1024];
+        assert_eq!(
+            body.open_into(second, false, &mut plain),
+            Err(FormatError::ChunkOutOfOrder {
+                index: 0,
+                belongs_at: 1
+            })
+        );
+        assert!(
+            plain.iter().all(|&b| b == 0),
+            "the trial open's plaintext was wiped"
+        );
     }
 
     #[test]

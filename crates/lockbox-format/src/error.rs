@@ -29,7 +29,9 @@ pub enum FormatError {
     /// Bytes follow the authentic final chunk.
     #[error("unexpected data after the end of the backup")]
     TrailingData,
-    /// A chunk is authentic but sits at the wrong position (reordered or duplicated).
+    /// A chunk is authentic but sits at the wrong position (reordered or duplicated), at most
+    /// [`crate::REORDER_WINDOW`] positions from where it belongs; further away it reads as
+    /// [`FormatError::ChunkCorrupt`].
     #[error("chunk {index} is out of order (it belongs at position {belongs_at})")]
     ChunkOutOfOrder { index: u64, belongs_at: u64 },
     /// A chunk carries another backup's chunk tag: swapped in from a different backup.

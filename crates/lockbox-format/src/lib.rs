@@ -27,7 +27,7 @@ mod pipeline;
 #[cfg(feature = "tokio")]
 mod tokio_io;
 
-pub use chunk::{GCM_TAG_LEN, SEARCH_AHEAD, segment_len};
+pub use chunk::{GCM_TAG_LEN, REORDER_WINDOW, segment_len};
 pub use decoder::Decoder;
 pub use encoder::{Encoder, EncoderParams};
 pub use error::FormatError;
