@@ -1,5 +1,6 @@
 //! Exit codes, as documented in `lockbox --help` and the README:
-//! 0 ok, 1 usage or runtime error, 2 authentication failure (wrong key, recovery code or password),
+//! 0 ok, 1 usage or runtime error, 2 authentication failure (wrong key, recovery code or password,
+//! or an account token the vault refused),
 //! 3 data integrity failure (tampered, truncated, swapped), 4 vault record destroyed.
 
 use lockbox_client::ClientError;
@@ -47,7 +48,9 @@ pub fn classify(err: &anyhow::Error) -> Exit {
             return Exit::Integrity;
         }
         match cause.downcast_ref::<ClientError>() {
-            Some(ClientError::WrongPassword { .. }) => return Exit::Auth,
+            Some(ClientError::WrongPassword { .. } | ClientError::Unauthorized(_)) => {
+                return Exit::Auth;
+            }
             Some(ClientError::Destroyed) => return Exit::Destroyed,
             _ => {}
         }

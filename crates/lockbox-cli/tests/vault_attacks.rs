@@ -2,6 +2,7 @@
 //! `lockbox vault serve` process over loopback, with nothing but what the attacker can send and
 //! see. Each test asserts that the attack learns nothing it should not.
 
+mod common;
 mod vault_node;
 
 use hkdf::Hkdf;
@@ -111,4 +112,131 @@ fn register_start_is_no_password_oracle() {
         assert_eq!(c.status(ACCOUNT).await.unwrap().attempts(), Some((9, 10)));
         assert_eq!(c.recover(ACCOUNT, PASSWORD).await.unwrap(), key);
     });
+}
+
+/// Finding 2: a relay delivers one sealed request twice. Both answers would be sealed under the
+/// same exported key; with a fixed nonce their XOR is the XOR of two plaintexts (a session id
+/// was read this way) and GCM forgeries follow. The second delivery must be refused, and no two
+/// responses may ever share a nonce.
+#[test]
+fn a_relayed_duplicate_is_refused_and_never_shares_a_nonce() {
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 0);
+    rt().block_on(async {
+        let c = client(&node).await;
+        c.enroll(ACCOUNT, PASSWORD, &BackupKey::generate(&mut OsRng), 10, KSF)
+            .await
+            .unwrap();
+        let id = AccountId::new(ACCOUNT).unwrap();
+        let (registration_request, _) =
+            ClientEnrollment::start(b"x", id, c.target().identity.clone(), &mut OsRng).unwrap();
+        let op = Op::RegisterStart(pb::RegisterStart {
+            registration_request: registration_request.into(),
+        });
+        let request = c.request(ACCOUNT, op);
+        // The relay keeps the envelope; the device's answer key is re-derived from the same
+        // randomness so the test can read both answers.
+        let seal = || {
+            c.seal(ACCOUNT, &request, &mut ChaCha20Rng::from_seed([9; 32]))
+                .unwrap()
+        };
+        let (envelope, awaiting) = seal();
+        let first = c.send_sealed(envelope.clone()).await.unwrap();
+        let second = c.send_sealed(envelope).await.unwrap();
+        assert_ne!(
+            first.ciphertext[..12],
+            second.ciphertext[..12],
+            "two responses under one exported key share a nonce"
+        );
+        let first = lockbox_client::open_response(awaiting, &first).unwrap();
+        assert!(
+            matches!(first.result, Some(Reply::RegisterStarted(_))),
+            "{first:?}"
+        );
+        let second = lockbox_client::open_response(seal().1, &second).unwrap();
+        assert!(
+            matches!(second.result, Some(Reply::Error(ref e))
+                if e.code == pb::error::Code::Replayed as i32),
+            "the duplicate was executed again: {second:?}"
+        );
+    });
+}
+
+/// Finding 4: one account's token holder opening registrations without end fills only that
+/// account's share of the session table; other accounts' logins go on.
+#[test]
+fn one_account_cannot_exhaust_the_session_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 0);
+    rt().block_on(async {
+        let c = client(&node).await;
+        let key = BackupKey::generate(&mut OsRng);
+        c.enroll(ACCOUNT, PASSWORD, &key, 10, KSF).await.unwrap();
+        let mallory = b"+15550009999";
+        let mut busy = 0;
+        for _ in 0..64 {
+            let id = AccountId::new(mallory).unwrap();
+            let (registration_request, _) =
+                ClientEnrollment::start(b"x", id, c.target().identity.clone(), &mut OsRng).unwrap();
+            let op = Op::RegisterStart(pb::RegisterStart {
+                registration_request: registration_request.into(),
+            });
+            let response = c.call_raw(mallory, c.request(mallory, op)).await.unwrap();
+            match response.result {
+                Some(Reply::RegisterStarted(_)) => {}
+                Some(Reply::Error(e)) if e.code == pb::error::Code::Busy as i32 => busy += 1,
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        assert!(busy >= 56, "only {busy} of 64 registrations were refused");
+        assert_eq!(c.recover(ACCOUNT, PASSWORD).await.unwrap(), key);
+    });
+}
+
+/// Finding 3 through the CLI: without the account's token, `lockbox key` commands are refused
+/// with their own message, before any attempt is spent.
+#[test]
+fn the_cli_needs_the_accounts_token() {
+    use common::{assert_fails_with, lockbox, run};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 0);
+    let account = std::str::from_utf8(ACCOUNT).unwrap();
+    rt().block_on(async {
+        let c = client(&node).await;
+        c.enroll(ACCOUNT, PASSWORD, &BackupKey::generate(&mut OsRng), 10, KSF)
+            .await
+            .unwrap();
+    });
+    let key_cmd = |args: &[&str]| {
+        let mut c = lockbox();
+        c.arg("key").args(args).args([
+            "--vault",
+            &node.endpoint,
+            "--account",
+            account,
+            "--partition",
+            "3",
+        ]);
+        c.env("LOCKBOX_PASSWORD", "guess guess");
+        c
+    };
+    let out = dir.path().join("code");
+    let recover = ["recover", "--out", out.to_str().unwrap()];
+    assert_fails_with(&run(&mut key_cmd(&recover)), 1, "no account token");
+    let stranger = node.token_file("+15550008888");
+    let o = run(key_cmd(&recover).arg("--token-file").arg(&stranger));
+    assert_fails_with(&o, 2, "account token refused");
+    assert!(
+        common::stderr(&o).contains("another account"),
+        "{}",
+        common::stderr(&o)
+    );
+    let status = run(key_cmd(&["status"])
+        .arg("--token-file")
+        .arg(node.token_file(account)));
+    common::assert_exit(&status, 0);
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(said.contains("10 of 10 attempts left"), "{said}");
 }

@@ -24,6 +24,7 @@ use tonic::{Request as RpcRequest, Response as RpcResponse, Status};
 use crate::admission::{Admission, Denied};
 use crate::metrics as m;
 use crate::replay::ENC_LEN;
+use crate::request::{self, RequestError};
 use crate::storage::{RecordStore, StorageError};
 
 /// How often a request re-runs after losing a compare-and-set race before giving up.
@@ -237,10 +238,10 @@ impl Inner {
     /// Decodes the request and admits it: the account token is checked before anything else
     /// reads the request's payloads.
     fn admit(&self, account: &[u8], enc: &[u8; ENC_LEN], plain: &[u8]) -> Result<Request, Failure> {
-        let req = decode_envelope_request(account, plain)?;
+        let req = request::decode(account, plain)?;
         self.admission
             .admit(account, &req.account_token, enc, req.sent_at_ms, now_ms())?;
-        to_core_request(req)
+        Ok(request::to_core(req)?)
     }
 
     fn run(&self, part: &PartitionState, request: Request) -> Result<Reply, Failure> {
@@ -337,61 +338,13 @@ enum Failure {
     Denied(#[from] Denied),
 }
 
-/// The request inside an opened envelope, for the envelope's account.
-fn decode_envelope_request(outer_account: &[u8], plain: &[u8]) -> Result<pb::Request, Failure> {
-    let req = pb::Request::decode(plain).map_err(|_| Failure::Malformed("request"))?;
-    if req.account.as_ref() != outer_account {
-        return Err(Failure::Malformed("account differs from the envelope's"));
+impl From<RequestError> for Failure {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Malformed(what) => Failure::Malformed(what),
+            RequestError::Vault(e) => Failure::Vault(e),
+        }
     }
-    Ok(req)
-}
-
-/// The core's view of an admitted request (payloads still raw; the core parses them).
-fn to_core_request(req: pb::Request) -> Result<Request, Failure> {
-    use pb::request::Op;
-    let account = AccountId::new(&req.account)?;
-    let ksf = |k: Option<pb::KsfParams>| -> Result<KsfParams, Failure> {
-        let k = k.ok_or(Failure::Malformed("missing Argon2id parameters"))?;
-        KsfParams::new(k.m_cost_kib, k.t_cost, k.p_cost)
-            .map_err(|_| Failure::Malformed("Argon2id parameters"))
-    };
-    let limit =
-        |l: u32| u8::try_from(l).map_err(|_| Failure::Vault(VaultError::AttemptLimitOutOfRange(l)));
-    Ok(
-        match req.op.ok_or(Failure::Malformed("missing operation"))? {
-            Op::RegisterStart(r) => Request::RegisterStart {
-                account,
-                registration_request: r.registration_request.to_vec(),
-            },
-            Op::RegisterFinish(r) => Request::RegisterFinish {
-                account,
-                session: r.session.to_vec(),
-                upload: r.registration_upload.to_vec(),
-                wrapped_key: r.wrapped_key.to_vec(),
-                attempt_limit: limit(r.attempt_limit)?,
-                ksf: ksf(r.ksf)?,
-            },
-            Op::LoginStart(r) => Request::LoginStart {
-                account,
-                ke1: r.ke1.to_vec(),
-            },
-            Op::LoginFinish(r) => Request::LoginFinish {
-                account,
-                session: r.session.to_vec(),
-                ke3: r.ke3.to_vec(),
-            },
-            Op::ChangePasswordStart(r) => Request::ChangePassword {
-                account,
-                session: r.session.to_vec(),
-                registration_request: r.registration_request.to_vec(),
-            },
-            Op::Delete(r) => Request::Delete {
-                account,
-                session: r.session.to_vec(),
-            },
-            Op::Status(_) => Request::Status { account },
-        },
-    )
 }
 
 fn op_name(r: &Request) -> &'static str {
@@ -585,7 +538,7 @@ mod tests {
             })),
             ..Default::default()
         };
-        let failure = to_core_request(request).unwrap_err();
+        let failure = Failure::from(request::to_core(request).unwrap_err());
         let e = failure_pb(&failure);
         assert_eq!(e.code, i32::from(pb::error::Code::InvalidArgument));
         assert_eq!(e.message, "attempt limit 1000 is outside 1..=100");
