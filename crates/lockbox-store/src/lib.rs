@@ -8,6 +8,8 @@
 //! * uploads a backup from a blocking `io::Write` ([`UploadWriter`]) as a streaming multipart
 //!   upload with bounded memory, aborting it on any error or drop so that a failed upload
 //!   never lists as a backup; downloads through a blocking `io::Read` ([`DownloadReader`]);
+//! * prunes only among backups the caller verified ([`Store::prune`]), and reads object heads
+//!   so that a caller with the key can verify them ([`Store::read_heads`]);
 //! * retries transient failures (see [`StoreOptions`] for the policy; [`RETRIES_ENV`] tunes
 //!   how often) and classifies errors by fault ([`StoreError`], [`StoreError::is_transient`]).
 //!

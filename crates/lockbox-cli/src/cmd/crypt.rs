@@ -31,7 +31,17 @@ pub fn encrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
 
 pub fn decrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
     let key = keysrc::load_key(&args.key, cfg)?;
-    let input = open_input(args.input.as_deref())?;
+    let mut input = open_input(args.input.as_deref())?;
+    // The header is checked before any output exists, and its faults told apart (verify).
+    let head = super::backup::read_head(&mut input).context("reading input")?;
+    if let Err(fault) = super::verify::check_header(&head, &key) {
+        let name = args
+            .input
+            .as_deref()
+            .map_or("standard input".into(), |p| p.display().to_string());
+        return Err(super::verify::file_error(fault, &name));
+    }
+    let input = io::Cursor::new(head).chain(input);
     with_output(args.output.as_deref(), |out| {
         let (mut out, _summary) = decrypt_stream(input, out, &key).context("decrypting")?;
         out.flush().context("writing output")?;

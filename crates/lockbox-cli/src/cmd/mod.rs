@@ -6,6 +6,7 @@ mod demo;
 mod key;
 mod keyvault;
 mod vault;
+mod verify;
 
 use anyhow::{Context, Result};
 
