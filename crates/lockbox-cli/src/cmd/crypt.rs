@@ -1,6 +1,7 @@
 //! `lockbox encrypt` / `lockbox decrypt`: the raw stream format, like `age`.
 
 use anyhow::{Context, Result};
+use lockbox_archive::partial;
 use lockbox_crypto::OsRng;
 use lockbox_format::{Encoder, EncoderParams, decrypt_stream, encrypt_stream};
 use std::fs::File;
@@ -77,8 +78,9 @@ fn dup(fd: BorrowedFd<'_>) -> io::Result<File> {
 }
 
 /// Runs `f` with a buffered output. A file output is written to a temporary file beside it
-/// (mode 0600) and renamed into place only if `f` succeeds, so a failed run never leaves a
-/// partial file under the requested name.
+/// (`.NAME.lockbox-partial-*`, mode 0600, locked while this run lives) and renamed into place
+/// only if `f` succeeds, so a failed run never leaves a partial file under the requested name.
+/// Leftovers of killed runs in that directory are removed first (`lockbox_archive::partial`).
 fn with_output(path: Option<&Path>, f: impl FnOnce(Output) -> Result<()>) -> Result<()> {
     let Some(path) = path else {
         return f(Box::new(BufWriter::with_capacity(IO_BUF, stdout_file()?)));
@@ -87,9 +89,8 @@ fn with_output(path: Option<&Path>, f: impl FnOnce(Output) -> Result<()>) -> Res
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".lockbox-partial-")
-        .tempfile_in(dir)
+    partial::sweep(dir);
+    let tmp = partial::staging_file(path)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     let file = tmp.reopen().context("cannot open temporary output")?;
     f(Box::new(BufWriter::with_capacity(IO_BUF, file)))?;
