@@ -10,7 +10,7 @@
 use anyhow::{Context, Result, bail};
 use lockbox_archive::{WriteOptions, restore as restore_archive, scan_size, write_dir};
 use lockbox_crypto::{BackupKey, OsRng};
-use lockbox_format::{DecryptReader, Encoder, EncoderParams, EncryptWriter, HEADER_LEN, Header};
+use lockbox_format::{DecryptReader, Encoder, EncoderParams, EncryptWriter, Header};
 use lockbox_store::{BackupInfo, BackupName, Store};
 use std::io::Read;
 use std::path::Path;
@@ -179,7 +179,7 @@ pub fn restore_backup(
     quiet: bool,
 ) -> Result<()> {
     let mut download = store.download(info, rt.handle().clone())?;
-    let head = read_head(&mut download).context("reading the backup header")?;
+    let head = verify::read_head(&mut download).context("reading the backup header")?;
     verify::check_for_restore(store, rt, info, &head, key)?;
     let reader = DecryptReader::new(std::io::Cursor::new(head).chain(download), key);
     let bar = progress::bytes(None, "restore", quiet);
@@ -188,13 +188,6 @@ pub fn restore_backup(
         .with_context(|| format!("restoring backup {} into {}", info.name.id, dest.display()))?;
     bar.finish_and_clear();
     Ok(())
-}
-
-/// The first [`HEADER_LEN`] bytes of `input`, or all of it if it is shorter.
-pub(crate) fn read_head(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(HEADER_LEN);
-    input.take(HEADER_LEN as u64).read_to_end(&mut head)?;
-    Ok(head)
 }
 
 pub fn prune(args: &PruneArgs, cfg: &Config) -> Result<()> {

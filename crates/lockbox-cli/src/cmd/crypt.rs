@@ -34,7 +34,7 @@ pub fn decrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
     let key = keysrc::load_key(&args.key, cfg)?;
     let mut input = open_input(args.input.as_deref())?;
     // The header is checked before any output exists, and its faults told apart (verify).
-    let head = super::backup::read_head(&mut input).context("reading input")?;
+    let head = super::verify::read_head(&mut input).context("reading input")?;
     if let Err(fault) = super::verify::check_header(&head, &key) {
         let name = args
             .input

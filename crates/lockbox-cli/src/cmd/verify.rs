@@ -8,6 +8,7 @@
 //! another backup than its object was altered; a key that opens the other backups in the store
 //! is the right key. Only what stays ambiguous is reported as "wrong key, or corrupt".
 
+use std::io::Read;
 use std::ops::Range;
 
 use anyhow::Result;
@@ -22,6 +23,13 @@ use crate::exit::{self, HeaderError, IntegrityError};
 const CREATED_AT: Range<usize> = 12..20;
 const NAMED_ID_AT: Range<usize> = 20..28;
 const VERSION_AT: usize = 8;
+
+/// The first [`HEADER_LEN`] bytes of `input`, or all of it if it is shorter.
+pub(crate) fn read_head(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    input.take(HEADER_LEN as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
 
 /// What is wrong with a header, before knowing where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,20 +198,29 @@ impl Catalog {
     ) -> Result<Self> {
         let listed = rt.block_on(store.list())?;
         let heads = rt.block_on(store.read_heads(&listed, HEADER_LEN as u64))?;
-        let mut verified = Vec::new();
-        let mut rejected = Vec::new();
-        for (info, head) in listed.into_iter().zip(heads) {
-            match check_stored(&info, &head, key) {
-                Ok(_) => verified.push(info),
-                Err(e) => rejected.push((info, e)),
+        let checked: Vec<_> = listed
+            .into_iter()
+            .zip(heads)
+            .map(|(info, head)| {
+                let result = check_stored(&info, &head, key);
+                (info, result)
+            })
+            .collect();
+        let opens_some = checked.iter().any(|(_, result)| result.is_ok());
+        let mut catalog = Catalog {
+            verified: Vec::new(),
+            rejected: Vec::new(),
+        };
+        for (info, result) in checked {
+            match result {
+                Ok(_) => catalog.verified.push(info),
+                Err(mut rejected) => {
+                    rejected.err = upgrade(rejected.err, opens_some);
+                    catalog.rejected.push((info, rejected));
+                }
             }
         }
-        let opens_some = !verified.is_empty();
-        for (_, r) in &mut rejected {
-            let err = std::mem::replace(&mut r.err, anyhow::anyhow!(""));
-            r.err = upgrade(err, opens_some);
-        }
-        Ok(Catalog { verified, rejected })
+        Ok(catalog)
     }
 
     /// Prints one warning per rejected object, ending with what was done about it.
