@@ -43,6 +43,12 @@ pub enum ArchiveError {
     /// The restore destination exists and is not an empty directory.
     #[error("{0:?}: destination exists and is not an empty directory")]
     DestinationNotEmpty(PathBuf),
+    /// The restore destination is a mount point: the restored tree is renamed onto it, which
+    /// the kernel refuses, so the restore is refused before anything is written.
+    #[error(
+        "{0:?}: destination is a mount point, which a finished restore cannot be renamed onto; restore into a new directory inside it instead"
+    )]
+    DestinationIsMountPoint(PathBuf),
     /// The directory to archive is not a directory (symlinks are not followed).
     #[error("{0:?}: not a directory")]
     NotADirectory(PathBuf),

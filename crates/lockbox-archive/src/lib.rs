@@ -20,6 +20,8 @@
 
 mod error;
 mod format;
+mod mount;
+pub mod partial;
 mod reader;
 mod restore;
 mod walk;

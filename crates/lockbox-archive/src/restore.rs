@@ -6,6 +6,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::format::Mtime;
+use crate::mount;
+use crate::partial::{self, parent_of};
 use crate::reader::{ArchiveReader, Entry, EntryKind};
 use crate::{ArchiveError, ArchiveStats};
 
@@ -16,59 +18,61 @@ const RESTORE_MODE_MASK: u32 = 0o1777;
 /// Extract the archive read from `input` into `dest`, which must be missing or an empty
 /// directory (its parent must exist). `progress` gets the file bytes written so far.
 ///
-/// Everything goes into a temporary directory beside `dest`, renamed onto `dest` only after the
-/// end-of-archive record was read and `input` reported end-of-file. On any error the temporary
-/// directory is removed and `dest` is left as it was.
+/// Everything goes into a temporary directory beside `dest` (mode 0700, which the restored root
+/// keeps), renamed onto `dest` only after the end-of-archive record was read and `input`
+/// reported end-of-file. On any error the temporary directory is removed and `dest` is left as
+/// it was. Leftovers of killed restores and decrypts beside `dest` are removed first
+/// ([`crate::partial::sweep`]).
 pub fn restore<R: Read>(
     input: R,
     dest: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveStats, ArchiveError> {
     check_destination(dest)?;
+    partial::sweep(parent_of(dest));
     let staging = Staging::create(dest)?;
     let stats = extract(input, &staging.path, progress)?;
     staging.commit(dest)?;
     Ok(stats)
 }
 
-/// Whether `restore` would accept `dest` (absent, or an empty directory), so a caller can
-/// refuse before spending anything on a download or a password attempt. `restore` checks again.
+/// Whether `restore` would accept `dest` (absent, or an empty directory that is not a mount
+/// point), so a caller can refuse before spending anything on a download or a password attempt.
+/// `restore` checks again.
 pub fn check_destination(dest: &Path) -> Result<(), ArchiveError> {
     match fs::symlink_metadata(dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(ArchiveError::io(dest)(e)),
         Ok(meta) if meta.is_dir() => {
             let mut entries = fs::read_dir(dest).map_err(ArchiveError::io(dest))?;
-            match entries.next() {
-                None => Ok(()),
-                Some(_) => Err(ArchiveError::DestinationNotEmpty(dest.to_path_buf())),
+            if entries.next().is_some() {
+                return Err(ArchiveError::DestinationNotEmpty(dest.to_path_buf()));
             }
+            // The tree is staged beside `dest` and renamed onto it, which a mount point refuses
+            // (EBUSY): say so now, not after writing the whole tree.
+            if mount::is_mount_point(dest)? {
+                return Err(ArchiveError::DestinationIsMountPoint(dest.to_path_buf()));
+            }
+            Ok(())
         }
         Ok(_) => Err(ArchiveError::DestinationNotEmpty(dest.to_path_buf())),
     }
 }
 
-/// The `.NAME.lockbox-partial-XXXX` directory; removed on drop unless committed.
+/// The `.NAME.lockbox-partial-XXXX` directory, locked while this restore lives; removed on drop
+/// unless committed.
 struct Staging {
     path: PathBuf,
+    _lock: File,
     committed: bool,
 }
 
 impl Staging {
     fn create(dest: &Path) -> Result<Self, ArchiveError> {
-        let name = dest
-            .file_name()
-            .ok_or_else(|| ArchiveError::io(dest)(std::io::ErrorKind::InvalidInput.into()))?;
-        let parent = parent_of(dest);
-        let mut prefix = std::ffi::OsString::from(".");
-        prefix.push(name);
-        prefix.push(".lockbox-partial-");
-        let dir = tempfile::Builder::new()
-            .prefix(&prefix)
-            .tempdir_in(parent)
-            .map_err(ArchiveError::io(parent))?;
+        let (path, lock) = partial::staging_dir(dest).map_err(ArchiveError::io(parent_of(dest)))?;
         Ok(Staging {
-            path: dir.keep(),
+            path,
+            _lock: lock,
             committed: false,
         })
     }
@@ -92,36 +96,13 @@ impl Staging {
     }
 }
 
-/// The directory `dest` lives in (`.` for a bare name).
-fn parent_of(dest: &Path) -> &Path {
-    match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
 impl Drop for Staging {
     fn drop(&mut self) {
         if self.committed {
             return;
         }
-        if fs::remove_dir_all(&self.path).is_err() {
-            // A directory restored read-only blocks removal of its children: open them up.
-            make_writable(&self.path);
-            if let Err(e) = fs::remove_dir_all(&self.path) {
-                tracing::warn!(path = ?self.path, error = %e, "could not remove partial restore");
-            }
-        }
-    }
-}
-
-fn make_writable(dir: &Path) {
-    let _ = fs::set_permissions(dir, Permissions::from_mode(0o700));
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                make_writable(&entry.path());
-            }
+        if let Err(e) = partial::remove_tree(&self.path) {
+            tracing::warn!(path = ?self.path, error = %e, "could not remove partial restore");
         }
     }
 }

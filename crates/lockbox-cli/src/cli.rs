@@ -76,7 +76,10 @@ pub enum Command {
     /// The restore is written beside DEST and moved into place only once every byte verified:
     /// a failed restore never leaves a directory that looks complete.
     Restore(RestoreArgs),
-    /// Delete old backups, keeping the newest N
+    /// Delete old backups, keeping the newest N whose headers verify under the key
+    ///
+    /// Objects that do not verify (planted, damaged, made under another key) are reported and
+    /// neither counted nor deleted.
     Prune(PruneArgs),
     /// Walk the whole story on a sample chat directory, locally, with embedded defaults
     Demo(DemoArgs),
@@ -247,7 +250,8 @@ pub struct BackupArgs {
     pub to: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
-    /// After a successful backup, delete older backups, keeping the newest N
+    /// After a successful backup, delete older backups, keeping the newest N that verify
+    /// under the key, this one included
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
 }
@@ -261,7 +265,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Where to restore: must not exist yet, or be an empty directory
+    /// Where to restore: must not exist yet, or be an empty directory that is not a mount point
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
     /// Storage URL
@@ -269,7 +273,8 @@ pub struct RestoreArgs {
     pub from: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Backup id (or a unique prefix of it); default: the latest backup
+    /// Backup id (or a unique prefix of it); default: the newest backup whose header
+    /// verifies under the key
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
     /// Get the backup key from the Backup Key Vault with your password instead of a recovery
@@ -285,6 +290,8 @@ pub struct PruneArgs {
     /// Storage URL
     #[arg(long, value_name = "URL")]
     pub from: Option<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// How many of the newest backups to keep (at least 1)
     #[arg(long, value_name = "N")]
     pub keep: usize,

@@ -35,9 +35,56 @@ pub enum IntegrityError {
     },
 }
 
+/// A stream header that does not open as the backup it should be, told apart as far as the
+/// header allows (see `cmd::verify`).
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// Damaged or replaced: the header proves it (exit 3).
+    #[error("{object} is corrupt: {what}")]
+    Corrupt { object: String, what: String },
+    /// Neither the key-check value nor the header MAC matches: what another key does, and
+    /// also what a damaged backup id does (exit 2).
+    #[error(
+        "{object}: wrong key, or its header is corrupt (neither its key-check value nor its MAC matches this key)"
+    )]
+    WrongKeyOrCorrupt { object: String },
+    /// No stored backup opens with this key (exit 2).
+    #[error(
+        "none of the {count} backups at {url} opens with this key: wrong key, or every header is corrupt"
+    )]
+    NoneOpens { url: String, count: usize },
+    /// Objects are stored, none of them an intact backup for this key (exit 3).
+    #[error("no intact backup at {url}: none of its {count} objects verifies (see above)")]
+    NoneIntact { url: String, count: usize },
+    /// A format this version does not read (exit 1).
+    #[error("{object}: unsupported lockbox format version {version}; a newer lockbox made it")]
+    UnsupportedVersion { object: String, version: u8 },
+    /// Any other header fault, classified as the format classifies it.
+    #[error("{object}: {source}")]
+    Format {
+        object: String,
+        #[source]
+        source: FormatError,
+    },
+}
+
+impl HeaderError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Corrupt { .. } | Self::NoneIntact { .. } => Exit::Integrity,
+            Self::WrongKeyOrCorrupt { .. } | Self::NoneOpens { .. } => Exit::Auth,
+            Self::UnsupportedVersion { .. } => Exit::Failure,
+            Self::Format { source, .. } => exit_for_format(source),
+        }
+    }
+}
+
 /// The exit code for an error: the most specific cause anywhere in its chain wins.
 pub fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
+        if let Some(h) = cause.downcast_ref::<HeaderError>() {
+            return h.exit();
+        }
         if let Some(f) = format_error(cause) {
             return exit_for_format(f);
         }

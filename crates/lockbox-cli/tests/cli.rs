@@ -260,7 +260,7 @@ fn restore_picks_by_id_and_prune_keeps_newest() {
         std::fs::read(dest.join("msgstore.db")).unwrap(),
         "hello\n".repeat(50_000).as_bytes()
     );
-    let o = run(lockbox().args(["prune", "--keep", "1", "--from", &env.store()]));
+    let o = run(keyed("prune", &key).args(["--keep", "1", "--from", &env.store()]));
     assert_exit(&o, 0);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), first);
     assert_eq!(env.objects().len(), 1);

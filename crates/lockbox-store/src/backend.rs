@@ -125,6 +125,14 @@ impl Backend {
         }
     }
 
+    /// The folder of a `file://` store.
+    pub(crate) fn local_root(&self) -> Option<&std::path::Path> {
+        match self {
+            Backend::Local { root, .. } => Some(root),
+            Backend::Remote { .. } => None,
+        }
+    }
+
     /// The store, for reading: a missing local folder is `NotFound`, never created.
     pub(crate) fn existing(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         match self {
@@ -144,7 +152,9 @@ impl Backend {
     /// The store, for writing: a missing local folder is created first.
     pub(crate) fn for_write(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         if let Backend::Local { root, store } = self {
-            std::fs::create_dir_all(root).map_err(|e| local_error(url, root, e))?;
+            std::fs::create_dir_all(root).map_err(|e| {
+                local_error(url, format!("creating backup folder {}", root.display()), e)
+            })?;
             return local_store(url, root, store);
         }
         self.existing(url)
@@ -167,8 +177,7 @@ fn local_store(
     Ok(Arc::clone(cell.get_or_init(|| built)))
 }
 
-fn local_error(url: &str, root: &std::path::Path, e: std::io::Error) -> StoreError {
-    let operation = format!("creating backup folder {}", root.display());
+pub(crate) fn local_error(url: &str, operation: String, e: std::io::Error) -> StoreError {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         return StoreError::PermissionDenied {
             url: url.to_owned(),

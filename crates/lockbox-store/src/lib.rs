@@ -8,6 +8,10 @@
 //! * uploads a backup from a blocking `io::Write` ([`UploadWriter`]) as a streaming multipart
 //!   upload with bounded memory, aborting it on any error or drop so that a failed upload
 //!   never lists as a backup; downloads through a blocking `io::Read` ([`DownloadReader`]);
+//! * in a local folder, removes the staging files of killed uploads, never those of a running
+//!   one (a flock on the folder; see the `staging` module);
+//! * prunes only among backups the caller verified ([`Store::prune`]), and reads object heads
+//!   so that a caller with the key can verify them ([`Store::read_heads`]);
 //! * retries transient failures (see [`StoreOptions`] for the policy; [`RETRIES_ENV`] tunes
 //!   how often) and classifies errors by fault ([`StoreError`], [`StoreError::is_transient`]).
 //!
@@ -29,6 +33,7 @@ mod download;
 mod error;
 mod name;
 mod options;
+mod staging;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod test_support;

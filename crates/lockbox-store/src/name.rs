@@ -98,9 +98,21 @@ pub(crate) fn normalize_id_prefix(prefix: &str) -> Result<String, StoreError> {
     Ok(lower)
 }
 
-/// How many of `count` backups (sorted oldest first) `prune(keep_last)` deletes: the oldest.
-pub(crate) fn prune_count(count: usize, keep_last: usize) -> usize {
-    count.saturating_sub(keep_last)
+/// Which of `names` (any order, no duplicates) a prune keeping `keep_last` deletes, as
+/// indices into `names`, oldest first. `protect` always survives and fills one of the
+/// `keep_last` places (listed or not); the other places go to the newest of the rest.
+pub(crate) fn prune_plan(
+    names: &[BackupName],
+    keep_last: usize,
+    protect: Option<&BackupName>,
+) -> Vec<usize> {
+    let mut others: Vec<usize> = (0..names.len())
+        .filter(|&i| Some(&names[i]) != protect)
+        .collect();
+    others.sort_by(|&a, &b| names[a].cmp(&names[b]));
+    let places = keep_last.saturating_sub(usize::from(protect.is_some()));
+    others.truncate(others.len().saturating_sub(places));
+    others
 }
 
 fn is_lower_hex(s: &str) -> bool {
@@ -183,10 +195,31 @@ mod tests {
         assert!(normalize_id_prefix("00112233aabbccdd0").is_err());
     }
 
+    fn names(times: &[u64]) -> Vec<BackupName> {
+        times
+            .iter()
+            .map(|&t| BackupName::new(t, format!("{t:016x}")).unwrap())
+            .collect()
+    }
+
     #[test]
     fn prune_keeps_newest() {
-        assert_eq!(prune_count(5, 2), 3);
-        assert_eq!(prune_count(2, 5), 0);
-        assert_eq!(prune_count(0, 1), 0);
+        let five = names(&[3, 1, 5, 2, 4]);
+        assert_eq!(prune_plan(&five, 2, None), vec![1, 3, 0]);
+        assert_eq!(prune_plan(&five, 5, None), Vec::<usize>::new());
+        assert_eq!(prune_plan(&five, 7, None), Vec::<usize>::new());
+        assert_eq!(prune_plan(&[], 1, None), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn prune_never_deletes_the_protected_backup_and_counts_it() {
+        let five = names(&[3, 1, 5, 2, 4]);
+        // The protected backup is the oldest by name (a device clock ran ahead before).
+        let protect = five[1].clone();
+        assert_eq!(prune_plan(&five, 1, Some(&protect)), vec![3, 0, 4, 2]);
+        assert_eq!(prune_plan(&five, 2, Some(&protect)), vec![3, 0, 4]);
+        // Not listed (yet): it still takes one of the places.
+        let absent = BackupName::new(9, "00000000000000ff").unwrap();
+        assert_eq!(prune_plan(&five, 2, Some(&absent)), vec![1, 3, 0, 4]);
     }
 }

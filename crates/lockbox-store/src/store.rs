@@ -5,8 +5,16 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::backend::Backend;
-use crate::name::{normalize_id_prefix, prune_count};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::name::{normalize_id_prefix, prune_plan};
 use crate::{BackupName, StoreError, StoreOptions};
+
+/// Header reads [`Store::read_heads`] keeps in flight.
+const HEAD_READS_IN_FLIGHT: usize = 8;
 
 /// One finished backup as listed by the storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +90,9 @@ impl Store {
         Ok(backups)
     }
 
-    /// The newest backup, if any.
+    /// The newest backup by object name, if any. Names are chosen by whoever writes to the
+    /// storage: a caller that holds the key should pick among the backups whose authenticated
+    /// headers it verified instead (see [`Store::read_heads`]).
     pub async fn latest(&self) -> Result<Option<BackupInfo>, StoreError> {
         Ok(self.list().await?.pop())
     }
@@ -121,20 +131,64 @@ impl Store {
             .map_err(|e| self.error(format!("deleting {}", info.location), e))
     }
 
-    /// Deletes all but the newest `keep_last` backups, oldest first; returns the deleted.
-    /// `keep_last == 0` is refused. Stops at the first failed delete.
-    pub async fn prune(&self, keep_last: usize) -> Result<Vec<BackupInfo>, StoreError> {
+    /// Deletes all but the newest `keep_last` of `verified`, oldest first; returns the deleted.
+    ///
+    /// `verified` must hold only backups whose authenticated header the caller checked against
+    /// their names (this crate holds no key): objects left out are neither counted nor deleted,
+    /// so a planted or foreign object can never push a real backup out. `protect` (the backup
+    /// just made) is never deleted and fills one of the `keep_last` places. `keep_last == 0` is
+    /// refused. Stops at the first failed delete.
+    pub async fn prune(
+        &self,
+        verified: &[BackupInfo],
+        keep_last: usize,
+        protect: Option<&BackupName>,
+    ) -> Result<Vec<BackupInfo>, StoreError> {
         if keep_last == 0 {
             return Err(StoreError::PruneWouldDeleteAll {
                 url: self.url.clone(),
             });
         }
-        let mut backups = self.list().await?;
-        backups.truncate(prune_count(backups.len(), keep_last));
-        for backup in &backups {
+        let names: Vec<BackupName> = verified.iter().map(|b| b.name.clone()).collect();
+        let doomed: Vec<BackupInfo> = prune_plan(&names, keep_last, protect)
+            .into_iter()
+            .map(|i| verified[i].clone())
+            .collect();
+        for backup in &doomed {
             self.delete(backup).await?;
         }
-        Ok(backups)
+        Ok(doomed)
+    }
+
+    /// The first `len` bytes (fewer if the object is shorter) of each backup, in order: enough
+    /// for a caller with the key to authenticate stream headers without downloading bodies.
+    /// A few reads run at once.
+    pub async fn read_heads(
+        &self,
+        backups: &[BackupInfo],
+        len: u64,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        for info in backups {
+            self.check_location(info)?;
+        }
+        let store = self.backend.existing(&self.url)?;
+        let reads = backups.iter().map(|info| {
+            let store = Arc::clone(&store);
+            async move {
+                let range = 0..len.min(info.size);
+                if range.is_empty() {
+                    return Ok(Bytes::new());
+                }
+                store
+                    .get_range(&info.location, range)
+                    .await
+                    .map_err(|e| self.error(format!("reading the header of {}", info.location), e))
+            }
+        });
+        futures::stream::iter(reads)
+            .buffered(HEAD_READS_IN_FLIGHT)
+            .try_collect()
+            .await
     }
 
     /// Object key of the backup called `name` in this store.

@@ -10,6 +10,8 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::backend::local_error;
+use crate::staging::UploadLock;
 use crate::store::{Transfer, backup_info};
 use crate::{BackupInfo, BackupName, Store, StoreError};
 
@@ -44,6 +46,8 @@ pub struct UploadWriter {
     rt: Handle,
     url: String,
     object: String,
+    /// A local folder's upload lock, released after the upload finished or was aborted.
+    _lock: Option<UploadLock>,
 }
 
 impl Store {
@@ -52,6 +56,14 @@ impl Store {
     pub fn upload(&self, name: &BackupName, rt: Handle) -> Result<UploadWriter, StoreError> {
         let location = self.location_of(name)?;
         let store = self.backend().for_write(self.url())?;
+        let lock = match self.backend().local_root() {
+            Some(root) => Some(
+                UploadLock::acquire(root)
+                    .map_err(|e| local_error(self.url(), format!("locking {}", root.display()), e))?
+                    .0,
+            ),
+            None => None,
+        };
         let transfer = self.transfer();
         let (tx, rx) = mpsc::channel(HANDOFF_QUEUE);
         let job = Job {
@@ -72,6 +84,7 @@ impl Store {
             rt,
             url: self.url().to_owned(),
             object: location.to_string(),
+            _lock: lock,
         })
     }
 }

@@ -316,24 +316,41 @@ fn prune_keeps_newest_and_refuses_zero() {
     for n in &names {
         upload(&store, &rt, n, n.id.as_bytes());
     }
-    let err = rt.block_on(store.prune(0)).unwrap_err();
+    let listed = rt.block_on(store.list()).unwrap();
+    let err = rt.block_on(store.prune(&listed, 0, None)).unwrap_err();
     assert!(
         matches!(err, StoreError::PruneWouldDeleteAll { .. }),
         "{err}"
     );
     assert_eq!(rt.block_on(store.list()).unwrap().len(), 5);
 
-    let deleted = rt.block_on(store.prune(2)).unwrap();
+    // Only the backups handed in as verified count: the newest listed one is left out (the
+    // caller could not verify it), so it is neither one of the two kept nor deleted.
+    let verified = &listed[..4];
+    let deleted = rt.block_on(store.prune(verified, 2, None)).unwrap();
     let deleted: Vec<_> = deleted.into_iter().map(|b| b.name).collect();
-    assert_eq!(deleted, names[..3]);
+    assert_eq!(deleted, names[..2]);
     let kept: Vec<_> = rt
         .block_on(store.list())
         .unwrap()
         .into_iter()
         .map(|b| b.name)
         .collect();
-    assert_eq!(kept, names[3..]);
-    assert!(rt.block_on(store.prune(7)).unwrap().is_empty());
+    assert_eq!(kept, names[2..]);
+
+    // The protected backup (the oldest left) survives and takes one of the places.
+    let listed = rt.block_on(store.list()).unwrap();
+    let deleted = rt
+        .block_on(store.prune(&listed, 2, Some(&names[2])))
+        .unwrap();
+    let deleted: Vec<_> = deleted.into_iter().map(|b| b.name).collect();
+    assert_eq!(deleted, names[3..4]);
+    let listed = rt.block_on(store.list()).unwrap();
+    assert!(
+        rt.block_on(store.prune(&listed, 7, None))
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(rt.block_on(store.list()).unwrap().len(), 2);
 }
 

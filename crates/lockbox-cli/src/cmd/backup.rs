@@ -1,5 +1,8 @@
 //! `backup`, `list`, `restore`, `prune`: directories to and from object storage.
 //!
+//! Prune and "latest" consider only objects whose authenticated headers verify under the key
+//! (see `verify`); `list` needs no key and shows every object that is named like a backup.
+//!
 //! The pipeline is synchronous on the calling thread (walk → archive → encrypt) and hands
 //! sealed buffers to the store's upload writer, which streams a multipart upload on the runtime.
 //! Memory stays bounded by a few chunks and a few upload parts, whatever the backup size.
@@ -9,11 +12,12 @@ use lockbox_archive::{WriteOptions, restore as restore_archive, scan_size, write
 use lockbox_crypto::{BackupKey, OsRng};
 use lockbox_format::{DecryptReader, Encoder, EncoderParams, EncryptWriter, Header};
 use lockbox_store::{BackupInfo, BackupName, Store};
+use std::io::Read;
 use std::path::Path;
 
+use super::verify::{self, Catalog};
 use crate::cli::{BackupArgs, ListArgs, PruneArgs, RestoreArgs};
 use crate::config::Config;
-use crate::exit::IntegrityError;
 use crate::{keysrc, progress};
 
 pub fn backup(args: &BackupArgs, cfg: &Config, quiet: bool) -> Result<()> {
@@ -35,12 +39,26 @@ pub fn backup(args: &BackupArgs, cfg: &Config, quiet: bool) -> Result<()> {
         info.size
     );
     if let Some(keep) = keep {
-        let deleted = rt.block_on(store.prune(keep))?;
-        for d in deleted {
+        for d in prune_verified(&store, &rt, &key, keep, Some(&info.name))? {
             eprintln!("pruned {}", d.name.id);
         }
     }
     Ok(())
+}
+
+/// Deletes all but the newest `keep` backups among those whose headers verify under `key`;
+/// `protect` (the backup just made) always stays and counts as one of them. Objects that do
+/// not verify are reported, never counted, never deleted.
+fn prune_verified(
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    key: &BackupKey,
+    keep: usize,
+    protect: Option<&BackupName>,
+) -> Result<Vec<BackupInfo>> {
+    let catalog = Catalog::load(store, rt, key)?;
+    catalog.warn_rejected("not counted as a backup and not deleted");
+    Ok(rt.block_on(store.prune(&catalog.verified, keep, protect))?)
 }
 
 /// Archives, encrypts and uploads `dir`; returns the finished backup as it lists.
@@ -105,11 +123,23 @@ pub fn restore(args: &RestoreArgs, cfg: &Config, quiet: bool) -> Result<()> {
         .with_context(|| format!("cannot restore into {}", args.dest.display()))?;
     let rt = super::runtime()?;
     let store = Store::open(&url)?;
-    let info = pick(&store, &rt, args.backup.as_deref())?;
+    let by_id = match args.backup.as_deref() {
+        Some(id) => Some(rt.block_on(store.find(id))?),
+        None => None,
+    };
     // A password attempt is spent only once there is a backup to restore and room for it.
     let key = match key {
         Some(key) => key,
-        None => super::keyvault::recover_key(&rt, &args.vault, cfg, quiet)?,
+        None => {
+            if by_id.is_none() && rt.block_on(store.list())?.is_empty() {
+                bail!("no backups at {url}");
+            }
+            super::keyvault::recover_key(&rt, &args.vault, cfg, quiet)?
+        }
+    };
+    let info = match by_id {
+        Some(info) => info,
+        None => latest_verified(&store, &rt, &key)?,
     };
     restore_backup(&store, &rt, &info, &key, &args.dest, quiet)?;
     eprintln!(
@@ -120,25 +150,26 @@ pub fn restore(args: &RestoreArgs, cfg: &Config, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// The newest backup whose header verifies under `key` (see [`Catalog::latest`]).
+fn latest_verified(
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    key: &BackupKey,
+) -> Result<BackupInfo> {
+    Catalog::load(store, rt, key)?.latest(store.url())
+}
+
 /// The object name a stream with this header is stored under.
-fn backup_name(header: &Header) -> BackupName {
+pub(crate) fn backup_name(header: &Header) -> BackupName {
     BackupName {
         created_unix_ms: header.created_unix_ms,
         id: header.backup_id.short(),
     }
 }
 
-fn pick(store: &Store, rt: &tokio::runtime::Runtime, id: Option<&str>) -> Result<BackupInfo> {
-    match id {
-        Some(id) => Ok(rt.block_on(store.find(id))?),
-        None => rt
-            .block_on(store.latest())?
-            .with_context(|| format!("no backups at {}", store.url())),
-    }
-}
-
-/// Downloads, decrypts and unpacks one backup into `dest`, checking that the object holds the
-/// backup its name promises (a provider that swaps two objects is caught here).
+/// Downloads, decrypts and unpacks one backup into `dest`, checking first that the object
+/// holds the backup its name promises (a provider that swaps two objects is caught here) and,
+/// if its header does not open, what is wrong with it.
 pub fn restore_backup(
     store: &Store,
     rt: &tokio::runtime::Runtime,
@@ -147,19 +178,10 @@ pub fn restore_backup(
     dest: &Path,
     quiet: bool,
 ) -> Result<()> {
-    let download = store.download(info, rt.handle().clone())?;
-    let mut reader = DecryptReader::new(download, key);
-    let found = backup_name(reader.header().context("reading the backup header")?);
-    if found != info.name {
-        // Both fields are named: a renamed object may differ in its creation time alone.
-        let describe = |n: &BackupName| format!("{} (created_unix_ms {})", n.id, n.created_unix_ms);
-        return Err(IntegrityError::SwappedBackup {
-            object: info.location.to_string(),
-            expected: describe(&info.name),
-            found: describe(&found),
-        }
-        .into());
-    }
+    let mut download = store.download(info, rt.handle().clone())?;
+    let head = verify::read_head(&mut download).context("reading the backup header")?;
+    verify::check_for_restore(store, rt, info, &head, key)?;
+    let reader = DecryptReader::new(std::io::Cursor::new(head).chain(download), key);
     let bar = progress::bytes(None, "restore", quiet);
     let mut on_progress = |n| bar.set_position(n);
     restore_archive(reader, dest, &mut on_progress)
@@ -172,7 +194,8 @@ pub fn prune(args: &PruneArgs, cfg: &Config) -> Result<()> {
     let url = cfg.storage(args.from.as_deref())?;
     let rt = super::runtime()?;
     let store = Store::open(&url)?;
-    for d in rt.block_on(store.prune(args.keep))? {
+    let key = keysrc::load_key(&args.key, cfg)?;
+    for d in prune_verified(&store, &rt, &key, args.keep, None)? {
         println!("{}", d.name.id);
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! `lockbox encrypt` / `lockbox decrypt`: the raw stream format, like `age`.
 
 use anyhow::{Context, Result};
+use lockbox_archive::partial;
 use lockbox_crypto::OsRng;
 use lockbox_format::{Encoder, EncoderParams, decrypt_stream, encrypt_stream};
 use std::fs::File;
@@ -31,7 +32,17 @@ pub fn encrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
 
 pub fn decrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
     let key = keysrc::load_key(&args.key, cfg)?;
-    let input = open_input(args.input.as_deref())?;
+    let mut input = open_input(args.input.as_deref())?;
+    // The header is checked before any output exists, and its faults told apart (verify).
+    let head = super::verify::read_head(&mut input).context("reading input")?;
+    if let Err(fault) = super::verify::check_header(&head, &key) {
+        let name = args
+            .input
+            .as_deref()
+            .map_or("standard input".into(), |p| p.display().to_string());
+        return Err(super::verify::file_error(fault, &name));
+    }
+    let input = io::Cursor::new(head).chain(input);
     with_output(args.output.as_deref(), |out| {
         let (mut out, _summary) = decrypt_stream(input, out, &key).context("decrypting")?;
         out.flush().context("writing output")?;
@@ -67,8 +78,9 @@ fn dup(fd: BorrowedFd<'_>) -> io::Result<File> {
 }
 
 /// Runs `f` with a buffered output. A file output is written to a temporary file beside it
-/// (mode 0600) and renamed into place only if `f` succeeds, so a failed run never leaves a
-/// partial file under the requested name.
+/// (`.NAME.lockbox-partial-*`, mode 0600, locked while this run lives) and renamed into place
+/// only if `f` succeeds, so a failed run never leaves a partial file under the requested name.
+/// Leftovers of killed runs in that directory are removed first (`lockbox_archive::partial`).
 fn with_output(path: Option<&Path>, f: impl FnOnce(Output) -> Result<()>) -> Result<()> {
     let Some(path) = path else {
         return f(Box::new(BufWriter::with_capacity(IO_BUF, stdout_file()?)));
@@ -77,9 +89,8 @@ fn with_output(path: Option<&Path>, f: impl FnOnce(Output) -> Result<()>) -> Res
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".lockbox-partial-")
-        .tempfile_in(dir)
+    partial::sweep(dir);
+    let tmp = partial::staging_file(path)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     let file = tmp.reopen().context("cannot open temporary output")?;
     f(Box::new(BufWriter::with_capacity(IO_BUF, file)))?;

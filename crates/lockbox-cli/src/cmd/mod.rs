@@ -7,6 +7,7 @@ mod dev;
 mod key;
 mod keyvault;
 mod vault;
+mod verify;
 
 use anyhow::{Context, Result};
 

@@ -2,13 +2,17 @@
 
 use std::process::{Command, Output, Stdio};
 
-/// The built `lockbox` with no inherited `AWS_*` or `LOCKBOX_*` settings and no config file,
-/// so tests see the same environment on every machine. Stdin is empty unless a test sets it.
+/// The built `lockbox` with no inherited `AWS_*`, `AZURE_*`, `GOOGLE_*` or `LOCKBOX_*` settings
+/// and no config file, so tests see the same environment on every machine. Stdin is empty unless
+/// a test sets it.
 pub fn lockbox() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
     for (key, _) in std::env::vars_os() {
         let name = key.to_str().unwrap_or_default();
-        if name.starts_with("AWS_") || name.starts_with("LOCKBOX_") {
+        let provider = ["AWS_", "AZURE_", "GOOGLE_"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if provider || name.starts_with("LOCKBOX_") {
             c.env_remove(&key);
         }
     }

@@ -73,6 +73,18 @@ impl AzureServer {
         format!("http://127.0.0.1:{}/{AZURE_ACCOUNT}", self.process.port)
     }
 
+    /// The standard `AZURE_*` environment variables that point a child process (using
+    /// [`crate::Store::open`]) at this server: account, key, endpoint, plain HTTP allowed.
+    /// Set them on the child's `Command`, never on the test process.
+    pub fn azure_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AZURE_STORAGE_ACCOUNT_NAME", AZURE_ACCOUNT.to_owned()),
+            ("AZURE_STORAGE_ACCOUNT_KEY", AZURE_ACCOUNT_KEY.to_owned()),
+            ("AZURE_STORAGE_ENDPOINT", self.endpoint()),
+            ("AZURE_ALLOW_HTTP", "true".to_owned()),
+        ]
+    }
+
     /// The directory Azurite keeps its database and extents in.
     pub fn data_dir(&self) -> &Path {
         self.process.data.path()
