@@ -106,7 +106,7 @@ pub fn list(args: &ListArgs, cfg: &Config) -> Result<()> {
         println!(
             "{:<16}  {:<24}  {:>14}",
             b.name.id,
-            format_ms(b.name.created_unix_ms),
+            super::format_ms(b.name.created_unix_ms),
             b.size
         );
     }
@@ -199,22 +199,4 @@ pub fn prune(args: &PruneArgs, cfg: &Config) -> Result<()> {
         println!("{}", d.name.id);
     }
     Ok(())
-}
-
-fn format_ms(ms: u64) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(fmt).ok())
-        .unwrap_or_else(|| format!("{ms} ms"))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn formats_utc_times() {
-        assert_eq!(super::format_ms(0), "1970-01-01 00:00:00");
-        assert_eq!(super::format_ms(1_700_000_000_000), "2023-11-14 22:13:20");
-        assert_eq!(super::format_ms(951_782_400_000), "2000-02-29 00:00:00");
-    }
 }

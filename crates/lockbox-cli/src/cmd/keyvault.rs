@@ -189,7 +189,10 @@ pub fn status(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
             "{}: active, {attempts_left} of {limit} attempts left; record generation \
              {generation}, deposited {}",
             vault.account,
-            super::format_time_ms(created_at_ms)
+            match created_at_ms {
+                0 => "at an unknown time".to_owned(),
+                ms => format!("{} UTC", super::format_ms(ms)),
+            }
         ),
     }
     Ok(())

@@ -68,15 +68,21 @@ pub(crate) fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A Unix time in ms as `YYYY-MM-DD HH:MM:SS` (UTC), or "unknown" for 0.
-pub(crate) fn format_time_ms(ms: u64) -> String {
-    if ms == 0 {
-        return "at an unknown time".into();
-    }
+/// A Unix time in ms as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub(crate) fn format_ms(ms: u64) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(fmt).ok())
-        .map(|t| format!("{t} UTC"))
         .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(super::format_ms(0), "1970-01-01 00:00:00");
+        assert_eq!(super::format_ms(1_700_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(super::format_ms(951_782_400_000), "2000-02-29 00:00:00");
+    }
 }

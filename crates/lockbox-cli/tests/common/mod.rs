@@ -1,3 +1,4 @@
+#![allow(dead_code)] // Each test binary uses a different part of this module.
 //! Shared by the end-to-end test files: the built binary with a clean environment.
 
 use std::process::{Command, Output, Stdio};
