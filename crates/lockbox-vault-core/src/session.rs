@@ -7,7 +7,7 @@ use opaque_ke::ServerLogin;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::error::{Field, VaultError};
-use crate::record::AccountId;
+use crate::record::{AccountId, Salt};
 use crate::suite::Suite;
 
 pub const SESSION_ID_LEN: usize = 16;
@@ -43,8 +43,9 @@ impl core::fmt::Debug for SessionId {
 
 #[derive(Clone)]
 pub(crate) enum Step {
-    /// Enrollment (or password change) between RegistrationResponse and upload.
-    Registration,
+    /// Enrollment (or password change) between RegistrationResponse and upload. Holds the salt
+    /// of the credential identifier the response was evaluated under, for the record.
+    Registration { salt: Salt },
     /// Between KE2 and KE3. Holds the OPAQUE server state (zeroized on drop by opaque-ke).
     Login(Box<ServerLogin<Suite>>),
     /// After a verified KE3: usable once for ChangePassword or Delete.
@@ -54,7 +55,7 @@ pub(crate) enum Step {
 impl Step {
     fn name(&self) -> &'static str {
         match self {
-            Step::Registration => "registration",
+            Step::Registration { .. } => "registration",
             Step::Login(_) => "login",
             Step::Authenticated => "authenticated",
         }

@@ -9,7 +9,10 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::error::{Field, VaultError};
 use crate::guess::{AttemptLimit, GuessEvent, GuessVerdict, guess_step};
-use crate::record::{AccountId, Active, MAX_WRAPPED_KEY_LEN, Record, ke1_fingerprint};
+use crate::record::{
+    AccountId, Active, CREDENTIAL_SALT_LEN, Credential, MAX_WRAPPED_KEY_LEN, Record,
+    ke1_fingerprint, salted_credential_id,
+};
 use crate::seal::seal_reply;
 use crate::secrets::VaultSecrets;
 use crate::session::{Session, SessionId, Sessions, Step};
@@ -139,8 +142,11 @@ pub enum AccountStatus {
     Destroyed {
         generation: u64,
     },
+    /// `created_at_ms`: when this record was enrolled (vault clock); with `generation` it tells
+    /// a device whether its record was replaced. `None` for a legacy (version 1) record.
     Active {
         generation: u64,
+        created_at_ms: Option<u64>,
         attempts_left: u8,
         limit: u8,
     },
@@ -383,6 +389,8 @@ impl Vault {
         Ok(())
     }
 
+    /// The identifiers bound into the transcript: the account and the vault, never the salted
+    /// credential identifier, which only selects the OPRF key and never leaves the vault.
     fn login_parameters<'a>(&'a self, account: &'a AccountId) -> ServerLoginParameters<'a, 'a> {
         ServerLoginParameters {
             context: Some(OPAQUE_CONTEXT),
@@ -431,14 +439,18 @@ impl Vault {
         now: u64,
     ) -> Result<Outcome, VaultError> {
         self.sessions.reserve(now)?;
-        let start = ServerRegistration::start(self.secrets.setup(), request, account.as_bytes())
+        // A fresh OPRF key per registration: evaluating it answers nothing about any record.
+        let mut salt = [0u8; CREDENTIAL_SALT_LEN];
+        rng.fill_bytes(&mut salt);
+        let credential_id = salted_credential_id(&account, &salt);
+        let start = ServerRegistration::start(self.secrets.setup(), request, &credential_id)
             .map_err(|_| VaultError::Internal)?;
         let id = self.sessions.fresh_id(rng);
         let session = Session {
             account,
             generation,
             expires_at: self.expiry(now),
-            step: Step::Registration,
+            step: Step::Registration { salt },
         };
         self.sessions.insert_reserved(id, session, now);
         Ok(Outcome::Reply(Reply::RegistrationStarted {
@@ -472,13 +484,10 @@ impl Vault {
         }
         Ok(Enrollment {
             id,
-            active: Active {
-                limit,
-                attempts_left: limit.get(),
-                ksf,
-                registration: Box::new(ServerRegistration::finish(upload)),
-                wrapped_key,
-            },
+            limit,
+            ksf,
+            registration: Box::new(ServerRegistration::finish(upload)),
+            wrapped_key,
         })
     }
 
@@ -493,14 +502,28 @@ impl Vault {
         now: u64,
     ) -> Result<Outcome, VaultError> {
         let session = self.sessions.take(&input.id, &account, now, |s| {
-            matches!(s, Step::Registration)
+            matches!(s, Step::Registration { .. })
         })?;
+        let Step::Registration { salt } = session.step else {
+            return Err(VaultError::Internal);
+        };
         if stored.map_or(0, Record::generation) != session.generation {
             return Err(VaultError::StaleGeneration);
         }
         let generation = stored.map_or(Ok(1), Record::next_generation)?;
         let ring = stored.map(|r| r.recent_ke1().to_vec()).unwrap_or_default();
-        let record = Record::enrolled(account, generation, ring, input.active);
+        let active = Active {
+            credential: Credential::Salted {
+                salt,
+                created_at_ms: now,
+            },
+            limit: input.limit,
+            attempts_left: input.limit.get(),
+            ksf: input.ksf,
+            registration: input.registration,
+            wrapped_key: input.wrapped_key,
+        };
+        let record = Record::enrolled(account, generation, ring, active);
         let pending = Pending::Reply(Reply::Enrolled { generation });
         Ok(self.write_then(stored, record, now, pending, Some((input.id, session))))
     }
@@ -528,12 +551,13 @@ impl Vault {
         match (verdict, record.active()) {
             (GuessVerdict::ReleaseKe2 { attempts_left }, Some(active)) => {
                 self.sessions.reserve(now)?;
+                let credential_id = record.credential_id().ok_or(VaultError::Internal)?;
                 let start = ServerLogin::start(
                     rng,
                     self.secrets.setup(),
                     Some((*active.registration).clone()),
                     ke1,
-                    account.as_bytes(),
+                    &credential_id,
                     self.login_parameters(&account),
                 )
                 .map_err(|_| VaultError::Internal)?;
@@ -643,7 +667,10 @@ fn record_of<'r>(stored: Option<&'r Record>, session: &Session) -> Result<&'r Re
 
 struct Enrollment {
     id: SessionId,
-    active: Active,
+    limit: AttemptLimit,
+    ksf: KsfParams,
+    registration: Box<ServerRegistration<crate::Suite>>,
+    wrapped_key: Vec<u8>,
 }
 
 fn parse_registration_request(
@@ -666,6 +693,7 @@ fn status(stored: Option<&Record>) -> AccountStatus {
             },
             Some((attempts_left, limit)) => AccountStatus::Active {
                 generation: r.generation(),
+                created_at_ms: r.created_at_ms(),
                 attempts_left,
                 limit,
             },

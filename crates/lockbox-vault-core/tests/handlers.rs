@@ -65,6 +65,7 @@ fn enroll_then_recover_returns_k_and_resets_attempts() {
         .unwrap(),
         Reply::Status(AccountStatus::Active {
             generation: 1,
+            created_at_ms: Some(h.now),
             attempts_left: 10,
             limit: 10
         })
@@ -629,4 +630,103 @@ fn encoded_records_contain_neither_k_nor_the_password() {
             assert!(!bytes.windows(8).any(|w| w == piece), "part of K in record");
         }
     }
+}
+
+#[test]
+fn status_shows_when_the_record_was_replaced() {
+    let (mut h, _) = enrolled(10);
+    let alice = acct("alice");
+    let status = |h: &mut Harness| match h.run(Request::Status {
+        account: alice.clone(),
+    }) {
+        Ok(Reply::Status(s)) => s,
+        other => panic!("{other:?}"),
+    };
+    let first = h.now;
+    let AccountStatus::Active {
+        generation: 1,
+        created_at_ms: Some(t1),
+        ..
+    } = status(&mut h)
+    else {
+        panic!()
+    };
+    assert_eq!(t1, first);
+    h.now += 5_000;
+    h.login_start(&alice, PW).unwrap();
+    assert!(
+        matches!(
+            status(&mut h),
+            AccountStatus::Active { generation: 1, created_at_ms: Some(t), .. } if t == first
+        ),
+        "a login does not change the creation time"
+    );
+    h.enroll(
+        &alice,
+        b"someone else",
+        &BackupKey::generate(&mut OsRng),
+        10,
+    );
+    assert_eq!(
+        status(&mut h),
+        AccountStatus::Active {
+            generation: 2,
+            created_at_ms: Some(first + 5_000),
+            attempts_left: 10,
+            limit: 10
+        }
+    );
+}
+
+/// A record written before issue 12 (version 1) still recovers after the upgrade, stays version 1
+/// while only its counter changes, and a ChangePassword (even to the same password) replaces it
+/// with a salted version-2 record.
+#[test]
+fn a_version_1_record_still_recovers_and_change_password_upgrades_it() {
+    let mut h = legacy_harness();
+    let alice = acct("alice");
+    assert_eq!(
+        h.run(Request::Status {
+            account: alice.clone()
+        })
+        .unwrap(),
+        Reply::Status(AccountStatus::Active {
+            generation: 1,
+            created_at_ms: None,
+            attempts_left: 10,
+            limit: 10
+        })
+    );
+    h.login_start(&alice, b"wrong").unwrap();
+    let (key, auth) = h.recover(&alice, LEGACY_PASSWORD);
+    assert_eq!(key.expose(), &LEGACY_KEY);
+    assert_eq!(h.store[&alice].format_version(), 1);
+    assert_eq!(h.attempts(&alice), Some((10, 10)));
+
+    let (msg, client) = lockbox_vault_core::client::ClientEnrollment::start(
+        LEGACY_PASSWORD,
+        alice.clone(),
+        h.identity(),
+        &mut OsRng,
+    )
+    .unwrap();
+    let Reply::RegistrationStarted { session, response } = h
+        .run(Request::ChangePassword {
+            account: alice.clone(),
+            session: auth.as_bytes().to_vec(),
+            registration_request: msg,
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    let limit = lockbox_vault_core::AttemptLimit::DEFAULT;
+    let upload = client
+        .finish(&response, &key, limit, KSF, &mut OsRng)
+        .unwrap();
+    h.run(upload.into_request(alice.clone(), session)).unwrap();
+    let record = &h.store[&alice];
+    assert_eq!((record.format_version(), record.generation()), (2, 2));
+    assert_eq!(record.created_at_ms(), Some(h.now));
+    assert_eq!(h.recover(&alice, LEGACY_PASSWORD).0.expose(), &LEGACY_KEY);
 }
