@@ -31,6 +31,12 @@ pub struct VaultConfig {
     pub session_ttl_ms: u64,
     /// Bound on open sessions (memory). Default 65 536.
     pub max_sessions: usize,
+    /// Bound on the open sessions of one account, so that one account cannot fill the table.
+    /// Default 4: an honest device has one protocol run open at a time (a login becomes its
+    /// authenticated session, which becomes a registration), plus at most one left behind by a
+    /// retry whose reply was lost, until it expires; two devices of one account recovering at
+    /// the same moment need 4.
+    pub max_sessions_per_account: usize,
     /// The weakest client Argon2id parameters accepted at enrollment.
     pub min_ksf: KsfParams,
 }
@@ -41,6 +47,7 @@ impl VaultConfig {
             server_id: server_id.to_vec(),
             session_ttl_ms: 60_000,
             max_sessions: 65_536,
+            max_sessions_per_account: 4,
             min_ksf: KsfParams::PRODUCTION_FLOOR,
         }
     }
@@ -276,7 +283,7 @@ impl Vault {
         let mut instance = [0u8; 16];
         rng.fill_bytes(&mut instance);
         Self {
-            sessions: Sessions::new(config.max_sessions),
+            sessions: Sessions::new(config.max_sessions, config.max_sessions_per_account),
             secrets,
             config,
             instance,
@@ -344,7 +351,7 @@ impl Vault {
             } => {
                 let id = SessionId::parse(&session)?;
                 let request = parse_registration_request(&registration_request)?;
-                self.sessions.reserve(now)?;
+                self.sessions.reserve(&account, now)?;
                 let (record, _) = self.take_authenticated(stored, &id, &account, now)?;
                 let generation = record.generation();
                 self.open_registration(account, generation, request, rng, now)
@@ -438,7 +445,7 @@ impl Vault {
         rng: &mut R,
         now: u64,
     ) -> Result<Outcome, VaultError> {
-        self.sessions.reserve(now)?;
+        self.sessions.reserve(&account, now)?;
         // A fresh OPRF key per registration: evaluating it answers nothing about any record.
         let mut salt = [0u8; CREDENTIAL_SALT_LEN];
         rng.fill_bytes(&mut salt);
@@ -550,7 +557,7 @@ impl Vault {
         let next = record.after_guess(next_state)?.with_ke1(fingerprint);
         match (verdict, record.active()) {
             (GuessVerdict::ReleaseKe2 { attempts_left }, Some(active)) => {
-                self.sessions.reserve(now)?;
+                self.sessions.reserve(&account, now)?;
                 let credential_id = record.credential_id().ok_or(VaultError::Internal)?;
                 let start = ServerLogin::start(
                     rng,

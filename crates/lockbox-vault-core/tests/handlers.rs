@@ -9,7 +9,7 @@ use lockbox_vault_core::client::{ClientError, ClientRecovery};
 use lockbox_vault_core::{
     AccountStatus, Field, Outcome, Reply, Request, SessionId, VaultConfig, VaultError, VaultSecrets,
 };
-use rand_core::OsRng;
+use rand_core::{CryptoRng, OsRng, RngCore};
 
 const PW: &[u8] = b"correct horse battery staple";
 
@@ -632,6 +632,124 @@ fn encoded_records_contain_neither_k_nor_the_password() {
     }
 }
 
+/// The OS RNG, counting the bytes drawn: a request refused before any protocol work draws none.
+struct CountingRng(usize);
+
+impl RngCore for CountingRng {
+    fn next_u32(&mut self) -> u32 {
+        self.0 += 4;
+        OsRng.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 += 8;
+        OsRng.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0 += dest.len();
+        OsRng.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.0 += dest.len();
+        OsRng.try_fill_bytes(dest)
+    }
+}
+
+impl CryptoRng for CountingRng {}
+
+/// Handles `request` with a counting RNG; returns the result and the bytes drawn.
+fn handle_counting(h: &mut Harness, request: Request) -> (Result<Outcome, VaultError>, usize) {
+    let stored = h.store.get(request.account()).cloned();
+    let mut rng = CountingRng(0);
+    let result = h.vault.handle(stored.as_ref(), request, &mut rng, h.now);
+    (result, rng.0)
+}
+
+fn registration_request(h: &Harness, account: &str) -> Request {
+    let (msg, _) = lockbox_vault_core::client::ClientEnrollment::start(
+        PW,
+        acct(account),
+        h.identity(),
+        &mut OsRng,
+    )
+    .unwrap();
+    Request::RegisterStart {
+        account: acct(account),
+        registration_request: msg,
+    }
+}
+
+#[test]
+fn one_account_cannot_hold_more_than_its_session_quota() {
+    assert_eq!(VaultConfig::new(SERVER_ID).max_sessions_per_account, 4);
+    let (mut h, _) = enrolled(10);
+    let alice = acct("alice");
+    h.register_start(&alice, PW);
+    h.register_start(&alice, PW);
+    h.login_start(&alice, b"guess").unwrap();
+    h.login_start(&alice, b"guess").unwrap();
+    assert_eq!(h.vault.sessions().open_for(&alice), 4);
+    let before = h.store.clone();
+
+    // Refused before any OPRF or key-exchange work: no salt, no session id, no KE2 nonce drawn,
+    // no write, no session, and no attempt spent.
+    for request in [
+        registration_request(&h, "alice"),
+        login_start(fresh_ke1(&h, PW).0),
+    ] {
+        let (result, drawn) = handle_counting(&mut h, request);
+        assert_eq!(result.unwrap_err(), VaultError::AccountBusy);
+        assert_eq!(drawn, 0, "refused after drawing randomness");
+    }
+    assert_eq!(h.store, before);
+    assert_eq!(h.attempts(&alice), Some((8, 10)));
+    assert_eq!(h.vault.sessions().open_for(&alice), 4);
+
+    // Another account is not Busy because of alice.
+    assert!(matches!(
+        h.run(registration_request(&h, "bob")).unwrap(),
+        Reply::RegistrationStarted { .. }
+    ));
+    // Alice's expired sessions make room again.
+    h.now += 60_000;
+    assert!(h.run(registration_request(&h, "alice")).is_ok());
+    assert_eq!(h.vault.sessions().open_for(&alice), 1);
+}
+
+#[test]
+fn change_password_over_quota_keeps_the_authenticated_session() {
+    let secrets = VaultSecrets::generate(&mut OsRng);
+    let mut config = test_config();
+    config.max_sessions_per_account = 2;
+    let mut h = Harness::with_config(secrets, config);
+    let alice = acct("alice");
+    let key = BackupKey::generate(&mut OsRng);
+    h.enroll(&alice, PW, &key, 10);
+    let (_, auth) = h.recover(&alice, PW);
+    h.register_start(&alice, b"other");
+    let Request::RegisterStart {
+        registration_request,
+        ..
+    } = registration_request(&h, "alice")
+    else {
+        unreachable!()
+    };
+    let change = Request::ChangePassword {
+        account: alice.clone(),
+        session: auth.as_bytes().to_vec(),
+        registration_request,
+    };
+    expect_err(&mut h, change, VaultError::AccountBusy);
+    let delete = Request::Delete {
+        account: alice.clone(),
+        session: auth.as_bytes().to_vec(),
+    };
+    assert_eq!(
+        h.run(delete).unwrap(),
+        Reply::Deleted,
+        "the refused ChangePassword did not consume the authenticated session"
+    );
+}
+
 #[test]
 fn status_shows_when_the_record_was_replaced() {
     let (mut h, _) = enrolled(10);
@@ -729,4 +847,25 @@ fn a_version_1_record_still_recovers_and_change_password_upgrades_it() {
     assert_eq!((record.format_version(), record.generation()), (2, 2));
     assert_eq!(record.created_at_ms(), Some(h.now));
     assert_eq!(h.recover(&alice, LEGACY_PASSWORD).0.expose(), &LEGACY_KEY);
+}
+
+/// Session-table exhaustion (issue 12, item 4): one account opening registrations as fast as it
+/// can must not take every slot of the table.
+#[test]
+fn one_account_filling_the_table_does_not_make_another_busy() {
+    let secrets = VaultSecrets::generate(&mut OsRng);
+    let mut config = test_config();
+    config.max_sessions = 8;
+    let mut h = Harness::with_config(secrets, config);
+    let mut refusals = vec![];
+    for _ in 0..8 {
+        if let Err(e) = h.handle(registration_request(&h, "mallory")) {
+            refusals.push(e);
+        }
+    }
+    let bob = h.handle(registration_request(&h, "bob"));
+    assert!(
+        matches!(bob, Ok(Outcome::Reply(Reply::RegistrationStarted { .. }))),
+        "bob: {bob:?} after mallory's refusals {refusals:?}"
+    );
 }

@@ -191,6 +191,12 @@ impl Model {
         self.h.store.get(&alice())
     }
 
+    /// `AccountBusy` is only for an account that really holds its quota of live sessions.
+    fn check_busy(&self) {
+        let quota = self.h.vault.config().max_sessions_per_account;
+        assert!(self.h.vault.sessions().open_for(&alice()) >= quota);
+    }
+
     fn expect_no_write(&self, result: &Result<Outcome, VaultError>) {
         if let Ok(Outcome::WriteThenReply { .. }) = result {
             panic!("expected no write, got {result:?}");
@@ -246,6 +252,7 @@ impl Model {
                 }
             }
             Err(VaultError::Destroyed | VaultError::ReplayedKe1) => {}
+            Err(VaultError::AccountBusy) => self.check_busy(),
             Err(e) => panic!("KE1: {e:?}"),
         }
     }
@@ -433,6 +440,7 @@ impl Model {
             Err(VaultError::Destroyed) if self.current().is_some_and(Record::is_destroyed) => {}
             // The same KE1 bytes may have been replayed and committed meanwhile.
             Err(VaultError::ReplayedKe1) if cause == Cause::Ke1 => {}
+            Err(VaultError::AccountBusy) if cause == Cause::Ke1 => self.check_busy(),
             Err(e) => panic!("re-run of {cause:?} failed without cause: {e:?} ({excuses:?})"),
         }
     }
@@ -504,6 +512,7 @@ impl Model {
             Err(VaultError::NoSession | VaultError::SessionExpired) if authenticated.is_some() => {
                 return;
             }
+            Err(VaultError::AccountBusy) => return self.check_busy(),
             other => panic!("registration start: {other:?}"),
         };
         let key = BackupKey::generate(&mut OsRng);
