@@ -54,8 +54,9 @@ impl VaultConfig {
 }
 
 /// A client request as it arrives (protocol payloads still raw bytes from the wire). The shell
-/// has already authenticated `account` and loaded that account's record.
-#[derive(Debug, Clone)]
+/// has already authenticated `account` and loaded that account's record. `Debug` shows only the
+/// account, the lengths of the payloads and session ids, and the enrollment parameters.
+#[derive(Clone)]
 pub enum Request {
     /// Enrollment, step 1: OPAQUE `RegistrationRequest`.
     RegisterStart {
@@ -96,6 +97,79 @@ pub enum Request {
     Status {
         account: AccountId,
     },
+}
+
+/// A byte string in `Debug` output: its length, never its content.
+struct Redacted<'a>(&'a [u8]);
+
+impl core::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl core::fmt::Debug for Request {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Request::RegisterStart {
+                account,
+                registration_request,
+            } => f
+                .debug_struct("RegisterStart")
+                .field("account", account)
+                .field("registration_request", &Redacted(registration_request))
+                .finish(),
+            Request::RegisterFinish {
+                account,
+                session,
+                upload,
+                wrapped_key,
+                attempt_limit,
+                ksf,
+            } => f
+                .debug_struct("RegisterFinish")
+                .field("account", account)
+                .field("session", &Redacted(session))
+                .field("upload", &Redacted(upload))
+                .field("wrapped_key", &Redacted(wrapped_key))
+                .field("attempt_limit", attempt_limit)
+                .field("ksf", ksf)
+                .finish(),
+            Request::LoginStart { account, ke1 } => f
+                .debug_struct("LoginStart")
+                .field("account", account)
+                .field("ke1", &Redacted(ke1))
+                .finish(),
+            Request::LoginFinish {
+                account,
+                session,
+                ke3,
+            } => f
+                .debug_struct("LoginFinish")
+                .field("account", account)
+                .field("session", &Redacted(session))
+                .field("ke3", &Redacted(ke3))
+                .finish(),
+            Request::ChangePassword {
+                account,
+                session,
+                registration_request,
+            } => f
+                .debug_struct("ChangePassword")
+                .field("account", account)
+                .field("session", &Redacted(session))
+                .field("registration_request", &Redacted(registration_request))
+                .finish(),
+            Request::Delete { account, session } => f
+                .debug_struct("Delete")
+                .field("account", account)
+                .field("session", &Redacted(session))
+                .finish(),
+            Request::Status { account } => {
+                f.debug_struct("Status").field("account", account).finish()
+            }
+        }
+    }
 }
 
 impl Request {

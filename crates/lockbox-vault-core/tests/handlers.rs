@@ -796,6 +796,79 @@ fn status_shows_when_the_record_was_replaced() {
     );
 }
 
+#[test]
+fn request_debug_shows_lengths_not_bytes() {
+    let session = vec![0xC1; 16];
+    let requests = [
+        Request::RegisterStart {
+            account: acct("alice"),
+            registration_request: vec![0xC1; 32],
+        },
+        Request::RegisterFinish {
+            account: acct("alice"),
+            session: session.clone(),
+            upload: vec![0xC1; 192],
+            wrapped_key: vec![0xC1; 60],
+            attempt_limit: 10,
+            ksf: KSF,
+        },
+        Request::LoginStart {
+            account: acct("alice"),
+            ke1: vec![0xC1; 96],
+        },
+        Request::LoginFinish {
+            account: acct("alice"),
+            session: session.clone(),
+            ke3: vec![0xC1; 64],
+        },
+        Request::ChangePassword {
+            account: acct("alice"),
+            session: session.clone(),
+            registration_request: vec![0xC1; 32],
+        },
+        Request::Delete {
+            account: acct("alice"),
+            session,
+        },
+    ];
+    for request in requests {
+        let shown = format!("{request:?}");
+        assert!(
+            !shown.contains("193") && !shown.to_lowercase().contains("c1"),
+            "payload bytes in {shown}"
+        );
+        assert!(shown.contains(" bytes>"), "{shown}");
+        assert!(shown.contains("AccountId(616c696365)"), "{shown}");
+    }
+    let finish = format!(
+        "{:?}",
+        Request::RegisterFinish {
+            account: acct("a"),
+            session: vec![0; 16],
+            upload: vec![0; 192],
+            wrapped_key: vec![0; 60],
+            attempt_limit: 10,
+            ksf: KSF,
+        }
+    );
+    for part in [
+        "upload: <192 bytes>",
+        "wrapped_key: <60 bytes>",
+        "attempt_limit: 10",
+    ] {
+        assert!(finish.contains(part), "{finish}");
+    }
+    let upload = lockbox_vault_core::client::EnrollmentUpload {
+        upload: vec![0xC1; 192],
+        wrapped_key: vec![0xC1; 60],
+        attempt_limit: 10,
+        ksf: KSF,
+    };
+    let shown = format!("{upload:?}");
+    assert!(!shown.contains("193"), "{shown}");
+    assert!(shown.contains("upload_len: 192") && shown.contains("wrapped_key_len: 60"));
+}
+
 /// A record written before issue 12 (version 1) still recovers after the upgrade, stays version 1
 /// while only its counter changes, and a ChangePassword (even to the same password) replaces it
 /// with a salted version-2 record.
