@@ -618,12 +618,15 @@ pub(crate) mod tests {
             if let Ok(rec) = Record::decode(&noise) {
                 prop_assert_eq!(rec.encode(), noise);
             }
-            let mut bytes = largest_record().encode();
-            for (i, v) in flips {
-                bytes[i % MAX_ENCODED_RECORD_LEN] = v;
-            }
-            if let Ok(rec) = Record::decode(&bytes) {
-                prop_assert_eq!(rec.encode(), bytes);
+            for valid in [largest_record(), record_with(Credential::Legacy)] {
+                let mut bytes = valid.encode();
+                let len = bytes.len();
+                for &(i, v) in &flips {
+                    bytes[i % len] = v;
+                }
+                if let Ok(rec) = Record::decode(&bytes) {
+                    prop_assert_eq!(rec.encode(), bytes);
+                }
             }
         }
     }

@@ -33,9 +33,9 @@ pub struct VaultConfig {
     pub max_sessions: usize,
     /// Bound on the open sessions of one account, so that one account cannot fill the table.
     /// Default 4: an honest device has one protocol run open at a time (a login becomes its
-    /// authenticated session, which becomes a registration), plus at most one left behind by a
-    /// retry whose reply was lost, until it expires; two devices of one account recovering at
-    /// the same moment need 4.
+    /// authenticated session; ChangePassword holds that and the new registration for a moment),
+    /// and a retried request whose reply was lost can leave one more until it expires; two
+    /// devices of one account at the same moment need 4.
     pub max_sessions_per_account: usize,
     /// The weakest client Argon2id parameters accepted at enrollment.
     pub min_ksf: KsfParams,
