@@ -95,12 +95,24 @@ impl<S> core::fmt::Debug for Started<S> {
 pub struct ClientEnrollment(Started<ClientRegistration<Suite>>);
 
 /// What the device uploads to finish enrollment (fields of [`Request::RegisterFinish`]).
-#[derive(Debug, Clone)]
+/// `Debug` shows the lengths of the upload and the wrapped key, not their bytes.
+#[derive(Clone)]
 pub struct EnrollmentUpload {
     pub upload: Vec<u8>,
     pub wrapped_key: Vec<u8>,
     pub attempt_limit: u8,
     pub ksf: KsfParams,
+}
+
+impl core::fmt::Debug for EnrollmentUpload {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EnrollmentUpload")
+            .field("upload_len", &self.upload.len())
+            .field("wrapped_key_len", &self.wrapped_key.len())
+            .field("attempt_limit", &self.attempt_limit)
+            .field("ksf", &self.ksf)
+            .finish()
+    }
 }
 
 impl EnrollmentUpload {

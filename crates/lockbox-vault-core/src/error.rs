@@ -61,6 +61,8 @@ pub enum VaultError {
     // Faults of the shell or of capacity (retryable or bugs, never the client's).
     #[error("too many open sessions; retry later")]
     Busy,
+    #[error("too many open sessions for this account; finish or let one expire first")]
+    AccountBusy,
     #[error("the shell passed a record of another account")]
     RecordAccountMismatch,
     #[error("durability proof belongs to another write")]

@@ -13,6 +13,9 @@
 //!
 //! Ciphersuite: OPRF ristretto255, key exchange TripleDH over ristretto255 with SHA-512, KSF
 //! Argon2id with parameters chosen by the client at enrollment and stored in the record.
+//! The OPRF key of each record comes from a credential identifier salted afresh at every
+//! registration (kept in the record), so the only OPRF evaluations under a live record's key are
+//! its own logins, each paid for with an attempt before its KE2 leaves.
 //! The vault never sees `K` or the password: it stores `AEAD(HKDF(export_key, WRAP), K)`, which
 //! only the device that knows the password can open.
 #![forbid(unsafe_code)]
@@ -30,8 +33,8 @@ mod vault;
 pub use error::{Field, RecordError, VaultError};
 pub use guess::{AttemptLimit, GuessEvent, GuessState, GuessVerdict, guess_step};
 pub use record::{
-    AccountId, KE1_FINGERPRINT_LEN, KE1_RING_LEN, MAX_ACCOUNT_LEN, MAX_ENCODED_RECORD_LEN,
-    MAX_WRAPPED_KEY_LEN, RECORD_FORMAT_VERSION, Record,
+    AccountId, CREDENTIAL_SALT_LEN, KE1_FINGERPRINT_LEN, KE1_RING_LEN, MAX_ACCOUNT_LEN,
+    MAX_ENCODED_RECORD_LEN, MAX_WRAPPED_KEY_LEN, RECORD_FORMAT_VERSION, Record,
 };
 pub use secrets::{SECRETS_LEN, SecretsError, VaultIdentity, VaultSecrets, partition_server_id};
 pub use session::{SESSION_ID_LEN, SessionId, Sessions};

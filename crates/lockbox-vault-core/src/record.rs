@@ -1,14 +1,19 @@
 //! Per-account vault records and their strict binary encoding.
 //!
-//! Layout, version 1 (integers big-endian):
+//! Layout, version 2 (integers big-endian):
 //! ```text
-//! version u8 = 1 | account_len u8 (1..=64) | account | generation u64
+//! version u8 = 2 | account_len u8 (1..=64) | account | generation u64
 //! | ring_len u8 (0..=4) | ring_len × 8-byte KE1 fingerprints (oldest first)
 //! | state u8: 1 = Active, 2 = Destroyed
-//! Active only: limit u8 (1..=100) | attempts_left u8 (<= limit) | Argon2id m,t,p (3 × u32)
+//! Active only: created_at_ms u64 | credential salt (32)
+//!              | limit u8 (1..=100) | attempts_left u8 (<= limit) | Argon2id m,t,p (3 × u32)
 //!              | OPAQUE ServerRegistration (192) | wrapped_len u8 (1..=96) | wrapped_key
 //! ```
 //! Nothing may follow. A tombstone keeps only the account, the generation and the ring.
+//!
+//! Version 1 (no creation time, no salt: the OPRF key was derived from the bare account id) still
+//! decodes, as a legacy record, and re-encodes as version 1 until it is replaced; every record the
+//! core creates (enrollment, tombstone) is version 2.
 
 use opaque_ke::ServerRegistration;
 use sha2::{Digest, Sha256};
@@ -17,7 +22,10 @@ use crate::error::{Field, RecordError, VaultError};
 use crate::guess::{AttemptLimit, GuessState};
 use crate::suite::{KsfParams, REGISTRATION_UPLOAD_LEN, Suite};
 
-pub const RECORD_FORMAT_VERSION: u8 = 1;
+pub const RECORD_FORMAT_VERSION: u8 = 2;
+const LEGACY_FORMAT_VERSION: u8 = 1;
+/// Length of the random salt in a record's OPAQUE credential identifier.
+pub const CREDENTIAL_SALT_LEN: usize = 32;
 pub const MAX_ACCOUNT_LEN: usize = 64;
 pub const MAX_WRAPPED_KEY_LEN: usize = 96;
 /// How many recent KE1 fingerprints a record remembers.
@@ -31,6 +39,8 @@ pub const MAX_ENCODED_RECORD_LEN: usize = 1
     + 1
     + KE1_RING_LEN * KE1_FINGERPRINT_LEN
     + 1
+    + 8
+    + CREDENTIAL_SALT_LEN
     + 2
     + KsfParams::ENCODED_LEN
     + REGISTRATION_UPLOAD_LEN
@@ -69,6 +79,19 @@ impl core::fmt::Debug for AccountId {
 }
 
 pub(crate) type Fingerprint = [u8; KE1_FINGERPRINT_LEN];
+pub(crate) type Salt = [u8; CREDENTIAL_SALT_LEN];
+
+/// The OPAQUE credential identifier (from which opaque-ke derives the OPRF key) of a registration
+/// with `salt`: `len(account) u8 ‖ account ‖ salt`. The salt is fresh for every registration, so
+/// no request ever evaluates the OPRF key of an existing record except that record's logins. A
+/// legacy identifier (the bare account id) is 33 bytes shorter than any salted one of the same
+/// account, so no registration evaluates a legacy record's key either.
+pub(crate) fn salted_credential_id(account: &AccountId, salt: &Salt) -> Vec<u8> {
+    let mut id = Vec::with_capacity(1 + account.0.len() + CREDENTIAL_SALT_LEN);
+    push_short(&mut id, account.as_bytes());
+    id.extend_from_slice(salt);
+    id
+}
 
 /// Truncated SHA-256 of a KE1. 64 bits suffice: a collision only makes a client retry.
 pub(crate) fn ke1_fingerprint(ke1: &[u8]) -> Fingerprint {
@@ -90,11 +113,24 @@ pub struct Record {
 #[derive(Clone, PartialEq, Eq, Debug)]
 enum State {
     Active(Active),
-    Destroyed,
+    /// `legacy`: decoded from a version-1 tombstone (kept so it re-encodes byte for byte).
+    Destroyed {
+        legacy: bool,
+    },
+}
+
+/// Where an active record's OPRF key comes from.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Credential {
+    /// Version 1: the bare account id.
+    Legacy,
+    /// Version 2: [`salted_credential_id`], and when the record was enrolled (vault clock, ms).
+    Salted { salt: Salt, created_at_ms: u64 },
 }
 
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Active {
+    pub(crate) credential: Credential,
     pub(crate) limit: AttemptLimit,
     pub(crate) attempts_left: u8,
     pub(crate) ksf: KsfParams,
@@ -125,7 +161,7 @@ impl Record {
             account: self.account.clone(),
             generation: self.next_generation()?,
             recent_ke1: self.recent_ke1.clone(),
-            state: State::Destroyed,
+            state: State::Destroyed { legacy: false },
         })
     }
 
@@ -145,7 +181,36 @@ impl Record {
     }
 
     pub fn is_destroyed(&self) -> bool {
-        matches!(self.state, State::Destroyed)
+        matches!(self.state, State::Destroyed { .. })
+    }
+
+    /// When an active record was enrolled (the vault's clock, ms); `None` for a tombstone or a
+    /// legacy (version 1) record, which did not store it.
+    pub fn created_at_ms(&self) -> Option<u64> {
+        match self.active().map(|a| &a.credential) {
+            Some(Credential::Salted { created_at_ms, .. }) => Some(*created_at_ms),
+            _ => None,
+        }
+    }
+
+    /// The format version [`Self::encode`] writes: 1 only for a legacy record not yet replaced.
+    pub fn format_version(&self) -> u8 {
+        match &self.state {
+            State::Active(Active {
+                credential: Credential::Legacy,
+                ..
+            })
+            | State::Destroyed { legacy: true } => LEGACY_FORMAT_VERSION,
+            _ => RECORD_FORMAT_VERSION,
+        }
+    }
+
+    /// The credential identifier this record's logins derive the OPRF key from.
+    pub(crate) fn credential_id(&self) -> Option<Vec<u8>> {
+        self.active().map(|a| match &a.credential {
+            Credential::Legacy => self.account.as_bytes().to_vec(),
+            Credential::Salted { salt, .. } => salted_credential_id(&self.account, salt),
+        })
     }
 
     /// `(attempts_left, limit)` of an active record.
@@ -167,14 +232,14 @@ impl Record {
                 attempts_left: a.attempts_left,
                 limit: a.limit,
             },
-            State::Destroyed => GuessState::Destroyed,
+            State::Destroyed { .. } => GuessState::Destroyed,
         }
     }
 
     pub(crate) fn active(&self) -> Option<&Active> {
         match &self.state {
             State::Active(a) => Some(a),
-            State::Destroyed => None,
+            State::Destroyed { .. } => None,
         }
     }
 
@@ -200,7 +265,7 @@ impl Record {
     /// nowhere to move (its verdict is `Refuse`, which writes nothing).
     pub(crate) fn after_guess(&self, next: GuessState) -> Result<Self, VaultError> {
         match (&self.state, next) {
-            (State::Destroyed, _) => Err(VaultError::Destroyed),
+            (State::Destroyed { .. }, _) => Err(VaultError::Destroyed),
             (State::Active(_), GuessState::Destroyed) => self.tombstone(),
             (State::Active(a), GuessState::Active { attempts_left, .. }) => {
                 let mut next = self.clone();
@@ -215,7 +280,7 @@ impl Record {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAX_ENCODED_RECORD_LEN);
-        out.push(RECORD_FORMAT_VERSION);
+        out.push(self.format_version());
         push_short(&mut out, self.account.as_bytes());
         out.extend_from_slice(&self.generation.to_be_bytes());
         out.push(self.recent_ke1.len() as u8);
@@ -223,9 +288,17 @@ impl Record {
             out.extend_from_slice(fp);
         }
         match &self.state {
-            State::Destroyed => out.push(STATE_DESTROYED),
+            State::Destroyed { .. } => out.push(STATE_DESTROYED),
             State::Active(a) => {
                 out.push(STATE_ACTIVE);
+                if let Credential::Salted {
+                    salt,
+                    created_at_ms,
+                } = &a.credential
+                {
+                    out.extend_from_slice(&created_at_ms.to_be_bytes());
+                    out.extend_from_slice(salt);
+                }
                 out.push(a.limit.get());
                 out.push(a.attempts_left);
                 out.extend_from_slice(&a.ksf.to_bytes());
@@ -238,17 +311,18 @@ impl Record {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         let mut r = Reader(bytes);
-        let version = r.byte()?;
-        if version != RECORD_FORMAT_VERSION {
-            return Err(RecordError::UnknownVersion(version));
-        }
+        let legacy = match r.byte()? {
+            RECORD_FORMAT_VERSION => false,
+            LEGACY_FORMAT_VERSION => true,
+            other => return Err(RecordError::UnknownVersion(other)),
+        };
         let account = r.short(1..=MAX_ACCOUNT_LEN, RecordError::BadAccount)?;
         let account = AccountId(account.to_vec());
         let generation = u64::from_be_bytes(r.array()?);
         let recent_ke1 = r.ring()?;
         let state = match r.byte()? {
-            STATE_ACTIVE => State::Active(r.active()?),
-            STATE_DESTROYED => State::Destroyed,
+            STATE_ACTIVE => State::Active(r.active(legacy)?),
+            STATE_DESTROYED => State::Destroyed { legacy },
             other => return Err(RecordError::UnknownState(other)),
         };
         if !r.0.is_empty() {
@@ -265,7 +339,12 @@ impl Record {
 
 impl core::fmt::Debug for Active {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let created_at_ms = match &self.credential {
+            Credential::Legacy => None,
+            Credential::Salted { created_at_ms, .. } => Some(*created_at_ms),
+        };
         f.debug_struct("Active")
+            .field("created_at_ms", &created_at_ms)
             .field("limit", &self.limit.get())
             .field("attempts_left", &self.attempts_left)
             .field("ksf", &self.ksf)
@@ -322,7 +401,17 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| self.array()).collect()
     }
 
-    fn active(&mut self) -> Result<Active, RecordError> {
+    fn active(&mut self, legacy: bool) -> Result<Active, RecordError> {
+        let credential = if legacy {
+            Credential::Legacy
+        } else {
+            let created_at_ms = u64::from_be_bytes(self.array()?);
+            let salt = self.array()?;
+            Credential::Salted {
+                salt,
+                created_at_ms,
+            }
+        };
         let limit = AttemptLimit::new(self.byte()?).ok_or(RecordError::BadAttempts)?;
         let attempts_left = self.byte()?;
         if attempts_left > limit.get() {
@@ -335,6 +424,7 @@ impl<'a> Reader<'a> {
             .short(1..=MAX_WRAPPED_KEY_LEN, RecordError::BadWrappedKey)?
             .to_vec();
         Ok(Active {
+            credential,
             limit,
             attempts_left,
             ksf,
@@ -365,7 +455,15 @@ pub(crate) mod tests {
     }
 
     fn largest_record() -> Record {
+        record_with(Credential::Salted {
+            salt: [0x5A; CREDENTIAL_SALT_LEN],
+            created_at_ms: 1_764_000_000_000,
+        })
+    }
+
+    fn record_with(credential: Credential) -> Record {
         let active = Active {
+            credential,
             limit: AttemptLimit::new(100).unwrap(),
             attempts_left: 99,
             ksf: KsfParams::DEFAULT,
@@ -411,6 +509,7 @@ pub(crate) mod tests {
         let good = largest_record().encode();
         let ring_at = 1 + 1 + 64 + 8;
         let state_at = ring_at + 1 + 32;
+        let limit_at = state_at + 1 + 8 + CREDENTIAL_SALT_LEN;
         let mut cases: Vec<(Vec<u8>, RecordError)> = vec![
             (vec![], RecordError::Truncated),
             (good[..good.len() - 1].to_vec(), RecordError::Truncated),
@@ -421,20 +520,92 @@ pub(crate) mod tests {
             b[i] = v;
             cases.push((b, e));
         };
-        set(0, 2, RecordError::UnknownVersion(2));
+        set(0, 0, RecordError::UnknownVersion(0));
+        set(0, 3, RecordError::UnknownVersion(3));
         set(1, 0, RecordError::BadAccount);
         set(1, 65, RecordError::BadAccount);
         set(ring_at, 5, RecordError::BadRing);
         set(state_at, 9, RecordError::UnknownState(9));
-        set(state_at + 1, 0, RecordError::BadAttempts);
-        set(state_at + 1, 101, RecordError::BadAttempts);
-        set(state_at + 2, 101, RecordError::BadAttempts);
-        set(state_at + 3, 0xFF, RecordError::BadKsf);
-        set(state_at + 15, 0xFF, RecordError::BadRegistration);
+        set(limit_at, 0, RecordError::BadAttempts);
+        set(limit_at, 101, RecordError::BadAttempts);
+        set(limit_at + 1, 101, RecordError::BadAttempts);
+        set(limit_at + 2, 0xFF, RecordError::BadKsf);
+        set(limit_at + 14, 0xFF, RecordError::BadRegistration);
         set(good.len() - 97, 0, RecordError::BadWrappedKey);
         set(good.len() - 97, 97, RecordError::BadWrappedKey);
         for (bytes, want) in cases {
             assert_eq!(Record::decode(&bytes), Err(want));
+        }
+    }
+
+    #[test]
+    fn version_2_carries_salt_and_creation_time() {
+        let rec = largest_record();
+        assert_eq!(rec.format_version(), 2);
+        assert_eq!(rec.created_at_ms(), Some(1_764_000_000_000));
+        let id = rec.credential_id().unwrap();
+        assert_eq!(id.len(), 1 + 64 + CREDENTIAL_SALT_LEN);
+        assert_eq!(id[0], 64);
+        assert_eq!(&id[1..65], rec.account().as_bytes());
+        assert_eq!(&id[65..], &[0x5A; CREDENTIAL_SALT_LEN]);
+        let tomb = rec.tombstone().unwrap();
+        assert_eq!((tomb.format_version(), tomb.created_at_ms()), (2, None));
+        assert_eq!(tomb.credential_id(), None);
+    }
+
+    /// A version-1 record decodes as legacy, logs in under the bare account id, re-encodes byte
+    /// for byte as version 1, and its tombstone is version 2.
+    #[test]
+    fn version_1_decodes_as_legacy() {
+        let rec = record_with(Credential::Legacy);
+        let bytes = rec.encode();
+        assert_eq!(bytes[0], 1);
+        assert_eq!(
+            bytes.len(),
+            MAX_ENCODED_RECORD_LEN - 8 - CREDENTIAL_SALT_LEN
+        );
+        let back = Record::decode(&bytes).unwrap();
+        assert_eq!(back, rec);
+        assert_eq!(back.format_version(), 1);
+        assert_eq!(back.created_at_ms(), None);
+        assert_eq!(back.credential_id().unwrap(), rec.account().as_bytes());
+        let spent = back
+            .after_guess(GuessState::Active {
+                attempts_left: 3,
+                limit: AttemptLimit::new(100).unwrap(),
+            })
+            .unwrap();
+        assert_eq!(
+            spent.encode()[0],
+            1,
+            "a counter change keeps the legacy format"
+        );
+        let tomb = back.tombstone().unwrap();
+        assert_eq!(tomb.encode()[0], 2);
+        let old_tomb = [&[1u8][..], &tomb.encode()[1..]].concat();
+        let decoded = Record::decode(&old_tomb).unwrap();
+        assert!(decoded.is_destroyed());
+        assert_eq!(decoded.encode(), old_tomb);
+    }
+
+    /// Salted identifiers are unambiguous: distinct (account, salt) pairs never collide, and
+    /// none equals any bare account id of the same account.
+    #[test]
+    fn salted_credential_ids_never_collide_with_bare_ids() {
+        let a = AccountId::new(b"ab").unwrap();
+        let b = AccountId::new(b"a").unwrap();
+        let mut salt_b = [0u8; CREDENTIAL_SALT_LEN];
+        salt_b[0] = b'b';
+        let ids = [
+            salted_credential_id(&a, &[0; CREDENTIAL_SALT_LEN]),
+            salted_credential_id(&b, &salt_b),
+            salted_credential_id(&a, &[1; CREDENTIAL_SALT_LEN]),
+        ];
+        assert_ne!(ids[0], ids[1]);
+        assert_ne!(ids[0], ids[2]);
+        for id in &ids {
+            assert_ne!(id.as_slice(), a.as_bytes());
+            assert_ne!(id.as_slice(), b.as_bytes());
         }
     }
 
@@ -447,12 +618,15 @@ pub(crate) mod tests {
             if let Ok(rec) = Record::decode(&noise) {
                 prop_assert_eq!(rec.encode(), noise);
             }
-            let mut bytes = largest_record().encode();
-            for (i, v) in flips {
-                bytes[i % MAX_ENCODED_RECORD_LEN] = v;
-            }
-            if let Ok(rec) = Record::decode(&bytes) {
-                prop_assert_eq!(rec.encode(), bytes);
+            for valid in [largest_record(), record_with(Credential::Legacy)] {
+                let mut bytes = valid.encode();
+                let len = bytes.len();
+                for &(i, v) in &flips {
+                    bytes[i % len] = v;
+                }
+                if let Ok(rec) = Record::decode(&bytes) {
+                    prop_assert_eq!(rec.encode(), bytes);
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ use opaque_ke::ServerLogin;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::error::{Field, VaultError};
-use crate::record::AccountId;
+use crate::record::{AccountId, Salt};
 use crate::suite::Suite;
 
 pub const SESSION_ID_LEN: usize = 16;
@@ -43,8 +43,9 @@ impl core::fmt::Debug for SessionId {
 
 #[derive(Clone)]
 pub(crate) enum Step {
-    /// Enrollment (or password change) between RegistrationResponse and upload.
-    Registration,
+    /// Enrollment (or password change) between RegistrationResponse and upload. Holds the salt
+    /// of the credential identifier the response was evaluated under, for the record.
+    Registration { salt: Salt },
     /// Between KE2 and KE3. Holds the OPAQUE server state (zeroized on drop by opaque-ke).
     Login(Box<ServerLogin<Suite>>),
     /// After a verified KE3: usable once for ChangePassword or Delete.
@@ -54,7 +55,7 @@ pub(crate) enum Step {
 impl Step {
     fn name(&self) -> &'static str {
         match self {
-            Step::Registration => "registration",
+            Step::Registration { .. } => "registration",
             Step::Login(_) => "login",
             Step::Authenticated => "authenticated",
         }
@@ -81,19 +82,25 @@ impl core::fmt::Debug for Session {
     }
 }
 
-/// The session table owned by a [`crate::Vault`]. Bounded: when full, expired sessions are
-/// purged, and if it is still full new sessions are refused with [`VaultError::Busy`].
+/// The session table owned by a [`crate::Vault`]. Bounded twice: per account (then
+/// [`VaultError::AccountBusy`]), so that one account cannot hold the table, and in total (then
+/// [`VaultError::Busy`]). Before refusing, expired sessions are purged.
 #[derive(Debug)]
 pub struct Sessions {
     map: BTreeMap<SessionId, Session>,
+    /// The ids in `map` of each account that has any.
+    by_account: BTreeMap<AccountId, Vec<SessionId>>,
     max: usize,
+    max_per_account: usize,
 }
 
 impl Sessions {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, max_per_account: usize) -> Self {
         Self {
             map: BTreeMap::new(),
+            by_account: BTreeMap::new(),
             max,
+            max_per_account,
         }
     }
 
@@ -105,13 +112,40 @@ impl Sessions {
         self.map.is_empty()
     }
 
-    /// Drops every session whose deadline has passed.
-    pub fn purge_expired(&mut self, now: u64) {
-        self.map.retain(|_, s| s.expires_at > now);
+    /// Sessions open for `account` (expired ones included until they are purged).
+    pub fn open_for(&self, account: &AccountId) -> usize {
+        self.by_account.get(account).map_or(0, Vec::len)
     }
 
-    /// Fails with `Busy` unless one more session fits.
-    pub(crate) fn reserve(&mut self, now: u64) -> Result<(), VaultError> {
+    /// Drops every session whose deadline has passed.
+    pub fn purge_expired(&mut self, now: u64) {
+        let expired: Vec<SessionId> = (self.map.iter())
+            .filter(|(_, s)| s.expires_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.remove(&id);
+        }
+    }
+
+    fn purge_expired_of(&mut self, account: &AccountId, now: u64) {
+        let ids = self.by_account.get(account).cloned().unwrap_or_default();
+        for id in ids {
+            if self.map.get(&id).is_some_and(|s| s.expires_at <= now) {
+                self.remove(&id);
+            }
+        }
+    }
+
+    /// Fails with `AccountBusy` unless `account` may open one more session, and with `Busy`
+    /// unless one more fits in the table. Costs O(per-account quota) unless the table is full.
+    pub(crate) fn reserve(&mut self, account: &AccountId, now: u64) -> Result<(), VaultError> {
+        if self.open_for(account) >= self.max_per_account {
+            self.purge_expired_of(account, now);
+        }
+        if self.open_for(account) >= self.max_per_account {
+            return Err(VaultError::AccountBusy);
+        }
         if self.map.len() >= self.max {
             self.purge_expired(now);
         }
@@ -119,6 +153,17 @@ impl Sessions {
             return Err(VaultError::Busy);
         }
         Ok(())
+    }
+
+    fn remove(&mut self, id: &SessionId) -> Option<Session> {
+        let session = self.map.remove(id)?;
+        if let Some(ids) = self.by_account.get_mut(&session.account) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_account.remove(&session.account);
+            }
+        }
+        Some(session)
     }
 
     pub(crate) fn fresh_id<R: RngCore + CryptoRng>(&self, rng: &mut R) -> SessionId {
@@ -131,12 +176,18 @@ impl Sessions {
     }
 
     /// Inserts a session whose room [`Self::reserve`] already checked when its request was
-    /// handled. It may overshoot the bound by the number of writes in flight, which is bounded by
-    /// the shell; refusing here would spend an attempt without ever releasing its KE2.
+    /// handled. It may overshoot the bounds by the number of writes in flight (per account: one
+    /// per compare-and-swap that can still win, since a loser is re-run and checked again);
+    /// refusing here would spend an attempt without ever releasing its KE2.
     pub(crate) fn insert_reserved(&mut self, id: SessionId, session: Session, now: u64) {
         if self.map.len() >= self.max {
             self.purge_expired(now);
         }
+        self.remove(&id);
+        self.by_account
+            .entry(session.account.clone())
+            .or_default()
+            .push(id);
         self.map.insert(id, session);
     }
 
@@ -152,7 +203,7 @@ impl Sessions {
     ) -> Result<Session, VaultError> {
         let session = self.map.get(id).ok_or(VaultError::NoSession)?;
         if session.expires_at <= now {
-            self.map.remove(id);
+            self.remove(id);
             return Err(VaultError::SessionExpired);
         }
         if &session.account != account {
@@ -161,6 +212,6 @@ impl Sessions {
         if !want(&session.step) {
             return Err(VaultError::SessionKindMismatch);
         }
-        self.map.remove(id).ok_or(VaultError::NoSession)
+        self.remove(id).ok_or(VaultError::NoSession)
     }
 }

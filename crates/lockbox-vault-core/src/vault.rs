@@ -9,7 +9,10 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::error::{Field, VaultError};
 use crate::guess::{AttemptLimit, GuessEvent, GuessVerdict, guess_step};
-use crate::record::{AccountId, Active, MAX_WRAPPED_KEY_LEN, Record, ke1_fingerprint};
+use crate::record::{
+    AccountId, Active, CREDENTIAL_SALT_LEN, Credential, MAX_WRAPPED_KEY_LEN, Record,
+    ke1_fingerprint, salted_credential_id,
+};
 use crate::seal::seal_reply;
 use crate::secrets::VaultSecrets;
 use crate::session::{Session, SessionId, Sessions, Step};
@@ -28,6 +31,12 @@ pub struct VaultConfig {
     pub session_ttl_ms: u64,
     /// Bound on open sessions (memory). Default 65 536.
     pub max_sessions: usize,
+    /// Bound on the open sessions of one account, so that one account cannot fill the table.
+    /// Default 4: an honest device has one protocol run open at a time (a login becomes its
+    /// authenticated session; ChangePassword holds that and the new registration for a moment),
+    /// and a retried request whose reply was lost can leave one more until it expires; two
+    /// devices of one account at the same moment need 4.
+    pub max_sessions_per_account: usize,
     /// The weakest client Argon2id parameters accepted at enrollment.
     pub min_ksf: KsfParams,
 }
@@ -38,14 +47,16 @@ impl VaultConfig {
             server_id: server_id.to_vec(),
             session_ttl_ms: 60_000,
             max_sessions: 65_536,
+            max_sessions_per_account: 4,
             min_ksf: KsfParams::PRODUCTION_FLOOR,
         }
     }
 }
 
 /// A client request as it arrives (protocol payloads still raw bytes from the wire). The shell
-/// has already authenticated `account` and loaded that account's record.
-#[derive(Debug, Clone)]
+/// has already authenticated `account` and loaded that account's record. `Debug` shows only the
+/// account, the lengths of the payloads and session ids, and the enrollment parameters.
+#[derive(Clone)]
 pub enum Request {
     /// Enrollment, step 1: OPAQUE `RegistrationRequest`.
     RegisterStart {
@@ -86,6 +97,79 @@ pub enum Request {
     Status {
         account: AccountId,
     },
+}
+
+/// A byte string in `Debug` output: its length, never its content.
+struct Redacted<'a>(&'a [u8]);
+
+impl core::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl core::fmt::Debug for Request {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Request::RegisterStart {
+                account,
+                registration_request,
+            } => f
+                .debug_struct("RegisterStart")
+                .field("account", account)
+                .field("registration_request", &Redacted(registration_request))
+                .finish(),
+            Request::RegisterFinish {
+                account,
+                session,
+                upload,
+                wrapped_key,
+                attempt_limit,
+                ksf,
+            } => f
+                .debug_struct("RegisterFinish")
+                .field("account", account)
+                .field("session", &Redacted(session))
+                .field("upload", &Redacted(upload))
+                .field("wrapped_key", &Redacted(wrapped_key))
+                .field("attempt_limit", attempt_limit)
+                .field("ksf", ksf)
+                .finish(),
+            Request::LoginStart { account, ke1 } => f
+                .debug_struct("LoginStart")
+                .field("account", account)
+                .field("ke1", &Redacted(ke1))
+                .finish(),
+            Request::LoginFinish {
+                account,
+                session,
+                ke3,
+            } => f
+                .debug_struct("LoginFinish")
+                .field("account", account)
+                .field("session", &Redacted(session))
+                .field("ke3", &Redacted(ke3))
+                .finish(),
+            Request::ChangePassword {
+                account,
+                session,
+                registration_request,
+            } => f
+                .debug_struct("ChangePassword")
+                .field("account", account)
+                .field("session", &Redacted(session))
+                .field("registration_request", &Redacted(registration_request))
+                .finish(),
+            Request::Delete { account, session } => f
+                .debug_struct("Delete")
+                .field("account", account)
+                .field("session", &Redacted(session))
+                .finish(),
+            Request::Status { account } => {
+                f.debug_struct("Status").field("account", account).finish()
+            }
+        }
+    }
 }
 
 impl Request {
@@ -139,8 +223,11 @@ pub enum AccountStatus {
     Destroyed {
         generation: u64,
     },
+    /// `created_at_ms`: when this record was enrolled (vault clock); with `generation` it tells
+    /// a device whether its record was replaced. `None` for a legacy (version 1) record.
     Active {
         generation: u64,
+        created_at_ms: Option<u64>,
         attempts_left: u8,
         limit: u8,
     },
@@ -270,7 +357,7 @@ impl Vault {
         let mut instance = [0u8; 16];
         rng.fill_bytes(&mut instance);
         Self {
-            sessions: Sessions::new(config.max_sessions),
+            sessions: Sessions::new(config.max_sessions, config.max_sessions_per_account),
             secrets,
             config,
             instance,
@@ -338,7 +425,7 @@ impl Vault {
             } => {
                 let id = SessionId::parse(&session)?;
                 let request = parse_registration_request(&registration_request)?;
-                self.sessions.reserve(now)?;
+                self.sessions.reserve(&account, now)?;
                 let (record, _) = self.take_authenticated(stored, &id, &account, now)?;
                 let generation = record.generation();
                 self.open_registration(account, generation, request, rng, now)
@@ -383,6 +470,8 @@ impl Vault {
         Ok(())
     }
 
+    /// The identifiers bound into the transcript: the account and the vault, never the salted
+    /// credential identifier, which only selects the OPRF key and never leaves the vault.
     fn login_parameters<'a>(&'a self, account: &'a AccountId) -> ServerLoginParameters<'a, 'a> {
         ServerLoginParameters {
             context: Some(OPAQUE_CONTEXT),
@@ -430,15 +519,19 @@ impl Vault {
         rng: &mut R,
         now: u64,
     ) -> Result<Outcome, VaultError> {
-        self.sessions.reserve(now)?;
-        let start = ServerRegistration::start(self.secrets.setup(), request, account.as_bytes())
+        self.sessions.reserve(&account, now)?;
+        // A fresh OPRF key per registration: evaluating it answers nothing about any record.
+        let mut salt = [0u8; CREDENTIAL_SALT_LEN];
+        rng.fill_bytes(&mut salt);
+        let credential_id = salted_credential_id(&account, &salt);
+        let start = ServerRegistration::start(self.secrets.setup(), request, &credential_id)
             .map_err(|_| VaultError::Internal)?;
         let id = self.sessions.fresh_id(rng);
         let session = Session {
             account,
             generation,
             expires_at: self.expiry(now),
-            step: Step::Registration,
+            step: Step::Registration { salt },
         };
         self.sessions.insert_reserved(id, session, now);
         Ok(Outcome::Reply(Reply::RegistrationStarted {
@@ -472,13 +565,10 @@ impl Vault {
         }
         Ok(Enrollment {
             id,
-            active: Active {
-                limit,
-                attempts_left: limit.get(),
-                ksf,
-                registration: Box::new(ServerRegistration::finish(upload)),
-                wrapped_key,
-            },
+            limit,
+            ksf,
+            registration: Box::new(ServerRegistration::finish(upload)),
+            wrapped_key,
         })
     }
 
@@ -493,14 +583,28 @@ impl Vault {
         now: u64,
     ) -> Result<Outcome, VaultError> {
         let session = self.sessions.take(&input.id, &account, now, |s| {
-            matches!(s, Step::Registration)
+            matches!(s, Step::Registration { .. })
         })?;
+        let Step::Registration { salt } = session.step else {
+            return Err(VaultError::Internal);
+        };
         if stored.map_or(0, Record::generation) != session.generation {
             return Err(VaultError::StaleGeneration);
         }
         let generation = stored.map_or(Ok(1), Record::next_generation)?;
         let ring = stored.map(|r| r.recent_ke1().to_vec()).unwrap_or_default();
-        let record = Record::enrolled(account, generation, ring, input.active);
+        let active = Active {
+            credential: Credential::Salted {
+                salt,
+                created_at_ms: now,
+            },
+            limit: input.limit,
+            attempts_left: input.limit.get(),
+            ksf: input.ksf,
+            registration: input.registration,
+            wrapped_key: input.wrapped_key,
+        };
+        let record = Record::enrolled(account, generation, ring, active);
         let pending = Pending::Reply(Reply::Enrolled { generation });
         Ok(self.write_then(stored, record, now, pending, Some((input.id, session))))
     }
@@ -527,13 +631,14 @@ impl Vault {
         let next = record.after_guess(next_state)?.with_ke1(fingerprint);
         match (verdict, record.active()) {
             (GuessVerdict::ReleaseKe2 { attempts_left }, Some(active)) => {
-                self.sessions.reserve(now)?;
+                self.sessions.reserve(&account, now)?;
+                let credential_id = record.credential_id().ok_or(VaultError::Internal)?;
                 let start = ServerLogin::start(
                     rng,
                     self.secrets.setup(),
                     Some((*active.registration).clone()),
                     ke1,
-                    account.as_bytes(),
+                    &credential_id,
                     self.login_parameters(&account),
                 )
                 .map_err(|_| VaultError::Internal)?;
@@ -643,7 +748,10 @@ fn record_of<'r>(stored: Option<&'r Record>, session: &Session) -> Result<&'r Re
 
 struct Enrollment {
     id: SessionId,
-    active: Active,
+    limit: AttemptLimit,
+    ksf: KsfParams,
+    registration: Box<ServerRegistration<crate::Suite>>,
+    wrapped_key: Vec<u8>,
 }
 
 fn parse_registration_request(
@@ -666,6 +774,7 @@ fn status(stored: Option<&Record>) -> AccountStatus {
             },
             Some((attempts_left, limit)) => AccountStatus::Active {
                 generation: r.generation(),
+                created_at_ms: r.created_at_ms(),
                 attempts_left,
                 limit,
             },

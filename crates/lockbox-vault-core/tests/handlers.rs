@@ -9,7 +9,7 @@ use lockbox_vault_core::client::{ClientError, ClientRecovery};
 use lockbox_vault_core::{
     AccountStatus, Field, Outcome, Reply, Request, SessionId, VaultConfig, VaultError, VaultSecrets,
 };
-use rand_core::OsRng;
+use rand_core::{CryptoRng, OsRng, RngCore};
 
 const PW: &[u8] = b"correct horse battery staple";
 
@@ -65,6 +65,7 @@ fn enroll_then_recover_returns_k_and_resets_attempts() {
         .unwrap(),
         Reply::Status(AccountStatus::Active {
             generation: 1,
+            created_at_ms: Some(h.now),
             attempts_left: 10,
             limit: 10
         })
@@ -629,4 +630,315 @@ fn encoded_records_contain_neither_k_nor_the_password() {
             assert!(!bytes.windows(8).any(|w| w == piece), "part of K in record");
         }
     }
+}
+
+/// The OS RNG, counting the bytes drawn: a request refused before any protocol work draws none.
+struct CountingRng(usize);
+
+impl RngCore for CountingRng {
+    fn next_u32(&mut self) -> u32 {
+        self.0 += 4;
+        OsRng.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 += 8;
+        OsRng.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0 += dest.len();
+        OsRng.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.0 += dest.len();
+        OsRng.try_fill_bytes(dest)
+    }
+}
+
+impl CryptoRng for CountingRng {}
+
+/// Handles `request` with a counting RNG; returns the result and the bytes drawn.
+fn handle_counting(h: &mut Harness, request: Request) -> (Result<Outcome, VaultError>, usize) {
+    let stored = h.store.get(request.account()).cloned();
+    let mut rng = CountingRng(0);
+    let result = h.vault.handle(stored.as_ref(), request, &mut rng, h.now);
+    (result, rng.0)
+}
+
+fn registration_request(h: &Harness, account: &str) -> Request {
+    let (msg, _) = lockbox_vault_core::client::ClientEnrollment::start(
+        PW,
+        acct(account),
+        h.identity(),
+        &mut OsRng,
+    )
+    .unwrap();
+    Request::RegisterStart {
+        account: acct(account),
+        registration_request: msg,
+    }
+}
+
+#[test]
+fn one_account_cannot_hold_more_than_its_session_quota() {
+    assert_eq!(VaultConfig::new(SERVER_ID).max_sessions_per_account, 4);
+    let (mut h, _) = enrolled(10);
+    let alice = acct("alice");
+    h.register_start(&alice, PW);
+    h.register_start(&alice, PW);
+    h.login_start(&alice, b"guess").unwrap();
+    h.login_start(&alice, b"guess").unwrap();
+    assert_eq!(h.vault.sessions().open_for(&alice), 4);
+    let before = h.store.clone();
+
+    // Refused before any OPRF or key-exchange work: no salt, no session id, no KE2 nonce drawn,
+    // no write, no session, and no attempt spent.
+    for request in [
+        registration_request(&h, "alice"),
+        login_start(fresh_ke1(&h, PW).0),
+    ] {
+        let (result, drawn) = handle_counting(&mut h, request);
+        assert_eq!(result.unwrap_err(), VaultError::AccountBusy);
+        assert_eq!(drawn, 0, "refused after drawing randomness");
+    }
+    assert_eq!(h.store, before);
+    assert_eq!(h.attempts(&alice), Some((8, 10)));
+    assert_eq!(h.vault.sessions().open_for(&alice), 4);
+
+    // Another account is not Busy because of alice.
+    assert!(matches!(
+        h.run(registration_request(&h, "bob")).unwrap(),
+        Reply::RegistrationStarted { .. }
+    ));
+    // Alice's expired sessions make room again.
+    h.now += 60_000;
+    assert!(h.run(registration_request(&h, "alice")).is_ok());
+    assert_eq!(h.vault.sessions().open_for(&alice), 1);
+}
+
+#[test]
+fn change_password_over_quota_keeps_the_authenticated_session() {
+    let secrets = VaultSecrets::generate(&mut OsRng);
+    let mut config = test_config();
+    config.max_sessions_per_account = 2;
+    let mut h = Harness::with_config(secrets, config);
+    let alice = acct("alice");
+    let key = BackupKey::generate(&mut OsRng);
+    h.enroll(&alice, PW, &key, 10);
+    let (_, auth) = h.recover(&alice, PW);
+    h.register_start(&alice, b"other");
+    let Request::RegisterStart {
+        registration_request,
+        ..
+    } = registration_request(&h, "alice")
+    else {
+        unreachable!()
+    };
+    let change = Request::ChangePassword {
+        account: alice.clone(),
+        session: auth.as_bytes().to_vec(),
+        registration_request,
+    };
+    expect_err(&mut h, change, VaultError::AccountBusy);
+    let delete = Request::Delete {
+        account: alice.clone(),
+        session: auth.as_bytes().to_vec(),
+    };
+    assert_eq!(
+        h.run(delete).unwrap(),
+        Reply::Deleted,
+        "the refused ChangePassword did not consume the authenticated session"
+    );
+}
+
+#[test]
+fn status_shows_when_the_record_was_replaced() {
+    let (mut h, _) = enrolled(10);
+    let alice = acct("alice");
+    let status = |h: &mut Harness| match h.run(Request::Status {
+        account: alice.clone(),
+    }) {
+        Ok(Reply::Status(s)) => s,
+        other => panic!("{other:?}"),
+    };
+    let first = h.now;
+    let AccountStatus::Active {
+        generation: 1,
+        created_at_ms: Some(t1),
+        ..
+    } = status(&mut h)
+    else {
+        panic!()
+    };
+    assert_eq!(t1, first);
+    h.now += 5_000;
+    h.login_start(&alice, PW).unwrap();
+    assert!(
+        matches!(
+            status(&mut h),
+            AccountStatus::Active { generation: 1, created_at_ms: Some(t), .. } if t == first
+        ),
+        "a login does not change the creation time"
+    );
+    h.enroll(
+        &alice,
+        b"someone else",
+        &BackupKey::generate(&mut OsRng),
+        10,
+    );
+    assert_eq!(
+        status(&mut h),
+        AccountStatus::Active {
+            generation: 2,
+            created_at_ms: Some(first + 5_000),
+            attempts_left: 10,
+            limit: 10
+        }
+    );
+}
+
+#[test]
+fn request_debug_shows_lengths_not_bytes() {
+    let session = vec![0xC1; 16];
+    let requests = [
+        Request::RegisterStart {
+            account: acct("alice"),
+            registration_request: vec![0xC1; 32],
+        },
+        Request::RegisterFinish {
+            account: acct("alice"),
+            session: session.clone(),
+            upload: vec![0xC1; 192],
+            wrapped_key: vec![0xC1; 60],
+            attempt_limit: 10,
+            ksf: KSF,
+        },
+        Request::LoginStart {
+            account: acct("alice"),
+            ke1: vec![0xC1; 96],
+        },
+        Request::LoginFinish {
+            account: acct("alice"),
+            session: session.clone(),
+            ke3: vec![0xC1; 64],
+        },
+        Request::ChangePassword {
+            account: acct("alice"),
+            session: session.clone(),
+            registration_request: vec![0xC1; 32],
+        },
+        Request::Delete {
+            account: acct("alice"),
+            session,
+        },
+    ];
+    for request in requests {
+        let shown = format!("{request:?}");
+        assert!(
+            !shown.contains("193") && !shown.to_lowercase().contains("c1"),
+            "payload bytes in {shown}"
+        );
+        assert!(shown.contains(" bytes>"), "{shown}");
+        assert!(shown.contains("AccountId(616c696365)"), "{shown}");
+    }
+    let finish = format!(
+        "{:?}",
+        Request::RegisterFinish {
+            account: acct("a"),
+            session: vec![0; 16],
+            upload: vec![0; 192],
+            wrapped_key: vec![0; 60],
+            attempt_limit: 10,
+            ksf: KSF,
+        }
+    );
+    for part in [
+        "upload: <192 bytes>",
+        "wrapped_key: <60 bytes>",
+        "attempt_limit: 10",
+    ] {
+        assert!(finish.contains(part), "{finish}");
+    }
+    let upload = lockbox_vault_core::client::EnrollmentUpload {
+        upload: vec![0xC1; 192],
+        wrapped_key: vec![0xC1; 60],
+        attempt_limit: 10,
+        ksf: KSF,
+    };
+    let shown = format!("{upload:?}");
+    assert!(!shown.contains("193"), "{shown}");
+    assert!(shown.contains("upload_len: 192") && shown.contains("wrapped_key_len: 60"));
+}
+
+/// A record written before issue 12 (version 1) still recovers after the upgrade, stays version 1
+/// while only its counter changes, and a ChangePassword (even to the same password) replaces it
+/// with a salted version-2 record.
+#[test]
+fn a_version_1_record_still_recovers_and_change_password_upgrades_it() {
+    let mut h = legacy_harness();
+    let alice = acct("alice");
+    assert_eq!(
+        h.run(Request::Status {
+            account: alice.clone()
+        })
+        .unwrap(),
+        Reply::Status(AccountStatus::Active {
+            generation: 1,
+            created_at_ms: None,
+            attempts_left: 10,
+            limit: 10
+        })
+    );
+    h.login_start(&alice, b"wrong").unwrap();
+    let (key, auth) = h.recover(&alice, LEGACY_PASSWORD);
+    assert_eq!(key.expose(), &LEGACY_KEY);
+    assert_eq!(h.store[&alice].format_version(), 1);
+    assert_eq!(h.attempts(&alice), Some((10, 10)));
+
+    let (msg, client) = lockbox_vault_core::client::ClientEnrollment::start(
+        LEGACY_PASSWORD,
+        alice.clone(),
+        h.identity(),
+        &mut OsRng,
+    )
+    .unwrap();
+    let Reply::RegistrationStarted { session, response } = h
+        .run(Request::ChangePassword {
+            account: alice.clone(),
+            session: auth.as_bytes().to_vec(),
+            registration_request: msg,
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    let limit = lockbox_vault_core::AttemptLimit::DEFAULT;
+    let upload = client
+        .finish(&response, &key, limit, KSF, &mut OsRng)
+        .unwrap();
+    h.run(upload.into_request(alice.clone(), session)).unwrap();
+    let record = &h.store[&alice];
+    assert_eq!((record.format_version(), record.generation()), (2, 2));
+    assert_eq!(record.created_at_ms(), Some(h.now));
+    assert_eq!(h.recover(&alice, LEGACY_PASSWORD).0.expose(), &LEGACY_KEY);
+}
+
+/// Session-table exhaustion (issue 12, item 4): one account opening registrations as fast as it
+/// can must not take every slot of the table.
+#[test]
+fn one_account_filling_the_table_does_not_make_another_busy() {
+    let secrets = VaultSecrets::generate(&mut OsRng);
+    let mut config = test_config();
+    config.max_sessions = 8;
+    let mut h = Harness::with_config(secrets, config);
+    let mut refusals = vec![];
+    for _ in 0..8 {
+        if let Err(e) = h.handle(registration_request(&h, "mallory")) {
+            refusals.push(e);
+        }
+    }
+    let bob = h.handle(registration_request(&h, "bob"));
+    assert!(
+        matches!(bob, Ok(Outcome::Reply(Reply::RegistrationStarted { .. }))),
+        "bob: {bob:?} after mallory's refusals {refusals:?}"
+    );
 }

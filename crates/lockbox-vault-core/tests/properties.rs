@@ -1,7 +1,14 @@
 //! Model-based property test of the guess limit through the real handlers and real OPAQUE
 //! messages: arbitrary interleavings of concurrent logins (honest, wrong-password, forged KE3),
 //! stale reads rejected by compare-and-swap, writes lost before they are durable, crashes
-//! (sessions lost, store kept), replays of old KE1/KE3, expiry, re-enrollment and deletion.
+//! (sessions lost, store kept), replays of old KE1/KE3, expiry, re-enrollment, password change
+//! and deletion.
+//!
+//! A guess is any OPRF evaluation under the key a live record's logins use, whichever request
+//! obtained it: every released KE2, and every RegistrationResponse from which the model (which
+//! knows the real password) derives the live record's masking key, the key that unmasks any of
+//! its KE2s offline. An evaluation obtained before a record existed counts against it as soon
+//! as it is live; only the one the record was registered from does not.
 
 mod common;
 
@@ -9,9 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 use lockbox_crypto::BackupKey;
-use lockbox_vault_core::client::{ClientError, ClientRecovery, RecoveryOpening};
+use lockbox_vault_core::client::{
+    ClientEnrollment, ClientError, ClientRecovery, EnrollmentUpload, RecoveryOpening,
+};
 use lockbox_vault_core::{
-    KsfParams, Outcome, PendingReply, Record, Reply, Request, SessionId, VaultError, Write,
+    AttemptLimit, KsfParams, Outcome, PendingReply, Record, Reply, Request, SessionId, VaultError,
+    Write,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -31,6 +41,7 @@ enum Op {
     ReplayKe3(Index),
     CrossAccountKe3(Index),
     Delete(Index),
+    ChangePassword(Index),
     RegStart,
     RegFinish(Index),
     Crash { commit_inflight: bool },
@@ -48,7 +59,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<Index>().prop_map(Op::ReplayKe3),
         1 => any::<Index>().prop_map(Op::CrossAccountKe3),
         1 => any::<Index>().prop_map(Op::Delete),
-        1 => Just(Op::RegStart),
+        1 => any::<Index>().prop_map(Op::ChangePassword),
+        2 => Just(Op::RegStart),
         1 => any::<Index>().prop_map(Op::RegFinish),
         1 => any::<bool>().prop_map(|commit_inflight| Op::Crash { commit_inflight }),
         1 => prop_oneof![Just(1_000u64), Just(61_000)].prop_map(Op::Tick),
@@ -90,7 +102,15 @@ struct InFlight {
     pending: PendingReply,
     cause: Cause,
     client: Option<usize>,
-    key: Option<BackupKey>,
+    enrollment: Option<Enrolling>,
+}
+
+/// What an enrollment in flight brings: the key it wraps, the evaluation it was registered
+/// from, and the masking key of the record it creates.
+struct Enrolling {
+    key: BackupKey,
+    evaluation: usize,
+    masking_key: Vec<u8>,
 }
 
 /// Why a re-run request may legitimately fail.
@@ -107,10 +127,29 @@ struct Model {
     snapshots: Vec<Option<Record>>,
     ke1s: Vec<Vec<u8>>,
     ke3s: Vec<(SessionId, Vec<u8>)>,
-    registrations: Vec<(SessionId, PendingEnrollment, u64)>,
+    registrations: Vec<Registration>,
     keys: BTreeMap<u64, BackupKey>,
-    ke2_since_success: BTreeMap<u64, u32>,
+    /// Masking key of every RegistrationResponse obtained, finished with the real password.
+    evaluations: Vec<Vec<u8>>,
+    /// Masking key of the live record of each generation.
+    masking_keys: BTreeMap<u64, Vec<u8>>,
+    guesses_since_success: BTreeMap<u64, u32>,
     destroyed: BTreeSet<u64>,
+}
+
+/// A registration the vault answered, finished on the device, not yet uploaded.
+struct Registration {
+    session: SessionId,
+    upload: EnrollmentUpload,
+    key: BackupKey,
+    started_at: u64,
+    evaluation: usize,
+}
+
+/// Layout of a RegistrationUpload (opaque-ke 4.0.1): client public key (32) ‖ masking key (64)
+/// ‖ envelope (96).
+fn masking_key(upload: &EnrollmentUpload) -> Vec<u8> {
+    upload.upload[32..96].to_vec()
 }
 
 fn alice() -> lockbox_vault_core::AccountId {
@@ -121,7 +160,10 @@ impl Model {
     fn new() -> Self {
         let mut h = Harness::new();
         let key = BackupKey::generate(&mut OsRng);
-        h.enroll(&alice(), PW, &key, LIMIT);
+        let (session, pending) = h.register_start(&alice(), PW);
+        let upload = pending.finish(&key, LIMIT);
+        let first_masking_key = masking_key(&upload);
+        h.run(upload.into_request(alice(), session)).unwrap();
         h.enroll(
             &acct("mallory"),
             b"m",
@@ -138,13 +180,21 @@ impl Model {
             ke3s: vec![],
             registrations: vec![],
             keys: BTreeMap::from([(1, key)]),
-            ke2_since_success: BTreeMap::new(),
+            evaluations: vec![first_masking_key.clone()],
+            masking_keys: BTreeMap::from([(1, first_masking_key)]),
+            guesses_since_success: BTreeMap::new(),
             destroyed: BTreeSet::new(),
         }
     }
 
     fn current(&self) -> Option<&Record> {
         self.h.store.get(&alice())
+    }
+
+    /// `AccountBusy` is only for an account that really holds its quota of live sessions.
+    fn check_busy(&self) {
+        let quota = self.h.vault.config().max_sessions_per_account;
+        assert!(self.h.vault.sessions().open_for(&alice()) >= quota);
     }
 
     fn expect_no_write(&self, result: &Result<Outcome, VaultError>) {
@@ -159,7 +209,7 @@ impl Model {
         request: Request,
         cause: Cause,
         client: Option<usize>,
-        key: Option<BackupKey>,
+        enrollment: Option<Enrolling>,
     ) -> Option<Reply> {
         match outcome {
             Outcome::Reply(reply) => Some(reply),
@@ -171,7 +221,7 @@ impl Model {
                     pending,
                     cause,
                     client,
-                    key,
+                    enrollment,
                 });
                 None
             }
@@ -202,12 +252,19 @@ impl Model {
                 }
             }
             Err(VaultError::Destroyed | VaultError::ReplayedKe1) => {}
+            Err(VaultError::AccountBusy) => self.check_busy(),
             Err(e) => panic!("KE1: {e:?}"),
         }
     }
 
     /// Checks a durable transition against the rules, then applies it.
-    fn apply(&mut self, prior: Option<&Record>, next: &Record, cause: Cause) {
+    fn apply(
+        &mut self,
+        prior: Option<&Record>,
+        next: &Record,
+        cause: Cause,
+        enrollment: Option<&Enrolling>,
+    ) {
         let (pg, ng) = (prior.map_or(0, Record::generation), next.generation());
         match (cause, prior.and_then(Record::attempts), next.attempts()) {
             (Cause::Ke1, Some((a, l)), Some((b, l2))) => assert!(
@@ -234,10 +291,46 @@ impl Model {
         }
         if cause == Cause::Ke3 && !next.is_destroyed() {
             // A durable reset is a success even if its reply died in a crash.
-            self.ke2_since_success.insert(ng, 0);
+            self.guesses_since_success.insert(ng, 0);
         }
         self.h.store.insert(alice(), next.clone());
         self.snapshots.push(Some(next.clone()));
+        if let Some(e) = enrollment {
+            // Evaluations obtained before this record existed are guesses against it if they
+            // were made under its key; the one it was registered from is its owner's.
+            self.masking_keys.insert(ng, e.masking_key.clone());
+            let earlier = (self.evaluations.iter().enumerate())
+                .filter(|&(i, mk)| i != e.evaluation && *mk == e.masking_key)
+                .count();
+            for _ in 0..earlier {
+                self.guess(ng, "an earlier RegistrationResponse");
+            }
+        }
+    }
+
+    /// Counts one guess against the live record of generation `g`.
+    fn guess(&mut self, g: u64, what: &str) {
+        let n = self.guesses_since_success.entry(g).or_default();
+        *n += 1;
+        assert!(
+            *n <= u32::from(LIMIT),
+            "more guesses than the limit between two successes: {n} (the last by {what})"
+        );
+    }
+
+    /// A RegistrationResponse left the vault: finish it with the real password, as an attacker
+    /// would with a candidate, and count it if it yields the live record's masking key.
+    fn evaluated(&mut self, upload: &EnrollmentUpload) -> usize {
+        let mk = masking_key(upload);
+        let live = self
+            .current()
+            .filter(|r| !r.is_destroyed())
+            .map(Record::generation);
+        if let Some(g) = live.filter(|g| self.masking_keys.get(g) == Some(&mk)) {
+            self.guess(g, "a RegistrationResponse");
+        }
+        self.evaluations.push(mk);
+        self.evaluations.len() - 1
     }
 
     fn commit(&mut self, i: usize) {
@@ -251,10 +344,15 @@ impl Model {
                 moved_on: self.current().map_or(0, Record::generation) != handled_at,
                 ticked: self.h.now != f.queued_at,
             };
-            return self.rerun(f.request, f.cause, f.client, f.key, excuses);
+            return self.rerun(f.request, f.cause, f.client, f.enrollment, excuses);
         }
         let prior = self.current().cloned();
-        self.apply(prior.as_ref(), &f.write.record().clone(), f.cause);
+        self.apply(
+            prior.as_ref(),
+            &f.write.record().clone(),
+            f.cause,
+            f.enrollment.as_ref(),
+        );
         let generation = f.write.record().generation();
         let reply = self
             .h
@@ -273,12 +371,7 @@ impl Model {
                     "KE2 after destruction"
                 );
                 assert_eq!(self.current().unwrap().attempts().unwrap().0, attempts_left);
-                let n = self.ke2_since_success.entry(generation).or_default();
-                *n += 1;
-                assert!(
-                    *n <= u32::from(LIMIT),
-                    "more KE2s than the limit between two successes"
-                );
+                self.guess(generation, "a KE2");
                 let c = f.client.unwrap();
                 let Client::Waiting(client) = std::mem::replace(&mut self.clients[c], Client::Done)
                 else {
@@ -313,7 +406,7 @@ impl Model {
             }
             Reply::Enrolled { generation: g } => {
                 assert_eq!(g, generation);
-                self.keys.insert(g, f.key.unwrap());
+                self.keys.insert(g, f.enrollment.unwrap().key);
             }
             Reply::Destroyed | Reply::Deleted => assert!(self.current().unwrap().is_destroyed()),
             other => panic!("unexpected released reply {other:?}"),
@@ -328,12 +421,12 @@ impl Model {
         request: Request,
         cause: Cause,
         client: Option<usize>,
-        key: Option<BackupKey>,
+        enrollment: Option<Enrolling>,
         excuses: Excuses,
     ) {
         match self.h.handle(request.clone()) {
             Ok(outcome) => {
-                if let Some(reply) = self.queue(outcome, request, cause, client, key) {
+                if let Some(reply) = self.queue(outcome, request, cause, client, enrollment) {
                     let forged = matches!(
                         client.map(|c| &self.clients[c]),
                         Some(Client::Sent { opening: None })
@@ -347,6 +440,7 @@ impl Model {
             Err(VaultError::Destroyed) if self.current().is_some_and(Record::is_destroyed) => {}
             // The same KE1 bytes may have been replayed and committed meanwhile.
             Err(VaultError::ReplayedKe1) if cause == Cause::Ke1 => {}
+            Err(VaultError::AccountBusy) if cause == Cause::Ke1 => self.check_busy(),
             Err(e) => panic!("re-run of {cause:?} failed without cause: {e:?} ({excuses:?})"),
         }
     }
@@ -390,6 +484,50 @@ impl Model {
             Err(VaultError::NoSession | VaultError::SessionExpired) => {}
             Err(e) => panic!("KE3: {e:?}"),
         }
+    }
+
+    /// RegisterStart (`authenticated: None`) or ChangePassword, always with the real password;
+    /// the registration is finished on the device at once, as an attacker would.
+    fn register_start(&mut self, authenticated: Option<SessionId>) {
+        let started_at = self.current().map_or(0, Record::generation);
+        let (msg, client) =
+            ClientEnrollment::start(PW, alice(), self.h.identity(), &mut OsRng).unwrap();
+        let request = match authenticated {
+            None => Request::RegisterStart {
+                account: alice(),
+                registration_request: msg,
+            },
+            Some(session) => Request::ChangePassword {
+                account: alice(),
+                session: session.as_bytes().to_vec(),
+                registration_request: msg,
+            },
+        };
+        let result = self.h.handle(request);
+        self.expect_no_write(&result);
+        let response = match result {
+            Ok(Outcome::Reply(Reply::RegistrationStarted { session, response })) => {
+                (session, response)
+            }
+            Err(VaultError::NoSession | VaultError::SessionExpired) if authenticated.is_some() => {
+                return;
+            }
+            Err(VaultError::AccountBusy) => return self.check_busy(),
+            other => panic!("registration start: {other:?}"),
+        };
+        let key = BackupKey::generate(&mut OsRng);
+        let limit = AttemptLimit::new(LIMIT).unwrap();
+        let upload = client
+            .finish(&response.1, &key, limit, KSF, &mut OsRng)
+            .unwrap();
+        let evaluation = self.evaluated(&upload);
+        self.registrations.push(Registration {
+            session: response.0,
+            upload,
+            key,
+            started_at,
+            evaluation,
+        });
     }
 
     fn step(&mut self, op: Op) {
@@ -476,21 +614,29 @@ impl Model {
                     }
                 }
             }
-            Op::RegStart => {
-                let started_at = self.current().map_or(0, Record::generation);
-                let (session, pending) = self.h.register_start(&alice(), PW);
-                self.registrations.push((session, pending, started_at));
+            Op::ChangePassword(i) if !self.clients.is_empty() => {
+                let c = i.index(self.clients.len());
+                if let Client::Authenticated(session) = self.clients[c] {
+                    self.clients[c] = Client::Done;
+                    self.register_start(Some(session));
+                }
             }
+            Op::RegStart => self.register_start(None),
             Op::RegFinish(i) if !self.registrations.is_empty() => {
-                let (session, pending, started_at) =
-                    self.registrations.remove(i.index(self.registrations.len()));
-                let key = BackupKey::generate(&mut OsRng);
-                let request = pending.finish(&key, LIMIT).into_request(alice(), session);
-                let cause = Cause::Enroll { started_at };
+                let r = self.registrations.remove(i.index(self.registrations.len()));
+                let enrolling = Enrolling {
+                    masking_key: masking_key(&r.upload),
+                    key: r.key,
+                    evaluation: r.evaluation,
+                };
+                let request = r.upload.into_request(alice(), r.session);
+                let cause = Cause::Enroll {
+                    started_at: r.started_at,
+                };
                 match self.h.handle(request.clone()) {
                     Ok(outcome) => {
                         assert!(
-                            self.queue(outcome, request, cause, None, Some(key))
+                            self.queue(outcome, request, cause, None, Some(enrolling))
                                 .is_none()
                         )
                     }
@@ -507,10 +653,11 @@ impl Model {
                     // Some writes reach the disk just before the crash; their replies never leave.
                     if commit_inflight && self.current() == f.write.prior() {
                         let prior = self.current().cloned();
-                        self.apply(prior.as_ref(), f.write.record(), f.cause);
+                        let enrollment = f.enrollment.as_ref();
+                        self.apply(prior.as_ref(), f.write.record(), f.cause, enrollment);
                         // An enrollment on disk is live even though its reply was lost.
-                        if let Some(key) = f.key {
-                            self.keys.insert(f.write.record().generation(), key);
+                        if let Some(e) = f.enrollment {
+                            self.keys.insert(f.write.record().generation(), e.key);
                         }
                     }
                 }

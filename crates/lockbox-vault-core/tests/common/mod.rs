@@ -205,3 +205,39 @@ impl PendingEnrollment {
             .unwrap()
     }
 }
+
+/// Vault secrets and a version-1 record written by the vault before issue 12 (legacy format:
+/// OPRF key from the bare account id): account "alice", password [`LEGACY_PASSWORD`],
+/// K = [`LEGACY_KEY`], limit 10.
+pub const LEGACY_SECRETS_HEX: &str = concat!(
+    "0925a3ac52d276129ca71f7c93ec51c00c59814cbeb0b8a8d61efffefaafc4a11151f420c28e57d50ec20379",
+    "71f0cce064a2e4e7862539f5831d48e7fdc2201b60093d4eb7a0e8c2361a1bda39948f31fd23fbdf91885a2f",
+    "87b9b918bcd3e30b96910bcedae2f92a3f4786fa4c59d1e377b33662dfb75f3fb1bf5f11157ebf39",
+);
+pub const LEGACY_RECORD_HEX: &str = concat!(
+    "0105616c696365000000000000000100010a0a00000100000000010000000106306e55a5ea7defb613f6edba",
+    "7e596e28d5eaaefbd258d28db8bbdefbd89d716b3c5abd1ffa777c3824b1a182f33b70d4b3a381601e470dcc",
+    "e6a05c615e243787cdcb710fdaeffb2ed1e6527efa1af78c4d4aa99beff24a7c813528c2a5a0596582f06ab4",
+    "5834e431079573f7bdeef78186f07f4d51698c1d1d64b1841938b4c6ee3591ec97083fc50d8ecfff7df66704",
+    "1cba8335887eb34e671503f1b0803ed2cd83c88dbf5bf589b1538f54401c3e382afaab98e5df3cc83796adbc",
+    "ba55423c4f8f37aa4cd965037c0e29571d78a1f01db692fe232093f9804404e06d4909ed82f61038c04f0de8",
+    "cf7237d9efa8dedcaafe50b354553d8626f11741",
+);
+pub const LEGACY_PASSWORD: &[u8] = b"legacy password";
+pub const LEGACY_KEY: [u8; 32] = [0x4B; 32];
+
+pub fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A vault holding the legacy record, as after an upgrade.
+pub fn legacy_harness() -> Harness {
+    let secrets = VaultSecrets::from_bytes(&unhex(LEGACY_SECRETS_HEX)).unwrap();
+    let mut h = Harness::with_config(secrets, test_config());
+    let record = Record::decode(&unhex(LEGACY_RECORD_HEX)).unwrap();
+    h.store.insert(acct("alice"), record);
+    h
+}
