@@ -32,10 +32,12 @@ pub struct VaultConfig {
     /// Bound on open sessions (memory). Default 65 536.
     pub max_sessions: usize,
     /// Bound on the open sessions of one account, so that one account cannot fill the table.
-    /// Default 4: an honest device has one protocol run open at a time (a login becomes its
-    /// authenticated session; ChangePassword holds that and the new registration for a moment),
-    /// and a retried request whose reply was lost can leave one more until it expires; two
-    /// devices of one account at the same moment need 4.
+    /// Default 16: one run of an honest device holds at most two (ChangePassword: the
+    /// authenticated session and the new registration), but every successful login leaves its
+    /// authenticated session for up to the TTL, so a user who recovers, restores with the
+    /// password and changes it within a minute holds five or six; retries after lost replies and
+    /// a second device add a few more. 16 per account still takes 4,096 accounts' tokens to fill
+    /// the 65,536-slot table.
     pub max_sessions_per_account: usize,
     /// The weakest client Argon2id parameters accepted at enrollment.
     pub min_ksf: KsfParams,
@@ -47,7 +49,7 @@ impl VaultConfig {
             server_id: server_id.to_vec(),
             session_ttl_ms: 60_000,
             max_sessions: 65_536,
-            max_sessions_per_account: 4,
+            max_sessions_per_account: 16,
             min_ksf: KsfParams::PRODUCTION_FLOOR,
         }
     }

@@ -8,6 +8,7 @@
 //! metrics_listen = "127.0.0.1:9401"    # Prometheus /metrics; omit to disable
 //! partitions = [0]                      # partitions this node serves
 //! session_ttl_secs = 60                 # OPAQUE login/registration sessions
+//! max_sessions_per_account = 16         # open sessions one account may hold at once
 //! max_concurrent_requests = 256
 //! max_envelope_age_secs = 300           # older (or future) sealed requests are refused
 //! replay_cache_entries = 1000000        # envelopes remembered to refuse byte-for-byte replays
@@ -50,6 +51,8 @@ pub struct VaultConfig {
     pub partitions: Vec<u32>,
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
+    #[serde(default = "default_max_sessions_per_account")]
+    pub max_sessions_per_account: usize,
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_requests: usize,
     /// The weakest client Argon2id parameters accepted at enrollment. Defaults to
@@ -128,6 +131,9 @@ fn default_partitions() -> Vec<u32> {
 fn default_session_ttl() -> u64 {
     60
 }
+fn default_max_sessions_per_account() -> usize {
+    16
+}
 fn default_max_concurrent() -> usize {
     256
 }
@@ -189,6 +195,9 @@ impl VaultConfig {
         }
         if !(1..=3600).contains(&self.session_ttl_secs) {
             return Err("`session_ttl_secs` must be 1..=3600".into());
+        }
+        if !(1..=65_536).contains(&self.max_sessions_per_account) {
+            return Err("`max_sessions_per_account` must be 1..=65536".into());
         }
         if self.max_concurrent_requests == 0 {
             return Err("`max_concurrent_requests` must be at least 1".into());

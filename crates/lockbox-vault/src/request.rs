@@ -19,7 +19,9 @@ pub enum RequestError {
 pub fn decode(outer_account: &[u8], plain: &[u8]) -> Result<pb::Request, RequestError> {
     let req = pb::Request::decode(plain).map_err(|_| RequestError::Malformed("request"))?;
     if req.account.as_ref() != outer_account {
-        return Err(RequestError::Malformed("account differs from the envelope's"));
+        return Err(RequestError::Malformed(
+            "account differs from the envelope's",
+        ));
     }
     Ok(req)
 }
@@ -33,8 +35,9 @@ pub fn to_core(req: pb::Request) -> Result<Request, RequestError> {
         KsfParams::new(k.m_cost_kib, k.t_cost, k.p_cost)
             .map_err(|_| RequestError::Malformed("Argon2id parameters"))
     };
-    let limit =
-        |l: u32| u8::try_from(l).map_err(|_| RequestError::Vault(VaultError::AttemptLimitOutOfRange(l)));
+    let limit = |l: u32| {
+        u8::try_from(l).map_err(|_| RequestError::Vault(VaultError::AttemptLimitOutOfRange(l)))
+    };
     Ok(
         match req.op.ok_or(RequestError::Malformed("missing operation"))? {
             Op::RegisterStart(r) => Request::RegisterStart {
@@ -71,4 +74,3 @@ pub fn to_core(req: pb::Request) -> Result<Request, RequestError> {
         },
     )
 }
-

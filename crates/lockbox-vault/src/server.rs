@@ -88,6 +88,7 @@ pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
         let mut core_cfg = CoreConfig::new(&partition_server_id(id));
         core_cfg.session_ttl_ms = cfg.session_ttl_secs * 1000;
         core_cfg.min_ksf = cfg.min_client_ksf;
+        core_cfg.max_sessions_per_account = cfg.max_sessions_per_account;
         partitions.push(PartitionState::new(id, keys.hpke, keys.opaque, core_cfg));
     }
     if let Some(addr) = cfg.metrics_listen {

@@ -425,12 +425,13 @@ fn status_pb(s: lockbox_vault_core::AccountStatus) -> pb::StatusReply {
             generation,
             attempts_left,
             limit,
+            created_at_ms,
         } => pb::StatusReply {
             state: State::Active.into(),
             attempts_left: attempts_left.into(),
             attempt_limit: limit.into(),
             generation,
-            created_at_ms: 0,
+            created_at_ms: created_at_ms.unwrap_or(0),
         },
     }
 }
@@ -458,7 +459,7 @@ fn failure_pb(f: &Failure) -> pb::Error {
             | VaultError::StaleGeneration => C::NoSession,
             VaultError::SessionExpired => C::SessionExpired,
             VaultError::SessionAccountMismatch => C::SessionAccountMismatch,
-            VaultError::Busy => C::Busy,
+            VaultError::Busy | VaultError::AccountBusy => C::Busy,
             _ => C::Unavailable,
         },
         Failure::Malformed(_) => C::Malformed,
