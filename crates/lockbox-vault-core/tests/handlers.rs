@@ -928,10 +928,10 @@ fn a_version_1_record_still_recovers_and_change_password_upgrades_it() {
 fn one_account_filling_the_table_does_not_make_another_busy() {
     let secrets = VaultSecrets::generate(&mut OsRng);
     let mut config = test_config();
-    config.max_sessions = 8;
-    let mut h = Harness::with_config(secrets, config);
+    config.max_sessions = 2 * config.max_sessions_per_account;
+    let mut h = Harness::with_config(secrets, config.clone());
     let mut refusals = vec![];
-    for _ in 0..8 {
+    for _ in 0..config.max_sessions {
         if let Err(e) = h.handle(registration_request(&h, "mallory")) {
             refusals.push(e);
         }
@@ -941,4 +941,5 @@ fn one_account_filling_the_table_does_not_make_another_busy() {
         matches!(bob, Ok(Outcome::Reply(Reply::RegistrationStarted { .. }))),
         "bob: {bob:?} after mallory's refusals {refusals:?}"
     );
+    assert_eq!(refusals, vec![VaultError::AccountBusy; config.max_sessions_per_account]);
 }
