@@ -668,3 +668,48 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|_| ClientError::protocol("client worker thread failed"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile vault must not pin the device with an Argon2id cost far above the deposit
+    /// default: anything above [`DEVICE_MAX_KSF`] is refused before hashing.
+    #[test]
+    fn argon2_costs_above_the_device_cap_are_refused() {
+        assert!(check_device_ksf(KsfParams::DEFAULT).is_ok());
+        let (m, t, p) = DEVICE_MAX_KSF;
+        assert!(check_device_ksf(KsfParams::new(m, t, p).unwrap()).is_ok());
+        for (m, t, p) in [
+            (m + 1, t, p),
+            (m, t + 1, p),
+            (m, t, p + 1),
+            (1 << 20, 64, 16),
+        ] {
+            let err = check_device_ksf(KsfParams::new(m, t, p).unwrap()).unwrap_err();
+            assert!(matches!(err, ClientError::KsfTooCostly { .. }), "{err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_token_and_the_sealing_time() {
+        let target = VaultTarget {
+            endpoint: "http://127.0.0.1:1".into(),
+            partition: 0,
+            hpke_public_key: envelope::PartitionSecretKey::generate(&mut OsRng).1,
+            identity: VaultIdentity {
+                server_id: b"p0".to_vec(),
+                public_key: [0; 32],
+            },
+        };
+        let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let anonymous = VaultClient::from_channel(target, channel);
+        let status = || Op::Status(pb::Status {});
+        assert_eq!(anonymous.request(b"alice", status()).account_token, "");
+        let c = anonymous.with_token("v4.public.x");
+        let r = c.request(b"alice", status());
+        assert_eq!(r.account_token, "v4.public.x");
+        assert!(r.sent_at_ms.abs_diff(now_ms()) < 60_000);
+        assert!(!format!("{c:?}").contains("v4.public"), "token in Debug");
+    }
+}

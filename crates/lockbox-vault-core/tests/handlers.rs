@@ -941,5 +941,8 @@ fn one_account_filling_the_table_does_not_make_another_busy() {
         matches!(bob, Ok(Outcome::Reply(Reply::RegistrationStarted { .. }))),
         "bob: {bob:?} after mallory's refusals {refusals:?}"
     );
-    assert_eq!(refusals, vec![VaultError::AccountBusy; config.max_sessions_per_account]);
+    assert_eq!(
+        refusals,
+        vec![VaultError::AccountBusy; config.max_sessions_per_account]
+    );
 }
