@@ -99,10 +99,9 @@ fn register_start_is_no_password_oracle() {
         let candidates: [&[u8]; 4] = [b"123456", b"password", PASSWORD, b"letmein"];
         let mut confirmed = Vec::new();
         for candidate in candidates {
-            if let Some(mk) = masking_key_via_registration(&c, candidate).await {
-                if unmasks(&ke2, &mk, &server_pk) {
-                    confirmed.push(String::from_utf8_lossy(candidate).into_owned());
-                }
+            let mk = masking_key_via_registration(&c, candidate).await;
+            if mk.is_some_and(|mk| unmasks(&ke2, &mk, &server_pk)) {
+                confirmed.push(String::from_utf8_lossy(candidate).into_owned());
             }
         }
         assert!(
