@@ -67,7 +67,7 @@ pub fn opaque(secs: f64) -> Result<()> {
     // What the node does before the core sees a request: verify the account token (one per
     // request, minted fresh by the device's identity provider) and check the replay cache.
     let issuer = Issuer::generate()?;
-    let admission = Admission::new(issuer.verifier(DEV_AUDIENCE)?, 300_000, 1 << 20);
+    let admission = Admission::new(issuer.verifier(DEV_AUDIENCE)?, 300_000, 1 << 20, 1 << 20, 0);
     let now = time::OffsetDateTime::now_utc();
     let token = issuer.mint(
         account.as_bytes(),

@@ -37,7 +37,7 @@ pub use record::{
     MAX_ENCODED_RECORD_LEN, MAX_WRAPPED_KEY_LEN, RECORD_FORMAT_VERSION, Record,
 };
 pub use secrets::{SECRETS_LEN, SecretsError, VaultIdentity, VaultSecrets, partition_server_id};
-pub use session::{SESSION_ID_LEN, SessionId, Sessions};
+pub use session::{MAX_REGISTRATIONS_PER_ACCOUNT, SESSION_ID_LEN, SessionId, Sessions};
 pub use suite::{
     KE1_LEN, KE2_LEN, KE3_LEN, KsfError, KsfParams, REGISTRATION_REQUEST_LEN,
     REGISTRATION_RESPONSE_LEN, REGISTRATION_UPLOAD_LEN, Suite,

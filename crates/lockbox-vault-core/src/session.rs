@@ -11,6 +11,9 @@ use crate::record::{AccountId, Salt};
 use crate::suite::Suite;
 
 pub const SESSION_ID_LEN: usize = 16;
+/// Registration sessions one account may hold at once (see [`Sessions::reserve_registration`]):
+/// a device runs one enrollment or password change at a time.
+pub const MAX_REGISTRATIONS_PER_ACCOUNT: usize = 2;
 
 /// A random 16-byte session id. Bound to one account and one record generation; guessing another
 /// account's id gains nothing (the account binding is checked first).
@@ -139,6 +142,30 @@ impl Sessions {
 
     /// Fails with `AccountBusy` unless `account` may open one more session, and with `Busy`
     /// unless one more fits in the table. Costs O(per-account quota) unless the table is full.
+    /// [`Self::reserve`] for a registration: an account keeps at most
+    /// [`MAX_REGISTRATIONS_PER_ACCOUNT`] registration sessions, and a new one evicts its oldest,
+    /// so registrations (which cost no attempt) can never crowd the account's logins out of its
+    /// quota. The evicted registration's finish fails with `NoSession`; its device starts over.
+    pub(crate) fn reserve_registration(
+        &mut self,
+        account: &AccountId,
+        now: u64,
+    ) -> Result<(), VaultError> {
+        let registrations: Vec<(u64, SessionId)> = (self.by_account.get(account))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.map.get(id).map(|s| (s, id)))
+            .filter(|(s, _)| matches!(s.step, Step::Registration { .. }))
+            .map(|(s, id)| (s.expires_at, *id))
+            .collect();
+        if registrations.len() >= MAX_REGISTRATIONS_PER_ACCOUNT {
+            if let Some((_, oldest)) = registrations.iter().min() {
+                self.remove(oldest);
+            }
+        }
+        self.reserve(account, now)
+    }
+
     pub(crate) fn reserve(&mut self, account: &AccountId, now: u64) -> Result<(), VaultError> {
         if self.open_for(account) >= self.max_per_account {
             self.purge_expired_of(account, now);

@@ -521,7 +521,7 @@ impl Vault {
         rng: &mut R,
         now: u64,
     ) -> Result<Outcome, VaultError> {
-        self.sessions.reserve(&account, now)?;
+        self.sessions.reserve_registration(&account, now)?;
         // A fresh OPRF key per registration: evaluating it answers nothing about any record.
         let mut salt = [0u8; CREDENTIAL_SALT_LEN];
         rng.fill_bytes(&mut salt);

@@ -681,10 +681,9 @@ fn registration_request(h: &Harness, account: &str) -> Request {
 #[test]
 fn one_account_cannot_hold_more_than_its_session_quota() {
     assert_eq!(VaultConfig::new(SERVER_ID).max_sessions_per_account, 16);
-    let (mut h, _) = enrolled(10);
+    let (mut h, _) = enrolled(100);
     let alice = acct("alice");
-    for _ in 0..8 {
-        h.register_start(&alice, PW);
+    for _ in 0..16 {
         h.login_start(&alice, b"guess").unwrap();
     }
     assert_eq!(h.vault.sessions().open_for(&alice), 16);
@@ -701,7 +700,7 @@ fn one_account_cannot_hold_more_than_its_session_quota() {
         assert_eq!(drawn, 0, "refused after drawing randomness");
     }
     assert_eq!(h.store, before);
-    assert_eq!(h.attempts(&alice), Some((2, 10)));
+    assert_eq!(h.attempts(&alice), Some((84, 100)));
     assert_eq!(h.vault.sessions().open_for(&alice), 16);
 
     // Another account is not Busy because of alice.
@@ -941,8 +940,34 @@ fn one_account_filling_the_table_does_not_make_another_busy() {
         matches!(bob, Ok(Outcome::Reply(Reply::RegistrationStarted { .. }))),
         "bob: {bob:?} after mallory's refusals {refusals:?}"
     );
+    // Her registrations evict each other: she never holds more than two slots.
+    assert_eq!(refusals, vec![]);
     assert_eq!(
-        refusals,
-        vec![VaultError::AccountBusy; config.max_sessions_per_account]
+        h.vault.sessions().open_for(&acct("mallory")),
+        lockbox_vault_core::MAX_REGISTRATIONS_PER_ACCOUNT
     );
+}
+
+/// Registrations cost no attempt, so a token holder could open them without end to fill the
+/// account's quota and lock its owner out of logins (adversarial review of issue 12): an
+/// account keeps at most two registration sessions, a new one evicts the oldest, and the
+/// owner's login still starts.
+#[test]
+fn registrations_never_crowd_out_the_owners_login() {
+    let (mut h, key) = enrolled(10);
+    let alice = acct("alice");
+    let (first, pending) = h.register_start(&alice, b"mallory");
+    for _ in 0..40 {
+        h.register_start(&alice, b"mallory");
+        h.now += 1;
+    }
+    assert_eq!(
+        h.vault.sessions().open_for(&alice),
+        lockbox_vault_core::MAX_REGISTRATIONS_PER_ACCOUNT
+    );
+    assert_eq!(h.recover(&alice, PW).0, key);
+    // The evicted registration cannot be finished, and the record is still alice's.
+    let finished = h.register_finish(&alice, first, pending, &BackupKey::generate(&mut OsRng), 10);
+    assert_eq!(finished, Err(VaultError::NoSession));
+    assert_eq!(h.recover(&alice, PW).0, key);
 }

@@ -18,6 +18,8 @@ pub enum Denied {
     Replayed,
     #[error("too many requests in flight; try again shortly")]
     Busy,
+    #[error("the request was sealed before this vault node started; seal it again")]
+    BeforeStart,
 }
 
 #[derive(Debug)]
@@ -27,10 +29,24 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(verifier: Verifier, max_age_ms: u64, replay_capacity: usize) -> Self {
+    /// `replay_per_account` bounds one account's share of the `replay_capacity` envelopes
+    /// remembered; envelopes sealed before `started_at_ms` are refused.
+    pub fn new(
+        verifier: Verifier,
+        max_age_ms: u64,
+        replay_capacity: usize,
+        replay_per_account: usize,
+        started_at_ms: u64,
+    ) -> Self {
+        let replay = ReplayGuard::new(
+            max_age_ms,
+            replay_capacity,
+            replay_per_account,
+            started_at_ms,
+        );
         Self {
             verifier,
-            replay: Mutex::new(ReplayGuard::new(max_age_ms, replay_capacity)),
+            replay: Mutex::new(replay),
         }
     }
 
@@ -47,10 +63,13 @@ impl Admission {
         let now = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(now_ms as i64);
         self.verifier.verify(token, account, now)?;
         let mut replay = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
-        replay.admit(enc, sent_at_ms, now_ms).map_err(|r| match r {
-            Refusal::Stale => Denied::Stale,
-            Refusal::Replayed => Denied::Replayed,
-            Refusal::Full => Denied::Busy,
-        })
+        replay
+            .admit(account, enc, sent_at_ms, now_ms)
+            .map_err(|r| match r {
+                Refusal::Stale => Denied::Stale,
+                Refusal::BeforeStart => Denied::BeforeStart,
+                Refusal::Replayed => Denied::Replayed,
+                Refusal::Full => Denied::Busy,
+            })
     }
 }

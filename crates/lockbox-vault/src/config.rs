@@ -12,6 +12,7 @@
 //! max_concurrent_requests = 256
 //! max_envelope_age_secs = 300           # older (or future) sealed requests are refused
 //! replay_cache_entries = 1000000        # envelopes remembered to refuse byte-for-byte replays
+//! replay_entries_per_account = 1024     # one account's share of them (then BUSY for it only)
 //! # Weakest client Argon2id accepted at enrollment. Default: the production floor (19 MiB, t=2,
 //! # p=1). Lower it only for tests and benchmarks: weaker client KSFs make stolen vault
 //! # records cheaper to attack.
@@ -66,6 +67,8 @@ pub struct VaultConfig {
     pub max_envelope_age_secs: u64,
     #[serde(default = "default_replay_cache_entries")]
     pub replay_cache_entries: usize,
+    #[serde(default = "default_replay_entries_per_account")]
+    pub replay_entries_per_account: usize,
     pub auth: AuthConfig,
     #[serde(default)]
     pub sealer: SealerConfig,
@@ -143,6 +146,9 @@ fn default_max_envelope_age() -> u64 {
 fn default_replay_cache_entries() -> usize {
     1_000_000
 }
+fn default_replay_entries_per_account() -> usize {
+    1024
+}
 fn default_min_client_ksf() -> KsfParams {
     KsfParams::PRODUCTION_FLOOR
 }
@@ -207,6 +213,9 @@ impl VaultConfig {
         }
         if self.replay_cache_entries < 1024 {
             return Err("`replay_cache_entries` must be at least 1024".into());
+        }
+        if !(16..=self.replay_cache_entries).contains(&self.replay_entries_per_account) {
+            return Err("`replay_entries_per_account` must be 16..=`replay_cache_entries`".into());
         }
         self.auth.verifier().map_err(|e| format!("[auth]: {e}"))?;
         Ok(())

@@ -1,7 +1,10 @@
 //! Refuses a byte-for-byte replay of a sealed request (DESIGN.md §4): a relay that delivers one
 //! envelope twice must not get it executed twice. Each accepted envelope's HPKE `enc` (fresh per
 //! envelope, bound into its key schedule) is remembered for as long as the envelope could still
-//! pass the freshness check; older replays are refused by that check instead.
+//! pass the freshness check; older replays are refused by that check instead. The memory dies
+//! with the process, so an envelope sealed before this node started is refused as stale: a
+//! restart must not reopen the window for the envelopes accepted just before it. One account
+//! may hold only a bounded share of the cache, so no token holder can fill it for everyone.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -14,9 +17,11 @@ pub enum Refusal {
     Stale,
     /// This exact envelope was accepted before.
     Replayed,
-    /// The cache is full of envelopes still fresh: refusing is the only safe answer (forgetting
-    /// one would let it be replayed).
+    /// The cache (or this account's share of it) is full of envelopes still fresh: refusing is
+    /// the only safe answer (forgetting one would let it be replayed).
     Full,
+    /// Sealed before this node started: its fate in the previous run is unknown. Reseal it.
+    BeforeStart,
 }
 
 /// A bounded memory of recently accepted envelopes.
@@ -24,17 +29,26 @@ pub enum Refusal {
 pub struct ReplayGuard {
     max_age_ms: u64,
     capacity: usize,
+    per_account: usize,
+    started_at_ms: u64,
     seen: HashMap<[u8; ENC_LEN], u64>,
-    /// `(forget_at, enc)` in insertion order; `forget_at` never decreases.
-    order: VecDeque<(u64, [u8; ENC_LEN])>,
+    /// Entries held by each account.
+    held: HashMap<Vec<u8>, usize>,
+    /// `(forget_at, enc, account)` in insertion order; `forget_at` never decreases.
+    order: VecDeque<(u64, [u8; ENC_LEN], Vec<u8>)>,
 }
 
 impl ReplayGuard {
-    pub fn new(max_age_ms: u64, capacity: usize) -> Self {
+    /// `capacity` entries in all, at most `per_account` of them for one account; envelopes
+    /// sealed before `started_at_ms` are refused.
+    pub fn new(max_age_ms: u64, capacity: usize, per_account: usize, started_at_ms: u64) -> Self {
         Self {
             max_age_ms,
             capacity,
+            per_account,
+            started_at_ms,
             seen: HashMap::new(),
+            held: HashMap::new(),
             order: VecDeque::new(),
         }
     }
@@ -44,6 +58,7 @@ impl ReplayGuard {
     /// not take a place in the cache).
     pub fn admit(
         &mut self,
+        account: &[u8],
         enc: &[u8; ENC_LEN],
         sent_at_ms: u64,
         now_ms: u64,
@@ -51,11 +66,15 @@ impl ReplayGuard {
         if sent_at_ms.abs_diff(now_ms) > self.max_age_ms {
             return Err(Refusal::Stale);
         }
+        if sent_at_ms < self.started_at_ms {
+            return Err(Refusal::BeforeStart);
+        }
         self.forget_expired(now_ms);
         if self.seen.contains_key(enc) {
             return Err(Refusal::Replayed);
         }
-        if self.seen.len() >= self.capacity {
+        let held = self.held.get(account).copied().unwrap_or(0);
+        if self.seen.len() >= self.capacity || held >= self.per_account {
             return Err(Refusal::Full);
         }
         // Fresh until sent_at + max_age ≤ now + 2 × max_age: remember it that long.
@@ -63,19 +82,25 @@ impl ReplayGuard {
         let forget_at = self
             .order
             .back()
-            .map_or(forget_at, |(last, _)| forget_at.max(*last));
+            .map_or(forget_at, |(last, ..)| forget_at.max(*last));
         self.seen.insert(*enc, forget_at);
-        self.order.push_back((forget_at, *enc));
+        self.held.insert(account.to_vec(), held + 1);
+        self.order.push_back((forget_at, *enc, account.to_vec()));
         Ok(())
     }
 
     fn forget_expired(&mut self, now_ms: u64) {
-        while let Some(&(forget_at, enc)) = self.order.front() {
-            if forget_at > now_ms {
+        while self.order.front().is_some_and(|(at, ..)| *at <= now_ms) {
+            let Some((_, enc, account)) = self.order.pop_front() else {
                 break;
-            }
-            self.order.pop_front();
+            };
             self.seen.remove(&enc);
+            if let Some(n) = self.held.get_mut(&account) {
+                *n -= 1;
+                if *n == 0 {
+                    self.held.remove(&account);
+                }
+            }
         }
     }
 
@@ -93,6 +118,7 @@ mod tests {
     use super::*;
 
     const AGE: u64 = 300_000;
+    const T: u64 = 1_000_000_000;
 
     fn enc(i: u8) -> [u8; ENC_LEN] {
         [i; ENC_LEN]
@@ -100,42 +126,51 @@ mod tests {
 
     #[test]
     fn a_replay_is_refused_for_as_long_as_it_would_be_fresh() {
-        let mut g = ReplayGuard::new(AGE, 1024);
-        let t = 1_000_000_000;
-        assert_eq!(g.admit(&enc(1), t + AGE, t), Ok(())); // sealed at the edge of the future
-        for later in [t, t + AGE, t + 2 * AGE - 1] {
-            assert_eq!(
-                g.admit(&enc(1), t + AGE, later),
-                Err(Refusal::Replayed),
-                "{later}"
-            );
+        let mut g = ReplayGuard::new(AGE, 1024, 16, T);
+        assert_eq!(g.admit(b"a", &enc(1), T + AGE, T), Ok(())); // at the edge of the future
+        for later in [T, T + AGE, T + 2 * AGE - 1] {
+            let again = g.admit(b"a", &enc(1), T + AGE, later);
+            assert_eq!(again, Err(Refusal::Replayed), "{later}");
         }
         // Past its freshness, the freshness check refuses it; the cache may forget it.
-        assert_eq!(
-            g.admit(&enc(1), t + AGE, t + 2 * AGE + 1),
-            Err(Refusal::Stale)
-        );
-        assert_eq!(g.admit(&enc(2), t + 3 * AGE, t + 3 * AGE), Ok(()));
+        let late = g.admit(b"a", &enc(1), T + AGE, T + 2 * AGE + 1);
+        assert_eq!(late, Err(Refusal::Stale));
+        assert_eq!(g.admit(b"a", &enc(2), T + 3 * AGE, T + 3 * AGE), Ok(()));
         assert_eq!(g.len(), 1);
     }
 
     #[test]
-    fn stale_and_future_envelopes_are_refused() {
-        let mut g = ReplayGuard::new(AGE, 1024);
-        let t = 1_000_000_000;
-        assert_eq!(g.admit(&enc(1), t - AGE - 1, t), Err(Refusal::Stale));
-        assert_eq!(g.admit(&enc(1), t + AGE + 1, t), Err(Refusal::Stale));
+    fn stale_future_and_pre_start_envelopes_are_refused() {
+        let mut g = ReplayGuard::new(AGE, 1024, 16, T);
+        assert_eq!(g.admit(b"a", &enc(1), T - AGE - 1, T), Err(Refusal::Stale));
+        assert_eq!(g.admit(b"a", &enc(1), T + AGE + 1, T), Err(Refusal::Stale));
+        // Fresh, but sealed before this node started: a previous run may have accepted it.
+        let before = g.admit(b"a", &enc(1), T - 1, T + 10);
+        assert_eq!(before, Err(Refusal::BeforeStart));
         assert!(g.is_empty());
     }
 
     #[test]
     fn a_full_cache_refuses_rather_than_forgets() {
-        let mut g = ReplayGuard::new(AGE, 2);
-        let t = 1_000_000_000;
-        g.admit(&enc(1), t, t).unwrap();
-        g.admit(&enc(2), t, t).unwrap();
-        assert_eq!(g.admit(&enc(3), t, t), Err(Refusal::Full));
-        assert_eq!(g.admit(&enc(1), t, t + 1), Err(Refusal::Replayed));
-        assert_eq!(g.admit(&enc(3), t + 2 * AGE, t + 2 * AGE), Ok(()));
+        let mut g = ReplayGuard::new(AGE, 2, 16, T);
+        g.admit(b"a", &enc(1), T, T).unwrap();
+        g.admit(b"b", &enc(2), T, T).unwrap();
+        assert_eq!(g.admit(b"c", &enc(3), T, T), Err(Refusal::Full));
+        assert_eq!(g.admit(b"a", &enc(1), T, T + 1), Err(Refusal::Replayed));
+        assert_eq!(g.admit(b"c", &enc(3), T + 2 * AGE, T + 2 * AGE), Ok(()));
+    }
+
+    #[test]
+    fn one_account_fills_only_its_own_share() {
+        let mut g = ReplayGuard::new(AGE, 1024, 3, T);
+        for i in 0..3 {
+            g.admit(b"mallory", &enc(i), T, T).unwrap();
+        }
+        assert_eq!(g.admit(b"mallory", &enc(9), T, T), Err(Refusal::Full));
+        assert_eq!(g.admit(b"alice", &enc(10), T, T), Ok(()));
+        // Once mallory's entries age out, her share is free again.
+        let later = T + 2 * AGE;
+        assert_eq!(g.admit(b"mallory", &enc(11), later, later), Ok(()));
+        assert_eq!(g.len(), 1);
     }
 }

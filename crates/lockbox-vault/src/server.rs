@@ -99,6 +99,8 @@ pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
         verifier,
         cfg.max_envelope_age_secs * 1000,
         cfg.replay_cache_entries,
+        cfg.replay_entries_per_account,
+        crate::service::now_ms(),
     );
     let service = VaultService::new(
         cfg.node_id.clone(),

@@ -123,7 +123,7 @@ impl VaultService {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -464,7 +464,7 @@ fn failure_pb(f: &Failure) -> pb::Error {
         },
         Failure::Malformed(_) => C::Malformed,
         Failure::Denied(Denied::Token(_)) => C::Unauthorized,
-        Failure::Denied(Denied::Stale) => C::Stale,
+        Failure::Denied(Denied::Stale | Denied::BeforeStart) => C::Stale,
         Failure::Denied(Denied::Replayed) => C::Replayed,
         Failure::Denied(Denied::Busy) => C::Busy,
         _ => C::Unavailable,
@@ -513,7 +513,7 @@ mod tests {
         let part = PartitionState::new(0, hpke, secrets, CoreConfig::new(b"p0"));
         let store = RedbStore::open(&dir.join("vault.redb")).unwrap();
         let sealer = SoftwareSealer::create(dir.join("sealer.key")).unwrap();
-        let admission = Admission::new(issuer.verifier(FLEET).unwrap(), 300_000, 1024);
+        let admission = Admission::new(issuer.verifier(FLEET).unwrap(), 300_000, 1024, 64, 0);
         VaultService::new(
             "t".into(),
             vec![part],

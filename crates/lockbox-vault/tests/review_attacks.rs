@@ -11,8 +11,9 @@ use lockbox_vault_core::client::{ClientEnrollment, ClientRecovery};
 use lockbox_vault_core::{AccountId, KsfParams};
 use rand_core::OsRng;
 
-/// ATTACK (availability, all accounts): the replay cache is one node-wide table with no
-/// per-account bound, and a token for *any* account fills it. One messaging-service user with
+/// ATTACK, now refused (availability, all accounts): the replay cache was one node-wide table
+/// with no per-account bound, and a token for *any* account filled it. Each account now holds at
+/// most `replay_entries_per_account` of it, so only the flooder is refused. One messaging-service user with
 /// only their own token sends `replay_cache_entries` cheap requests (Status of their own
 /// account) inside the 2 × max_envelope_age window; then every other account's every request is
 /// refused BUSY until the entries age out (10 min at the defaults), and the attacker can keep it
@@ -23,7 +24,8 @@ async fn one_accounts_token_fills_the_replay_cache_and_locks_out_everyone() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start_in(
         dir.path(),
-        "replay_cache_entries = 1024\n[sealer]\nkind = \"software\"\n",
+        "replay_cache_entries = 1024\nreplay_entries_per_account = 64\n\
+         [sealer]\nkind = \"software\"\n",
     )
     .await;
     let alice = node.client().await;
@@ -80,7 +82,8 @@ async fn logged_in_capturing_ke1(c: &VaultClient, account: &[u8]) -> pb::SealedR
     sealed
 }
 
-/// ATTACK (a relay with NO token destroys a record): the replay cache lives only in memory, so
+/// ATTACK, now refused (a relay with NO token destroys a record): the replay cache lives only
+/// in memory (a node now refuses envelopes sealed before it started), so
 /// a node restart (deploy, crash, OOM) forgets it, and envelopes sealed in the last
 /// max_envelope_age (5 min) are accepted again byte for byte. The KE1 ring (4 entries) is the
 /// only other guard, and replays themselves rotate it: with `limit` (≥ 5) captured LoginStart
@@ -122,7 +125,7 @@ async fn restart_forgets_the_replay_cache_and_a_relay_burns_the_attempts() {
     );
 }
 
-/// ATTACK (owner lockout at no cost, by any holder of the account's token — a malicious
+/// ATTACK, now refused (owner lockout at no cost, by any holder of the account's token — a malicious
 /// gateway in the coming design, or a leaked 24 h token): RegisterStart opens a session without
 /// touching the record or spending anything, and 16 of them fill the account's quota for the
 /// session TTL (60 s), renewable forever. The owner's recovery is refused BUSY although no
@@ -162,29 +165,51 @@ async fn sixteen_register_starts_lock_the_owner_out_without_spending_anything() 
     );
 }
 
-/// DESIGN-LEVEL (documented as intended, "as in Signal SVR"): enrollment over an Active record
-/// needs only the account's token, not the old password. Once the gateway sees tokens (coming
-/// design), a malicious gateway silently replaces any relayed account's record with one under a
-/// password it chose; the owner's K is gone from the vault and her own password now fails (and
-/// spends attempts on the impostor record until it is destroyed).
+/// DESIGN-LEVEL (accepted; docs/decisions.md): enrollment over an Active record needs the
+/// account's token but not the old password, as in Signal's SVR: the messaging service's login
+/// is the authority over the account, and a user who forgot the password must be able to start
+/// over. Once the gateway sees tokens (issue 13) a malicious gateway could replace a relayed
+/// account's record. What the vault guarantees is that this is never silent: the device sees a
+/// new generation and deposit time in Status.
 #[tokio::test]
-async fn a_token_holder_replaces_the_record_without_the_password() {
+async fn a_token_holder_can_replace_the_record_but_never_unseen() {
     let node = TestNode::start().await;
     let owner = node.client().await;
-    let key = new_key();
-    owner.enroll(b"alice", b"pw", &key, 5, KSF).await.unwrap();
+    owner
+        .enroll(b"alice", b"pw", &new_key(), 5, KSF)
+        .await
+        .unwrap();
+    let lockbox_client::Status::Active {
+        generation: before,
+        created_at_ms: created,
+        ..
+    } = owner.status(b"alice").await.unwrap()
+    else {
+        panic!("alice is enrolled")
+    };
+    assert!(created > 0, "the deposit time is shown");
 
     let gateway = node.client().await; // relays alice's token; knows nothing else
     gateway
         .enroll(b"alice", b"gateway's password", &new_key(), 100, KSF)
         .await
         .unwrap();
-    let recovery = owner.recover(b"alice", b"pw").await;
-    assert!(
-        recovery.as_ref().is_ok_and(|k| *k == key),
-        "after the gateway re-enrolled alice with her token alone, her recovery: {:?}",
-        recovery.map(|_| "ok")
-    );
+    match owner.status(b"alice").await.unwrap() {
+        lockbox_client::Status::Active {
+            generation,
+            created_at_ms,
+            limit,
+            ..
+        } => {
+            assert!(
+                generation > before,
+                "a replaced record keeps its generation"
+            );
+            assert!(created_at_ms >= created);
+            assert_eq!(limit, 100);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// HELD (replay-cache key malleability): X25519 ignores bit 255 of a public key, so an `enc`
