@@ -69,10 +69,15 @@ impl ClientError {
         Self::Protocol(what.to_string())
     }
 
-    /// Maps an `Error` reply from inside the envelope.
+    /// Maps an `Error` reply from inside the envelope. The vault's message is shown to users, so
+    /// control characters (terminal escapes a hostile vault could send) are dropped.
     pub(crate) fn from_vault(e: &pb::Error) -> Self {
         use pb::error::Code;
         let code = Code::try_from(e.code).unwrap_or(Code::Unspecified);
+        let e = &pb::Error {
+            code: e.code,
+            message: printable(&e.message),
+        };
         match code {
             Code::NoRecord => Self::NoRecord,
             Code::Destroyed => Self::Destroyed,
@@ -84,6 +89,11 @@ impl ClientError {
             },
         }
     }
+}
+
+/// `text` without control characters, at most 512 characters.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(512).collect()
 }
 
 impl From<tonic::Status> for ClientError {
@@ -98,7 +108,7 @@ impl From<tonic::Status> for ClientError {
             | Code::Unknown => Self::Unavailable(format!("{:?}: {}", s.code(), s.message())),
             code => Self::Envelope {
                 code,
-                message: s.message().to_string(),
+                message: printable(s.message()),
             },
         }
     }
@@ -151,6 +161,18 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_vault_cannot_send_terminal_escapes() {
+        let e = ClientError::from_vault(&pb::Error {
+            code: pb::error::Code::Malformed.into(),
+            message: "bad\u{1b}[2J\u{7}request\n".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "vault refused the request (Malformed): bad[2Jrequest"
+        );
     }
 
     #[test]

@@ -27,3 +27,43 @@ pub const WIRE_VERSION: u32 = 1;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Largest account id, in bytes.
 pub const MAX_ACCOUNT_BYTES: usize = 64;
+
+impl core::fmt::Debug for pb::Request {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use pb::request::Op;
+        let op = self.op.as_ref().map(|op| match op {
+            Op::RegisterStart(_) => "RegisterStart",
+            Op::RegisterFinish(_) => "RegisterFinish",
+            Op::LoginStart(_) => "LoginStart",
+            Op::LoginFinish(_) => "LoginFinish",
+            Op::ChangePasswordStart(_) => "ChangePasswordStart",
+            Op::Delete(_) => "Delete",
+            Op::Status(_) => "Status",
+        });
+        f.debug_struct("Request")
+            .field("account", &self.account)
+            .field(
+                "account_token",
+                &format_args!("[REDACTED {} bytes]", self.account_token.len()),
+            )
+            .field("sent_at_ms", &self.sent_at_ms)
+            .field("op", &op)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_debug_redacts_the_account_token() {
+        let r = super::pb::Request {
+            account: b"alice".to_vec().into(),
+            account_token: "v4.public.secret-token".into(),
+            sent_at_ms: 1,
+            op: Some(super::pb::request::Op::Status(super::pb::Status {})),
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(shown.contains("Status"), "{shown}");
+    }
+}
