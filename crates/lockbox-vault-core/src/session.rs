@@ -151,19 +151,21 @@ impl Sessions {
         account: &AccountId,
         now: u64,
     ) -> Result<(), VaultError> {
-        let registrations: Vec<(u64, SessionId)> = (self.by_account.get(account))
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.map.get(id).map(|s| (s, id)))
-            .filter(|(s, _)| matches!(s.step, Step::Registration { .. }))
-            .map(|(s, id)| (s.expires_at, *id))
-            .collect();
+        let mut registrations = self.at_step(account, |s| matches!(s, Step::Registration { .. }));
         if registrations.len() >= MAX_REGISTRATIONS_PER_ACCOUNT {
-            if let Some((_, oldest)) = registrations.iter().min() {
-                self.remove(oldest);
-            }
+            registrations.sort();
+            self.remove(&registrations[0].1);
         }
         self.reserve(account, now)
+    }
+
+    /// `(expires_at, id)` of the account's sessions at a step `want` accepts.
+    fn at_step(&self, account: &AccountId, want: fn(&Step) -> bool) -> Vec<(u64, SessionId)> {
+        (self.by_account.get(account).into_iter().flatten())
+            .filter_map(|id| self.map.get(id).map(|s| (s, id)))
+            .filter(|(s, _)| want(&s.step))
+            .map(|(s, id)| (s.expires_at, *id))
+            .collect()
     }
 
     pub(crate) fn reserve(&mut self, account: &AccountId, now: u64) -> Result<(), VaultError> {
@@ -206,9 +208,18 @@ impl Sessions {
     /// handled. It may overshoot the bounds by the number of writes in flight (per account: one
     /// per compare-and-swap that can still win, since a loser is re-run and checked again);
     /// refusing here would spend an attempt without ever releasing its KE2.
+    /// Inserts a session whose slot [`Self::reserve`] granted. A new authenticated session
+    /// replaces the account's previous ones: every successful login leaves one behind for the
+    /// TTL, and without this a user who recovers a few times in a minute would fill the
+    /// account's quota with sessions nobody will use.
     pub(crate) fn insert_reserved(&mut self, id: SessionId, session: Session, now: u64) {
         if self.map.len() >= self.max {
             self.purge_expired(now);
+        }
+        if matches!(session.step, Step::Authenticated) {
+            for (_, old) in self.at_step(&session.account, |s| matches!(s, Step::Authenticated)) {
+                self.remove(&old);
+            }
         }
         self.remove(&id);
         self.by_account

@@ -971,3 +971,17 @@ fn registrations_never_crowd_out_the_owners_login() {
     assert_eq!(finished, Err(VaultError::NoSession));
     assert_eq!(h.recover(&alice, PW).0, key);
 }
+
+/// Every successful login leaves an authenticated session (usable once for ChangePassword or
+/// Delete) for the TTL; a new one replaces the account's previous one, so a user who recovers
+/// again and again within a minute never fills the account's quota.
+#[test]
+fn repeated_recoveries_hold_one_authenticated_session() {
+    let (mut h, key) = enrolled(10);
+    let alice = acct("alice");
+    for _ in 0..40 {
+        assert_eq!(h.recover(&alice, PW).0, key);
+        h.now += 1;
+    }
+    assert_eq!(h.vault.sessions().open_for(&alice), 1);
+}
