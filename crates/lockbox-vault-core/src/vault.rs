@@ -32,12 +32,12 @@ pub struct VaultConfig {
     /// Bound on open sessions (memory). Default 65 536.
     pub max_sessions: usize,
     /// Bound on the open sessions of one account, so that one account cannot fill the table.
-    /// Default 16: one run of an honest device holds at most two (ChangePassword: the
-    /// authenticated session and the new registration), but every successful login leaves its
-    /// authenticated session for up to the TTL, so a user who recovers, restores with the
-    /// password and changes it within a minute holds five or six; retries after lost replies and
-    /// a second device add a few more. 16 per account still takes 4,096 accounts' tokens to fill
-    /// the 65,536-slot table.
+    /// Default 16. An honest device holds at most two at once (ChangePassword: the authenticated
+    /// session and the new registration); an account keeps at most two registrations (a new one
+    /// evicts the oldest) and one authenticated session (a new login's replaces it), so what can
+    /// fill the quota is logins waiting for KE3, and each of those spent an attempt. 16 leaves
+    /// room for retries after lost replies and a second device, and filling the 65,536-slot
+    /// table still takes 4,096 accounts' tokens.
     pub max_sessions_per_account: usize,
     /// The weakest client Argon2id parameters accepted at enrollment.
     pub min_ksf: KsfParams,
