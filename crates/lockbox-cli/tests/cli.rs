@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{assert_exit, assert_fails_with, code, lockbox, partial_restores, run, stderr};
+use common::{Env, assert_exit, assert_fails_with, code, lockbox, partial_restores, run, stderr};
 
 /// `lockbox SUBCOMMAND --key-file KEY`, for the commands that take a recovery code.
 fn keyed(subcommand: &str, key: &Path) -> Command {
@@ -15,27 +15,7 @@ fn keyed(subcommand: &str, key: &Path) -> Command {
     c
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
 impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn key(&self, name: &str) -> PathBuf {
-        let path = self.p(name);
-        assert_exit(&run(lockbox().args(["key", "new", "--out"]).arg(&path)), 0);
-        path
-    }
-    fn store(&self) -> String {
-        format!("file://{}", self.p("cloud").display())
-    }
     fn chats(&self) -> PathBuf {
         let root = self.p("chats");
         std::fs::create_dir_all(root.join("media/empty")).unwrap();

@@ -7,32 +7,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{assert_exit, assert_fails_with, code, lockbox, partial_restores, run, stderr};
+use common::{Env, assert_exit, assert_fails_with, code, lockbox, partial_restores, run, stderr};
 
 /// A name that sorts after every real backup: "created" in 2033, by a clock nobody checked.
 const JUNK: &str = "lockbox-1999999999999-0123456789abcdef.lbx";
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
 impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn key(&self, name: &str) -> PathBuf {
-        let path = self.p(name);
-        assert_exit(&run(lockbox().args(["key", "new", "--out"]).arg(&path)), 0);
-        path
-    }
-    fn store(&self) -> String {
-        format!("file://{}", self.p("cloud").display())
-    }
     fn cloud(&self) -> PathBuf {
         self.p("cloud")
     }

@@ -18,6 +18,25 @@ const ACCOUNT: &[u8] = b"+15550003333";
 const PASSWORD: &[u8] = b"correct horse battery";
 const KSF: KsfParams = KsfParams::INSECURE_TEST_ONLY;
 
+/// A client for `node` with ACCOUNT enrolled under PASSWORD (limit 10), and its key.
+async fn enrolled(node: &Node) -> (VaultClient, BackupKey) {
+    let c = client(node).await;
+    let key = BackupKey::generate(&mut OsRng);
+    c.enroll(ACCOUNT, PASSWORD, &key, 10, KSF).await.unwrap();
+    (c, key)
+}
+
+/// A RegisterStart for `account` with `password` blinded, and the device's state to finish it.
+fn register_start(c: &VaultClient, account: &[u8], password: &[u8]) -> (Op, ClientEnrollment) {
+    let id = AccountId::new(account).unwrap();
+    let (registration_request, state) =
+        ClientEnrollment::start(password, id, c.target().identity.clone(), &mut OsRng).unwrap();
+    let op = Op::RegisterStart(pb::RegisterStart {
+        registration_request: registration_request.into(),
+    });
+    (op, state)
+}
+
 /// One counted attempt: a KE1 for a throwaway password, keeping the KE2 the vault answers.
 async fn one_counted_ke2(c: &VaultClient) -> Vec<u8> {
     let id = AccountId::new(ACCOUNT).unwrap();
@@ -39,12 +58,7 @@ async fn one_counted_ke2(c: &VaultClient) -> Vec<u8> {
 /// The masking key the vault's OPRF gives `candidate`, learned through RegisterStart: blind the
 /// candidate, have the vault evaluate it, finish the registration locally (never sent).
 async fn masking_key_via_registration(c: &VaultClient, candidate: &[u8]) -> Option<Vec<u8>> {
-    let id = AccountId::new(ACCOUNT).unwrap();
-    let (registration_request, state) =
-        ClientEnrollment::start(candidate, id, c.target().identity.clone(), &mut OsRng).unwrap();
-    let op = Op::RegisterStart(pb::RegisterStart {
-        registration_request: registration_request.into(),
-    });
+    let (op, state) = register_start(c, ACCOUNT, candidate);
     let started = match c
         .call_raw(ACCOUNT, c.request(ACCOUNT, op))
         .await
@@ -91,9 +105,7 @@ fn register_start_is_no_password_oracle() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), 0);
     rt().block_on(async {
-        let c = client(&node).await;
-        let key = BackupKey::generate(&mut OsRng);
-        c.enroll(ACCOUNT, PASSWORD, &key, 10, KSF).await.unwrap();
+        let (c, key) = enrolled(&node).await;
         let ke2 = one_counted_ke2(&c).await;
         let server_pk = c.target().identity.public_key;
         let candidates: [&[u8]; 4] = [b"123456", b"password", PASSWORD, b"letmein"];
@@ -124,17 +136,8 @@ fn a_relayed_duplicate_is_refused_and_never_shares_a_nonce() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), 0);
     rt().block_on(async {
-        let c = client(&node).await;
-        c.enroll(ACCOUNT, PASSWORD, &BackupKey::generate(&mut OsRng), 10, KSF)
-            .await
-            .unwrap();
-        let id = AccountId::new(ACCOUNT).unwrap();
-        let (registration_request, _) =
-            ClientEnrollment::start(b"x", id, c.target().identity.clone(), &mut OsRng).unwrap();
-        let op = Op::RegisterStart(pb::RegisterStart {
-            registration_request: registration_request.into(),
-        });
-        let request = c.request(ACCOUNT, op);
+        let (c, _) = enrolled(&node).await;
+        let request = c.request(ACCOUNT, register_start(&c, ACCOUNT, b"x").0);
         // The relay keeps the envelope; the device's answer key is re-derived from the same
         // randomness so the test can read both answers.
         let seal = || {
@@ -207,12 +210,7 @@ fn the_cli_needs_the_accounts_token() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), 0);
     let account = std::str::from_utf8(ACCOUNT).unwrap();
-    rt().block_on(async {
-        let c = client(&node).await;
-        c.enroll(ACCOUNT, PASSWORD, &BackupKey::generate(&mut OsRng), 10, KSF)
-            .await
-            .unwrap();
-    });
+    rt().block_on(enrolled(&node));
     let key_cmd = |args: &[&str]| {
         let mut c = lockbox();
         c.arg("key").args(args).args([

@@ -52,3 +52,31 @@ pub fn partial_restores(dir: &std::path::Path) -> Vec<String> {
         .filter(|n| n.contains("partial"))
         .collect()
 }
+
+/// A test's scratch directory, with a local-folder store (`cloud`) in it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn p(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A new backup key, written by `lockbox key new` to `name`.
+    pub fn key(&self, name: &str) -> std::path::PathBuf {
+        let path = self.p(name);
+        assert_exit(&run(lockbox().args(["key", "new", "--out"]).arg(&path)), 0);
+        path
+    }
+
+    pub fn store(&self) -> String {
+        format!("file://{}", self.p("cloud").display())
+    }
+}
