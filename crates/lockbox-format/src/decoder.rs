@@ -275,17 +275,23 @@ mod tests {
         assert_eq!(dec.finish(&mut out).unwrap().plaintext_len, 1023);
     }
 
-    #[test]
-    fn a_misplaced_chunk_leaves_no_plaintext_behind() {
-        let key = BackupKey::from_bytes([6; 32]);
+    /// `plain` encrypted under `key` in 1 KiB chunks.
+    fn small_chunk_stream(key: &BackupKey, plain: &[u8]) -> Vec<u8> {
         let params = EncoderParams {
             chunk_size: 1024,
             created_unix_ms: 0,
         };
-        let mut enc = Encoder::new(&key, params, &mut rand_core::OsRng).unwrap();
+        let mut enc = Encoder::new(key, params, &mut rand_core::OsRng).unwrap();
         let mut stream = enc.header_bytes().to_vec();
-        enc.update(&[0x5A; 3000], &mut stream).unwrap();
+        enc.update(plain, &mut stream).unwrap();
         enc.finish(&mut stream).unwrap();
+        stream
+    }
+
+    #[test]
+    fn a_misplaced_chunk_leaves_no_plaintext_behind() {
+        let key = BackupKey::from_bytes([6; 32]);
+        let stream = small_chunk_stream(&key, &[0x5A; 3000]);
         let mut dec = Decoder::new(&key);
         dec.update(&stream[..HEADER_LEN], &mut Vec::new()).unwrap();
         let body = dec.body().unwrap();
@@ -308,14 +314,7 @@ mod tests {
     #[test]
     fn decoder_refuses_the_counter_past_the_limit() {
         let key = BackupKey::from_bytes([6; 32]);
-        let params = EncoderParams {
-            chunk_size: 1024,
-            created_unix_ms: 0,
-        };
-        let mut enc = Encoder::new(&key, params, &mut rand_core::OsRng).unwrap();
-        let mut stream = enc.header_bytes().to_vec();
-        enc.update(&[5; 2000], &mut stream).unwrap();
-        enc.finish(&mut stream).unwrap();
+        let stream = small_chunk_stream(&key, &[5; 2000]);
         let mut dec = Decoder::new(&key);
         let mut out = Vec::new();
         dec.update(&stream[..100], &mut out).unwrap();
