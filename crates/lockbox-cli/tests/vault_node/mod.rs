@@ -41,9 +41,8 @@ impl Node {
             format!(
                 "node_id = \"proc-test\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
                  partitions = [{PARTITION}]\n\
-                 min_client_ksf = {{ m_cost_kib = 256, t_cost = 1, p_cost = 1 }}\n\
-                 [auth]\nissuer_public_key = \"{}\"\naudience = \"{FLEET}\"\n",
-                issuer.public_key_hex()
+                 min_client_ksf = {{ m_cost_kib = 256, t_cost = 1, p_cost = 1 }}\n{}",
+                lockbox_vault::config::AuthConfig::toml_section(&issuer, FLEET)
             ),
         )
         .unwrap();

@@ -69,10 +69,9 @@ impl TestNode {
     fn write_config(&self) -> VaultConfig {
         let text = format!(
             "listen = \"{addr}\"\ndata_dir = \"data\"\npartitions = [{PARTITION}]\n\
-             min_client_ksf = {{ m_cost_kib = {m}, t_cost = {t}, p_cost = {p} }}\n{sealer}\n\
-             [auth]\nissuer_public_key = \"{issuer}\"\naudience = \"{FLEET}\"\n",
+             min_client_ksf = {{ m_cost_kib = {m}, t_cost = {t}, p_cost = {p} }}\n{sealer}\n{auth}",
             addr = self.addr,
-            issuer = self.issuer.public_key_hex(),
+            auth = lockbox_vault::config::AuthConfig::toml_section(&self.issuer, FLEET),
             m = KSF.m_cost_kib(),
             t = KSF.t_cost(),
             p = KSF.p_cost(),
