@@ -77,7 +77,10 @@ fn vault(secrets: &VaultSecrets, rng: &mut ChaCha20Rng) -> Vault {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(decoded) = request::decode(ACCOUNT, data) else {
+    let Some((&class, data)) = data.split_first() else {
+        return;
+    };
+    let Ok(decoded) = request::decode(ACCOUNT, i32::from(class % 3), data) else {
         return;
     };
     let Ok(req) = request::to_core(decoded) else {

@@ -394,6 +394,7 @@ impl VaultClient {
             account: account.to_vec().into(),
             enc: sealed.enc.into(),
             ciphertext: sealed.ciphertext.into(),
+            class: request.class().into(),
         };
         Ok((request, awaiting))
     }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+pub mod tls;
 
 /// Generated protobuf and gRPC code for `lockbox.vault.v1`.
 #[allow(
@@ -27,6 +28,16 @@ pub const WIRE_VERSION: u32 = 1;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Largest account id, in bytes.
 pub const MAX_ACCOUNT_BYTES: usize = 64;
+
+impl pb::Request {
+    /// The class the envelope around this request must carry in the clear.
+    pub fn class(&self) -> pb::RequestClass {
+        match self.op {
+            Some(pb::request::Op::LoginStart(_)) => pb::RequestClass::LoginStart,
+            _ => pb::RequestClass::Other,
+        }
+    }
+}
 
 impl core::fmt::Debug for pb::Request {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -67,6 +67,32 @@ pub enum TokenError {
     Mint,
 }
 
+/// The name dev tooling (demo, dev cluster, benchmarks) gives its fleet: the tokens' audience.
+pub const DEV_AUDIENCE: &str = "lockbox-dev";
+
+/// The `[auth]` section of a vault or gateway config (DESIGN.md §4): every request must carry a
+/// token for its account, signed by this issuer key, for this audience.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuer_public_key: String,
+    pub audience: String,
+}
+
+impl AuthConfig {
+    /// The `[auth]` section of a config that accepts `issuer`'s tokens for `audience`.
+    pub fn toml_section(issuer: &Issuer, audience: &str) -> String {
+        format!(
+            "[auth]\nissuer_public_key = \"{}\"\naudience = \"{audience}\"\n",
+            issuer.public_key_hex()
+        )
+    }
+
+    pub fn verifier(&self) -> Result<Verifier, TokenError> {
+        Verifier::from_hex(&self.issuer_public_key, &self.audience)
+    }
+}
+
 /// What a verified token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {

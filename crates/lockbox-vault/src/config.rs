@@ -92,38 +92,9 @@ pub enum SealerConfig {
     },
 }
 
-/// The account-token check (DESIGN.md §4): every request must carry a token for its account,
-/// signed by this issuer key, for this audience.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    pub issuer_public_key: String,
-    pub audience: String,
-}
+pub use lockbox_token::{AuthConfig, DEV_AUDIENCE};
 
-/// The name dev tooling (demo, dev cluster, benchmarks) gives its fleet: the tokens' audience.
-pub const DEV_AUDIENCE: &str = "lockbox-dev";
-
-impl AuthConfig {
-    /// The `[auth]` section of a node config that accepts `issuer`'s tokens for `audience`.
-    pub fn toml_section(issuer: &lockbox_token::Issuer, audience: &str) -> String {
-        format!(
-            "[auth]\nissuer_public_key = \"{}\"\naudience = \"{audience}\"\n",
-            issuer.public_key_hex()
-        )
-    }
-
-    pub fn verifier(&self) -> Result<lockbox_token::Verifier, lockbox_token::TokenError> {
-        lockbox_token::Verifier::from_hex(&self.issuer_public_key, &self.audience)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+pub use lockbox_proto::tls::TlsConfig;
 
 fn default_node_id() -> String {
     "vault".into()
@@ -239,8 +210,7 @@ impl VaultConfig {
             fix(p);
         }
         if let Some(tls) = &mut self.tls {
-            fix(&mut tls.cert);
-            fix(&mut tls.key);
+            tls.resolve_relative(base);
         }
     }
 }

@@ -15,12 +15,21 @@ pub enum RequestError {
     Vault(#[from] VaultError),
 }
 
-/// The request inside an opened envelope, for the envelope's account.
-pub fn decode(outer_account: &[u8], plain: &[u8]) -> Result<pb::Request, RequestError> {
+/// The request inside an opened envelope, for the envelope's account and class.
+pub fn decode(
+    outer_account: &[u8],
+    outer_class: i32,
+    plain: &[u8],
+) -> Result<pb::Request, RequestError> {
     let req = pb::Request::decode(plain).map_err(|_| RequestError::Malformed("request"))?;
     if req.account.as_ref() != outer_account {
         return Err(RequestError::Malformed(
             "account differs from the envelope's",
+        ));
+    }
+    if req.class() as i32 != outer_class {
+        return Err(RequestError::Malformed(
+            "envelope class differs from its request",
         ));
     }
     Ok(req)

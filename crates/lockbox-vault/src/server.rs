@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::admission::Admission;
 use crate::config::VaultConfig;
@@ -24,12 +24,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot read TLS {what} {path}: {source}")]
-    Tls {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Tls(#[from] lockbox_proto::tls::TlsError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
@@ -59,7 +55,7 @@ impl BoundNode {
             .timeout(Duration::from_secs(30))
             .concurrency_limit_per_connection(self.cfg.max_concurrent_requests);
         if let Some(tls) = &self.cfg.tls {
-            builder = builder.tls_config(ServerTlsConfig::new().identity(load_identity(tls)?))?;
+            builder = builder.tls_config(ServerTlsConfig::new().identity(tls.identity()?))?;
         }
         let purger = tokio::spawn(purge_loop(self.service.clone()));
         let grpc = VaultServer::new(self.service)
@@ -121,20 +117,6 @@ pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
         service,
         listener,
     })
-}
-
-fn load_identity(tls: &crate::config::TlsConfig) -> Result<Identity, ServeError> {
-    let read = |what, path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| ServeError::Tls {
-            what,
-            path: path.display().to_string(),
-            source,
-        })
-    };
-    Ok(Identity::from_pem(
-        read("certificate", &tls.cert)?,
-        read("key", &tls.key)?,
-    ))
 }
 
 async fn purge_loop(service: VaultService) {

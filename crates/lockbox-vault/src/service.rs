@@ -160,10 +160,12 @@ impl VaultRpc for VaultService {
             envelope::open_request(&part.hpke, part.id, &sealed.account, &envelope)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let inner = Arc::clone(&self.inner);
-        let account = sealed.account.to_vec();
-        let enc: [u8; ENC_LEN] = envelope.enc.as_slice().try_into().expect("checked length");
-        let response =
-            tokio::task::spawn_blocking(move || inner.execute(&part, &account, &enc, &plain))
+        let outer = Outer {
+            account: sealed.account.to_vec(),
+            class: sealed.class,
+            enc: envelope.enc.as_slice().try_into().expect("checked length"),
+        };
+        let response = tokio::task::spawn_blocking(move || inner.execute(&part, &outer, &plain))
                 .await
                 .map_err(|_| Status::internal("request task failed"))?;
         let ciphertext = responder.seal(&response.encode_to_vec(), &mut OsRng);
@@ -210,17 +212,18 @@ fn check_envelope(s: &pb::SealedRequest) -> Result<(), Status> {
     Ok(())
 }
 
+/// What the envelope says in the clear, checked against what it carries.
+struct Outer {
+    account: Vec<u8>,
+    class: i32,
+    enc: [u8; ENC_LEN],
+}
+
 impl Inner {
     /// Runs one opened request to a response. Blocking: storage, sealing and OPAQUE math.
-    fn execute(
-        &self,
-        part: &PartitionState,
-        account: &[u8],
-        enc: &[u8; ENC_LEN],
-        plain: &[u8],
-    ) -> pb::Response {
+    fn execute(&self, part: &PartitionState, outer: &Outer, plain: &[u8]) -> pb::Response {
         let started = Instant::now();
-        let (op, result) = match self.admit(account, enc, plain) {
+        let (op, result) = match self.admit(outer, plain) {
             Ok(req) => {
                 let op = op_name(&req);
                 (op, self.run(part, req))
@@ -237,10 +240,15 @@ impl Inner {
 
     /// Decodes the request and admits it: the account token is checked before anything else
     /// reads the request's payloads.
-    fn admit(&self, account: &[u8], enc: &[u8; ENC_LEN], plain: &[u8]) -> Result<Request, Failure> {
-        let req = request::decode(account, plain)?;
-        self.admission
-            .admit(account, &req.account_token, enc, req.sent_at_ms, now_ms())?;
+    fn admit(&self, outer: &Outer, plain: &[u8]) -> Result<Request, Failure> {
+        let req = request::decode(&outer.account, outer.class, plain)?;
+        self.admission.admit(
+            &outer.account,
+            &req.account_token,
+            &outer.enc,
+            req.sent_at_ms,
+            now_ms(),
+        )?;
         Ok(request::to_core(req)?)
     }
 
@@ -585,9 +593,14 @@ mod tests {
             sent_at_ms: now_ms(),
             op: Some(pb::request::Op::Status(pb::Status {})),
         };
+        let outer = Outer {
+            account: b"alice".to_vec(),
+            class: pb::RequestClass::Other.into(),
+            enc: [7; ENC_LEN],
+        };
         let response = svc
             .inner
-            .execute(&part, b"alice", &[7; ENC_LEN], &status.encode_to_vec());
+            .execute(&part, &outer, &status.encode_to_vec());
         assert!(
             matches!(response.result, Some(pb::response::Result::Status(_))),
             "{response:?}"

@@ -73,6 +73,27 @@ async fn inner_account_must_match_the_envelope() {
     assert_untouched(&c).await;
 }
 
+/// A client (or relay) that labels a LoginStart as "other" to dodge the gateway's login
+/// backoff, or another request as a LoginStart, is refused before anything is spent.
+#[tokio::test]
+async fn mislabelled_request_class_is_refused() {
+    let (_node, c) = setup().await;
+    let (mut sealed, awaiting) = c
+        .seal(b"alice", &login_start(&c, b"alice"), &mut OsRng)
+        .unwrap();
+    assert_eq!(sealed.class, pb::RequestClass::LoginStart as i32);
+    sealed.class = pb::RequestClass::Other.into();
+    let response = open_response(awaiting, &c.send_sealed(sealed).await.unwrap()).unwrap();
+    assert_eq!(vault_error(&response), pb::error::Code::Malformed);
+
+    let status = c.request(b"alice", Op::Status(pb::Status {}));
+    let (mut sealed, awaiting) = c.seal(b"alice", &status, &mut OsRng).unwrap();
+    sealed.class = pb::RequestClass::LoginStart.into();
+    let response = open_response(awaiting, &c.send_sealed(sealed).await.unwrap()).unwrap();
+    assert_eq!(vault_error(&response), pb::error::Code::Malformed);
+    assert_untouched(&c).await;
+}
+
 #[tokio::test]
 async fn tampered_garbage_and_oversized_envelopes_are_refused() {
     let (node, c) = setup().await;
@@ -166,6 +187,7 @@ async fn garbage_inside_a_valid_envelope_is_malformed() {
         account: b"alice".to_vec().into(),
         enc: sealed.enc.into(),
         ciphertext: sealed.ciphertext.into(),
+        class: pb::RequestClass::Other.into(),
     };
     let response = open_response(awaiting, &c.send_sealed(envelope).await.unwrap()).unwrap();
     assert_eq!(vault_error(&response), pb::error::Code::Malformed);
