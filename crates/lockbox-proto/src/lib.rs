@@ -29,6 +29,36 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Largest account id, in bytes.
 pub const MAX_ACCOUNT_BYTES: usize = 64;
 
+/// Length of the HPKE encapsulated key in every [`pb::SealedRequest`] (X25519).
+pub const ENC_LEN: usize = 32;
+
+/// Why an envelope was refused on its outside, before anyone tried to open it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("unsupported wire version {0}")]
+    Version(u32),
+    #[error("account id must be 1..={MAX_ACCOUNT_BYTES} bytes")]
+    Account,
+    #[error("malformed or oversized envelope")]
+    Envelope,
+}
+
+impl pb::SealedRequest {
+    /// The checks anyone on the path can make without a key: version, sizes.
+    pub fn check_shape(&self) -> Result<(), ShapeError> {
+        if self.version != WIRE_VERSION {
+            return Err(ShapeError::Version(self.version));
+        }
+        if self.account.is_empty() || self.account.len() > MAX_ACCOUNT_BYTES {
+            return Err(ShapeError::Account);
+        }
+        if self.enc.len() != ENC_LEN || self.ciphertext.len() > MAX_MESSAGE_BYTES {
+            return Err(ShapeError::Envelope);
+        }
+        Ok(())
+    }
+}
+
 impl pb::Request {
     /// The class the envelope around this request must carry in the clear.
     pub fn class(&self) -> pb::RequestClass {

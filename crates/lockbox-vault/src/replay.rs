@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-pub const ENC_LEN: usize = 32;
+pub use lockbox_proto::ENC_LEN;
 
 /// Why an envelope was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

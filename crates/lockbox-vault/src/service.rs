@@ -137,7 +137,9 @@ impl VaultRpc for VaultService {
         request: RpcRequest<pb::SealedRequest>,
     ) -> Result<RpcResponse<pb::SealedResponse>, Status> {
         let sealed = request.into_inner();
-        check_envelope(&sealed)?;
+        sealed
+            .check_shape()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let part = self
             .inner
             .partitions
@@ -194,22 +196,6 @@ impl VaultRpc for VaultService {
             partitions,
         }))
     }
-}
-
-fn check_envelope(s: &pb::SealedRequest) -> Result<(), Status> {
-    if s.version != WIRE_VERSION {
-        return Err(Status::invalid_argument(format!(
-            "unsupported wire version {}",
-            s.version
-        )));
-    }
-    if s.account.is_empty() || s.account.len() > MAX_ACCOUNT_BYTES {
-        return Err(Status::invalid_argument("account id must be 1..=64 bytes"));
-    }
-    if s.enc.len() != ENC_LEN || s.ciphertext.len() > MAX_MESSAGE_BYTES {
-        return Err(Status::invalid_argument("malformed or oversized envelope"));
-    }
-    Ok(())
 }
 
 /// What the envelope says in the clear, checked against what it carries.
