@@ -86,6 +86,9 @@ pub enum Command {
     /// Run or manage a Backup Key Vault node
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Run the gateway that relays devices' sealed requests to the vault
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
     /// Development tools: a dev identity provider that mints account tokens
     #[command(subcommand)]
     Dev(DevCommand),
@@ -133,6 +136,23 @@ pub enum VaultCommand {
     /// stdout once bound; stops cleanly on SIGINT or SIGTERM after in-flight requests finish.
     Serve {
         /// The node's TOML config (see docs/operations.md)
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Relay devices' sealed vault requests to the vault nodes (the "ChatD" role)
+    ///
+    /// Checks the account token each device presents (`authorization: Bearer …`), applies the
+    /// global, per-client and per-account rate limits and the login backoff in `[limits]`, and
+    /// forwards each envelope unchanged to a replica of its partition. It cannot open envelopes
+    /// and holds no vault secret. Serves gRPC health (`grpc.health.v1`) and, with
+    /// `metrics_listen`, Prometheus metrics. Prints `listening on ADDR` on stdout once bound;
+    /// stops cleanly on SIGINT or SIGTERM.
+    Serve {
+        /// The gateway's TOML config (see docs/operations.md)
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },

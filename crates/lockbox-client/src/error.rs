@@ -44,6 +44,13 @@ pub enum ClientError {
         t_cost: u32,
         p_cost: u32,
     },
+    /// The gateway is slowing this account or this client down (a login backoff, or a rate
+    /// limit): nothing was sent to the vault, nothing was spent. Retry after `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        retry_after: std::time::Duration,
+        message: String,
+    },
     /// The caller passed something the protocol cannot carry (e.g. an empty account id).
     #[error("invalid input: {0}")]
     InvalidInput(&'static str),
@@ -62,7 +69,7 @@ impl ClientError {
 
     /// Transient: the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::RateLimited { .. })
     }
 
     pub(crate) fn protocol(what: impl core::fmt::Display) -> Self {
@@ -100,11 +107,18 @@ impl From<tonic::Status> for ClientError {
     fn from(s: tonic::Status) -> Self {
         use tonic::Code;
         match s.code() {
+            Code::ResourceExhausted => Self::RateLimited {
+                retry_after: retry_after(&s),
+                message: printable(s.message()),
+            },
+            // Only a gateway answers so: the vault's own token check is inside the envelope.
+            Code::Unauthenticated | Code::PermissionDenied => {
+                Self::Unauthorized(printable(s.message()))
+            }
             Code::Unavailable
             | Code::DeadlineExceeded
             | Code::Cancelled
             | Code::Aborted
-            | Code::ResourceExhausted
             | Code::Unknown => Self::Unavailable(format!("{:?}: {}", s.code(), s.message())),
             code => Self::Envelope {
                 code,
@@ -112,6 +126,17 @@ impl From<tonic::Status> for ClientError {
             },
         }
     }
+}
+
+/// The gateway's `retry-after-ms` hint, bounded so a hostile relay cannot park the device.
+fn retry_after(s: &tonic::Status) -> std::time::Duration {
+    let ms = s
+        .metadata()
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1000);
+    std::time::Duration::from_millis(ms.min(3_600_000))
 }
 
 impl From<tonic::transport::Error> for ClientError {
@@ -187,5 +212,32 @@ mod tests {
         );
         assert!(ClientError::WrongPassword { attempts_left: 2 }.is_auth_failure());
         assert!(!ClientError::Destroyed.is_auth_failure());
+    }
+
+    #[test]
+    fn gateway_refusals_map_to_unauthorized_and_rate_limited() {
+        let denied = ClientError::from(tonic::Status::permission_denied("another account's"));
+        assert_eq!(
+            denied,
+            ClientError::Unauthorized("another account's".into())
+        );
+        let missing = ClientError::from(tonic::Status::unauthenticated("no token"));
+        assert!(matches!(missing, ClientError::Unauthorized(_)));
+
+        let mut slow = tonic::Status::resource_exhausted("rate limited (login): retry in 4000 ms");
+        slow.metadata_mut()
+            .insert("retry-after-ms", "4000".parse().unwrap());
+        let e = ClientError::from(slow);
+        assert!(e.is_retryable());
+        assert!(matches!(e, ClientError::RateLimited { retry_after, .. }
+            if retry_after == std::time::Duration::from_secs(4)));
+        let mut hostile = tonic::Status::resource_exhausted("x");
+        hostile
+            .metadata_mut()
+            .insert("retry-after-ms", "99999999999".parse().unwrap());
+        assert!(
+            matches!(ClientError::from(hostile), ClientError::RateLimited { retry_after, .. }
+            if retry_after == std::time::Duration::from_secs(3600))
+        );
     }
 }

@@ -404,8 +404,16 @@ impl VaultClient {
         &self,
         request: pb::SealedRequest,
     ) -> Result<pb::SealedResponse, ClientError> {
+        let token = self
+            .tokens
+            .as_ref()
+            .and_then(|t| t.token_for(&request.account));
         let mut call = tonic::Request::new(request);
         call.set_timeout(CALL_TIMEOUT);
+        // The gateway checks the token before it relays (the vault checks the copy inside).
+        if let Some(value) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
+            call.metadata_mut().insert("authorization", value);
+        }
         Ok(self.rpc.clone().call(call).await?.into_inner())
     }
 

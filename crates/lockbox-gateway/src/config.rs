@@ -135,7 +135,9 @@ impl GatewayConfig {
 
     fn validate(&self) -> Result<(), String> {
         self.auth.verifier().map_err(|e| format!("[auth]: {e}"))?;
-        self.limits.validate().map_err(|e| format!("[limits]: {e}"))?;
+        self.limits
+            .validate()
+            .map_err(|e| format!("[limits]: {e}"))?;
         if self.max_concurrent_requests == 0 || self.upstream.max_concurrent_per_replica == 0 {
             return Err("concurrency limits must be at least 1".into());
         }
@@ -188,14 +190,17 @@ mod tests {
         let bad = |tail: &str| GatewayConfig::parse(&format!("{BASE}{tail}")).unwrap_err();
         assert!(bad("").contains("partitions"));
         assert!(bad("[[partitions]]\nid = 0\nreplicas = []\n").contains("no replicas"));
-        assert!(
-            bad("[[partitions]]\nid = 0\nreplicas = [\"127.0.0.1:1\"]\n").contains("http://")
-        );
+        assert!(bad("[[partitions]]\nid = 0\nreplicas = [\"127.0.0.1:1\"]\n").contains("http://"));
         let twice = "[[partitions]]\nid = 3\nreplicas = [\"http://a\"]\n";
         assert!(bad(&format!("{twice}{twice}")).contains("twice"));
-        let e = bad("[limits]\nlogin_forgive_secs = 0\n[[partitions]]\nid = 0\nreplicas = [\"http://a\"]\n");
+        let e = bad(
+            "[limits]\nlogin_forgive_secs = 0\n[[partitions]]\nid = 0\nreplicas = [\"http://a\"]\n",
+        );
         assert!(e.contains("login_forgive_secs"), "{e}");
-        let e = GatewayConfig::parse("listen = \"127.0.0.1:1\"\n[[partitions]]\nid = 0\nreplicas = [\"http://a\"]\n").unwrap_err();
+        let e = GatewayConfig::parse(
+            "listen = \"127.0.0.1:1\"\n[[partitions]]\nid = 0\nreplicas = [\"http://a\"]\n",
+        )
+        .unwrap_err();
         assert!(e.contains("auth"), "{e}");
     }
 }

@@ -66,7 +66,9 @@ impl LimitsConfig {
             return Err("`account_burst` must be at least 1".into());
         }
         if self.login_backoff_base_ms == 0 || self.login_forgive_secs == 0 {
-            return Err("`login_backoff_base_ms` and `login_forgive_secs` must be at least 1".into());
+            return Err(
+                "`login_backoff_base_ms` and `login_forgive_secs` must be at least 1".into(),
+            );
         }
         if self.login_backoff_max_secs * 1000 < self.login_backoff_base_ms {
             return Err("`login_backoff_max_secs` must not be below the base delay".into());
@@ -144,7 +146,9 @@ impl Strikes {
         let forgiven = u32::try_from(quiet).unwrap_or(u32::MAX);
         if forgiven > 0 {
             self.count = self.count.saturating_sub(forgiven);
-            self.last_ms = self.last_ms.saturating_add(u64::from(forgiven) * p.forgive_ms);
+            self.last_ms = self
+                .last_ms
+                .saturating_add(u64::from(forgiven) * p.forgive_ms);
         }
     }
 
@@ -249,10 +253,12 @@ impl Limits {
             }
         }
         let strikes = table.entry(account.to_vec()).or_default();
-        strikes.admit(&self.backoff, now_ms).map_err(|wait| Limited {
-            scope: Scope::Login,
-            retry_after: Duration::from_millis(wait),
-        })
+        strikes
+            .admit(&self.backoff, now_ms)
+            .map_err(|wait| Limited {
+                scope: Scope::Login,
+                retry_after: Duration::from_millis(wait),
+            })
     }
 
     /// Forgets what no longer limits anybody (run now and then).
@@ -297,10 +303,7 @@ where
     limiter.check_key(key).map_err(|n| limited(scope, &n))
 }
 
-fn limited(
-    scope: Scope,
-    n: &governor::NotUntil<<DefaultClock as Clock>::Instant>,
-) -> Limited {
+fn limited(scope: Scope, n: &governor::NotUntil<<DefaultClock as Clock>::Instant>) -> Limited {
     Limited {
         scope,
         retry_after: n.wait_time_from(DefaultClock::default().now()),
@@ -434,7 +437,10 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         limits.check_client(Some(a)).unwrap();
         limits.check_client(Some(a)).unwrap();
-        assert_eq!(limits.check_client(Some(a)).unwrap_err().scope, Scope::Client);
+        assert_eq!(
+            limits.check_client(Some(a)).unwrap_err().scope,
+            Scope::Client
+        );
         limits.check_client(Some(b)).unwrap();
     }
 }

@@ -77,9 +77,7 @@ impl BoundGateway {
             builder = builder.tls_config(ServerTlsConfig::new().identity(tls.identity()?))?;
         }
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<VaultServer<GatewayService>>()
-            .await;
+        health.set_serving::<VaultServer<GatewayService>>().await;
         let sweeper = tokio::spawn(sweep_loop(self.service.clone()));
         let max = lockbox_proto::MAX_MESSAGE_BYTES * 2;
         let grpc = VaultServer::new(self.service)

@@ -63,7 +63,9 @@ impl GatewayService {
         inner.limits.check_client(peer)?;
         let token = bearer(request.metadata())?.to_owned();
         let sealed = request.into_inner();
-        sealed.check_shape().map_err(|e| Refusal::Malformed(e.to_string()))?;
+        sealed
+            .check_shape()
+            .map_err(|e| Refusal::Malformed(e.to_string()))?;
         let now = now_ms();
         inner
             .verifier
@@ -134,9 +136,9 @@ impl Refusal {
             Self::Token(e) => Status::unauthenticated(e.to_string()),
             Self::Malformed(why) => Status::invalid_argument(why),
             Self::NoPartition(p) => Status::not_found(format!("this fleet has no partition {p}")),
-            Self::Upstream(p, s) if s.code() == tonic::Code::Unavailable => {
-                Status::unavailable(format!("vault partition {p} is unreachable: {}", s.message()))
-            }
+            Self::Upstream(p, s) if s.code() == tonic::Code::Unavailable => Status::unavailable(
+                format!("vault partition {p} is unreachable: {}", s.message()),
+            ),
             // The vault's own refusal (e.g. an envelope that does not open) passes through.
             Self::Upstream(_, s) => Status::new(s.code(), s.message()),
         }

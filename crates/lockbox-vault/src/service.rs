@@ -9,7 +9,6 @@
 use lockbox_hsm::Sealer;
 use lockbox_proto::envelope::{self, PartitionPublicKey, PartitionSecretKey, Sealed};
 use lockbox_proto::pb::{self, vault_server::Vault as VaultRpc};
-use lockbox_proto::{MAX_ACCOUNT_BYTES, MAX_MESSAGE_BYTES, WIRE_VERSION};
 use lockbox_vault_core::{
     AccountId, KsfParams, Outcome, Record, Reply, Request, Vault, VaultConfig as CoreConfig,
     VaultError, VaultSecrets,
@@ -168,8 +167,8 @@ impl VaultRpc for VaultService {
             enc: envelope.enc.as_slice().try_into().expect("checked length"),
         };
         let response = tokio::task::spawn_blocking(move || inner.execute(&part, &outer, &plain))
-                .await
-                .map_err(|_| Status::internal("request task failed"))?;
+            .await
+            .map_err(|_| Status::internal("request task failed"))?;
         let ciphertext = responder.seal(&response.encode_to_vec(), &mut OsRng);
         Ok(RpcResponse::new(pb::SealedResponse {
             ciphertext: ciphertext.into(),
@@ -584,9 +583,7 @@ mod tests {
             class: pb::RequestClass::Other.into(),
             enc: [7; ENC_LEN],
         };
-        let response = svc
-            .inner
-            .execute(&part, &outer, &status.encode_to_vec());
+        let response = svc.inner.execute(&part, &outer, &status.encode_to_vec());
         assert!(
             matches!(response.result, Some(pb::response::Result::Status(_))),
             "{response:?}"

@@ -4,6 +4,7 @@ mod backup;
 mod crypt;
 mod demo;
 mod dev;
+mod gateway;
 mod key;
 mod keyvault;
 mod vault;
@@ -11,7 +12,7 @@ mod verify;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, DevCommand, KeyCommand, VaultCommand};
+use crate::cli::{Cli, Command, DevCommand, GatewayCommand, KeyCommand, VaultCommand};
 use crate::config::Config;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => backup::prune(&args, &cfg()?),
         Command::Demo(args) => demo::run(&args),
         Command::Vault(VaultCommand::Serve { config }) => vault::serve(&config),
+        Command::Gateway(GatewayCommand::Serve { config }) => gateway::serve(&config),
         Command::Dev(DevCommand::Issuer { out }) => dev::issuer(&out),
         Command::Dev(DevCommand::Token {
             issuer_key,

@@ -46,19 +46,7 @@ impl Node {
             ),
         )
         .unwrap();
-        let mut child = vault_serve(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lockbox vault serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let (child, addr) = spawn_listening(vault_serve(&config));
         Node {
             child,
             endpoint: format!("http://{addr}"),
@@ -100,6 +88,74 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `lockbox gateway serve` process in front of a node, accepting the node's issuer.
+pub struct Gateway {
+    pub child: Child,
+    pub endpoint: String,
+}
+
+impl Gateway {
+    /// Starts a gateway relaying `partition` to `replica`, with `limits` as its `[limits]` body.
+    pub fn start(dir: &Path, node: &Node, replica: &str, limits: &str) -> Gateway {
+        let config = dir.join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\n{}[limits]\n{limits}\n\
+                 [[partitions]]\nid = {PARTITION}\nreplicas = [\"{replica}\"]\n",
+                lockbox_vault::config::AuthConfig::toml_section(&node.issuer, FLEET)
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockbox"));
+        cmd.args(["gateway", "serve", "--config"]).arg(&config);
+        let (child, addr) = spawn_listening(cmd);
+        Gateway {
+            child,
+            endpoint: format!("http://{addr}"),
+        }
+    }
+
+    /// A device talking to the vault through this gateway, keys pinned from the node, tokens
+    /// from `node`'s issuer.
+    pub async fn client(&self, node: &Node) -> VaultClient {
+        let mut target = VaultClient::discover(&node.endpoint, PARTITION)
+            .await
+            .expect("discover");
+        target.endpoint = self.endpoint.clone();
+        VaultClient::connect(target)
+            .await
+            .expect("connect")
+            .with_token_source(node.tokens())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns a server command and waits for its `listening on ADDR` line.
+fn spawn_listening(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn lockbox");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, addr)
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
