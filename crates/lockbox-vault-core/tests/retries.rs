@@ -266,3 +266,26 @@ fn remembered_failures_never_crowd_a_new_login_out() {
     let (ke1_bytes, _) = ke1(&h, PW);
     started(&h.run(login_start(&ke1_bytes)).unwrap());
 }
+
+/// Two copies of one KE1 decided on the same record (the retry overtook the first copy's write):
+/// both evaluate, one write wins, and the loser's re-run gets the winner's stored reply, so only
+/// one KE2 ever leaves and one attempt is spent.
+#[test]
+fn two_copies_of_a_ke1_in_flight_release_one_ke2() {
+    let (mut h, _) = enrolled(10);
+    let (ke1_bytes, _) = ke1(&h, PW);
+    let first = h.handle(login_start(&ke1_bytes)).unwrap();
+    let second = h.handle(login_start(&ke1_bytes)).unwrap();
+    let released = h.commit(first).expect("the first write wins");
+    let Outcome::WriteThenReply { write, pending } = second else {
+        panic!("the second copy was decided on the old record too")
+    };
+    assert_ne!(
+        h.store.get(&acct("alice")),
+        write.prior(),
+        "the CAS must fail"
+    );
+    h.vault.abandon(pending, write.rejected()).unwrap();
+    assert_eq!(repeat(&mut h, login_start(&ke1_bytes)), released);
+    assert_eq!(h.attempts(&acct("alice")), Some((9, 10)));
+}
