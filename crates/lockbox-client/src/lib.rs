@@ -9,7 +9,8 @@
 //! messaging service's login ([`VaultClient::with_token`]) and the time it was sealed.
 //! Does not: pick or verify which vault to talk to — the caller hands a [`VaultTarget`] whose
 //! keys it pinned (in production, from the signed fleet manifest; [`VaultClient::discover`] is
-//! trust-on-first-use, for tests and demos only); obtain account tokens; retry.
+//! trust-on-first-use, for tests and demos only); obtain account tokens; retry, except a login
+//! step whose reply was lost in transit (safe: the vault repeats its first answer).
 //! Trusts: the pinned partition HPKE key and OPAQUE identity, the OS RNG, and the crates above.
 //! The password and `K` never leave the device; the vault and any relay see only ciphertext.
 #![forbid(unsafe_code)]
@@ -334,7 +335,7 @@ impl VaultClient {
             &mut OsRng,
         )?;
         let op = Op::LoginStart(pb::LoginStart { ke1: ke1.into() });
-        let started = expect(self.call(account, op).await?, |r| match r {
+        let started = expect(self.call_login(account, op).await?, |r| match r {
             Reply::LoginStarted(s) => Some(s),
             _ => None,
         })?;
@@ -453,6 +454,31 @@ impl VaultClient {
         })
     }
 
+    /// Sends a login step, and when its reply is lost in transit (a transport failure, never a
+    /// refusal by the vault) sends the same `op` again, at most [`Self::LOGIN_TRIES`] times in
+    /// all, each time in a fresh envelope: the vault refuses a byte-for-byte replay, and answers
+    /// the repeated KE1 or KE3 inside with the reply it gave first, spending nothing more
+    /// (docs/vault-protocol.md, "Retries").
+    async fn call_login(&self, account: &[u8], op: Op) -> Result<pb::Response, ClientError> {
+        let (mut tries, mut pause) = (1, Self::LOGIN_RETRY_PAUSE);
+        loop {
+            let request = self.request(account, op.clone());
+            let (sealed, awaiting) = self.seal(account, &request, &mut OsRng)?;
+            match self.send_sealed(sealed).await {
+                Ok(response) => return open_response(awaiting, &response),
+                Err(e) if e.is_retryable() && tries < Self::LOGIN_TRIES => {}
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(pause).await;
+            (tries, pause) = (tries + 1, pause * 2);
+        }
+    }
+
+    /// Deliveries of one login step whose replies are lost, and the pause before the first
+    /// retry (doubled after each).
+    const LOGIN_TRIES: u32 = 3;
+    const LOGIN_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
     /// KE2 → KE3 → wrapped key; returns `K` and the now-authenticated session id.
     async fn authenticate(
         &self,
@@ -479,7 +505,7 @@ impl VaultClient {
             session: session.into(),
             ke3: ke3.into(),
         });
-        let ok = expect(self.call(&account, op).await?, |r| match r {
+        let ok = expect(self.call_login(&account, op).await?, |r| match r {
             Reply::LoginOk(ok) => Some(ok),
             _ => None,
         })?;
@@ -498,7 +524,7 @@ impl VaultClient {
             session: session.into(),
             ke3: ke3.into(),
         });
-        match self.call(account, op).await.map(|r| r.result) {
+        match self.call_login(account, op).await.map(|r| r.result) {
             Ok(Some(Reply::Error(e))) if ClientError::from_vault(&e).is_destroyed() => {
                 ClientError::Destroyed
             }

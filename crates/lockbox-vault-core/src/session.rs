@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use opaque_ke::ServerLogin;
 use rand_core::{CryptoRng, RngCore};
+use subtle::ConstantTimeEq;
 
 use crate::error::{Field, VaultError};
 use crate::record::{AccountId, Salt};
-use crate::suite::Suite;
+use crate::suite::{KE3_LEN, Suite};
+use crate::vault::Reply;
 
 pub const SESSION_ID_LEN: usize = 16;
 /// Registration sessions one account may hold at once (see [`Sessions::reserve_registration`]):
@@ -49,10 +51,48 @@ pub(crate) enum Step {
     /// Enrollment (or password change) between RegistrationResponse and upload. Holds the salt
     /// of the credential identifier the response was evaluated under, for the record.
     Registration { salt: Salt },
-    /// Between KE2 and KE3. Holds the OPAQUE server state (zeroized on drop by opaque-ke).
-    Login(Box<ServerLogin<Suite>>),
-    /// After a verified KE3: usable once for ChangePassword or Delete.
-    Authenticated,
+    /// Between KE2 and KE3. Holds the OPAQUE server state (zeroized on drop by opaque-ke), and
+    /// the KE1 it answered with the reply it released, for a retry after a lost reply.
+    Login(Box<Login>),
+    /// After a verified KE3: usable once for ChangePassword or Delete. Remembers the KE3 and its
+    /// reply for a retry; answering that retry does not use the session up.
+    Authenticated(Box<Answered>),
+    /// After a KE3 that did not verify: only the remembered reply, for a retry.
+    Finished(Box<Answered>),
+}
+
+/// A login session between KE2 and KE3.
+#[derive(Clone)]
+pub(crate) struct Login {
+    pub(crate) state: ServerLogin<Suite>,
+    /// SHA-256 of the KE1 this session answered.
+    pub(crate) ke1: [u8; 32],
+    /// The `LoginStarted` released for it, repeated verbatim to a retry of the same KE1.
+    pub(crate) reply: Reply,
+}
+
+/// The outcome of a processed KE3, repeated verbatim to a retry of the same KE3.
+#[derive(Clone)]
+pub(crate) struct Answered {
+    pub(crate) ke3: [u8; KE3_LEN],
+    pub(crate) reply: Reply,
+    /// The record generation the outcome left behind (one more if it destroyed the record):
+    /// once the record moves on, the outcome is stale and a retry is refused.
+    pub(crate) generation: u64,
+}
+
+impl Answered {
+    /// The remembered reply, if `ke3` is the KE3 that produced it and `generation` is the
+    /// stored record's. A different KE3 on a finished session is refused.
+    pub(crate) fn repeat(&self, ke3: &[u8], generation: Option<u64>) -> Result<Reply, VaultError> {
+        if !bool::from(self.ke3.as_slice().ct_eq(ke3)) {
+            return Err(VaultError::SessionKindMismatch);
+        }
+        if generation != Some(self.generation) {
+            return Err(VaultError::NoSession);
+        }
+        Ok(self.reply.clone())
+    }
 }
 
 impl Step {
@@ -60,7 +100,8 @@ impl Step {
         match self {
             Step::Registration { .. } => "registration",
             Step::Login(_) => "login",
-            Step::Authenticated => "authenticated",
+            Step::Authenticated(_) => "authenticated",
+            Step::Finished(_) => "finished",
         }
     }
 }
@@ -173,6 +214,13 @@ impl Sessions {
             self.purge_expired_of(account, now);
         }
         if self.open_for(account) >= self.max_per_account {
+            // A remembered failed outcome only serves retries: it never crowds a new session out.
+            let finished = self.at_step(account, |s| matches!(s, Step::Finished(_)));
+            if let Some((_, oldest)) = finished.into_iter().min() {
+                self.remove(&oldest);
+            }
+        }
+        if self.open_for(account) >= self.max_per_account {
             return Err(VaultError::AccountBusy);
         }
         if self.map.len() >= self.max {
@@ -216,8 +264,9 @@ impl Sessions {
         if self.map.len() >= self.max {
             self.purge_expired(now);
         }
-        if matches!(session.step, Step::Authenticated) {
-            for (_, old) in self.at_step(&session.account, |s| matches!(s, Step::Authenticated)) {
+        if matches!(session.step, Step::Authenticated(_)) {
+            for (_, old) in self.at_step(&session.account, |s| matches!(s, Step::Authenticated(_)))
+            {
                 self.remove(&old);
             }
         }
@@ -227,6 +276,44 @@ impl Sessions {
             .or_default()
             .push(id);
         self.map.insert(id, session);
+    }
+
+    /// The reply released for the KE1 whose SHA-256 is `ke1`, if its login session is still
+    /// open (live, unfinished) for `account` at record generation `generation`. O(per-account
+    /// quota).
+    pub(crate) fn answered_ke1(
+        &self,
+        account: &AccountId,
+        generation: u64,
+        ke1: &[u8; 32],
+        now: u64,
+    ) -> Option<&Reply> {
+        (self.by_account.get(account).into_iter().flatten())
+            .filter_map(|id| self.map.get(id))
+            .filter(|s| s.generation == generation && s.expires_at > now)
+            .find_map(|s| match &s.step {
+                Step::Login(login) if bool::from(login.ke1.ct_eq(ke1)) => Some(&login.reply),
+                _ => None,
+            })
+    }
+
+    /// The session if it exists, is live and belongs to `account`, left in place; an expired
+    /// one is dropped.
+    pub(crate) fn peek(
+        &mut self,
+        id: &SessionId,
+        account: &AccountId,
+        now: u64,
+    ) -> Result<&Session, VaultError> {
+        let session = self.map.get(id).ok_or(VaultError::NoSession)?;
+        if session.expires_at <= now {
+            self.remove(id);
+            return Err(VaultError::SessionExpired);
+        }
+        if &session.account != account {
+            return Err(VaultError::SessionAccountMismatch);
+        }
+        self.map.get(id).ok_or(VaultError::NoSession)
     }
 
     /// Removes and returns the session if it exists, is live, belongs to `account` and is at the
@@ -239,14 +326,7 @@ impl Sessions {
         now: u64,
         want: fn(&Step) -> bool,
     ) -> Result<Session, VaultError> {
-        let session = self.map.get(id).ok_or(VaultError::NoSession)?;
-        if session.expires_at <= now {
-            self.remove(id);
-            return Err(VaultError::SessionExpired);
-        }
-        if &session.account != account {
-            return Err(VaultError::SessionAccountMismatch);
-        }
+        let session = self.peek(id, account, now)?;
         if !want(&session.step) {
             return Err(VaultError::SessionKindMismatch);
         }

@@ -6,6 +6,7 @@ use opaque_ke::{
     ServerLogin, ServerLoginParameters, ServerRegistration,
 };
 use rand_core::{CryptoRng, RngCore};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Field, VaultError};
 use crate::guess::{AttemptLimit, GuessEvent, GuessVerdict, guess_step};
@@ -15,7 +16,7 @@ use crate::record::{
 };
 use crate::seal::seal_reply;
 use crate::secrets::VaultSecrets;
-use crate::session::{Session, SessionId, Sessions, Step};
+use crate::session::{Answered, Login, Session, SessionId, Sessions, Step};
 use crate::suite::{
     KE1_LEN, KE3_LEN, KsfParams, OPAQUE_CONTEXT, REGISTRATION_REQUEST_LEN, REGISTRATION_UPLOAD_LEN,
     identifiers, parse_exact, take_key,
@@ -35,9 +36,10 @@ pub struct VaultConfig {
     /// Default 16. An honest device holds at most two at once (ChangePassword: the authenticated
     /// session and the new registration); an account keeps at most two registrations (a new one
     /// evicts the oldest) and one authenticated session (a new login's replaces it), so what can
-    /// fill the quota is logins waiting for KE3, and each of those spent an attempt. 16 leaves
-    /// room for retries after lost replies and a second device, and filling the 65,536-slot
-    /// table still takes 4,096 accounts' tokens.
+    /// fill the quota is logins waiting for KE3, and each of those spent an attempt. A retry after
+    /// a lost reply takes no slot (it is answered from the session it repeats), and the outcome
+    /// kept for a failed KE3's retry gives its slot up to any new session. 16 leaves room for a
+    /// second device, and filling the 65,536-slot table still takes 4,096 accounts' tokens.
     pub max_sessions_per_account: usize,
     /// The weakest client Argon2id parameters accepted at enrollment.
     pub min_ksf: KsfParams,
@@ -622,6 +624,10 @@ impl Vault {
         let ke1 = parse_exact(ke1_bytes, KE1_LEN, CredentialRequest::deserialize)
             .ok_or(VaultError::Malformed(Field::Ke1))?;
         let record = stored.ok_or(VaultError::NoRecord)?;
+        let ke1_digest: [u8; 32] = Sha256::digest(ke1_bytes).into();
+        if let Some(reply) = self.answered_ke1(record, &account, &ke1_digest, now) {
+            return Ok(Outcome::Reply(reply));
+        }
         let fingerprint = ke1_fingerprint(ke1_bytes);
         if record.saw_ke1(&fingerprint) && !record.is_destroyed() {
             return Err(VaultError::ReplayedKe1);
@@ -651,11 +657,16 @@ impl Vault {
                     ksf: active.ksf,
                     attempts_left,
                 };
+                let login = Login {
+                    state: start.state,
+                    ke1: ke1_digest,
+                    reply: reply.clone(),
+                };
                 let session = Session {
                     account,
                     generation: record.generation(),
                     expires_at: self.expiry(now),
-                    step: Step::Login(Box::new(start.state)),
+                    step: Step::Login(Box::new(login)),
                 };
                 let pending = Pending::WithSession { id, session, reply };
                 Ok(self.write_then(stored, next, now, pending, None))
@@ -679,15 +690,25 @@ impl Vault {
         let id = SessionId::parse(session)?;
         let ke3 = parse_exact(ke3_bytes, KE3_LEN, CredentialFinalization::deserialize)
             .ok_or(VaultError::Malformed(Field::Ke3))?;
+        match &self.sessions.peek(&id, &account, now)?.step {
+            Step::Login(_) => {}
+            Step::Authenticated(done) | Step::Finished(done) => {
+                let reply = done.repeat(ke3_bytes, stored.map(Record::generation))?;
+                return Ok(Outcome::Reply(reply));
+            }
+            Step::Registration { .. } => return Err(VaultError::SessionKindMismatch),
+        }
         let session = self
             .sessions
             .take(&id, &account, now, |s| matches!(s, Step::Login(_)))?;
         let record = record_of(stored, &session)?;
         let consumed = Some((id, session.clone()));
-        let Step::Login(server_login) = session.step else {
+        let Step::Login(login) = session.step else {
             return Err(VaultError::Internal);
         };
-        let session_key = server_login
+        let ke3_bytes: [u8; KE3_LEN] = ke3_bytes.try_into().map_err(|_| VaultError::Internal)?;
+        let session_key = login
+            .state
             .finish(ke3, self.login_parameters(&account))
             .ok()
             .map(|mut r| take_key(&mut r.session_key));
@@ -705,23 +726,56 @@ impl Vault {
                     session: id,
                     sealed_wrapped_key,
                 };
-                let session = Session {
-                    account,
-                    generation: record.generation(),
-                    expires_at: self.expiry(now),
-                    step: Step::Authenticated,
-                };
+                let done = answered(ke3_bytes, &reply, &next);
+                let session = self.session(account, record, now, Step::Authenticated(done));
                 let pending = Pending::WithSession { id, session, reply };
                 Ok(self.write_then(stored, next, now, pending, consumed))
             }
             (GuessVerdict::Wrong { attempts_left }, None, _) => {
-                Ok(Outcome::Reply(Reply::Wrong { attempts_left }))
+                // No write: the outcome is final now, so the retry memo goes in at once, in the
+                // slot the login session just left.
+                let reply = Reply::Wrong { attempts_left };
+                let done = answered(ke3_bytes, &reply, &next);
+                let session = self.session(account, record, now, Step::Finished(done));
+                self.sessions.insert_reserved(id, session, now);
+                Ok(Outcome::Reply(reply))
             }
             (GuessVerdict::Destroy, None, _) => {
-                let pending = Pending::Reply(Reply::Destroyed);
+                let reply = Reply::Destroyed;
+                let done = answered(ke3_bytes, &reply, &next);
+                let session = self.session(account, record, now, Step::Finished(done));
+                let pending = Pending::WithSession { id, session, reply };
                 Ok(self.write_then(stored, next, now, pending, consumed))
             }
             _ => Err(VaultError::Internal),
+        }
+    }
+
+    /// The reply already released for this KE1, if its login session is still open and
+    /// unfinished at the record's generation: a retry after a lost KE2 gets it again, spending
+    /// nothing and evaluating nothing. A live record only: a destroyed one answers `Destroyed`.
+    fn answered_ke1(
+        &self,
+        record: &Record,
+        account: &AccountId,
+        ke1_digest: &[u8; 32],
+        now: u64,
+    ) -> Option<Reply> {
+        if record.is_destroyed() {
+            return None;
+        }
+        (self.sessions)
+            .answered_ke1(account, record.generation(), ke1_digest, now)
+            .cloned()
+    }
+
+    /// A session of `account` at `record`'s generation, live for the session TTL from `now`.
+    fn session(&self, account: AccountId, record: &Record, now: u64, step: Step) -> Session {
+        Session {
+            account,
+            generation: record.generation(),
+            expires_at: self.expiry(now),
+            step,
         }
     }
 
@@ -735,7 +789,7 @@ impl Vault {
     ) -> Result<(&'r Record, Session), VaultError> {
         let session = self
             .sessions
-            .take(id, account, now, |s| matches!(s, Step::Authenticated))?;
+            .take(id, account, now, |s| matches!(s, Step::Authenticated(_)))?;
         let record = record_of(stored, &session)?;
         Ok((record, session))
     }
@@ -746,6 +800,15 @@ fn record_of<'r>(stored: Option<&'r Record>, session: &Session) -> Result<&'r Re
     stored
         .filter(|r| !r.is_destroyed() && r.generation() == session.generation)
         .ok_or(VaultError::NoSession)
+}
+
+/// The memo of a processed KE3: its reply, valid while the record stays as `next` left it.
+fn answered(ke3: [u8; KE3_LEN], reply: &Reply, next: &Record) -> Box<Answered> {
+    Box::new(Answered {
+        ke3,
+        reply: reply.clone(),
+        generation: next.generation(),
+    })
 }
 
 struct Enrollment {

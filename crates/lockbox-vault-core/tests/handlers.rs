@@ -148,8 +148,15 @@ fn a_correct_ke3_that_loses_a_race_succeeds_when_rerun() {
     };
     assert_eq!(opening.open(&sealed_wrapped_key).unwrap(), key);
     assert_eq!(h.attempts(&alice), Some((10, 10)));
-    // The login was used once: the same KE3 again finds an authenticated session, not a login.
-    expect_err(&mut h, request, VaultError::SessionKindMismatch);
+    // The login was used once: the same KE3 again only repeats the reply, with no write.
+    match h.handle(request).unwrap() {
+        Outcome::Reply(Reply::Recovered {
+            sealed_wrapped_key: again,
+            ..
+        }) => assert_eq!(again, sealed_wrapped_key),
+        other => panic!("expected the same reply, got {other:?}"),
+    }
+    assert_eq!(h.attempts(&alice), Some((10, 10)));
 }
 
 #[test]
@@ -220,31 +227,29 @@ fn unknown_account() {
 }
 
 #[test]
-fn replayed_ke1_is_refused_without_spending() {
+fn replayed_ke1_is_refused_without_spending_once_its_login_is_over() {
     let (mut h, _) = enrolled(10);
     let (ke1, _) = fresh_ke1(&h, PW);
-    h.run(Request::LoginStart {
-        account: acct("alice"),
-        ke1: ke1.clone(),
-    })
-    .unwrap();
+    let Reply::LoginStarted { session, .. } = h.run(login_start(ke1.clone())).unwrap() else {
+        panic!("expected KE2")
+    };
     assert_eq!(h.attempts(&acct("alice")), Some((9, 10)));
+    h.run(login_finish(&session, forged_ke3())).unwrap();
     expect_err(&mut h, login_start(ke1), VaultError::ReplayedKe1);
     assert_eq!(h.attempts(&acct("alice")), Some((9, 10)));
 }
 
 #[test]
-fn replayed_ke3_finds_no_session() {
+fn replayed_ke3_repeats_its_reply_until_the_session_is_gone() {
     let (mut h, _) = enrolled(10);
     let (session, ke2, ksf, client) = h.login_start(&acct("alice"), PW).unwrap();
     let (ke3, _) = client.finish(&ke2, ksf, &mut OsRng).unwrap();
-    h.run(login_finish(&session, ke3.clone())).unwrap();
-    // The session is now authenticated, not at the KE3 step: a replay is refused either way.
-    expect_err(
-        &mut h,
-        login_finish(&session, ke3.clone()),
-        VaultError::SessionKindMismatch,
-    );
+    let first = h.run(login_finish(&session, ke3.clone())).unwrap();
+    // The session is now authenticated: the same KE3 only gets the same reply, with no write.
+    match h.handle(login_finish(&session, ke3.clone())).unwrap() {
+        Outcome::Reply(again) => assert_eq!(again, first),
+        other => panic!("expected the same reply without a write, got {other:?}"),
+    }
     h.crash();
     expect_err(&mut h, login_finish(&session, ke3), VaultError::NoSession);
 }

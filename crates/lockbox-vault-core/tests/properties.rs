@@ -1,8 +1,9 @@
 //! Model-based property test of the guess limit through the real handlers and real OPAQUE
 //! messages: arbitrary interleavings of concurrent logins (honest, wrong-password, forged KE3),
 //! stale reads rejected by compare-and-swap, writes lost before they are durable, crashes
-//! (sessions lost, store kept), replays of old KE1/KE3, expiry, re-enrollment, password change
-//! and deletion.
+//! (sessions lost, store kept), replays of old KE1/KE3, retries of the last KE1/KE3 (a lost
+//! reply), expiry, re-enrollment, password change and deletion. A repeated KE1 or KE3 may get
+//! its earlier reply again, byte for byte, and nothing else: never a second evaluation.
 //!
 //! A guess is any OPRF evaluation under the key a live record's logins use, whichever request
 //! obtained it: every released KE2, and every RegistrationResponse from which the model (which
@@ -39,6 +40,8 @@ enum Op {
     Ke3 { client: Index, forge: bool },
     ReplayKe1(Index),
     ReplayKe3(Index),
+    RetryKe1,
+    RetryKe3,
     CrossAccountKe3(Index),
     Delete(Index),
     ChangePassword(Index),
@@ -57,6 +60,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (any::<Index>(), proptest::bool::weighted(0.25)).prop_map(|(client, forge)| Op::Ke3 { client, forge }),
         1 => any::<Index>().prop_map(Op::ReplayKe1),
         1 => any::<Index>().prop_map(Op::ReplayKe3),
+        2 => Just(Op::RetryKe1),
+        2 => Just(Op::RetryKe3),
         1 => any::<Index>().prop_map(Op::CrossAccountKe3),
         1 => any::<Index>().prop_map(Op::Delete),
         1 => any::<Index>().prop_map(Op::ChangePassword),
@@ -127,6 +132,10 @@ struct Model {
     snapshots: Vec<Option<Record>>,
     ke1s: Vec<Vec<u8>>,
     ke3s: Vec<(SessionId, Vec<u8>)>,
+    /// The KE2 reply released for each KE1: all a repeat of that KE1 may ever get.
+    released_ke2: BTreeMap<Vec<u8>, Reply>,
+    /// The reply to each processed (session, KE3): all a repeat of it may ever get.
+    ke3_outcomes: BTreeMap<(SessionId, Vec<u8>), Reply>,
     registrations: Vec<Registration>,
     keys: BTreeMap<u64, BackupKey>,
     /// Masking key of every RegistrationResponse obtained, finished with the real password.
@@ -178,6 +187,8 @@ impl Model {
             snapshots,
             ke1s: vec![],
             ke3s: vec![],
+            released_ke2: BTreeMap::new(),
+            ke3_outcomes: BTreeMap::new(),
             registrations: vec![],
             keys: BTreeMap::from([(1, key)]),
             evaluations: vec![first_masking_key.clone()],
@@ -244,6 +255,7 @@ impl Model {
             .handle(stored.as_ref(), request.clone(), &mut OsRng, self.h.now);
         self.ke1s.push(ke1);
         match result {
+            Ok(Outcome::Reply(reply)) => self.repeated_ke2(&request, &reply),
             Ok(outcome) => {
                 self.clients.push(Client::Waiting(client));
                 let idx = self.clients.len() - 1;
@@ -255,6 +267,52 @@ impl Model {
             Err(VaultError::AccountBusy) => self.check_busy(),
             Err(e) => panic!("KE1: {e:?}"),
         }
+    }
+
+    /// A KE1 answered without a write must be a repeat: the very reply released for it before
+    /// (same session, same KE2 bytes, same attempts left), so it is no new evaluation.
+    fn repeated_ke2(&self, request: &Request, reply: &Reply) {
+        let Request::LoginStart { ke1, .. } = request else {
+            panic!("not a KE1: {request:?}")
+        };
+        assert_eq!(
+            self.released_ke2.get(ke1),
+            Some(reply),
+            "a KE1 was answered without a write by anything but its released KE2"
+        );
+    }
+
+    fn ke3_key(request: &Request) -> (SessionId, Vec<u8>) {
+        let Request::LoginFinish { session, ke3, .. } = request else {
+            panic!("not a KE3: {request:?}")
+        };
+        (SessionId::parse(session).unwrap(), ke3.clone())
+    }
+
+    /// A KE3 sent again (a retry after a lost reply, or a relay's replay): it may only get the
+    /// reply its first processing got, and must write nothing and open no session.
+    fn repeat_ke3(&mut self, session: SessionId, ke3: Vec<u8>) {
+        let sessions = self.h.vault.sessions().len();
+        let request = Request::LoginFinish {
+            account: alice(),
+            session: session.as_bytes().to_vec(),
+            ke3: ke3.clone(),
+        };
+        let r = self.h.handle(request);
+        self.expect_no_write(&r);
+        match r {
+            Ok(Outcome::Reply(reply)) => assert_eq!(
+                self.ke3_outcomes.get(&(session, ke3)),
+                Some(&reply),
+                "a repeated KE3 got another answer than its first"
+            ),
+            Err(VaultError::NoSession | VaultError::SessionExpired) => {}
+            other => panic!("repeated KE3: {other:?}"),
+        }
+        assert!(
+            self.h.vault.sessions().len() <= sessions,
+            "a repeat opened a session"
+        );
     }
 
     /// Checks a durable transition against the rules, then applies it.
@@ -359,6 +417,16 @@ impl Model {
             .vault
             .release(f.pending, f.write.committed())
             .unwrap();
+        match &f.request {
+            Request::LoginStart { ke1, .. } => {
+                self.released_ke2.insert(ke1.clone(), reply.clone());
+            }
+            Request::LoginFinish { .. } => {
+                let key = Self::ke3_key(&f.request);
+                self.ke3_outcomes.insert(key, reply.clone());
+            }
+            _ => {}
+        }
         match reply {
             Reply::LoginStarted {
                 session,
@@ -425,8 +493,17 @@ impl Model {
         excuses: Excuses,
     ) {
         match self.h.handle(request.clone()) {
+            // The same KE1 was committed meanwhile (a replay that won the race): this copy gets
+            // the KE2 released for it, and the winner's client drives that login on.
+            Ok(Outcome::Reply(reply)) if cause == Cause::Ke1 => {
+                self.repeated_ke2(&request, &reply);
+                self.clients[client.unwrap()] = Client::Done;
+            }
             Ok(outcome) => {
-                if let Some(reply) = self.queue(outcome, request, cause, client, enrollment) {
+                if let Some(reply) = self.queue(outcome, request.clone(), cause, client, enrollment)
+                {
+                    self.ke3_outcomes
+                        .insert(Self::ke3_key(&request), reply.clone());
                     let forged = matches!(
                         client.map(|c| &self.clients[c]),
                         Some(Client::Sent { opening: None })
@@ -476,7 +553,9 @@ impl Model {
         self.clients[c] = Client::Sent { opening };
         match self.h.handle(request.clone()) {
             Ok(outcome) => {
+                let key = Self::ke3_key(&request);
                 if let Some(reply) = self.queue(outcome, request, Cause::Ke3, Some(c), None) {
+                    self.ke3_outcomes.insert(key, reply.clone());
                     assert!(!honest, "the right password was judged wrong");
                     assert!(matches!(reply, Reply::Wrong { .. }), "{reply:?}");
                 }
@@ -561,21 +640,16 @@ impl Model {
             }
             Op::ReplayKe3(i) if !self.ke3s.is_empty() => {
                 let (session, ke3) = i.get(&self.ke3s).clone();
-                let r = self.h.handle(Request::LoginFinish {
-                    account: alice(),
-                    session: session.as_bytes().to_vec(),
-                    ke3,
-                });
-                self.expect_no_write(&r);
-                assert!(
-                    matches!(
-                        r,
-                        Err(VaultError::NoSession
-                            | VaultError::SessionExpired
-                            | VaultError::SessionKindMismatch)
-                    ),
-                    "{r:?}"
-                );
+                self.repeat_ke3(session, ke3);
+            }
+            Op::RetryKe3 if !self.ke3s.is_empty() => {
+                let (session, ke3) = self.ke3s[self.ke3s.len() - 1].clone();
+                self.repeat_ke3(session, ke3);
+            }
+            Op::RetryKe1 if !self.ke1s.is_empty() => {
+                let ke1 = self.ke1s[self.ke1s.len() - 1].clone();
+                let stored = self.current().cloned();
+                self.login_start(ke1, None, stored);
             }
             Op::CrossAccountKe3(i) if !self.clients.is_empty() => {
                 if let Client::HasKe2 { session, .. } = i.get(&self.clients) {
