@@ -466,7 +466,8 @@ impl VaultClient {
             let (sealed, awaiting) = self.seal(account, &request, &mut OsRng)?;
             match self.send_sealed(sealed).await {
                 Ok(response) => return open_response(awaiting, &response),
-                Err(e) if e.is_retryable() && tries < Self::LOGIN_TRIES => {}
+                // A rate limit is no lost reply: nothing was relayed, and its wait is longer.
+                Err(ClientError::Unavailable(_)) if tries < Self::LOGIN_TRIES => {}
                 Err(e) => return Err(e),
             }
             tokio::time::sleep(pause).await;
