@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail, ensure};
 use lockbox_client::{ClientError, VaultClient};
 use lockbox_crypto::{BackupKey, OsRng, RecoveryCode, RngCore};
+use lockbox_gateway::GatewayConfig;
 use lockbox_store::{BackupInfo, Store};
 use lockbox_token::MintingSource;
 use lockbox_vault::config::{AuthConfig, DEV_AUDIENCE};
@@ -146,6 +147,7 @@ fn password_path(
     // The demo plays the messaging service's login too: a dev identity provider whose tokens
     // the node accepts, minting one per request for the demo account.
     let issuer = std::sync::Arc::new(lockbox_token::Issuer::generate()?);
+    let tokens = MintingSource::new(issuer.clone(), DEV_AUDIENCE, Duration::from_secs(600));
     std::fs::write(
         &config,
         format!(
@@ -154,7 +156,6 @@ fn password_path(
         ),
     )?;
     let cfg = lockbox_vault::VaultConfig::load(&config)?;
-    let tokens = MintingSource::new(issuer, DEV_AUDIENCE, Duration::from_secs(600));
     let recovered = rt.block_on(async {
         let node = lockbox_vault::bind(cfg).await?;
         let endpoint = format!("http://{}", node.local_addr());
@@ -162,11 +163,28 @@ fn password_path(
         let server = tokio::spawn(node.serve(async {
             let _ = stopped.await;
         }));
-        let client = VaultClient::connect(VaultClient::discover(&endpoint, 0).await?)
+        // The device talks to a gateway, which checks its token and relays what it cannot read.
+        let gateway = lockbox_gateway::bind(GatewayConfig::parse(&format!(
+            "listen = \"127.0.0.1:0\"\n{}[[partitions]]\nid = 0\nreplicas = [\"{endpoint}\"]\n",
+            AuthConfig::toml_section(&issuer, DEV_AUDIENCE)
+        ))
+        .map_err(anyhow::Error::msg)?)
+        .await?;
+        let relay = format!("http://{}", gateway.local_addr());
+        let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
+        let relaying = tokio::spawn(gateway.serve(async {
+            let _ = gateway_stopped.await;
+        }));
+        // Trust on first use of the node's keys, for the demo only: devices pin them from the
+        // signed fleet manifest.
+        let mut target = VaultClient::discover(&endpoint, 0).await?;
+        target.endpoint = relay.clone();
+        let client = VaultClient::connect(target)
             .await?
             .with_token_source(std::sync::Arc::new(tokens));
         client.enroll(ACCOUNT, PASSWORD, key, 10, KsfParams::DEFAULT).await?;
-        println!("   vault node at {endpoint}: record enrolled, 10 attempts; the password never left the device");
+        println!("   device -> gateway {relay} -> vault node {endpoint}");
+        println!("   record enrolled, 10 attempts; the password never left the device, and the gateway saw only ciphertext");
         step(6, "New phone, no recovery code: recover the key with the password");
         match client.recover(ACCOUNT, b"correct horse battery stable").await {
             Err(ClientError::WrongPassword { attempts_left }) => {
@@ -175,6 +193,8 @@ fn password_path(
             other => bail!("a wrong password was not refused: {other:?}"),
         }
         let recovered = client.recover(ACCOUNT, PASSWORD).await?;
+        let _ = stop_gateway.send(());
+        relaying.await??;
         let _ = stop.send(());
         server.await??;
         anyhow::Ok(recovered)
