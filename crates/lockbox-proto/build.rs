@@ -9,6 +9,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.skip_debug([".lockbox.vault.v1.Request"]);
     tonic_prost_build::configure()
         .bytes(".")
-        .compile_with_config(config, &["proto/lockbox/vault/v1/vault.proto"], &["proto"])?;
+        .compile_with_config(
+            config,
+            &[
+                "proto/lockbox/vault/v1/vault.proto",
+                "proto/lockbox/fleet/v1/manifest.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

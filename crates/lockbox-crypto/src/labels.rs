@@ -1,5 +1,7 @@
-//! Every HKDF `info` label lockbox uses. Labels are versioned (`lockbox/v1/...`) and distinct,
-//! so no two derivations can ever produce the same key. A new format version gets new labels.
+//! Every HKDF `info` label and every domain-separation prefix (signatures, hashes) lockbox uses.
+//! Labels are versioned (`lockbox/v1/...`) and distinct, so no two derivations can ever produce
+//! the same key and no signature or hash made for one purpose is valid for another. A new format
+//! version gets new labels.
 
 /// Per-backup key: `HKDF-SHA256(ikm = K, salt = backup_id, info = BACKUP)`.
 pub const BACKUP: &[u8] = b"lockbox/v1/backup";
@@ -27,6 +29,15 @@ pub const RESPONSE: &[u8] = b"lockbox/v1/response";
 /// same identity-provider key never verifies as an account token.
 pub const ACCOUNT_TOKEN: &[u8] = b"lockbox/v1/account-token";
 
+/// Prefix of the message the fleet key signs: `FLEET_MANIFEST_FLEET ‖ body`.
+pub const FLEET_MANIFEST_FLEET: &[u8] = b"lockbox/v1/fleet-manifest/fleet";
+/// Prefix of the message the witness key countersigns: `FLEET_MANIFEST_WITNESS ‖ body`.
+pub const FLEET_MANIFEST_WITNESS: &[u8] = b"lockbox/v1/fleet-manifest/witness";
+/// Chain hash of a manifest: `SHA-256(FLEET_MANIFEST_HASH ‖ body)`.
+pub const FLEET_MANIFEST_HASH: &[u8] = b"lockbox/v1/fleet-manifest/hash";
+/// Account routing: `HMAC-SHA256(routing_key, FLEET_ROUTING ‖ account)`.
+pub const FLEET_ROUTING: &[u8] = b"lockbox/v1/fleet-routing";
+
 /// All labels, for the test that proves they are distinct.
 pub const ALL: &[&[u8]] = &[
     BACKUP,
@@ -39,6 +50,10 @@ pub const ALL: &[&[u8]] = &[
     ENVELOPE,
     RESPONSE,
     ACCOUNT_TOKEN,
+    FLEET_MANIFEST_FLEET,
+    FLEET_MANIFEST_WITNESS,
+    FLEET_MANIFEST_HASH,
+    FLEET_ROUTING,
 ];
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
-//! Wire messages of lockbox: the vault's protobuf/gRPC protocol ([`pb`]) and the HPKE
-//! envelopes ([`envelope`]) that carry every client request end to end to a vault partition.
+//! Wire messages of lockbox: the vault's protobuf/gRPC protocol ([`pb`]), the HPKE
+//! envelopes ([`envelope`]) that carry every client request end to end to a vault partition, and
+//! the signed fleet manifest ([`manifest`]) that tells a device which partitions and keys to use.
 //!
-//! Does: define versioned messages, size limits, and seal/open requests and responses.
+//! Does: define versioned messages, size limits, and seal/open requests and responses; sign,
+//! countersign and verify fleet manifests and their hash chain.
 //! Does not: decide anything about records or passwords (that is `lockbox-vault-core`), or do
 //! network I/O (tonic does, in the vault and gateway crates).
 //! Trusts: the partition public key it is handed (the client pins it through a signed fleet
-//! manifest), the `hpke` crate (RFC 9180) and aws-lc-rs for AES-256-GCM.
+//! manifest), the fleet and witness public keys the caller pins, the `hpke` crate (RFC 9180) and
+//! aws-lc-rs for AES-256-GCM, Ed25519, SHA-256 and HMAC.
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+pub mod manifest;
 pub mod tls;
 
 /// Generated protobuf and gRPC code for `lockbox.vault.v1`.
