@@ -36,6 +36,7 @@
 //! replicas = ["http://127.0.0.1:7401"]
 //! ```
 
+use lockbox_proto::config_file;
 use lockbox_proto::tls::TlsConfig;
 use lockbox_token::AuthConfig;
 use serde::Deserialize;
@@ -93,29 +94,12 @@ fn default_max_concurrent() -> usize {
     1024
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+pub use lockbox_proto::config_file::ConfigError;
 
 impl GatewayConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.into(),
-            message,
-        };
-        let mut cfg = Self::parse(&text).map_err(invalid)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let mut cfg = config_file::load(path, Self::parse)?;
+        let base = config_file::base_dir(path);
         if let Some(tls) = &mut cfg.tls {
             tls.resolve_relative(base);
         }

@@ -11,6 +11,7 @@
 //! aws-lc-rs for AES-256-GCM, Ed25519, SHA-256 and HMAC.
 #![forbid(unsafe_code)]
 
+pub mod config_file;
 pub mod envelope;
 pub mod manifest;
 pub mod tls;

@@ -217,7 +217,7 @@ impl Manifest {
 
     /// The canonical body bytes: what both keys sign and the chain hash covers.
     pub fn body_bytes(&self) -> Vec<u8> {
-        draft_to_pb(&self.0).encode_to_vec()
+        self.0.to_pb().encode_to_vec()
     }
 
     /// The chain hash, which the next manifest carries as its `previous_hash`.
@@ -450,27 +450,32 @@ fn partition_from_pb(p: pb::Partition) -> Result<PartitionEntry, ManifestError> 
     })
 }
 
-fn draft_to_pb(d: &ManifestDraft) -> pb::ManifestBody {
-    pb::ManifestBody {
-        fleet_id: d.fleet_id.clone(),
-        sequence: d.sequence,
-        issued_at_ms: d.issued_at_ms,
-        expires_at_ms: d.expires_at_ms,
-        previous_hash: d.previous_hash.to_vec().into(),
-        routing_key: d.routing_key.to_vec().into(),
-        partitions: d
-            .partitions
-            .iter()
-            .map(|p| pb::Partition {
-                partition: p.partition,
-                range_start: p.range_start,
-                range_end: p.range_end,
-                replicas: p.replicas.clone(),
-                hpke_public_key: p.hpke_public_key.to_bytes().to_vec().into(),
-                opaque_server_public_key: p.opaque_server_public_key.to_vec().into(),
-            })
-            .collect(),
-        gateways: d.gateways.clone(),
-        token_keys: d.token_keys.iter().map(|k| k.to_vec().into()).collect(),
+impl ManifestDraft {
+    /// The protobuf body of this draft, unvalidated (for tools and tests that forge bodies;
+    /// [`Manifest::new`] is the way to a valid manifest).
+    pub fn to_pb(&self) -> pb::ManifestBody {
+        let d = self;
+        pb::ManifestBody {
+            fleet_id: d.fleet_id.clone(),
+            sequence: d.sequence,
+            issued_at_ms: d.issued_at_ms,
+            expires_at_ms: d.expires_at_ms,
+            previous_hash: d.previous_hash.to_vec().into(),
+            routing_key: d.routing_key.to_vec().into(),
+            partitions: d
+                .partitions
+                .iter()
+                .map(|p| pb::Partition {
+                    partition: p.partition,
+                    range_start: p.range_start,
+                    range_end: p.range_end,
+                    replicas: p.replicas.clone(),
+                    hpke_public_key: p.hpke_public_key.to_bytes().to_vec().into(),
+                    opaque_server_public_key: p.opaque_server_public_key.to_vec().into(),
+                })
+                .collect(),
+            gateways: d.gateways.clone(),
+            token_keys: d.token_keys.iter().map(|k| k.to_vec().into()).collect(),
+        }
     }
 }

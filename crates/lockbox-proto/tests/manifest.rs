@@ -526,18 +526,7 @@ fn refused_everywhere(draft: ManifestDraft, message: &'static str) {
     let expected = ManifestError::Malformed(message);
     assert_eq!(Manifest::new(draft.clone()).unwrap_err(), expected);
     let mut body = pb::ManifestBody::decode(&first_draft_body()[..]).unwrap();
-    body.partitions = draft
-        .partitions
-        .iter()
-        .map(|p| pb::Partition {
-            partition: p.partition,
-            range_start: p.range_start,
-            range_end: p.range_end,
-            replicas: p.replicas.clone(),
-            hpke_public_key: p.hpke_public_key.to_bytes().to_vec().into(),
-            opaque_server_public_key: p.opaque_server_public_key.to_vec().into(),
-        })
-        .collect();
+    body.partitions = draft.to_pb().partitions;
     assert_eq!(
         accept_one(&Fleet::new().pin, &forge_pb(&body)),
         Err(expected)

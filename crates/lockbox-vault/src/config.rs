@@ -34,6 +34,7 @@
 //! key = "node.key"
 //! ```
 
+use lockbox_proto::config_file;
 use lockbox_vault_core::KsfParams;
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
@@ -138,31 +139,16 @@ fn deserialize_ksf<'de, D: Deserializer<'de>>(d: D) -> Result<KsfParams, D::Erro
     KsfParams::new(k.m_cost_kib, k.t_cost, k.p_cost).map_err(serde::de::Error::custom)
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+pub use lockbox_proto::config_file::ConfigError;
 
 impl VaultConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
+        let mut cfg = config_file::load(path, |text| {
+            let cfg: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+            cfg.validate()?;
+            Ok(cfg)
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.into(),
-            message,
-        };
-        let mut cfg: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        cfg.validate().map_err(invalid)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        cfg.resolve_relative(base);
+        cfg.resolve_relative(config_file::base_dir(path));
         Ok(cfg)
     }
 
