@@ -61,6 +61,9 @@ enum What {
         clients: usize,
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Relay every call through an in-process gateway (limits off)
+        #[arg(long)]
+        via_gateway: bool,
     },
     #[command(hide = true)]
     SealerPkcs11 {
@@ -80,7 +83,11 @@ fn main() -> Result<()> {
         What::Opaque { seconds } => vault::opaque(seconds),
         What::Sealer { seconds } => vault::sealers(seconds),
         What::SealerPkcs11 { seconds } => vault::pkcs11_child(seconds),
-        What::Recover { clients, seconds } => vault::recover_loop(clients, seconds),
+        What::Recover {
+            clients,
+            seconds,
+            via_gateway,
+        } => vault::recover_loop(clients, seconds, via_gateway),
         What::Stream { size_mib } => {
             let (lockbox, scratch) = tools(&cli)?;
             stream(&lockbox, scratch.path(), size_mib, cli.runs)

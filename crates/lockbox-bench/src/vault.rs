@@ -257,8 +257,9 @@ pub fn pkcs11_child(secs: f64) -> Result<()> {
     )
 }
 
-/// Recoveries per second and their latency against one node, `clients` concurrent loops.
-pub fn recover_loop(clients: usize, secs: f64) -> Result<()> {
+/// Recoveries per second and their latency against one node, `clients` concurrent loops,
+/// directly or through an in-process gateway (its limits off, so only the relay is measured).
+pub fn recover_loop(clients: usize, secs: f64, via_gateway: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("vault.toml");
     // Each client is one account recovering ~100 times a second, far beyond any device: its
@@ -274,6 +275,7 @@ pub fn recover_loop(clients: usize, secs: f64) -> Result<()> {
         ),
     )?;
     let cfg = lockbox_vault::VaultConfig::load(&config)?;
+    let auth = AuthConfig::toml_section(&issuer, DEV_AUDIENCE);
     let tokens: Arc<dyn TokenSource> = Arc::new(MintingSource::new(
         issuer,
         DEV_AUDIENCE,
@@ -289,7 +291,24 @@ pub fn recover_loop(clients: usize, secs: f64) -> Result<()> {
         let server = tokio::spawn(node.serve(async {
             let _ = stopped.await;
         }));
-        let target = lockbox_client::VaultClient::discover(&endpoint, 0).await?;
+        let mut target = lockbox_client::VaultClient::discover(&endpoint, 0).await?;
+        let relay = if via_gateway {
+            let cfg = lockbox_gateway::GatewayConfig::parse(&format!(
+                "listen = \"127.0.0.1:0\"\n{auth}[limits]\nglobal_per_second = 0\n\
+                 client_per_second = 0\naccount_per_minute = 0\nlogin_free = 4294967295\n\
+                 [[partitions]]\nid = 0\nreplicas = [\"{endpoint}\"]\n"
+            ))
+            .map_err(anyhow::Error::msg)?;
+            let gateway = lockbox_gateway::bind(cfg).await?;
+            target.endpoint = format!("http://{}", gateway.local_addr());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = tokio::spawn(gateway.serve(async {
+                let _ = stopped.await;
+            }));
+            Some((stop, serving))
+        } else {
+            None
+        };
         let mut loops = Vec::new();
         for i in 0..clients {
             let client = lockbox_client::VaultClient::connect(target.clone())
@@ -314,6 +333,10 @@ pub fn recover_loop(clients: usize, secs: f64) -> Result<()> {
         for l in loops {
             all.extend(l.await??);
         }
+        if let Some((stop, serving)) = relay {
+            let _ = stop.send(());
+            serving.await??;
+        }
         let _ = stop.send(());
         server.await??;
         anyhow::Ok(all)
@@ -323,7 +346,12 @@ pub fn recover_loop(clients: usize, secs: f64) -> Result<()> {
     anyhow::ensure!(n > 0, "no recovery finished");
     let pct = |p: f64| latencies[((n as f64 * p) as usize).min(n - 1)].as_secs_f64() * 1e3;
     println!(
-        "### Single vault node: recover loop ({clients} clients, {secs} s, software sealer, light client Argon2id)\n"
+        "### Single vault node{}: recover loop ({clients} clients, {secs} s, software sealer, light client Argon2id)\n",
+        if via_gateway {
+            ", through a gateway"
+        } else {
+            ""
+        }
     );
     println!("| measure | value |\n|---|---:|");
     println!("| recoveries per second | {:.0} |", n as f64 / secs);
