@@ -226,3 +226,33 @@ fn random(n: usize) -> Vec<u8> {
     OsRng.fill_bytes(&mut v);
     v
 }
+
+/// A relay that holds a LoginStart past the freshness window (300 s by default) and delivers it
+/// late gets `STALE`: the vault spends nothing on it, and the device's own fresh try works.
+#[tokio::test]
+async fn a_delayed_envelope_is_stale_and_spends_nothing() {
+    let (_node, c) = setup().await;
+    for late_by_secs in [301, 3600] {
+        let mut request = login_start(&c, b"alice");
+        request.sent_at_ms -= late_by_secs * 1000;
+        let (sealed, awaiting) = c.seal(b"alice", &request, &mut OsRng).unwrap();
+        let response = open_response(awaiting, &c.send_sealed(sealed).await.unwrap()).unwrap();
+        assert_eq!(vault_error(&response), pb::error::Code::Stale);
+    }
+    assert_untouched(&c).await;
+    assert!(c.recover(b"alice", b"pw").await.is_ok());
+}
+
+/// A relay that reorders two concurrent logins of one account (both KE1s, then the second KE3
+/// before the first) changes nothing: each KE3 finishes its own session, each login spent one
+/// attempt, and both succeed.
+#[tokio::test]
+async fn reordered_logins_each_finish_their_own_session() {
+    let (_node, c) = setup().await;
+    let first = c.login_start(b"alice", b"pw").await.unwrap();
+    let second = c.login_start(b"alice", b"pw").await.unwrap();
+    assert_eq!((first.attempts_left(), second.attempts_left()), (4, 3));
+    assert!(c.login_finish(second).await.is_ok());
+    assert!(c.login_finish(first).await.is_ok());
+    assert_untouched(&c).await;
+}
