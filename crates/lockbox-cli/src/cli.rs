@@ -89,6 +89,9 @@ pub enum Command {
     /// Run the gateway that relays devices' sealed requests to the vault
     #[command(subcommand)]
     Gateway(GatewayCommand),
+    /// The fleet ceremony and its signed manifest log (what devices pin)
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Development tools: a dev identity provider that mints account tokens
     #[command(subcommand)]
     Dev(DevCommand),
@@ -138,6 +141,74 @@ pub enum VaultCommand {
         /// The node's TOML config (see docs/operations.md)
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Create a fleet: its keys, every partition's secrets sealed to its nodes, manifest 1
+    ///
+    /// Reads each node's vault.toml (its partitions, sealer, database and `advertise` URL),
+    /// makes each partition's HPKE and OPAQUE secrets once, seals them under every replica's
+    /// sealer into that node's database (never written in the clear; refuses a node that holds
+    /// secrets already), then writes DIR/fleet.key (0600), DIR/pins.toml (the public keys
+    /// devices pin), DIR/witness/ (a dev witness; in production the auditor's, elsewhere) and
+    /// DIR/manifests/00000001.manifest, fleet-signed and countersigned. Run it before the nodes
+    /// first start. Every node's `[auth] audience` must be FLEET_ID.
+    Init {
+        /// The fleet directory to create (must be empty or absent)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The fleet's name; also the audience of its account tokens
+        #[arg(long, value_name = "FLEET_ID")]
+        fleet_id: String,
+        /// A node's vault.toml (repeat for every node)
+        #[arg(long = "node", value_name = "VAULT_TOML", required = true)]
+        nodes: Vec<PathBuf>,
+        /// A gateway URL devices may use (repeat)
+        #[arg(long = "gateway", value_name = "URL", required = true)]
+        gateways: Vec<String>,
+        /// Days until the manifest expires (devices refuse an expired newest manifest)
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        valid_days: u64,
+    },
+    /// Fleet-sign the next manifest (same content, new validity) for the witness
+    ///
+    /// Verifies the whole log first, then writes DIR/manifests/NNNNNNNN.pending and prints its
+    /// path; `lockbox fleet witness` turns it into the next .manifest.
+    Publish {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        valid_days: u64,
+    },
+    /// Countersign a fleet-signed manifest, only if it extends the chain this witness has seen
+    Witness {
+        /// The witness's directory (witness.key, state)
+        #[arg(long, value_name = "DIR")]
+        witness_dir: PathBuf,
+        /// The fleet public key (hex) the witness checks the fleet signature with
+        #[arg(long, value_name = "HEX")]
+        fleet_public_key: String,
+        /// The .pending file `lockbox fleet publish` wrote
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the countersigned manifest
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print what a manifest says (signatures are not checked: use verify-log)
+    Show {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// JSON, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay the whole manifest log from manifest 1 under the pinned keys (exit 3 if it breaks)
+    VerifyLog {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 

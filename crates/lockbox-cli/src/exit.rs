@@ -6,6 +6,7 @@
 use lockbox_client::ClientError;
 use lockbox_crypto::RecoveryCodeError;
 use lockbox_format::FormatError;
+use lockbox_proto::manifest::ManifestError;
 use std::io;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,12 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         }
         if cause.is::<IntegrityError>() {
             return Exit::Integrity;
+        }
+        if let Some(m) = cause.downcast_ref::<ManifestError>() {
+            return match m {
+                ManifestError::BadKey(_) | ManifestError::BadState(_) => Exit::Failure,
+                _ => Exit::Integrity,
+            };
         }
         match cause.downcast_ref::<ClientError>() {
             Some(ClientError::WrongPassword { .. } | ClientError::Unauthorized(_)) => {

@@ -205,8 +205,9 @@ impl Manifest {
         Ok(Self(draft))
     }
 
-    /// Parses a body whose signatures were already checked: canonical encoding, then validation.
-    pub(crate) fn from_body(body: &[u8]) -> Result<Self, ManifestError> {
+    /// Parses a body: canonical encoding, then validation. Checks no signature: for tools that
+    /// show a manifest, and for bodies whose signatures [`Pin`] has already verified.
+    pub fn from_body(body: &[u8]) -> Result<Self, ManifestError> {
         let parsed = pb::ManifestBody::decode(body)
             .map_err(|_| ManifestError::Malformed("body is not a ManifestBody message"))?;
         if parsed.encode_to_vec() != body {

@@ -6,6 +6,8 @@
 //! listen = "127.0.0.1:7401"
 //! data_dir = "/var/lib/lockbox/vault-1"
 //! metrics_listen = "127.0.0.1:9401"    # Prometheus /metrics; omit to disable
+//! advertise = "https://vault-1.internal:7401"  # the URL the fleet manifest lists for this node
+//!                                       # (default: from `listen` and `[tls]`)
 //! partitions = [0]                      # partitions this node serves
 //! session_ttl_secs = 60                 # OPAQUE login/registration sessions
 //! max_sessions_per_account = 16         # open sessions one account may hold at once
@@ -49,6 +51,8 @@ pub struct VaultConfig {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub advertise: Option<String>,
     #[serde(default = "default_partitions")]
     pub partitions: Vec<u32>,
     #[serde(default = "default_session_ttl")]
@@ -176,6 +180,22 @@ impl VaultConfig {
         }
         self.auth.verifier().map_err(|e| format!("[auth]: {e}"))?;
         Ok(())
+    }
+
+    /// The URL gateways and devices reach this node at: `advertise`, or `listen` when that is a
+    /// concrete address.
+    pub fn replica_url(&self) -> Result<String, String> {
+        if let Some(url) = &self.advertise {
+            return Ok(url.clone());
+        }
+        if self.listen.ip().is_unspecified() || self.listen.port() == 0 {
+            return Err(format!(
+                "node {}: `listen = {}` is no address to reach it at; set `advertise`",
+                self.node_id, self.listen
+            ));
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Ok(format!("{scheme}://{}", self.listen))
     }
 
     /// Relative paths in the file are relative to the file, as operators expect.

@@ -34,6 +34,10 @@ pub enum NodeError {
     },
     #[error("partition {0} secrets are corrupt")]
     CorruptSecrets(u32),
+    #[error(
+        "this node already holds secrets for partition {0}; a fleet ceremony never replaces them"
+    )]
+    SecretsExist(u32),
 }
 
 /// A partition's secrets: everything it needs at run time besides storage.
@@ -100,32 +104,71 @@ fn secret_aad(partition: u32) -> Vec<u8> {
     aad
 }
 
-/// Loads a partition's secrets, creating and sealing them on the node's first start.
+impl PartitionKeys {
+    /// Fresh secrets for one partition, from the OS RNG.
+    pub fn generate() -> Self {
+        let (hpke, _) = PartitionSecretKey::generate(&mut OsRng);
+        let opaque = VaultSecrets::generate(&mut OsRng);
+        Self { hpke, opaque }
+    }
+
+    fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut plain = Zeroizing::new(self.hpke.to_bytes().to_vec());
+        plain.extend_from_slice(&self.opaque.to_bytes());
+        plain
+    }
+
+    fn from_bytes(partition: u32, plain: &[u8]) -> Result<Self, NodeError> {
+        let corrupt = || NodeError::CorruptSecrets(partition);
+        let (hpke, opaque) = plain.split_at_checked(32).ok_or_else(corrupt)?;
+        let hpke = PartitionSecretKey::from_bytes(hpke).map_err(|_| corrupt())?;
+        let opaque = VaultSecrets::from_bytes(opaque).map_err(|_| corrupt())?;
+        Ok(Self { hpke, opaque })
+    }
+}
+
+/// Whether partition `partition`'s secrets are on this node already.
+pub fn has_partition(store: &RedbStore, partition: u32) -> Result<bool, NodeError> {
+    Ok(store.load_secret(&secret_name(partition))?.is_some())
+}
+
+/// The fleet ceremony's step on one node: seals `keys` under the node's sealer and stores them
+/// as partition `partition`'s secrets. Refuses to replace secrets the node already has.
+pub fn install_partition(
+    store: &RedbStore,
+    sealer: &dyn Sealer,
+    partition: u32,
+    keys: &PartitionKeys,
+) -> Result<(), NodeError> {
+    let sealed = sealer.seal(&secret_aad(partition), &keys.to_bytes())?;
+    if store.store_secret_once(&secret_name(partition), &sealed)? {
+        Ok(())
+    } else {
+        Err(NodeError::SecretsExist(partition))
+    }
+}
+
+/// Loads a partition's secrets, creating and sealing them on the node's first start (a node
+/// that took part in a fleet ceremony finds the ones the ceremony installed).
 pub fn load_or_create_partition(
     store: &RedbStore,
     sealer: &dyn Sealer,
     partition: u32,
 ) -> Result<PartitionKeys, NodeError> {
     let name = secret_name(partition);
-    let aad = secret_aad(partition);
     let sealed = match store.load_secret(&name)? {
         Some(sealed) => sealed,
         None => {
-            let (hpke, _) = PartitionSecretKey::generate(&mut OsRng);
-            let opaque = VaultSecrets::generate(&mut OsRng);
-            let mut plain = Zeroizing::new(hpke.to_bytes().to_vec());
-            plain.extend_from_slice(&opaque.to_bytes());
             // A concurrent first start may have won the race; the stored value is the one used.
-            store.store_secret_once(&name, &sealer.seal(&aad, &plain)?)?;
+            match install_partition(store, sealer, partition, &PartitionKeys::generate()) {
+                Ok(()) | Err(NodeError::SecretsExist(_)) => {}
+                Err(e) => return Err(e),
+            }
             store
                 .load_secret(&name)?
                 .ok_or(NodeError::CorruptSecrets(partition))?
         }
     };
-    let plain = sealer.unseal(&aad, &sealed)?;
-    let corrupt = || NodeError::CorruptSecrets(partition);
-    let (hpke, opaque) = plain.split_at_checked(32).ok_or_else(corrupt)?;
-    let hpke = PartitionSecretKey::from_bytes(hpke).map_err(|_| corrupt())?;
-    let opaque = VaultSecrets::from_bytes(opaque).map_err(|_| corrupt())?;
-    Ok(PartitionKeys { hpke, opaque })
+    let plain = sealer.unseal(&secret_aad(partition), &sealed)?;
+    PartitionKeys::from_bytes(partition, &plain)
 }

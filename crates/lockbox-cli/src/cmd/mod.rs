@@ -4,6 +4,7 @@ mod backup;
 mod crypt;
 mod demo;
 mod dev;
+mod fleet;
 mod gateway;
 mod key;
 mod keyvault;
@@ -12,7 +13,9 @@ mod verify;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, DevCommand, GatewayCommand, KeyCommand, VaultCommand};
+use crate::cli::{
+    Cli, Command, DevCommand, FleetCommand, GatewayCommand, KeyCommand, VaultCommand,
+};
 use crate::config::Config;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -43,6 +46,30 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Vault(VaultCommand::Serve { config }) => vault::serve(&config),
         Command::Gateway(GatewayCommand::Serve { config }) => gateway::serve(&config),
+        Command::Fleet(FleetCommand::Init {
+            dir,
+            fleet_id,
+            nodes,
+            gateways,
+            valid_days,
+        }) => fleet::init(&fleet::InitArgs {
+            dir: &dir,
+            fleet_id: &fleet_id,
+            nodes: &nodes,
+            gateways: &gateways,
+            valid_days,
+        }),
+        Command::Fleet(FleetCommand::Publish { dir, valid_days }) => {
+            fleet::publish(&dir, valid_days)
+        }
+        Command::Fleet(FleetCommand::Witness {
+            witness_dir,
+            fleet_public_key,
+            input,
+            out,
+        }) => fleet::witness(&witness_dir, &fleet_public_key, &input, &out),
+        Command::Fleet(FleetCommand::Show { file, json }) => fleet::show(&file, json),
+        Command::Fleet(FleetCommand::VerifyLog { dir }) => fleet::verify(&dir),
         Command::Dev(DevCommand::Issuer { out }) => dev::issuer(&out),
         Command::Dev(DevCommand::Token {
             issuer_key,

@@ -140,7 +140,7 @@ impl Drop for Gateway {
 }
 
 /// Spawns a server command and waits for its `listening on ADDR` line.
-fn spawn_listening(mut cmd: Command) -> (Child, String) {
+pub fn spawn_listening(mut cmd: Command) -> (Child, String) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
