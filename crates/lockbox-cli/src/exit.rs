@@ -106,6 +106,7 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 return Exit::Auth;
             }
             Some(ClientError::Destroyed) => return Exit::Destroyed,
+            Some(ClientError::Manifest(_)) => return Exit::Integrity,
             _ => {}
         }
     }

@@ -31,7 +31,8 @@ fn node_config(dir: &Path, name: &str, partitions: &str, issuer: &Issuer) -> (Pa
         &config,
         format!(
             "node_id = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n\
-             partitions = {partitions}\n{}",
+             partitions = {partitions}\n\
+             min_client_ksf = {{ m_cost_kib = 256, t_cost = 1, p_cost = 1 }}\n{}",
             lockbox_token::AuthConfig::toml_section(issuer, FLEET)
         ),
     )
@@ -187,4 +188,124 @@ fn the_log_is_published_countersigned_verified_and_caught_when_edited() {
     std::fs::write(&first, bytes).unwrap();
     let out = verify_log(&fleet);
     assert_exit(&out, 3);
+}
+
+/// The whole pinned path: ceremony, nodes, a gateway that serves the manifest log and routes by
+/// it, and a device that knows only pins.toml — no trust on first use anywhere.
+#[test]
+fn a_device_that_pins_the_fleet_keys_reaches_every_partition_through_the_gateway() {
+    use lockbox_crypto::{BackupKey, OsRng};
+    use lockbox_proto::manifest::{FleetPublicKey, Pin, WitnessPublicKey};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Arc::new(Issuer::generate().unwrap());
+    let (n1, _) = node_config(dir.path(), "n1", "[0]", &issuer);
+    let (n2, _) = node_config(dir.path(), "n2", "[1]", &issuer);
+    let fleet = dir.path().join("fleet");
+    assert_exit(&fleet_init(&fleet, &[&n1, &n2]), 0);
+    let mut children = Children(vec![
+        vault_node::spawn_listening(vault_node::vault_serve(&n1)).0,
+        vault_node::spawn_listening(vault_node::vault_serve(&n2)).0,
+    ]);
+    let gateway_toml = dir.path().join("gateway.toml");
+    std::fs::write(
+        &gateway_toml,
+        format!(
+            "listen = \"127.0.0.1:0\"\nmanifest_log = \"fleet/manifests\"\n{}",
+            lockbox_token::AuthConfig::toml_section(&issuer, FLEET)
+        ),
+    )
+    .unwrap();
+    let mut serve = lockbox();
+    serve
+        .args(["gateway", "serve", "--config"])
+        .arg(&gateway_toml);
+    let (gateway, addr) = vault_node::spawn_listening(serve);
+    children.0.push(gateway);
+    let gateway_url = format!("http://{addr}");
+
+    let pins: toml::Table =
+        toml::from_str(&std::fs::read_to_string(fleet.join("pins.toml")).unwrap()).unwrap();
+    let pin = Pin {
+        fleet: FleetPublicKey::from_hex(pins["fleet_public_key"].as_str().unwrap()).unwrap(),
+        witness: WitnessPublicKey::from_hex(pins["witness_public_key"].as_str().unwrap()).unwrap(),
+        fleet_id: FLEET.into(),
+    };
+    let tokens = Arc::new(lockbox_token::MintingSource::new(
+        issuer,
+        FLEET,
+        std::time::Duration::from_secs(600),
+    ));
+    vault_node::rt().block_on(async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let verified = lockbox_client::fleet::update(&gateway_url, None, &pin, None, now)
+            .await
+            .unwrap();
+        assert_eq!(verified.high_water().sequence, 1);
+        // Up to date: the device re-verifies the manifest at its mark.
+        let high = verified.high_water();
+        let again = lockbox_client::fleet::update(&gateway_url, None, &pin, Some(&high), now)
+            .await
+            .unwrap();
+        assert_eq!(again.high_water(), high);
+        let manifest = verified.manifest();
+
+        // Two accounts the manifest places in different partitions.
+        let accounts: Vec<Vec<u8>> = (0..64)
+            .map(|i| format!("+1555000{i:04}").into_bytes())
+            .collect();
+        let in_p0 = accounts.iter().find(|a| manifest.partition_for(a).partition == 0).unwrap();
+        let in_p1 = accounts.iter().find(|a| manifest.partition_for(a).partition == 1).unwrap();
+        for account in [in_p0, in_p1] {
+            let target = lockbox_client::fleet::target(manifest, account, &gateway_url);
+            let c = VaultClient::connect(target)
+                .await
+                .unwrap()
+                .with_token_source(tokens.clone());
+            let key = BackupKey::generate(&mut OsRng);
+            c.enroll(account, b"pw", &key, 5, lockbox_vault_core::KsfParams::INSECURE_TEST_ONLY)
+                .await
+                .unwrap();
+            assert_eq!(c.recover(account, b"pw").await.unwrap(), key);
+        }
+        // An envelope addressed to the other partition is refused at the gateway.
+        let mut wrong = lockbox_client::fleet::target(manifest, in_p1, &gateway_url);
+        let p0 = lockbox_client::fleet::target(manifest, in_p0, &gateway_url);
+        wrong.partition = p0.partition;
+        wrong.hpke_public_key = p0.hpke_public_key;
+        let c = VaultClient::connect(wrong)
+            .await
+            .unwrap()
+            .with_token_source(tokens.clone());
+        let err = c.status(in_p1).await.unwrap_err();
+        assert!(
+            matches!(err, lockbox_client::ClientError::Envelope { code: tonic::Code::InvalidArgument, ref message } if message.contains("partition 1")),
+            "{err:?}"
+        );
+        // A device pinned to another witness refuses the gateway's manifest.
+        let impostor = Pin {
+            witness: lockbox_proto::manifest::WitnessKey::generate().public_key(),
+            ..pin.clone()
+        };
+        let err = lockbox_client::fleet::update(&gateway_url, None, &impostor, None, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, lockbox_client::ClientError::Manifest(_)), "{err:?}");
+    });
+}
+
+/// Server processes, killed when the test ends, however it ends.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

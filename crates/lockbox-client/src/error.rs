@@ -51,6 +51,10 @@ pub enum ClientError {
         retry_after: std::time::Duration,
         message: String,
     },
+    /// The fleet manifest the gateway served does not verify under the pinned keys (rolled back,
+    /// forked, singly signed, expired, another fleet's…): the device keeps what it had.
+    #[error("fleet manifest refused: {0}")]
+    Manifest(#[from] lockbox_proto::manifest::ManifestError),
     /// The caller passed something the protocol cannot carry (e.g. an empty account id).
     #[error("invalid input: {0}")]
     InvalidInput(&'static str),

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod fleet;
 
 pub use error::ClientError;
 
@@ -574,7 +575,7 @@ pub fn transport(url: &str) -> Result<Transport, ClientError> {
     })
 }
 
-fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, ClientError> {
+pub(crate) fn endpoint(url: &str, ca_pem: Option<&[u8]>) -> Result<Endpoint, ClientError> {
     let tls = transport(url)? == Transport::Tls;
     let mut ep = Endpoint::from_shared(url.to_owned())
         .map_err(|_| ClientError::InvalidInput("vault endpoint is not a valid URL"))?

@@ -1,5 +1,5 @@
-//! `gateway.toml`. Example (only `listen`, `[auth]` and one `[[partitions]]` are required; the
-//! rest have the defaults shown):
+//! `gateway.toml`. Example (only `listen`, `[auth]`, and `manifest_log` or `[[partitions]]` are
+//! required; the rest have the defaults shown):
 //!
 //! ```toml
 //! listen = "127.0.0.1:7400"
@@ -31,9 +31,12 @@
 //! login_forgive_secs = 600
 //! max_tracked = 1000000
 //!
-//! [[partitions]]
-//! id = 0
-//! replicas = ["http://127.0.0.1:7401"]
+//! manifest_log = "fleet/manifests"      # the countersigned manifest log: served to devices,
+//!                                       # and the partition map (restart to take a new one)
+//! # or, without a fleet manifest (tests, a single node), the partition map by hand:
+//! # [[partitions]]
+//! # id = 0
+//! # replicas = ["http://127.0.0.1:7401"]
 //! ```
 
 use lockbox_proto::config_file;
@@ -61,6 +64,11 @@ pub struct GatewayConfig {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The countersigned manifest log (`lockbox fleet init`'s `manifests/` directory): served
+    /// to devices, and the partition map. Either this or `[[partitions]]`.
+    #[serde(default)]
+    pub manifest_log: Option<PathBuf>,
+    #[serde(default)]
     pub partitions: Vec<PartitionRoute>,
 }
 
@@ -103,10 +111,13 @@ impl GatewayConfig {
         if let Some(tls) = &mut cfg.tls {
             tls.resolve_relative(base);
         }
-        if let Some(ca) = &mut cfg.upstream.ca
-            && ca.is_relative()
+        for p in [cfg.upstream.ca.as_mut(), cfg.manifest_log.as_mut()]
+            .into_iter()
+            .flatten()
         {
-            *ca = base.join(&*ca);
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
         }
         Ok(cfg)
     }
@@ -128,8 +139,16 @@ impl GatewayConfig {
         if !(1..=600).contains(&self.upstream.timeout_secs) {
             return Err("[upstream] `timeout_secs` must be 1..=600".into());
         }
-        if self.partitions.is_empty() {
-            return Err("at least one [[partitions]] entry is required".into());
+        match (&self.manifest_log, self.partitions.is_empty()) {
+            (Some(_), false) => {
+                return Err("give `manifest_log` or [[partitions]], not both".into());
+            }
+            (None, true) => {
+                return Err(
+                    "`manifest_log` or at least one [[partitions]] entry is required".into(),
+                );
+            }
+            _ => {}
         }
         let mut seen = BTreeSet::new();
         for p in &self.partitions {

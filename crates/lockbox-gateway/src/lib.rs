@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod fleet;
 pub mod limits;
 pub mod metrics;
 pub mod routes;

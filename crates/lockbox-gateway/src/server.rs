@@ -1,6 +1,7 @@
 //! Running a gateway: build the relay from its config, bind, serve (with gRPC health) until told
 //! to stop, and let in-flight calls finish.
 
+use lockbox_proto::manifest::pb::fleet_server::FleetServer;
 use lockbox_proto::pb::vault_server::VaultServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::config::GatewayConfig;
+use crate::fleet::ManifestLog;
 use crate::limits::Limits;
 use crate::routes::{RouteError, Routes};
 use crate::service::GatewayService;
@@ -24,6 +26,8 @@ pub enum ServeError {
     Tls(#[from] lockbox_proto::tls::TlsError),
     #[error(transparent)]
     Routes(#[from] RouteError),
+    #[error(transparent)]
+    Log(#[from] crate::fleet::LogError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
@@ -43,8 +47,16 @@ pub struct BoundGateway {
 /// Builds the relay, installs metrics, and binds the listener.
 pub async fn bind(cfg: GatewayConfig) -> Result<BoundGateway, ServeError> {
     let verifier = cfg.auth.verifier().map_err(ServeError::Auth)?;
-    let routes = Routes::new(&cfg.partitions, &cfg.upstream)?;
-    let service = GatewayService::new(verifier, Limits::new(&cfg.limits), routes);
+    let log = cfg
+        .manifest_log
+        .as_deref()
+        .map(ManifestLog::load)
+        .transpose()?;
+    let routes = match &log {
+        Some(log) => Routes::new(&log.routes(), &cfg.upstream)?,
+        None => Routes::new(&cfg.partitions, &cfg.upstream)?,
+    };
+    let service = GatewayService::new(verifier, Limits::new(&cfg.limits), routes, log);
     if let Some(addr) = cfg.metrics_listen {
         crate::metrics::install(addr).map_err(ServeError::Metrics)?;
     }
@@ -80,12 +92,14 @@ impl BoundGateway {
         health.set_serving::<VaultServer<GatewayService>>().await;
         let sweeper = tokio::spawn(sweep_loop(self.service.clone()));
         let max = lockbox_proto::MAX_MESSAGE_BYTES * 2;
+        let fleet = FleetServer::new(self.service.clone());
         let grpc = VaultServer::new(self.service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let result = builder
             .add_service(health_service)
+            .add_service(fleet)
             .add_service(grpc)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

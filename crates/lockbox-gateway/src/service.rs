@@ -5,6 +5,7 @@
 //! and the account token the device presents in the `authorization` metadata. It cannot open
 //! the envelope, and it forwards nothing else: the device's metadata stays here.
 
+use lockbox_proto::manifest::pb as fleet_pb;
 use lockbox_proto::pb::{self, vault_server::Vault};
 use lockbox_token::{TokenError, Verifier};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use crate::fleet::ManifestLog;
 use crate::limits::{Limited, Limits};
 use crate::metrics as m;
 use crate::routes::Routes;
@@ -31,15 +33,22 @@ struct Inner {
     verifier: Verifier,
     limits: Limits,
     routes: Routes,
+    log: Option<ManifestLog>,
 }
 
 impl GatewayService {
-    pub fn new(verifier: Verifier, limits: Limits, routes: Routes) -> Self {
+    pub fn new(
+        verifier: Verifier,
+        limits: Limits,
+        routes: Routes,
+        log: Option<ManifestLog>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 verifier,
                 limits,
                 routes,
+                log,
             }),
         }
     }
@@ -76,6 +85,15 @@ impl GatewayService {
             .limits
             .check_account(&sealed.account, login_start, now)?;
         let partition = sealed.partition;
+        if let Some(log) = &inner.log {
+            let owner = log.partition_for(&sealed.account);
+            if owner != partition {
+                return Err(Refusal::WrongPartition {
+                    sent: partition,
+                    owner,
+                });
+            }
+        }
         let mut replica = inner
             .routes
             .pick(partition)
@@ -97,6 +115,7 @@ enum Refusal {
     Token(TokenError),
     Malformed(String),
     NoPartition(u32),
+    WrongPartition { sent: u32, owner: u32 },
     Upstream(u32, Status),
 }
 
@@ -112,7 +131,7 @@ impl Refusal {
             Self::Limited(_) => "limited",
             Self::NoToken(_) | Self::Token(_) => "unauthenticated",
             Self::Malformed(_) => "malformed",
-            Self::NoPartition(_) => "no_partition",
+            Self::NoPartition(_) | Self::WrongPartition { .. } => "no_partition",
             Self::Upstream(_, s) if s.code() == tonic::Code::Unavailable => "unavailable",
             Self::Upstream(..) => "upstream_error",
         }
@@ -136,6 +155,9 @@ impl Refusal {
             Self::Token(e) => Status::unauthenticated(e.to_string()),
             Self::Malformed(why) => Status::invalid_argument(why),
             Self::NoPartition(p) => Status::not_found(format!("this fleet has no partition {p}")),
+            Self::WrongPartition { sent, owner } => Status::invalid_argument(format!(
+                "the fleet manifest places this account in partition {owner}, not {sent}"
+            )),
             Self::Upstream(p, s) if s.code() == tonic::Code::Unavailable => Status::unavailable(
                 format!("vault partition {p} is unreachable: {}", s.message()),
             ),
@@ -188,6 +210,23 @@ impl Vault for GatewayService {
         Err(Status::unimplemented(
             "the gateway does not hand out vault keys: devices pin them from the signed fleet manifest",
         ))
+    }
+}
+
+#[tonic::async_trait]
+impl fleet_pb::fleet_server::Fleet for GatewayService {
+    async fn manifests(
+        &self,
+        request: Request<fleet_pb::ManifestsRequest>,
+    ) -> Result<Response<fleet_pb::ManifestsResponse>, Status> {
+        let log = self
+            .inner
+            .log
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this gateway serves no fleet manifest"))?;
+        let after = request.into_inner().after_sequence;
+        let manifests = log.after(after).into_iter().map(Into::into).collect();
+        Ok(Response::new(fleet_pb::ManifestsResponse { manifests }))
     }
 }
 

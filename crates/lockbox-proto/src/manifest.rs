@@ -34,6 +34,8 @@ pub mod pb {
     tonic::include_proto!("lockbox.fleet.v1");
 }
 
+/// Most manifests a gateway sends in one answer; a device asks again after the last.
+pub const MAX_PER_ANSWER: usize = 16;
 /// Largest encoded [`SignedManifest`]; larger input is refused before it is decoded.
 pub const MAX_SIGNED_MANIFEST_BYTES: usize = 1 << 20;
 /// Longest fleet id, in bytes (printable ASCII).
