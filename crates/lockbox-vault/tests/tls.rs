@@ -7,24 +7,35 @@ use lockbox_client::VaultClient;
 
 const ACCOUNT: &[u8] = b"+15550009999";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_grpc_over_tls_and_refuses_plaintext() {
-    let dir = tempfile::tempdir().unwrap();
+/// A self-signed certificate for localhost in `dir/NAME.pem` and its key in `dir/NAME.key`;
+/// returns the certificate PEM (the CA a client trusts).
+fn write_cert(dir: &std::path::Path, name: &str) -> String {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(dir.path().join("node.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.cert.pem()).unwrap();
     std::fs::write(
-        dir.path().join("node.key"),
+        dir.join(format!("{name}.key")),
         cert.signing_key.serialize_pem(),
     )
     .unwrap();
+    cert.cert.pem()
+}
+
+/// A node serving TLS with `dir/node.pem`, and its `https://localhost:PORT` URL.
+async fn tls_node(dir: &std::path::Path) -> (TestNode, String) {
     let node = TestNode::start_in(
-        dir.path(),
+        dir,
         "[sealer]\nkind = \"software\"\n[tls]\ncert = \"node.pem\"\nkey = \"node.key\"\n",
     )
     .await;
     let port = node.endpoint().rsplit(':').next().unwrap().to_string();
-    let tls_endpoint = format!("https://localhost:{port}");
-    let ca = cert.cert.pem();
+    (node, format!("https://localhost:{port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_grpc_over_tls_and_refuses_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write_cert(dir.path(), "node");
+    let (node, tls_endpoint) = tls_node(dir.path()).await;
     let target = VaultClient::discover_with_ca(&tls_endpoint, PARTITION, Some(ca.as_bytes()))
         .await
         .expect("discover over TLS");
@@ -57,22 +68,9 @@ async fn serves_grpc_over_tls_and_refuses_plaintext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_serves_tls_and_reaches_a_tls_node() {
     let dir = tempfile::tempdir().unwrap();
-    let write_cert = |name: &str| {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        std::fs::write(dir.path().join(format!("{name}.pem")), cert.cert.pem()).unwrap();
-        let key = dir.path().join(format!("{name}.key"));
-        std::fs::write(key, cert.signing_key.serialize_pem()).unwrap();
-        cert.cert.pem()
-    };
-    let node_ca = write_cert("node");
-    let gateway_ca = write_cert("gateway");
-    let node = TestNode::start_in(
-        dir.path(),
-        "[sealer]\nkind = \"software\"\n[tls]\ncert = \"node.pem\"\nkey = \"node.key\"\n",
-    )
-    .await;
-    let port = node.endpoint().rsplit(':').next().unwrap().to_string();
-    let node_url = format!("https://localhost:{port}");
+    let node_ca = write_cert(dir.path(), "node");
+    let gateway_ca = write_cert(dir.path(), "gateway");
+    let (node, node_url) = tls_node(dir.path()).await;
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
