@@ -459,20 +459,35 @@ impl VaultClient {
     /// refusal by the vault) sends the same `op` again, at most [`Self::LOGIN_TRIES`] times in
     /// all, each time in a fresh envelope: the vault refuses a byte-for-byte replay, and answers
     /// the repeated KE1 or KE3 inside with the reply it gave first, spending nothing more
-    /// (docs/vault-protocol.md, "Retries").
+    /// (docs/vault-protocol.md, "Retries"). A retry the gateway holds back (a backoff or rate
+    /// limit of at most [`Self::LOGIN_RETRY_MAX_WAIT`]) is sent again after the wait it names.
     async fn call_login(&self, account: &[u8], op: Op) -> Result<pb::Response, ClientError> {
-        let (mut tries, mut pause) = (1, Self::LOGIN_RETRY_PAUSE);
+        let (mut tries, mut waits, mut pause) = (1, 0, Self::LOGIN_RETRY_PAUSE);
         loop {
             let request = self.request(account, op.clone());
             let (sealed, awaiting) = self.seal(account, &request, &mut OsRng)?;
-            match self.send_sealed(sealed).await {
+            let wait = match self.send_sealed(sealed).await {
                 Ok(response) => return open_response(awaiting, &response),
-                // A rate limit is no lost reply: nothing was relayed, and its wait is longer.
-                Err(ClientError::Unavailable(_)) if tries < Self::LOGIN_TRIES => {}
+                Err(ClientError::Unavailable(_)) if tries < Self::LOGIN_TRIES => {
+                    tries += 1;
+                    let wait = pause;
+                    pause *= 2;
+                    wait
+                }
+                // A rate-limited first delivery reached nothing: the caller decides. A limited
+                // retry follows a delivery the vault may have acted on (an attempt spent), and
+                // the vault repeats that answer only while its session lasts: wait, and ask again.
+                Err(ClientError::RateLimited { retry_after, .. })
+                    if tries > 1
+                        && waits < Self::LOGIN_TRIES
+                        && retry_after <= Self::LOGIN_RETRY_MAX_WAIT =>
+                {
+                    waits += 1;
+                    retry_after
+                }
                 Err(e) => return Err(e),
-            }
-            tokio::time::sleep(pause).await;
-            (tries, pause) = (tries + 1, pause * 2);
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -480,6 +495,9 @@ impl VaultClient {
     /// retry (doubled after each).
     const LOGIN_TRIES: u32 = 3;
     const LOGIN_RETRY_PAUSE: Duration = Duration::from_millis(100);
+    /// The longest gateway wait a retry sits out: well inside the vault's session TTL (60 s by
+    /// default), after which the repeated step could no longer be answered from its session.
+    const LOGIN_RETRY_MAX_WAIT: Duration = Duration::from_secs(30);
 
     /// KE2 → KE3 → wrapped key; returns `K` and the now-authenticated session id.
     async fn authenticate(

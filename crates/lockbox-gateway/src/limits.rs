@@ -12,7 +12,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -70,7 +70,15 @@ impl LimitsConfig {
                 "`login_backoff_base_ms` and `login_forgive_secs` must be at least 1".into(),
             );
         }
-        if self.login_backoff_max_secs * 1000 < self.login_backoff_base_ms {
+        let (Some(max_ms), Some(_)) = (
+            self.login_backoff_max_secs.checked_mul(1000),
+            self.login_forgive_secs.checked_mul(1000),
+        ) else {
+            return Err(
+                "`login_backoff_max_secs` and `login_forgive_secs` must fit in milliseconds".into(),
+            );
+        };
+        if max_ms < self.login_backoff_base_ms {
             return Err("`login_backoff_max_secs` must not be below the base delay".into());
         }
         if self.max_tracked < 16 {
@@ -207,23 +215,24 @@ impl Limits {
             backoff: BackoffPolicy {
                 free: cfg.login_free,
                 base_ms: cfg.login_backoff_base_ms,
-                max_ms: cfg.login_backoff_max_secs * 1000,
-                forgive_ms: cfg.login_forgive_secs * 1000,
+                max_ms: cfg.login_backoff_max_secs.saturating_mul(1000),
+                forgive_ms: cfg.login_forgive_secs.saturating_mul(1000).max(1),
             },
             strikes: Mutex::new(HashMap::new()),
             max_tracked: cfg.max_tracked,
         }
     }
 
-    /// Before the token is checked: the global rate and the client's.
+    /// Before the token is checked: the client's rate, then the global one. In this order, so
+    /// that the calls one client is refused never use up the budget all clients share.
     pub fn check_client(&self, client: Option<IpAddr>) -> Result<(), Limited> {
+        if let (Some(limiter), Some(ip)) = (&self.client, client) {
+            check_keyed(limiter, &client_key(ip), Scope::Client, self.max_tracked)?;
+        }
         if let Some(global) = &self.global {
             global.check().map_err(|n| limited(Scope::Global, &n))?;
         }
-        match (&self.client, client) {
-            (Some(limiter), Some(ip)) => check_keyed(limiter, &ip, Scope::Client, self.max_tracked),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// After the token verified for `account`: its call rate and, for a login start, its
@@ -282,6 +291,19 @@ impl Limits {
             self.account.as_ref().map_or(0, |l| l.len()),
             strikes.len(),
         )
+    }
+}
+
+/// Whose rate a call counts against: an IPv4 address (also when it reaches a dual-stack
+/// socket as `::ffff:a.b.c.d`), or an IPv6 /64, the least any IPv6 host holds and picks its
+/// source addresses from at will.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -442,5 +464,30 @@ mod tests {
             Scope::Client
         );
         limits.check_client(Some(b)).unwrap();
+    }
+
+    /// Every IPv6 host holds at least a /64 and picks its source address in it at will: a
+    /// rate per /128 would give one host 2^64 fresh budgets. An IPv4 client seen through a
+    /// dual-stack socket is still its own IPv4 address, not one /64 shared by all of IPv4.
+    #[test]
+    fn an_ipv6_host_cannot_rotate_addresses_past_its_rate() {
+        let cfg = LimitsConfig {
+            client_per_second: 1,
+            client_burst: 2,
+            ..tight()
+        };
+        let limits = Limits::new(&cfg);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        limits.check_client(ip("2001:db8:0:7::1")).unwrap();
+        limits.check_client(ip("2001:db8:0:7::2")).unwrap();
+        let rotated = limits.check_client(ip("2001:db8:0:7:abcd::3"));
+        assert_eq!(rotated.map_err(|l| l.scope), Err(Scope::Client));
+        limits.check_client(ip("2001:db8:0:8::1")).unwrap();
+
+        limits.check_client(ip("10.0.0.1")).unwrap();
+        limits.check_client(ip("::ffff:10.0.0.1")).unwrap();
+        let mapped = limits.check_client(ip("::ffff:10.0.0.1"));
+        assert_eq!(mapped.map_err(|l| l.scope), Err(Scope::Client));
+        limits.check_client(ip("::ffff:10.0.0.2")).unwrap();
     }
 }

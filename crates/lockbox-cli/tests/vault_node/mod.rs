@@ -99,11 +99,16 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway relaying `partition` to `replica`, with `limits` as its `[limits]` body.
     pub fn start(dir: &Path, node: &Node, replica: &str, limits: &str) -> Gateway {
+        Self::start_on(dir, node, replica, limits, "127.0.0.1:0")
+    }
+
+    /// [`Self::start`], listening on `listen` (e.g. `[::]:0` for IPv4 and IPv6 clients).
+    pub fn start_on(dir: &Path, node: &Node, replica: &str, limits: &str, listen: &str) -> Gateway {
         let config = dir.join("gateway.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\n{}[limits]\n{limits}\n\
+                "listen = \"{listen}\"\n{}[limits]\n{limits}\n\
                  [[partitions]]\nid = {PARTITION}\nreplicas = [\"{replica}\"]\n",
                 lockbox_vault::config::AuthConfig::toml_section(&node.issuer, FLEET)
             ),
