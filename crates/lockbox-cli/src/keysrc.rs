@@ -57,6 +57,18 @@ pub fn write_new(path: &Path, code: &RecoveryCode) -> Result<()> {
 
 /// Writes `secret` and a newline to a new file at `path` with mode 0600, fsync'd, refusing to
 /// overwrite anything.
+/// A hex-encoded secret from a key file (what [`write_secret`] wrote), never held unzeroized.
+pub fn read_secret_hex(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read key file {}", path.display()))?,
+    );
+    Ok(zeroize::Zeroizing::new(
+        hex::decode(text.trim())
+            .with_context(|| format!("{} is not a hex key file", path.display()))?,
+    ))
+}
+
 pub fn write_secret(path: &Path, secret: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -623,12 +623,7 @@ fn account_id(account: &[u8]) -> Result<AccountId, ClientError> {
         .map_err(|_| ClientError::InvalidInput("account id must be 1..=64 bytes"))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use lockbox_proto::unix_now_ms as now_ms;
 
 /// Refuses Argon2id costs above [`DEVICE_MAX_KSF`] before any hashing.
 fn check_device_ksf(k: KsfParams) -> Result<(), ClientError> {

@@ -39,12 +39,7 @@ impl ManifestLog {
             path: dir.into(),
             source,
         };
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(read)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
-            .collect();
-        paths.sort();
+        let paths = lockbox_proto::manifest::log_files(dir).map_err(read)?;
         let mut entries = Vec::new();
         let mut newest = None;
         for path in paths {

@@ -9,7 +9,7 @@ use lockbox_proto::manifest::pb as fleet_pb;
 use lockbox_proto::pb::{self, vault_server::Vault};
 use lockbox_token::{TokenError, Verifier};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -230,11 +230,7 @@ impl fleet_pb::fleet_server::Fleet for GatewayService {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use lockbox_proto::unix_now_ms as now_ms;
 
 fn unix(ms: u64) -> time::OffsetDateTime {
     time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms as i64)

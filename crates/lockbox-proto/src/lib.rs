@@ -27,6 +27,14 @@ pub mod pb {
     tonic::include_proto!("lockbox.vault.v1");
 }
 
+/// The wall clock as Unix milliseconds: what envelopes carry in `sent_at_ms` and manifests in
+/// their times, for every side (device, gateway, node, tools) to read the same way.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Wire-format version carried in every [`pb::SealedRequest`].
 pub const WIRE_VERSION: u32 = 1;
 /// Largest encoded message either side accepts; larger ones are refused before parsing.

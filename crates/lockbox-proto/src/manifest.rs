@@ -34,6 +34,17 @@ pub mod pb {
     tonic::include_proto!("lockbox.fleet.v1");
 }
 
+/// The files of a manifest log directory (`NNNNNNNN.manifest`, as `lockbox fleet` writes them),
+/// in name order, which is sequence order.
+pub fn log_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Most manifests a gateway sends in one answer; a device asks again after the last.
 pub const MAX_PER_ANSWER: usize = 16;
 /// Largest encoded [`SignedManifest`]; larger input is refused before it is decoded.

@@ -122,12 +122,7 @@ impl VaultService {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use lockbox_proto::unix_now_ms as now_ms;
 
 #[tonic::async_trait]
 impl VaultRpc for VaultService {

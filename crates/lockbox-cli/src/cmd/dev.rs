@@ -2,7 +2,7 @@
 //! service's login, which in production alone holds the token key; vault nodes hold only its
 //! public half (`[auth] issuer_public_key`).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use lockbox_token::Issuer;
 use std::path::Path;
 use std::time::Duration;
@@ -32,13 +32,6 @@ pub fn token(issuer_key: &Path, account: &str, audience: &str, ttl: u64) -> Resu
 }
 
 pub fn load_issuer(path: &Path) -> Result<Issuer> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the issuer key {}", path.display()))?,
-    );
-    let bytes = zeroize::Zeroizing::new(
-        hex::decode(text.trim())
-            .with_context(|| format!("{} is not a hex issuer key", path.display()))?,
-    );
+    let bytes = keysrc::read_secret_hex(path)?;
     Ok(Issuer::from_secret_bytes(&bytes)?)
 }

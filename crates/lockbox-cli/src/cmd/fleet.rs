@@ -18,7 +18,6 @@ use lockbox_vault_core::partition_server_id;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::keysrc;
 
@@ -126,7 +125,7 @@ pub fn publish(dir: &Path, valid_days: u64) -> Result<()> {
 /// The auditor's countersignature: only for the next link of the chain it has seen.
 pub fn witness(witness_dir: &Path, fleet_public_key: &str, input: &Path, out: &Path) -> Result<()> {
     let fleet = FleetPublicKey::from_hex(fleet_public_key)?;
-    let key = WitnessKey::from_seed(&read_hex(&witness_dir.join("witness.key"))?)?;
+    let key = WitnessKey::from_seed(&keysrc::read_secret_hex(&witness_dir.join("witness.key"))?)?;
     let state_path = witness_dir.join("state");
     let state_bytes = std::fs::read(&state_path)
         .with_context(|| format!("cannot read the witness state {}", state_path.display()))?;
@@ -363,17 +362,10 @@ fn write_key(path: &Path, seed: &[u8]) -> Result<()> {
     keysrc::write_secret(path, &zeroize::Zeroizing::new(hex::encode(seed)))
 }
 
-fn read_hex(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
-    );
-    Ok(zeroize::Zeroizing::new(
-        hex::decode(text.trim()).with_context(|| format!("{} is not hex", path.display()))?,
-    ))
-}
-
 fn read_fleet_key(dir: &Path) -> Result<FleetKey> {
-    Ok(FleetKey::from_seed(&read_hex(&dir.join("fleet.key"))?)?)
+    Ok(FleetKey::from_seed(&keysrc::read_secret_hex(
+        &dir.join("fleet.key"),
+    )?)?)
 }
 
 fn manifest_path(dir: &Path, sequence: u64) -> PathBuf {
@@ -399,12 +391,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Every countersigned manifest in the directory, in file-name order.
 pub fn read_log(dir: &Path) -> Result<Vec<SignedManifest>> {
     let manifests = dir.join("manifests");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&manifests)
-        .with_context(|| format!("cannot read {}", manifests.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
-        .collect();
-    names.sort();
+    let names = lockbox_proto::manifest::log_files(&manifests)
+        .with_context(|| format!("cannot read {}", manifests.display()))?;
     ensure!(!names.is_empty(), "no manifests in {}", manifests.display());
     names
         .iter()
@@ -415,9 +403,4 @@ pub fn read_log(dir: &Path) -> Result<Vec<SignedManifest>> {
         .collect()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
+use lockbox_proto::unix_now_ms as now_ms;
