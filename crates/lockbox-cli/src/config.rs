@@ -8,6 +8,14 @@
 //! account  = "+15550123456"                 # --account
 //! vault_ca = "/etc/lockbox/vault-ca.pem"    # --vault-ca
 //! token_file = "/run/user/1000/lockbox-token"  # --token-file (the account token)
+//!
+//! # The fleet a device pins (what `lockbox dev cluster` writes to D/client.toml):
+//! gateway            = "https://gw.example:7400"  # where devices reach the vault
+//! gateway_ca         = "/etc/lockbox/gw-ca.pem"   # a private CA for it (optional)
+//! fleet_id           = "lockbox-dev"              # the fleet's name, its tokens' audience
+//! fleet_public_key   = "…64 hex digits…"          # pinned: signs every manifest
+//! witness_public_key = "…64 hex digits…"          # pinned: countersigns every manifest
+//! dev_issuer_key     = "/tmp/d/issuer.key"        # DEV ONLY: mint a token for any account
 //! ```
 //! Precedence: command-line flag, then environment variable, then this file.
 
@@ -26,6 +34,12 @@ pub struct Config {
     pub account: Option<String>,
     pub vault_ca: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
+    pub gateway: Option<String>,
+    pub gateway_ca: Option<PathBuf>,
+    pub fleet_id: Option<String>,
+    pub fleet_public_key: Option<String>,
+    pub witness_public_key: Option<String>,
+    pub dev_issuer_key: Option<PathBuf>,
 }
 
 impl Config {
