@@ -2,7 +2,14 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 const AFTER_HELP: &str = "\
+GETTING STARTED:
+    lockbox enable --account ID --store URL --password   protect the key with a password
+    lockbox backup ~/chats                               back up (later: just `lockbox backup`)
+    lockbox restore DEST --account ID --store URL --password   on a new phone
+    lockbox status                                       what this device and the vault say
+
 ENVIRONMENT:
+    LOCKBOX_HOME           this device's home directory (default: ~/.local/share/lockbox)
     LOCKBOX_RECOVERY_CODE  the recovery code, instead of --key-file (for scripts)
     LOCKBOX_PASSWORD       the vault password, instead of the prompt (for scripts)
     LOCKBOX_NEW_PASSWORD   the new vault password for `key change-password` (for scripts)
@@ -28,9 +35,15 @@ STORAGE URLS:
 /// End-to-end encrypted chat backups.
 ///
 /// lockbox encrypts a directory as one continuous authenticated stream under a random 256-bit
-/// backup key and stores it in object storage you choose. The key is shown once as a 64-digit
-/// recovery code: keep it safe, it is the only way to restore. Neither the storage provider nor
+/// backup key and stores it in object storage you choose. The key stays on this device (its
+/// home directory) and is protected for the day the phone is lost either by a password, which
+/// the Backup Key Vault guards (it counts every guess and destroys the key after the limit), or
+/// by a 64-digit recovery code you keep. Neither the storage provider, the vault's gateway nor
 /// anyone else can read, reorder, truncate or swap your backups without lockbox noticing.
+///
+/// The device commands (enable, backup, restore, status, password, key rotate, disable) work
+/// on the home directory; the low-level ones (key new/deposit/recover, encrypt, decrypt, and
+/// backup/restore with --to/--store and a key file) take everything from their flags.
 #[derive(Debug, Parser)]
 #[command(name = "lockbox", version, after_long_help = AFTER_HELP, max_term_width = 100)]
 pub struct Cli {
@@ -52,11 +65,34 @@ pub struct Global {
     /// the subcommand (`lockbox --config FILE backup ...`)
     #[arg(long, env = "LOCKBOX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// This device's home directory: its settings, its backup key (mode 0600), the pinned
+    /// fleet and the newest fleet manifest it accepted
+    #[arg(long, env = "LOCKBOX_HOME", value_name = "DIR", global = true)]
+    pub home: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage backup keys (recovery codes)
+    /// Turn on backups on this device, protected by a vault password or a recovery code
+    ///
+    /// Makes a new random backup key and keeps it in the home directory (mode 0600). With
+    /// --password the key is deposited in the Backup Key Vault (through the gateway and under
+    /// the fleet keys pinned in the config file), which releases it on a new phone only to the
+    /// right password and destroys it after --max-attempts wrong ones in a row. With
+    /// --recovery-code the key is printed once as a 64-digit code: write it down.
+    Enable(EnableArgs),
+    /// Show this device's settings, the vault record's attempts left, and its backups
+    Status(StatusArgs),
+    /// Change the vault password (the backup key stays the same)
+    #[command(subcommand)]
+    Password(PasswordCommand),
+    /// Turn off backups on this device: destroy the vault record, wipe the home directory
+    ///
+    /// Asks for the vault password (a password-protected device). With --delete-backups every
+    /// backup made under this device's key is deleted as well; without it they stay, and the
+    /// key is printed as a recovery code, the only way left to open them.
+    Disable(DisableArgs),
+    /// Manage backup keys: rotate this device's key, or low-level recovery-code and vault tools
     #[command(subcommand)]
     Key(KeyCommand),
     /// Encrypt a stream (stdin to stdout by default) in the lockbox format
@@ -68,13 +104,22 @@ pub enum Command {
     /// status 3 after the verified prefix.
     Decrypt(CryptArgs),
     /// Back up a directory to object storage and print the backup id
+    ///
+    /// On an enabled device, `lockbox backup [DIR]` uses its store and key (DIR defaults to
+    /// the directory of the last backup). With --to or --key-file, everything comes from the
+    /// flags, the environment and the config file instead.
     Backup(BackupArgs),
     /// List the backups at a storage URL, oldest first
     List(ListArgs),
     /// Restore a backup (the latest by default) into a new or empty directory
     ///
-    /// The restore is written beside DEST and moved into place only once every byte verified:
-    /// a failed restore never leaves a directory that looks complete.
+    /// On a new phone, `lockbox restore DEST --account ID --store URL --password` gets the key
+    /// from the vault (one attempt; a wrong password says how many are left) or, with
+    /// --recovery-code-file, from the code, restores the newest intact backup, and enables
+    /// this home for the account. On an enabled device, `lockbox restore DEST` restores its
+    /// newest backup with its own key. The restore is written beside DEST and moved into place
+    /// only once every byte verified: a failed restore never leaves a directory that looks
+    /// complete.
     Restore(RestoreArgs),
     /// Delete old backups, keeping the newest N whose headers verify under the key
     ///
@@ -229,8 +274,84 @@ pub enum GatewayCommand {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    /// Account id the backups and the vault record belong to (e.g. a phone number)
+    #[arg(long, value_name = "ID")]
+    pub account: String,
+    /// Storage URL for the backups (file:///path, s3://bucket/prefix, ...)
+    #[arg(long, value_name = "URL")]
+    pub store: String,
+    /// Protect the key with a vault password (asked twice, or LOCKBOX_PASSWORD)
+    #[arg(
+        long,
+        required_unless_present = "recovery_code",
+        conflicts_with = "recovery_code"
+    )]
+    pub password: bool,
+    /// Protect the key with a 64-digit recovery code, printed once
+    #[arg(long)]
+    pub recovery_code: bool,
+    /// Wrong passwords in a row before the vault destroys the key (1-100)
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_attempts: u8,
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+/// The account token the vault acts on.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// File holding the account token from the messaging service's login (default:
+    /// LOCKBOX_ACCOUNT_TOKEN, then `token_file` in the config, then a dev token minted with the
+    /// config's `dev_issuer_key`)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// JSON, for scripts
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PasswordCommand {
+    /// Asks for the current password (LOCKBOX_PASSWORD), which spends an attempt and gives it
+    /// back, then for the new one twice (LOCKBOX_NEW_PASSWORD)
+    Change {
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DisableArgs {
+    /// Delete every backup made under this device's key as well
+    #[arg(long)]
+    pub delete_backups: bool,
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
+    /// Replace this device's backup key with a new one
+    ///
+    /// Makes a new key, backs up DIR (default: the last backup's directory) under it, reads
+    /// that backup back from the store and verifies every byte, re-deposits the new key in the
+    /// vault under the same password (asked for, and proved first), and only then deletes the
+    /// backups made under the old key. Interrupted, it can be run again and finishes the same
+    /// rotation. A recovery-code device prints its new code.
+    Rotate {
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
     /// Create a new random backup key and write its recovery code to FILE (mode 0600)
     New {
         /// Where to write the recovery code; refuses to overwrite an existing file
@@ -315,7 +436,7 @@ pub struct VaultArgs {
 pub struct KeyArgs {
     /// File holding the recovery code (64 hex digits; spaces and dashes are ignored).
     /// Without it, LOCKBOX_RECOVERY_CODE is used.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", visible_alias = "recovery-code-file")]
     pub key_file: Option<PathBuf>,
 }
 
@@ -333,9 +454,9 @@ pub struct CryptArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// The directory to back up
+    /// The directory to back up (on an enabled device: default the last one backed up)
     #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
     /// Storage URL (file:///path, s3://bucket/prefix, ...)
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
@@ -360,7 +481,7 @@ pub struct RestoreArgs {
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
     /// Storage URL
-    #[arg(long, value_name = "URL")]
+    #[arg(long = "store", visible_alias = "from", value_name = "URL")]
     pub from: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
@@ -369,8 +490,12 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
     /// Get the backup key from the Backup Key Vault with your password instead of a recovery
-    /// code (spends one attempt; see `lockbox key recover`)
-    #[arg(long, conflicts_with = "key_file")]
+    /// code (spends one attempt)
+    #[arg(
+        long = "password",
+        visible_alias = "with-password",
+        conflicts_with = "key_file"
+    )]
     pub with_password: bool,
     #[command(flatten)]
     pub vault: VaultArgs,

@@ -3,7 +3,9 @@
 //! or an account token the vault refused),
 //! 3 data integrity failure (tampered, truncated, swapped), 4 vault record destroyed.
 
-use lockbox_client::ClientError;
+use lockbox_client::backup::BackupError;
+use lockbox_client::catalog::HeaderError;
+use lockbox_client::{ClientError, DeviceError, Fault, vault_fault};
 use lockbox_crypto::RecoveryCodeError;
 use lockbox_format::FormatError;
 use lockbox_proto::manifest::ManifestError;
@@ -23,103 +25,52 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 
-/// Integrity failures found by the CLI itself (not by the stream decoder).
-#[derive(Debug, thiserror::Error)]
-pub enum IntegrityError {
-    #[error(
-        "object {object} holds backup {found}, not {expected}: the storage provider swapped or renamed backups"
-    )]
-    SwappedBackup {
-        object: String,
-        expected: String,
-        found: String,
-    },
-}
-
-/// A stream header that does not open as the backup it should be, told apart as far as the
-/// header allows (see `cmd::verify`).
-#[derive(Debug, thiserror::Error)]
-pub enum HeaderError {
-    /// Damaged or replaced: the header proves it (exit 3).
-    #[error("{object} is corrupt: {what}")]
-    Corrupt { object: String, what: String },
-    /// Neither the key-check value nor the header MAC matches: what another key does, and
-    /// also what a damaged backup id does (exit 2).
-    #[error(
-        "{object}: wrong key, or its header is corrupt (neither its key-check value nor its MAC matches this key)"
-    )]
-    WrongKeyOrCorrupt { object: String },
-    /// No stored backup opens with this key (exit 2).
-    #[error(
-        "none of the {count} backups at {url} opens with this key: wrong key, or every header is corrupt"
-    )]
-    NoneOpens { url: String, count: usize },
-    /// Objects are stored, none of them an intact backup for this key (exit 3).
-    #[error("no intact backup at {url}: none of its {count} objects verifies (see above)")]
-    NoneIntact { url: String, count: usize },
-    /// A format this version does not read (exit 1).
-    #[error("{object}: unsupported lockbox format version {version}; a newer lockbox made it")]
-    UnsupportedVersion { object: String, version: u8 },
-    /// Any other header fault, classified as the format classifies it.
-    #[error("{object}: {source}")]
-    Format {
-        object: String,
-        #[source]
-        source: FormatError,
-    },
-}
-
-impl HeaderError {
-    pub fn exit(&self) -> Exit {
-        match self {
-            Self::Corrupt { .. } | Self::NoneIntact { .. } => Exit::Integrity,
-            Self::WrongKeyOrCorrupt { .. } | Self::NoneOpens { .. } => Exit::Auth,
-            Self::UnsupportedVersion { .. } => Exit::Failure,
-            Self::Format { source, .. } => exit_for_format(source),
-        }
-    }
-}
-
 /// The exit code for an error: the most specific cause anywhere in its chain wins.
 pub fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
-        if let Some(h) = cause.downcast_ref::<HeaderError>() {
-            return h.exit();
-        }
-        if let Some(f) = format_error(cause) {
-            return exit_for_format(f);
-        }
-        if cause.is::<RecoveryCodeError>() {
-            return Exit::Auth;
-        }
-        if cause.is::<IntegrityError>() {
-            return Exit::Integrity;
-        }
-        if let Some(m) = cause.downcast_ref::<ManifestError>() {
-            return match m {
-                ManifestError::BadKey(_) | ManifestError::BadState(_) => Exit::Failure,
-                _ => Exit::Integrity,
+        if let Some(fault) = fault_of(cause) {
+            return match fault {
+                Fault::Auth => Exit::Auth,
+                Fault::Integrity => Exit::Integrity,
+                Fault::Destroyed => Exit::Destroyed,
+                Fault::Other => Exit::Failure,
             };
-        }
-        match cause.downcast_ref::<ClientError>() {
-            Some(ClientError::WrongPassword { .. } | ClientError::Unauthorized(_)) => {
-                return Exit::Auth;
-            }
-            Some(ClientError::Destroyed) => return Exit::Destroyed,
-            Some(ClientError::Manifest(_)) => return Exit::Integrity,
-            _ => {}
         }
     }
     Exit::Failure
 }
 
-fn exit_for_format(f: &FormatError) -> Exit {
-    if f.is_wrong_key() {
-        Exit::Auth
-    } else if f.is_integrity() {
-        Exit::Integrity
-    } else {
-        Exit::Failure
+/// The fault one link of an error chain proves by itself, if any.
+fn fault_of(cause: &(dyn std::error::Error + 'static)) -> Option<Fault> {
+    if let Some(e) = cause.downcast_ref::<DeviceError>() {
+        return e.fault();
+    }
+    if let Some(e) = cause.downcast_ref::<BackupError>() {
+        return e.fault();
+    }
+    if let Some(h) = cause.downcast_ref::<HeaderError>() {
+        return Some(h.fault());
+    }
+    if let Some(f) = format_error(cause) {
+        return Some(Fault::of_format(f));
+    }
+    if cause.is::<RecoveryCodeError>() {
+        return Some(Fault::Auth);
+    }
+    if let Some(m) = cause.downcast_ref::<ManifestError>() {
+        return Some(match m {
+            ManifestError::BadKey(_) | ManifestError::BadState(_) => Fault::Other,
+            _ => Fault::Integrity,
+        });
+    }
+    match cause.downcast_ref::<ClientError>() {
+        Some(
+            e @ (ClientError::WrongPassword { .. }
+            | ClientError::Unauthorized(_)
+            | ClientError::Destroyed
+            | ClientError::Manifest(_)),
+        ) => Some(vault_fault(e)),
+        _ => None,
     }
 }
 
@@ -138,16 +89,5 @@ fn format_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 /// One line: the context chain joined with ": ", without repeating a cause that is already
 /// spelled out by its parent.
 pub fn render(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let s = cause.to_string();
-        if out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
+    lockbox_client::render_error(err.as_ref())
 }

@@ -41,3 +41,27 @@ fn show_if_terminal(bar: &ProgressBar, quiet: bool) {
         ProgressDrawTarget::hidden()
     });
 }
+
+/// A bar for a device operation and the callback that drives it: one bar whose message follows
+/// the step (backup, verify, restore).
+pub fn device(quiet: bool) -> (ProgressBar, impl FnMut(lockbox_client::Progress)) {
+    use lockbox_client::Step;
+    let bar = bytes(None, "backup", quiet);
+    let shown = bar.clone();
+    let mut step = None;
+    let on = move |p: lockbox_client::Progress| {
+        if step != Some(p.step) {
+            step = Some(p.step);
+            shown.set_message(match p.step {
+                Step::Backup => "backup",
+                Step::Verify => "verify",
+                Step::Restore => "restore",
+            });
+            if let Some(total) = p.total {
+                shown.set_length(total);
+            }
+        }
+        shown.set_position(p.bytes);
+    };
+    (bar, on)
+}

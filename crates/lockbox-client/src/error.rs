@@ -10,7 +10,9 @@ pub enum ClientError {
     #[error("wrong password ({attempts_left} attempts left)")]
     WrongPassword { attempts_left: u8 },
     /// The record was destroyed after too many wrong passwords; the key is gone for good.
-    #[error("the vault record was destroyed after too many wrong passwords")]
+    #[error(
+        "the vault record was destroyed after too many wrong passwords: the key it held is gone for good"
+    )]
     Destroyed,
     /// There is no vault record for this account (never enrolled, or deleted).
     #[error("no vault record for this account")]

@@ -1,6 +1,13 @@
-//! The device side of the Backup Key Vault (DESIGN.md §4): deposit the backup key `K` under a
-//! password ([`VaultClient::enroll`]), get it back ([`VaultClient::recover`]), change the
-//! password, delete the record, and read its status.
+//! The device library: what an app embeds, and all that the `lockbox` CLI runs on a device.
+//!
+//! [`Device`] is the whole user flow on one home directory: enable backups (password or
+//! recovery code), back up, restore on a new phone, status, change the password, rotate the key,
+//! disable. Underneath, [`backup`] moves directories to and from object storage (walk, archive,
+//! encrypt, upload; the swap check; the verified atomic restore), [`catalog`] tells this key's
+//! intact backups from everything else in a bucket, and [`VaultClient`] is the device side of
+//! the Backup Key Vault (DESIGN.md §4): deposit the backup key `K` under a password
+//! ([`VaultClient::enroll`]), get it back ([`VaultClient::recover`]), change the password,
+//! delete the record, and read its status.
 //!
 //! Does: drive `lockbox-vault-core`'s sans-IO client steps (OPAQUE, wrapping `K` under the export
 //! key), seal every request in an HPKE envelope to the pinned partition key
@@ -15,10 +22,37 @@
 //! The password and `K` never leave the device; the vault and any relay see only ciphertext.
 #![forbid(unsafe_code)]
 
+pub mod backup;
+pub mod catalog;
+mod device;
 mod error;
 pub mod fleet;
+pub mod home;
 
+pub use backup::{Cancel, Fault, Progress, Step};
+pub use device::{
+    BackupReport, Device, DeviceError, DeviceStatus, Disabled, EnableOptions, Rotated, Secret,
+    vault_fault,
+};
 pub use error::ClientError;
+pub use home::{FleetSettings, Protection, Settings};
+
+/// An error and its causes on one line, joined with ": ", without repeating a cause that its
+/// parent already spelled out.
+pub fn render_error(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    for cause in std::iter::successors(Some(err), |e| e.source()) {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
 
 use lockbox_crypto::BackupKey;
 use lockbox_proto::envelope::{self, AwaitingResponse, PartitionPublicKey};

@@ -1,99 +1,90 @@
-//! `backup`, `list`, `restore`, `prune`: directories to and from object storage.
+//! `backup`, `list`, `restore`, `prune` with everything from flags, the environment and the
+//! config file (no device home), and the dispatch to the device commands when a home is
+//! enabled. The work itself is `lockbox_client::backup`'s.
 //!
 //! Prune and "latest" consider only objects whose authenticated headers verify under the key
-//! (see `verify`); `list` needs no key and shows every object that is named like a backup.
-//!
-//! The pipeline is synchronous on the calling thread (walk → archive → encrypt) and hands
-//! sealed buffers to the store's upload writer, which streams a multipart upload on the runtime.
-//! Memory stays bounded by a few chunks and a few upload parts, whatever the backup size.
+//! (`lockbox_client::catalog`); `list` needs no key and shows every object that is named like a
+//! backup.
 
-use anyhow::{Context, Result, bail};
-use lockbox_archive::{WriteOptions, restore as restore_archive, scan_size, write_dir};
-use lockbox_crypto::{BackupKey, OsRng};
-use lockbox_format::{DecryptReader, Encoder, EncoderParams, EncryptWriter, Header};
-use lockbox_store::{BackupInfo, BackupName, Store};
-use std::io::Read;
-use std::path::Path;
+use anyhow::{Result, bail};
+use lockbox_client::Cancel;
+use lockbox_client::backup::{self, Job};
+use lockbox_client::catalog::Catalog;
+use lockbox_crypto::BackupKey;
+use lockbox_store::Store;
 
-use super::verify::{self, Catalog};
+use super::device::{self, Ctx};
 use crate::cli::{BackupArgs, ListArgs, PruneArgs, RestoreArgs};
-use crate::config::Config;
 use crate::{keysrc, progress};
 
-pub fn backup(args: &BackupArgs, cfg: &Config, quiet: bool) -> Result<()> {
+/// Opens the store of a low-level command with its own runtime.
+struct Direct {
+    rt: tokio::runtime::Runtime,
+    store: Store,
+    key: BackupKey,
+    cancel: Cancel,
+}
+
+impl Direct {
+    fn open(url: &str, key: BackupKey) -> Result<Self> {
+        Ok(Self {
+            rt: super::runtime()?,
+            store: Store::open(url)?,
+            key,
+            cancel: Cancel::new(),
+        })
+    }
+
+    fn job(&self) -> Job<'_> {
+        Job {
+            store: &self.store,
+            rt: self.rt.handle(),
+            key: &self.key,
+            cancel: &self.cancel,
+        }
+    }
+}
+
+pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
+    if args.to.is_none()
+        && args.key.key_file.is_none()
+        && lockbox_client::home::Home::new(&ctx.home).is_enabled()
+    {
+        return device::backup(args.dir.as_deref(), args.keep, ctx);
+    }
+    let Some(dir) = &args.dir else {
+        bail!("no directory to back up: pass DIR (or run `lockbox enable` to set up this device)");
+    };
+    let cfg = ctx.cfg;
     let url = cfg.storage(args.to.as_deref())?;
     let keep = args.keep.or(cfg.keep);
     if keep == Some(0) {
         // Refused before uploading: failing after the upload would report a backup that exists.
         bail!("keep = 0 would delete every backup, this one included; keep at least 1");
     }
-    let key = keysrc::load_key(&args.key, cfg)?;
-    let rt = super::runtime()?;
-    let store = Store::open(&url)?;
-    let info = backup_dir(&store, &rt, &args.dir, &key, quiet)?;
+    let d = Direct::open(&url, keysrc::load_key(&args.key, cfg)?)?;
+    let (bar, mut on) = progress::device(ctx.quiet);
+    let info = backup::backup_dir(&d.job(), dir, super::now_unix_ms(), &mut on)?;
+    bar.finish_and_clear();
     println!("{}", info.name.id);
     eprintln!(
         "backed up {} to {} ({} bytes)",
-        args.dir.display(),
+        dir.display(),
         url,
         info.size
     );
     if let Some(keep) = keep {
-        for d in prune_verified(&store, &rt, &key, keep, Some(&info.name))? {
+        let (deleted, catalog) = backup::prune_verified(&d.job(), keep, Some(&info.name))?;
+        warn_rejected(&catalog, "not counted as a backup and not deleted");
+        for d in deleted {
             eprintln!("pruned {}", d.name.id);
         }
     }
     Ok(())
 }
 
-/// Deletes all but the newest `keep` backups among those whose headers verify under `key`;
-/// `protect` (the backup just made) always stays and counts as one of them. Objects that do
-/// not verify are reported, never counted, never deleted.
-fn prune_verified(
-    store: &Store,
-    rt: &tokio::runtime::Runtime,
-    key: &BackupKey,
-    keep: usize,
-    protect: Option<&BackupName>,
-) -> Result<Vec<BackupInfo>> {
-    let catalog = Catalog::load(store, rt, key)?;
-    catalog.warn_rejected("not counted as a backup and not deleted");
-    Ok(rt.block_on(store.prune(&catalog.verified, keep, protect))?)
-}
-
-/// Archives, encrypts and uploads `dir`; returns the finished backup as it lists.
-pub fn backup_dir(
-    store: &Store,
-    rt: &tokio::runtime::Runtime,
-    dir: &Path,
-    key: &BackupKey,
-    quiet: bool,
-) -> Result<BackupInfo> {
-    let meta =
-        std::fs::metadata(dir).with_context(|| format!("cannot back up {}", dir.display()))?;
-    if !meta.is_dir() {
-        bail!("cannot back up {}: not a directory", dir.display());
-    }
-    let total = scan_size(dir).ok();
-    let bar = progress::bytes(total, "backup", quiet);
-    let params = EncoderParams {
-        created_unix_ms: super::now_unix_ms(),
-        ..Default::default()
-    };
-    let encoder = Encoder::new(key, params, &mut OsRng)?;
-    let name = backup_name(encoder.header());
-    let upload = store.upload(&name, rt.handle().clone())?;
-    let writer = EncryptWriter::from_encoder(upload, encoder).context("starting the upload")?;
-    let mut on_progress = |n| bar.set_position(n);
-    let (writer, _stats) = write_dir(dir, writer, &WriteOptions::default(), &mut on_progress)?;
-    let (upload, _summary) = writer.finish().context("finishing the stream")?;
-    let info = upload.finish()?;
-    bar.finish_and_clear();
-    Ok(info)
-}
-
-pub fn list(args: &ListArgs, cfg: &Config) -> Result<()> {
-    let url = cfg.storage(args.from.as_deref())?;
+pub fn list(args: &ListArgs, ctx: &Ctx<'_>) -> Result<()> {
+    let url = ctx.cfg.storage(args.from.as_deref())?;
     let rt = super::runtime()?;
     let store = Store::open(&url)?;
     let backups = rt.block_on(store.list())?;
@@ -113,14 +104,30 @@ pub fn list(args: &ListArgs, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-pub fn restore(args: &RestoreArgs, cfg: &Config, quiet: bool) -> Result<()> {
+pub fn restore(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
+    let vault_flags = args.vault.vault.is_some() || ctx.cfg.vault.is_some();
+    if args.vault.account.is_some() && !vault_flags {
+        return device::restore_new_phone(args, ctx);
+    }
+    let plain = args.from.is_none() && args.key.key_file.is_none() && !args.with_password;
+    if plain && args.backup.is_none() && lockbox_client::home::Home::new(&ctx.home).is_enabled() {
+        return device::restore_here(&args.dest, ctx);
+    }
+    restore_direct(args, ctx)
+}
+
+/// A restore with the store and the key from flags: a recovery code, or the password against
+/// a vault node named by --vault.
+fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
+    let cfg = ctx.cfg;
     let url = cfg.storage(args.from.as_deref())?;
     let key = match args.with_password {
         false => Some(keysrc::load_key(&args.key, cfg)?),
         true => None,
     };
-    lockbox_archive::check_destination(&args.dest)
-        .with_context(|| format!("cannot restore into {}", args.dest.display()))?;
+    lockbox_archive::check_destination(&args.dest).map_err(|e| {
+        anyhow::Error::from(e).context(format!("cannot restore into {}", args.dest.display()))
+    })?;
     let rt = super::runtime()?;
     let store = Store::open(&url)?;
     let by_id = match args.backup.as_deref() {
@@ -134,14 +141,22 @@ pub fn restore(args: &RestoreArgs, cfg: &Config, quiet: bool) -> Result<()> {
             if by_id.is_none() && rt.block_on(store.list())?.is_empty() {
                 bail!("no backups at {url}");
             }
-            super::keyvault::recover_key(&rt, &args.vault, cfg, quiet)?
+            super::keyvault::recover_key(&rt, &args.vault, cfg, ctx.quiet)?
         }
     };
+    drop(rt);
+    let d = Direct::open(&url, key)?;
     let info = match by_id {
         Some(info) => info,
-        None => latest_verified(&store, &rt, &key)?,
+        None => {
+            let (info, catalog) = backup::latest_verified(&d.job())?;
+            warn_rejected(&catalog, "skipped");
+            info
+        }
     };
-    restore_backup(&store, &rt, &info, &key, &args.dest, quiet)?;
+    let (bar, mut on) = progress::device(ctx.quiet);
+    backup::restore_backup(&d.job(), &info, &args.dest, &mut on)?;
+    bar.finish_and_clear();
     eprintln!(
         "restored backup {} into {}",
         info.name.id,
@@ -150,53 +165,23 @@ pub fn restore(args: &RestoreArgs, cfg: &Config, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// The newest backup whose header verifies under `key` (see [`Catalog::latest`]).
-fn latest_verified(
-    store: &Store,
-    rt: &tokio::runtime::Runtime,
-    key: &BackupKey,
-) -> Result<BackupInfo> {
-    Catalog::load(store, rt, key)?.latest(store.url())
-}
-
-/// The object name a stream with this header is stored under.
-pub(crate) fn backup_name(header: &Header) -> BackupName {
-    BackupName {
-        created_unix_ms: header.created_unix_ms,
-        id: header.backup_id.short(),
-    }
-}
-
-/// Downloads, decrypts and unpacks one backup into `dest`, checking first that the object
-/// holds the backup its name promises (a provider that swaps two objects is caught here) and,
-/// if its header does not open, what is wrong with it.
-pub fn restore_backup(
-    store: &Store,
-    rt: &tokio::runtime::Runtime,
-    info: &BackupInfo,
-    key: &BackupKey,
-    dest: &Path,
-    quiet: bool,
-) -> Result<()> {
-    let mut download = store.download(info, rt.handle().clone())?;
-    let head = verify::read_head(&mut download).context("reading the backup header")?;
-    verify::check_for_restore(store, rt, info, &head, key)?;
-    let reader = DecryptReader::new(std::io::Cursor::new(head).chain(download), key);
-    let bar = progress::bytes(None, "restore", quiet);
-    let mut on_progress = |n| bar.set_position(n);
-    restore_archive(reader, dest, &mut on_progress)
-        .with_context(|| format!("restoring backup {} into {}", info.name.id, dest.display()))?;
-    bar.finish_and_clear();
-    Ok(())
-}
-
-pub fn prune(args: &PruneArgs, cfg: &Config) -> Result<()> {
-    let url = cfg.storage(args.from.as_deref())?;
-    let rt = super::runtime()?;
-    let store = Store::open(&url)?;
-    let key = keysrc::load_key(&args.key, cfg)?;
-    for d in prune_verified(&store, &rt, &key, args.keep, None)? {
+pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
+    let url = ctx.cfg.storage(args.from.as_deref())?;
+    let d = Direct::open(&url, keysrc::load_key(&args.key, ctx.cfg)?)?;
+    let (deleted, catalog) = backup::prune_verified(&d.job(), args.keep, None)?;
+    warn_rejected(&catalog, "not counted as a backup and not deleted");
+    for d in deleted {
         println!("{}", d.name.id);
     }
     Ok(())
+}
+
+/// One warning per stored object that is not one of this key's intact backups.
+fn warn_rejected(catalog: &Catalog, consequence: &str) {
+    for (_, r) in &catalog.rejected {
+        eprintln!(
+            "lockbox: warning: {}; {consequence}",
+            lockbox_client::render_error(&r.err)
+        );
+    }
 }

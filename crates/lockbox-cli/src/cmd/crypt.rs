@@ -34,13 +34,13 @@ pub fn decrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
     let key = keysrc::load_key(&args.key, cfg)?;
     let mut input = open_input(args.input.as_deref())?;
     // The header is checked before any output exists, and its faults told apart (verify).
-    let head = super::verify::read_head(&mut input).context("reading input")?;
-    if let Err(fault) = super::verify::check_header(&head, &key) {
+    let head = lockbox_client::catalog::read_head(&mut input).context("reading input")?;
+    if let Err(fault) = lockbox_client::catalog::check_header(&head, &key) {
         let name = args
             .input
             .as_deref()
             .map_or("standard input".into(), |p| p.display().to_string());
-        return Err(super::verify::file_error(fault, &name));
+        return Err(lockbox_client::catalog::file_error(fault, &name).into());
     }
     let input = io::Cursor::new(head).chain(input);
     with_output(args.output.as_deref(), |out| {

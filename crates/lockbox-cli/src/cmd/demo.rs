@@ -14,7 +14,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::backup::{backup_dir, restore_backup};
 use crate::cli::DemoArgs;
 use crate::exit::{self, Exit};
 
@@ -327,4 +326,53 @@ fn tamper(cloud: &Path) -> Result<()> {
     bytes[mid] ^= 0x01;
     std::fs::write(object, bytes)?;
     Ok(())
+}
+
+fn job<'a>(
+    store: &'a Store,
+    rt: &'a tokio::runtime::Runtime,
+    key: &'a BackupKey,
+    cancel: &'a lockbox_client::Cancel,
+) -> lockbox_client::backup::Job<'a> {
+    lockbox_client::backup::Job {
+        store,
+        rt: rt.handle(),
+        key,
+        cancel,
+    }
+}
+
+fn backup_dir(
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    key: &BackupKey,
+    _quiet: bool,
+) -> Result<BackupInfo> {
+    let cancel = lockbox_client::Cancel::new();
+    let job = job(store, rt, key, &cancel);
+    Ok(lockbox_client::backup::backup_dir(
+        &job,
+        dir,
+        super::now_unix_ms(),
+        &mut |_| {},
+    )?)
+}
+
+fn restore_backup(
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    info: &BackupInfo,
+    key: &BackupKey,
+    dest: &Path,
+    _quiet: bool,
+) -> Result<()> {
+    let cancel = lockbox_client::Cancel::new();
+    let job = job(store, rt, key, &cancel);
+    Ok(lockbox_client::backup::restore_backup(
+        &job,
+        info,
+        dest,
+        &mut |_| {},
+    )?)
 }

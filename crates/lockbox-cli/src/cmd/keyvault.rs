@@ -20,8 +20,8 @@ use crate::cli::{KeyArgs, VaultArgs};
 use crate::config::{Config, env_text};
 use crate::{keysrc, progress};
 
-const ENV_PASSWORD: &str = "LOCKBOX_PASSWORD";
-const ENV_NEW_PASSWORD: &str = "LOCKBOX_NEW_PASSWORD";
+pub(crate) const ENV_PASSWORD: &str = "LOCKBOX_PASSWORD";
+pub(crate) const ENV_NEW_PASSWORD: &str = "LOCKBOX_NEW_PASSWORD";
 const ENV_TOKEN: &str = "LOCKBOX_ACCOUNT_TOKEN";
 /// Shortest password accepted for a deposit. Online guessing is stopped by the vault's attempt
 /// limit, not by the password's length; the Argon2id cost (64 MiB, t=3) is what slows an
@@ -86,21 +86,28 @@ impl<'rt> Session<'rt> {
 
 /// The account token from `--token-file`, `LOCKBOX_ACCOUNT_TOKEN`, or the config's `token_file`.
 fn account_token(args: &VaultArgs, cfg: &Config) -> Result<Zeroizing<String>> {
-    let file = args.token_file.as_ref();
-    if let Some(token) = env_text(ENV_TOKEN)?.filter(|_| file.is_none()) {
-        return Ok(Zeroizing::new(token.trim().to_owned()));
-    }
-    let path = file.or(cfg.token_file.as_ref()).with_context(|| {
+    token_from(args.token_file.as_deref(), cfg)?.with_context(|| {
         format!(
             "no account token: pass --token-file FILE, set {ENV_TOKEN}, or set `token_file` in \
              the config (a dev vault's tokens come from `lockbox dev token`)"
         )
-    })?;
+    })
+}
+
+/// The account token from `file`, else `LOCKBOX_ACCOUNT_TOKEN`, else the config's `token_file`;
+/// `None` if none is given.
+pub(crate) fn token_from(file: Option<&Path>, cfg: &Config) -> Result<Option<Zeroizing<String>>> {
+    if let Some(token) = env_text(ENV_TOKEN)?.filter(|_| file.is_none()) {
+        return Ok(Some(Zeroizing::new(token.trim().to_owned())));
+    }
+    let Some(path) = file.or(cfg.token_file.as_deref()) else {
+        return Ok(None);
+    };
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the account token file {}", path.display()))?,
     );
-    Ok(Zeroizing::new(text.trim().to_owned()))
+    Ok(Some(Zeroizing::new(text.trim().to_owned())))
 }
 
 async fn connect(endpoint: &str, partition: u32, ca: Option<&[u8]>) -> Result<VaultClient> {
@@ -249,7 +256,7 @@ fn check_authenticated(endpoint: &str) -> Result<()> {
 
 /// The password from `env`, else from the terminal without echo.
 /// An empty password is refused before it can spend an attempt.
-fn password(prompt: &str, env: &str) -> Result<Zeroizing<String>> {
+pub(crate) fn password(prompt: &str, env: &str) -> Result<Zeroizing<String>> {
     let password = match env_text(env)? {
         Some(p) => p,
         None => rpassword::prompt_password(prompt)
@@ -263,7 +270,7 @@ fn password(prompt: &str, env: &str) -> Result<Zeroizing<String>> {
 }
 
 /// A new password from `env`, else typed twice on the terminal; at least six characters.
-fn new_password(env: &str) -> Result<Zeroizing<String>> {
+pub(crate) fn new_password(env: &str) -> Result<Zeroizing<String>> {
     let password = match env_text(env)? {
         Some(p) => p,
         None => {

@@ -4,17 +4,18 @@ mod backup;
 mod crypt;
 mod demo;
 mod dev;
+mod device;
 mod fleet;
 mod gateway;
 mod key;
 mod keyvault;
 mod vault;
-mod verify;
 
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    Cli, Command, DevCommand, FleetCommand, GatewayCommand, KeyCommand, VaultCommand,
+    Cli, Command, DevCommand, FleetCommand, GatewayCommand, KeyCommand, PasswordCommand,
+    VaultCommand,
 };
 use crate::config::Config;
 
@@ -22,7 +23,26 @@ pub fn run(cli: Cli) -> Result<()> {
     let quiet = cli.global.quiet;
     // The device config file is read only by the commands that use it; a vault node has its own.
     let cfg = || Config::load(cli.global.config.as_deref());
+    let home = device::home_dir(cli.global.home.as_deref());
+    let with_ctx = |f: &dyn Fn(&device::Ctx<'_>) -> Result<()>| -> Result<()> {
+        let cfg = cfg()?;
+        let ctx = device::Ctx {
+            cfg: &cfg,
+            home: home.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?.clone(),
+            quiet,
+        };
+        f(&ctx)
+    };
     match cli.command {
+        Command::Enable(args) => with_ctx(&|c| device::enable(&args, c)),
+        Command::Status(args) => with_ctx(&|c| device::status(&args, c)),
+        Command::Password(PasswordCommand::Change { token }) => {
+            with_ctx(&|c| device::password_change(&token, c))
+        }
+        Command::Disable(args) => with_ctx(&|c| device::disable(&args, c)),
+        Command::Key(KeyCommand::Rotate { dir, token }) => {
+            with_ctx(&|c| device::rotate(dir.as_deref(), &token, c))
+        }
         Command::Key(KeyCommand::New { out }) => key::new(&out),
         Command::Key(KeyCommand::Deposit {
             key,
@@ -39,10 +59,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Forget { vault }) => keyvault::forget(&vault, &cfg()?, quiet),
         Command::Encrypt(args) => crypt::encrypt(&args, &cfg()?),
         Command::Decrypt(args) => crypt::decrypt(&args, &cfg()?),
-        Command::Backup(args) => backup::backup(&args, &cfg()?, quiet),
-        Command::List(args) => backup::list(&args, &cfg()?),
-        Command::Restore(args) => backup::restore(&args, &cfg()?, quiet),
-        Command::Prune(args) => backup::prune(&args, &cfg()?),
+        Command::Backup(args) => with_ctx(&|c| backup::backup(&args, c)),
+        Command::List(args) => with_ctx(&|c| backup::list(&args, c)),
+        Command::Restore(args) => with_ctx(&|c| backup::restore(&args, c)),
+        Command::Prune(args) => with_ctx(&|c| backup::prune(&args, c)),
         Command::Demo(args) => demo::run(&args),
         Command::Vault(VaultCommand::Serve { config }) => vault::serve(&config),
         Command::Gateway(GatewayCommand::Serve { config }) => gateway::serve(&config),

@@ -11,12 +11,56 @@
 use std::io::Read;
 use std::ops::Range;
 
-use anyhow::Result;
 use lockbox_crypto::BackupKey;
 use lockbox_format::{FormatError, HEADER_LEN, Header, MAGIC, VERSION, parse_header};
 use lockbox_store::{BackupInfo, BackupName, Store};
+use tokio::runtime::Handle;
 
-use crate::exit::{self, HeaderError, IntegrityError};
+use crate::backup::{BackupError, Fault};
+
+/// A stream header that does not open as the backup it should be, told apart as far as the
+/// header allows.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// Damaged or replaced: the header proves it.
+    #[error("{object} is corrupt: {what}")]
+    Corrupt { object: String, what: String },
+    /// Neither the key-check value nor the header MAC matches: what another key does, and
+    /// also what a damaged backup id does.
+    #[error(
+        "{object}: wrong key, or its header is corrupt (neither its key-check value nor its MAC matches this key)"
+    )]
+    WrongKeyOrCorrupt { object: String },
+    /// No stored backup opens with this key.
+    #[error(
+        "none of the {count} backups at {url} opens with this key: wrong key, or every header is corrupt"
+    )]
+    NoneOpens { url: String, count: usize },
+    /// Objects are stored, none of them an intact backup for this key.
+    #[error("no intact backup at {url}: none of its {count} objects verifies")]
+    NoneIntact { url: String, count: usize },
+    /// A format this version does not read.
+    #[error("{object}: unsupported lockbox format version {version}; a newer lockbox made it")]
+    UnsupportedVersion { object: String, version: u8 },
+    /// Any other header fault, classified as the format classifies it.
+    #[error("{object}: {source}")]
+    Format {
+        object: String,
+        #[source]
+        source: FormatError,
+    },
+}
+
+impl HeaderError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::Corrupt { .. } | Self::NoneIntact { .. } => Fault::Integrity,
+            Self::WrongKeyOrCorrupt { .. } | Self::NoneOpens { .. } => Fault::Auth,
+            Self::UnsupportedVersion { .. } => Fault::Other,
+            Self::Format { source, .. } => Fault::of_format(source),
+        }
+    }
+}
 
 /// Where the creation time and the named part of the backup id sit in a header
 /// (docs/format.md): the fields an object name repeats.
@@ -25,7 +69,7 @@ const NAMED_ID_AT: Range<usize> = 20..28;
 const VERSION_AT: usize = 8;
 
 /// The first [`HEADER_LEN`] bytes of `input`, or all of it if it is shorter.
-pub(crate) fn read_head(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
+pub fn read_head(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(HEADER_LEN);
     input.take(HEADER_LEN as u64).read_to_end(&mut head)?;
     Ok(head)
@@ -33,7 +77,7 @@ pub(crate) fn read_head(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
 
 /// What is wrong with a header, before knowing where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum HeaderFault {
+pub enum HeaderFault {
     /// Not a lockbox stream at all.
     NotLockbox,
     /// Only these constant bytes were damaged: with them put back, the header authenticates.
@@ -47,7 +91,7 @@ pub(crate) enum HeaderFault {
 }
 
 /// Authenticates `head` (the first [`HEADER_LEN`] bytes of a stream, or all of it if shorter).
-pub(crate) fn check_header(head: &[u8], key: &BackupKey) -> Result<Header, HeaderFault> {
+pub fn check_header(head: &[u8], key: &BackupKey) -> Result<Header, HeaderFault> {
     match parse_header(head, key) {
         Ok(header) => Ok(header),
         Err(FormatError::NotLockbox) => Err(restored(head, key).unwrap_or(HeaderFault::NotLockbox)),
@@ -76,7 +120,7 @@ fn restored(head: &[u8], key: &BackupKey) -> Option<HeaderFault> {
 
 /// The error for a fault in a stream read from a file or pipe (`decrypt`): a stream that is not
 /// a lockbox stream is a usage error there, not corruption.
-pub(crate) fn file_error(fault: HeaderFault, object: &str) -> anyhow::Error {
+pub fn file_error(fault: HeaderFault, object: &str) -> BackupError {
     match fault {
         HeaderFault::NotLockbox => FormatError::NotLockbox.into(),
         other => describe(other, object).into(),
@@ -101,15 +145,16 @@ fn describe(fault: HeaderFault, object: &str) -> HeaderError {
 }
 
 /// Why a stored object is not counted as a backup.
-pub(crate) struct Rejected {
-    pub(crate) err: anyhow::Error,
+#[derive(Debug)]
+pub struct Rejected {
+    pub err: BackupError,
     /// Its header authenticates under the key (after putting back constant bytes, if need
     /// be): one of this key's own backups, damaged or renamed, not just something planted.
-    pub(crate) authentic: bool,
+    pub authentic: bool,
 }
 
 impl Rejected {
-    fn new(err: impl Into<anyhow::Error>, authentic: bool) -> Self {
+    fn new(err: impl Into<BackupError>, authentic: bool) -> Self {
         Rejected {
             err: err.into(),
             authentic,
@@ -120,11 +165,7 @@ impl Rejected {
 /// Checks that the stored object `info`, whose first bytes are `head`, is the backup its name
 /// says, made under `key`. A stored object is known to be meant as a backup, so "not a lockbox
 /// stream" is corruption here.
-pub(crate) fn check_stored(
-    info: &BackupInfo,
-    head: &[u8],
-    key: &BackupKey,
-) -> Result<Header, Rejected> {
+pub fn check_stored(info: &BackupInfo, head: &[u8], key: &BackupKey) -> Result<Header, Rejected> {
     let object = info.location.to_string();
     let fault = match check_header(head, key) {
         Ok(header) => return matches_name(info, header).map_err(|e| Rejected::new(e, true)),
@@ -145,19 +186,18 @@ pub(crate) fn check_stored(
 
 /// A verified header must be the one the object's name promises (a provider that swaps or
 /// renames objects is caught here).
-fn matches_name(info: &BackupInfo, header: Header) -> Result<Header> {
-    let found = super::backup::backup_name(&header);
+fn matches_name(info: &BackupInfo, header: Header) -> Result<Header, BackupError> {
+    let found = crate::backup::backup_name(&header);
     if found == info.name {
         return Ok(header);
     }
     // Both fields are named: a renamed object may differ in its creation time alone.
     let describe = |n: &BackupName| format!("{} (created_unix_ms {})", n.id, n.created_unix_ms);
-    Err(IntegrityError::SwappedBackup {
+    Err(BackupError::Swapped {
         object: info.location.to_string(),
         expected: describe(&info.name),
         found: describe(&found),
-    }
-    .into())
+    })
 }
 
 /// Whether the unauthenticated header fields that an object name repeats agree with it.
@@ -170,32 +210,31 @@ fn names_match(name: &BackupName, head: &[u8]) -> bool {
 }
 
 /// "Wrong key, or corrupt" becomes "corrupt" once the same key opens another backup there.
-fn upgrade(err: anyhow::Error, key_opens_others: bool) -> anyhow::Error {
-    match err.downcast::<HeaderError>() {
-        Ok(HeaderError::WrongKeyOrCorrupt { object }) if key_opens_others => HeaderError::Corrupt {
-            object,
-            what: "its header does not open under this key, which opens other backups here".into(),
+fn upgrade(err: BackupError, key_opens_others: bool) -> BackupError {
+    match err {
+        BackupError::Header(HeaderError::WrongKeyOrCorrupt { object }) if key_opens_others => {
+            HeaderError::Corrupt {
+                object,
+                what: "its header does not open under this key, which opens other backups here"
+                    .into(),
+            }
+            .into()
         }
-        .into(),
-        Ok(other) => other.into(),
-        Err(err) => err,
+        other => other,
     }
 }
 
 /// Every object that lists as a backup, sorted into the verified and the rejected.
-pub(crate) struct Catalog {
+#[derive(Debug)]
+pub struct Catalog {
     /// Oldest first (by name, which for these is their authenticated header).
-    pub(crate) verified: Vec<BackupInfo>,
-    pub(crate) rejected: Vec<(BackupInfo, Rejected)>,
+    pub verified: Vec<BackupInfo>,
+    pub rejected: Vec<(BackupInfo, Rejected)>,
 }
 
 impl Catalog {
     /// Reads and checks every listed object's header. Storage errors fail the whole check.
-    pub(crate) fn load(
-        store: &Store,
-        rt: &tokio::runtime::Runtime,
-        key: &BackupKey,
-    ) -> Result<Self> {
+    pub fn load(store: &Store, rt: &Handle, key: &BackupKey) -> Result<Self, BackupError> {
         let listed = rt.block_on(store.list())?;
         let heads = rt.block_on(store.read_heads(&listed, HEADER_LEN as u64))?;
         let checked: Vec<_> = listed
@@ -223,19 +262,12 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Prints one warning per rejected object, ending with what was done about it.
-    pub(crate) fn warn_rejected(&self, consequence: &str) {
-        for (_, r) in &self.rejected {
-            eprintln!("lockbox: warning: {}; {consequence}", exit::render(&r.err));
-        }
-    }
-
-    /// The newest verified backup, warning about the objects passed over. Refused when an
-    /// object named newer is one of this key's backups, damaged or swapped (restoring an older
-    /// one would be the rollback the storage is after); planted or foreign objects are skipped.
-    /// Without a verified backup, the error says why: no backups, none opens with this key, or
-    /// (for a single object) exactly what is wrong with it.
-    pub(crate) fn latest(mut self, url: &str) -> Result<BackupInfo> {
+    /// The newest verified backup. Refused when an object named newer is one of this key's
+    /// backups, damaged or swapped (restoring an older one would be the rollback the storage is
+    /// after); planted or foreign objects are passed over (they stay in `rejected`, for the
+    /// caller to warn about). Without a verified backup, the error says why: no backups, none
+    /// opens with this key, or (for a single object) exactly what is wrong with it.
+    pub fn latest(&mut self, url: &str) -> Result<BackupInfo, BackupError> {
         if let Some(newest) = self.verified.last() {
             let blocking = self
                 .rejected
@@ -243,30 +275,26 @@ impl Catalog {
                 .position(|(info, r)| r.authentic && info.name > newest.name);
             if let Some(at) = blocking {
                 let (info, r) = self.rejected.remove(at);
-                self.warn_rejected("not a backup to restore");
-                return Err(r.err.context(format!(
-                    "the newest backup, {}, was damaged or swapped; nothing restored (pick an older \
-                     one with --backup ID if you trust it)",
-                    info.name.id
-                )));
+                return Err(BackupError::NewestDamaged {
+                    id: info.name.id,
+                    source: Box::new(r.err),
+                });
             }
-            self.warn_rejected("skipped");
             return Ok(self.verified.pop().expect("not empty"));
         }
         let count = self.rejected.len();
         if count == 1 {
             return Err(self.rejected.remove(0).1.err);
         }
-        self.warn_rejected("not a backup for this key");
         let ambiguous = |r: &Rejected| {
             matches!(
-                r.err.downcast_ref(),
-                Some(HeaderError::WrongKeyOrCorrupt { .. })
+                r.err,
+                BackupError::Header(HeaderError::WrongKeyOrCorrupt { .. })
             )
         };
         let url = url.to_owned();
         match count {
-            0 => anyhow::bail!("no backups at {url}"),
+            0 => Err(BackupError::NoBackups { url }),
             _ if self.rejected.iter().all(|(_, r)| ambiguous(r)) => {
                 Err(HeaderError::NoneOpens { url, count }.into())
             }
@@ -277,20 +305,20 @@ impl Catalog {
 
 /// Checks the backup `info` about to be restored from its first bytes, telling a damaged header
 /// from a wrong key by the other backups in the store when the header alone cannot.
-pub(crate) fn check_for_restore(
+pub fn check_for_restore(
     store: &Store,
-    rt: &tokio::runtime::Runtime,
+    rt: &Handle,
     info: &BackupInfo,
     head: &[u8],
     key: &BackupKey,
-) -> Result<Header> {
+) -> Result<Header, BackupError> {
     let err = match check_stored(info, head, key) {
         Ok(header) => return Ok(header),
         Err(rejected) => rejected.err,
     };
     if !matches!(
-        err.downcast_ref(),
-        Some(HeaderError::WrongKeyOrCorrupt { .. })
+        err,
+        BackupError::Header(HeaderError::WrongKeyOrCorrupt { .. })
     ) {
         return Err(err);
     }

@@ -1,0 +1,238 @@
+//! A device's home directory: what it must remember between runs.
+//!
+//! ```text
+//! HOME/device.toml   account, storage URL, protection, the pinned fleet (not secret)
+//! HOME/key           K as a recovery code, mode 0600
+//! HOME/key.next      K' while a key rotation is under way, mode 0600
+//! HOME/manifest.hw   the highest fleet manifest accepted (sequence and hash)
+//! ```
+//! Every file is replaced by write-to-temporary, fsync, rename, so a crash leaves either the old
+//! or the new content, never a torn file.
+
+use lockbox_crypto::{BackupKey, RecoveryCode};
+use lockbox_proto::manifest::{FleetPublicKey, HighWater, Pin, WitnessPublicKey};
+use serde::{Deserialize, Serialize};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+use crate::device::DeviceError;
+
+const SETTINGS: &str = "device.toml";
+const KEY: &str = "key";
+const NEXT_KEY: &str = "key.next";
+const HIGH_WATER: &str = "manifest.hw";
+
+/// How the backup key is protected when the phone is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protection {
+    /// The vault holds K under the user's password.
+    Password,
+    /// The user keeps K as a 64-digit recovery code.
+    RecoveryCode,
+}
+
+/// The fleet a device pins: where its gateway is and the keys every manifest must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSettings {
+    pub gateway: String,
+    /// A PEM file of the CA that signed the gateway's TLS certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_ca: Option<PathBuf>,
+    pub fleet_id: String,
+    pub fleet_public_key: String,
+    pub witness_public_key: String,
+}
+
+impl FleetSettings {
+    pub fn pin(&self) -> Result<Pin, DeviceError> {
+        let bad = |e| DeviceError::Invalid(format!("pinned fleet key: {e}"));
+        Ok(Pin {
+            fleet: FleetPublicKey::from_hex(&self.fleet_public_key).map_err(bad)?,
+            witness: WitnessPublicKey::from_hex(&self.witness_public_key).map_err(bad)?,
+            fleet_id: self.fleet_id.clone(),
+        })
+    }
+
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, DeviceError> {
+        self.gateway_ca
+            .as_ref()
+            .map(|p| std::fs::read(p).map_err(DeviceError::io(p)))
+            .transpose()
+    }
+}
+
+/// `device.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub account: String,
+    pub store: String,
+    pub protection: Protection,
+    /// Wrong passwords the vault allows before it destroys the record.
+    pub max_attempts: u8,
+    /// The directory the last backup was made of: what `backup` takes by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetSettings>,
+}
+
+/// The home directory of one device.
+#[derive(Debug, Clone)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+impl Home {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.dir.join(SETTINGS).exists()
+    }
+
+    /// Creates the directory (mode 0700) if need be.
+    pub fn create(&self) -> Result<(), DeviceError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(DeviceError::io(&self.dir))
+    }
+
+    pub fn settings(&self) -> Result<Settings, DeviceError> {
+        let path = self.dir.join(SETTINGS);
+        let text = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(DeviceError::NotEnabled(self.dir.clone()));
+            }
+            other => other.map_err(DeviceError::io(&path))?,
+        };
+        toml::from_str(&text).map_err(|e| DeviceError::Settings {
+            path,
+            message: e.message().to_owned(),
+        })
+    }
+
+    pub fn save_settings(&self, settings: &Settings) -> Result<(), DeviceError> {
+        let text = toml::to_string(settings).map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        self.replace(SETTINGS, text.as_bytes())
+    }
+
+    pub fn key(&self) -> Result<BackupKey, DeviceError> {
+        self.read_key(KEY)?
+            .ok_or_else(|| DeviceError::NotEnabled(self.dir.clone()))
+    }
+
+    pub fn save_key(&self, key: &BackupKey) -> Result<(), DeviceError> {
+        self.replace(KEY, code_text(key).as_bytes())
+    }
+
+    /// K' of a rotation under way, if one was interrupted.
+    pub fn next_key(&self) -> Result<Option<BackupKey>, DeviceError> {
+        self.read_key(NEXT_KEY)
+    }
+
+    pub fn save_next_key(&self, key: &BackupKey) -> Result<(), DeviceError> {
+        self.replace(NEXT_KEY, code_text(key).as_bytes())
+    }
+
+    /// Makes K' the key: one rename, so a crash leaves K' either pending or current.
+    pub fn promote_next_key(&self) -> Result<(), DeviceError> {
+        let from = self.dir.join(NEXT_KEY);
+        std::fs::rename(&from, self.dir.join(KEY)).map_err(DeviceError::io(&from))?;
+        self.sync_dir()
+    }
+
+    pub fn high_water(&self) -> Result<Option<HighWater>, DeviceError> {
+        let path = self.dir.join(HIGH_WATER);
+        match std::fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DeviceError::io(&path)(e)),
+            Ok(bytes) => {
+                HighWater::from_bytes(&bytes)
+                    .map(Some)
+                    .map_err(|e| DeviceError::Settings {
+                        path,
+                        message: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    pub fn save_high_water(&self, high: &HighWater) -> Result<(), DeviceError> {
+        self.replace(HIGH_WATER, &high.to_bytes())
+    }
+
+    /// Removes everything this home holds (the key last), leaving the directory.
+    pub fn wipe(&self) -> Result<(), DeviceError> {
+        for name in [SETTINGS, HIGH_WATER, NEXT_KEY, KEY] {
+            let path = self.dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(DeviceError::io(&path)(e));
+                }
+                _ => {}
+            }
+        }
+        self.sync_dir()
+    }
+
+    fn read_key(&self, name: &str) -> Result<Option<BackupKey>, DeviceError> {
+        let path = self.dir.join(name);
+        let text = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            other => Zeroizing::new(other.map_err(DeviceError::io(&path))?),
+        };
+        let code = RecoveryCode::parse(&text).map_err(|e| DeviceError::Settings {
+            path,
+            message: e.to_string(),
+        })?;
+        Ok(Some(code.into_key()))
+    }
+
+    /// Writes `name` anew: a 0600 temporary file beside it, fsync'd, renamed over it.
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), DeviceError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        write_private(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path).map_err(DeviceError::io(&path))?;
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> Result<(), DeviceError> {
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(DeviceError::io(&self.dir))
+    }
+}
+
+fn code_text(key: &BackupKey) -> Zeroizing<String> {
+    let mut text = key.recovery_code().to_grouped();
+    text.push('\n');
+    text
+}
+
+/// Writes `bytes` to a new file at `path` with mode 0600, fsync'd, refusing to overwrite
+/// anything.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DeviceError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(DeviceError::io(path))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(DeviceError::io(path))
+}
