@@ -55,6 +55,10 @@ pub enum DeviceError {
         "the vault holds another key for {0} than this device: the record was replaced since this device enrolled"
     )]
     KeyMismatch(String),
+    /// A key rotation was interrupted: backing up under the old key now could leave the
+    /// vault's key (already the new one) without the newest chats.
+    #[error("a key rotation was interrupted; finish it (`lockbox key rotate`) before backing up")]
+    RotationPending,
     #[error("no directory to back up: pass one (later backups remember it)")]
     NoSourceDir,
     #[error("invalid input: {0}")]
@@ -216,13 +220,15 @@ impl Device {
         )?;
         if let Some(password) = password {
             let vault = device.vault()?;
-            device.rt.block_on(vault.enroll(
-                device.account(),
-                password,
-                &device.key,
-                opts.max_attempts,
-                opts.ksf,
-            ))?;
+            device.patient(|| {
+                vault.enroll(
+                    device.account(),
+                    password,
+                    &device.key,
+                    opts.max_attempts,
+                    opts.ksf,
+                )
+            })?;
         }
         device.persist()?;
         let code = password.is_none().then(|| device.key.recovery_code());
@@ -264,7 +270,7 @@ impl Device {
             Secret::RecoveryCode(key) => key,
             Secret::Password(p) => {
                 let vault = device.vault()?;
-                device.rt.block_on(vault.recover(device.account(), p))?
+                device.patient(|| vault.recover(device.account(), p))?
             }
         };
         let job = device.job(&store, cancel);
@@ -295,6 +301,9 @@ impl Device {
             return Err(DeviceError::Invalid(
                 "keep 0 would delete every backup, this one included".into(),
             ));
+        }
+        if self.home.next_key()?.is_some() {
+            return Err(DeviceError::RotationPending);
         }
         let dir = self.source_dir(dir)?;
         let store = self.store()?;
@@ -330,7 +339,7 @@ impl Device {
         let vault = match self.settings.protection {
             Protection::Password => {
                 let vault = self.vault()?;
-                Some(self.rt.block_on(vault.status(self.account()))?)
+                Some(self.patient(|| vault.status(self.account()))?)
             }
             Protection::RecoveryCode => None,
         };
@@ -349,8 +358,7 @@ impl Device {
     pub fn change_password(&self, old: &[u8], new: &[u8]) -> Result<(), DeviceError> {
         self.require_password()?;
         let vault = self.vault()?;
-        self.rt
-            .block_on(vault.change_password(self.account(), old, new, KsfParams::DEFAULT))?;
+        self.patient(|| vault.change_password(self.account(), old, new, KsfParams::DEFAULT))?;
         Ok(())
     }
 
@@ -394,8 +402,7 @@ impl Device {
         backup::verify_backup(&new_job, &info, on)?;
         if let Some((vault, p)) = vault {
             let limit = self.settings.max_attempts;
-            self.rt
-                .block_on(vault.enroll(self.account(), p, &next, limit, KsfParams::DEFAULT))?;
+            self.patient(|| vault.enroll(self.account(), p, &next, limit, KsfParams::DEFAULT))?;
         }
         self.home.promote_next_key()?;
         let old = std::mem::replace(&mut self.key, next);
@@ -422,7 +429,7 @@ impl Device {
             let password = password
                 .ok_or_else(|| DeviceError::Invalid("disabling needs the vault password".into()))?;
             let vault = self.vault()?;
-            self.rt.block_on(vault.delete(self.account(), password))?;
+            self.patient(|| vault.delete(self.account(), password))?;
         }
         let deleted = match delete_backups {
             true => self.delete_backups_of(&self.store()?, &self.key)?,
@@ -529,11 +536,30 @@ impl Device {
     /// given back on success): a rotation must not re-enroll over a record it cannot open.
     fn proved_vault(&self, password: &[u8]) -> Result<VaultClient, DeviceError> {
         let vault = self.vault()?;
-        let key = self.rt.block_on(vault.recover(self.account(), password))?;
+        let key = self.patient(|| vault.recover(self.account(), password))?;
         if key != self.key {
             return Err(DeviceError::KeyMismatch(self.settings.account.clone()));
         }
         Ok(vault)
+    }
+
+    /// Runs one vault operation, sitting out the gateway's short login backoffs: a refused
+    /// first delivery reached nothing and spent nothing, so asking again is safe.
+    fn patient<T, F>(&self, mut op: impl FnMut() -> F) -> Result<T, ClientError>
+    where
+        F: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        for _ in 0..PATIENT_TRIES {
+            match self.rt.block_on(op()) {
+                Err(ClientError::RateLimited { retry_after, .. })
+                    if retry_after <= PATIENT_WAIT =>
+                {
+                    std::thread::sleep(retry_after);
+                }
+                other => return other,
+            }
+        }
+        self.rt.block_on(op())
     }
 
     fn store(&self) -> Result<Store, DeviceError> {
@@ -580,6 +606,10 @@ impl Device {
         Ok(catalog.verified)
     }
 }
+
+/// How often, and how long at most, a device waits out the gateway before it gives up.
+const PATIENT_TRIES: usize = 4;
+const PATIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn rejected(catalog: &Catalog) -> Vec<String> {
     catalog
