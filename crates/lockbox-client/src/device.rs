@@ -503,33 +503,14 @@ impl Device {
         }
     }
 
-    /// A client for this account's partition, reached through the pinned fleet's gateway, after
-    /// accepting the newest manifest under the pins and recording its high-water mark.
+    /// A client for this account's partition through the pinned fleet (see [`pinned_client`]).
     fn vault(&self) -> Result<VaultClient, DeviceError> {
         let fleet = self.settings.fleet.as_ref().ok_or(DeviceError::NoFleet)?;
         let tokens = self
             .tokens
             .clone()
             .ok_or_else(|| DeviceError::NoToken(self.settings.account.clone()))?;
-        let pin = fleet.pin()?;
-        let ca = fleet.ca_pem()?;
-        let high = self.home.high_water()?;
-        let verified = self.rt.block_on(crate::fleet::update(
-            &fleet.gateway,
-            ca.as_deref(),
-            &pin,
-            high.as_ref(),
-            lockbox_proto::unix_now_ms(),
-        ))?;
-        self.home.save_high_water(&verified.high_water())?;
-        let target = crate::fleet::target(verified.manifest(), self.account(), &fleet.gateway);
-        let client = self.rt.block_on(async {
-            match &ca {
-                Some(ca) => VaultClient::connect_with_ca(target, ca).await,
-                None => VaultClient::connect(target).await,
-            }
-        })?;
-        Ok(client.with_token_source(tokens))
+        pinned_client(&self.rt, &self.home, fleet, self.account(), tokens)
     }
 
     /// The vault, after checking that `password` releases this device's own key (one attempt,
@@ -605,6 +586,39 @@ impl Device {
         }
         Ok(catalog.verified)
     }
+}
+
+/// A client for `account`'s partition, reached through the pinned fleet's gateway, after
+/// accepting the newest manifest under the pins and recording its high-water mark in `home`
+/// (created if need be). The only way this library finds a vault: nothing is discovered on
+/// first use.
+pub fn pinned_client(
+    rt: &tokio::runtime::Runtime,
+    home: &Home,
+    fleet: &FleetSettings,
+    account: &[u8],
+    tokens: Arc<dyn TokenSource>,
+) -> Result<VaultClient, DeviceError> {
+    let pin = fleet.pin()?;
+    let ca = fleet.ca_pem()?;
+    let high = home.high_water()?;
+    let verified = rt.block_on(crate::fleet::update(
+        &fleet.gateway,
+        ca.as_deref(),
+        &pin,
+        high.as_ref(),
+        lockbox_proto::unix_now_ms(),
+    ))?;
+    home.create()?;
+    home.save_high_water(&verified.high_water())?;
+    let target = crate::fleet::target(verified.manifest(), account, &fleet.gateway);
+    let client = rt.block_on(async {
+        match &ca {
+            Some(ca) => VaultClient::connect_with_ca(target, ca).await,
+            None => VaultClient::connect(target).await,
+        }
+    })?;
+    Ok(client.with_token_source(tokens))
 }
 
 /// How often, and how long at most, a device waits out the gateway before it gives up.

@@ -32,7 +32,7 @@ pub mod home;
 pub use backup::{Cancel, Fault, Progress, Step};
 pub use device::{
     BackupReport, Device, DeviceError, DeviceStatus, Disabled, EnableOptions, Rotated, Secret,
-    vault_fault,
+    pinned_client, vault_fault,
 };
 pub use error::ClientError;
 pub use home::{FleetSettings, Protection, Settings};

@@ -141,7 +141,7 @@ fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
             if by_id.is_none() && rt.block_on(store.list())?.is_empty() {
                 bail!("no backups at {url}");
             }
-            super::keyvault::recover_key(&rt, &args.vault, cfg, ctx.quiet)?
+            super::keyvault::recover_key(&rt, &args.vault, ctx)?
         }
     };
     drop(rt);

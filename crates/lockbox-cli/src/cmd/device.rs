@@ -41,7 +41,7 @@ pub fn home_dir(flag: Option<&Path>) -> Result<PathBuf> {
 
 impl Ctx<'_> {
     /// The pinned fleet from the config, if it names one; half a fleet is an error.
-    fn fleet(&self) -> Result<Option<FleetSettings>> {
+    pub(crate) fn fleet(&self) -> Result<Option<FleetSettings>> {
         let c = self.cfg;
         let keys = (&c.fleet_id, &c.fleet_public_key, &c.witness_public_key);
         match (&c.gateway, keys) {
@@ -62,7 +62,7 @@ impl Ctx<'_> {
 
     /// The account token source: a token file or `LOCKBOX_ACCOUNT_TOKEN`, else (dev only) a
     /// token minted per request with the config's `dev_issuer_key`.
-    fn tokens(&self, args: &TokenArgs) -> Result<Option<Arc<dyn TokenSource>>> {
+    pub(crate) fn tokens(&self, args: &TokenArgs) -> Result<Option<Arc<dyn TokenSource>>> {
         if let Some(token) = token_from(args.token_file.as_deref(), self.cfg)? {
             return Ok(Some(Arc::new(FixedToken::new(token.as_str()))));
         }
@@ -77,6 +77,12 @@ impl Ctx<'_> {
             .unwrap_or(lockbox_token::DEV_AUDIENCE);
         let source = MintingSource::new(Arc::new(issuer), audience, Duration::from_secs(600));
         Ok(Some(Arc::new(source)))
+    }
+
+    /// The token source with no token flag: the environment, the config's file, or dev
+    /// minting.
+    pub(crate) fn dev_tokens(&self) -> Result<Option<Arc<dyn TokenSource>>> {
+        self.tokens(&TokenArgs { token_file: None })
     }
 
     fn open(&self, token: &TokenArgs) -> Result<Device> {
@@ -369,11 +375,15 @@ pub fn disable(args: &DisableArgs, ctx: &Ctx<'_>) -> Result<()> {
         Protection::RecoveryCode => None,
     };
     let account = device.settings().account.clone();
+    let record = match typed {
+        Some(_) => "vault record destroyed, ",
+        None => "",
+    };
     let disabled = ctx
         .vault(|| device.disable(typed.as_ref().map(|p| p.as_bytes()), args.delete_backups))
         .context("disabling backups")?;
     eprintln!(
-        "backups disabled for {account}: vault record destroyed, home wiped, {} backups deleted",
+        "backups disabled for {account}: {record}home wiped, {} backups deleted",
         disabled.deleted.len()
     );
     if let Some(code) = disabled.recovery_code {

@@ -16,7 +16,8 @@ use subtle::ConstantTimeEq;
 use tokio::runtime::Runtime;
 use zeroize::Zeroizing;
 
-use crate::cli::{KeyArgs, VaultArgs};
+use super::device::Ctx;
+use crate::cli::{KeyArgs, TokenArgs, VaultArgs};
 use crate::config::{Config, env_text};
 use crate::{keysrc, progress};
 
@@ -38,17 +39,16 @@ struct Session<'rt> {
 }
 
 impl<'rt> Session<'rt> {
-    fn open(rt: &'rt Runtime, args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<Self> {
-        let endpoint = args
-            .vault
-            .as_ref()
-            .or(cfg.vault.as_ref())
-            .context("no vault: pass --vault URL or set `vault` in the config file")?;
+    fn open(rt: &'rt Runtime, args: &VaultArgs, ctx: &Ctx<'_>) -> Result<Self> {
+        let (cfg, quiet) = (ctx.cfg, ctx.quiet);
         let account = args
             .account
             .as_ref()
             .or(cfg.account.as_ref())
             .context("no account: pass --account ID or set `account` in the config file")?;
+        let Some(endpoint) = args.vault.as_ref().or(cfg.vault.as_ref()) else {
+            return Self::pinned(rt, args, ctx, account);
+        };
         let ca = match args.vault_ca.as_ref().or(cfg.vault_ca.as_ref()) {
             Some(path) => Some(
                 std::fs::read(path)
@@ -67,6 +67,33 @@ impl<'rt> Session<'rt> {
             endpoint: endpoint.clone(),
             account: account.clone(),
             quiet,
+        })
+    }
+
+    /// Through the fleet the config pins (its gateway and manifest keys), with the manifest
+    /// high-water mark kept in the home directory.
+    fn pinned(rt: &'rt Runtime, args: &VaultArgs, ctx: &Ctx<'_>, account: &str) -> Result<Self> {
+        let fleet = ctx.fleet()?.context(
+            "no vault: pass --vault URL (one node), or a config naming the fleet (`gateway` and \
+             the pinned keys; `lockbox dev cluster` writes one)",
+        )?;
+        let tokens = ctx
+            .tokens(&TokenArgs {
+                token_file: args.token_file.clone(),
+            })?
+            .with_context(|| {
+                format!("no account token: pass --token-file FILE or set {ENV_TOKEN}")
+            })?;
+        let home = lockbox_client::home::Home::new(&ctx.home);
+        let client =
+            lockbox_client::pinned_client(rt, &home, &fleet, account.as_bytes(), tokens)
+                .with_context(|| format!("cannot reach the vault through {}", fleet.gateway))?;
+        Ok(Self {
+            rt,
+            client,
+            endpoint: fleet.gateway,
+            account: account.to_owned(),
+            quiet: ctx.quiet,
         })
     }
 
@@ -118,19 +145,14 @@ async fn connect(endpoint: &str, partition: u32, ca: Option<&[u8]>) -> Result<Va
     })
 }
 
-pub fn deposit(
-    key: &KeyArgs,
-    args: &VaultArgs,
-    attempts: u8,
-    cfg: &Config,
-    quiet: bool,
-) -> Result<()> {
+pub fn deposit(key: &KeyArgs, args: &VaultArgs, attempts: u8, ctx: &Ctx<'_>) -> Result<()> {
+    let cfg = ctx.cfg;
     if !(1..=100).contains(&attempts) {
         bail!("--attempts must be between 1 and 100, not {attempts}");
     }
     let backup_key = keysrc::load_key(key, cfg)?;
     let rt = super::runtime()?;
-    let vault = Session::open(&rt, args, cfg, quiet)?;
+    let vault = Session::open(&rt, args, ctx)?;
     check_authenticated(&vault.endpoint)?;
     let password = new_password(ENV_PASSWORD)?;
     vault
@@ -150,12 +172,12 @@ pub fn deposit(
     Ok(())
 }
 
-pub fn recover(args: &VaultArgs, out: &Path, cfg: &Config, quiet: bool) -> Result<()> {
+pub fn recover(args: &VaultArgs, out: &Path, ctx: &Ctx<'_>) -> Result<()> {
     // Checked before the attempt is spent; `write_new` still refuses a file that appears since.
     if out.symlink_metadata().is_ok() {
         bail!("{} already exists; choose a new file", out.display());
     }
-    let key = recover_key(&super::runtime()?, args, cfg, quiet)?;
+    let key = recover_key(&super::runtime()?, args, ctx)?;
     keysrc::write_new(out, &key.recovery_code())?;
     eprintln!(
         "recovered: recovery code written to {} (mode 0600)",
@@ -166,17 +188,17 @@ pub fn recover(args: &VaultArgs, out: &Path, cfg: &Config, quiet: bool) -> Resul
 
 /// Asks for the password and recovers the backup key from the vault (one attempt), on the
 /// caller's runtime.
-pub fn recover_key(rt: &Runtime, args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<BackupKey> {
-    let vault = Session::open(rt, args, cfg, quiet)?;
+pub fn recover_key(rt: &Runtime, args: &VaultArgs, ctx: &Ctx<'_>) -> Result<BackupKey> {
+    let vault = Session::open(rt, args, ctx)?;
     let password = password("Vault password: ", ENV_PASSWORD)?;
     vault
         .run(vault.client.recover(vault.id(), password.as_bytes()))
         .context("recovering the key")
 }
 
-pub fn status(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
+pub fn status(args: &VaultArgs, ctx: &Ctx<'_>) -> Result<()> {
     let rt = super::runtime()?;
-    let vault = Session::open(&rt, args, cfg, quiet)?;
+    let vault = Session::open(&rt, args, ctx)?;
     let status = vault
         .run(vault.client.status(vault.id()))
         .context("asking the vault")?;
@@ -205,9 +227,9 @@ pub fn status(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn change_password(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
+pub fn change_password(args: &VaultArgs, ctx: &Ctx<'_>) -> Result<()> {
     let rt = super::runtime()?;
-    let vault = Session::open(&rt, args, cfg, quiet)?;
+    let vault = Session::open(&rt, args, ctx)?;
     // A new registration, like a deposit: an impostor must not receive it.
     check_authenticated(&vault.endpoint)?;
     let old = password("Current vault password: ", ENV_PASSWORD)?;
@@ -224,9 +246,9 @@ pub fn change_password(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()
     Ok(())
 }
 
-pub fn forget(args: &VaultArgs, cfg: &Config, quiet: bool) -> Result<()> {
+pub fn forget(args: &VaultArgs, ctx: &Ctx<'_>) -> Result<()> {
     let rt = super::runtime()?;
-    let vault = Session::open(&rt, args, cfg, quiet)?;
+    let vault = Session::open(&rt, args, ctx)?;
     let password = password("Vault password: ", ENV_PASSWORD)?;
     vault
         .run(vault.client.delete(vault.id(), password.as_bytes()))

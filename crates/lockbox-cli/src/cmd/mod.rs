@@ -48,15 +48,15 @@ pub fn run(cli: Cli) -> Result<()> {
             key,
             vault,
             attempts,
-        }) => keyvault::deposit(&key, &vault, attempts, &cfg()?, quiet),
+        }) => with_ctx(&|c| keyvault::deposit(&key, &vault, attempts, c)),
         Command::Key(KeyCommand::Recover { vault, out }) => {
-            keyvault::recover(&vault, &out, &cfg()?, quiet)
+            with_ctx(&|c| keyvault::recover(&vault, &out, c))
         }
-        Command::Key(KeyCommand::Status { vault }) => keyvault::status(&vault, &cfg()?, quiet),
+        Command::Key(KeyCommand::Status { vault }) => with_ctx(&|c| keyvault::status(&vault, c)),
         Command::Key(KeyCommand::ChangePassword { vault }) => {
-            keyvault::change_password(&vault, &cfg()?, quiet)
+            with_ctx(&|c| keyvault::change_password(&vault, c))
         }
-        Command::Key(KeyCommand::Forget { vault }) => keyvault::forget(&vault, &cfg()?, quiet),
+        Command::Key(KeyCommand::Forget { vault }) => with_ctx(&|c| keyvault::forget(&vault, c)),
         Command::Encrypt(args) => crypt::encrypt(&args, &cfg()?),
         Command::Decrypt(args) => crypt::decrypt(&args, &cfg()?),
         Command::Backup(args) => with_ctx(&|c| backup::backup(&args, c)),
