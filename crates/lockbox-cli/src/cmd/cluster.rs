@@ -699,3 +699,94 @@ fn write_client(dir: &Path, gateway_url: &str, pins: &Pins) -> Result<PathBuf> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The start-failure paths, with a shell process standing in for a node: a real node cannot
+    //! be made to fail on cue through `lockbox dev cluster` (its ports and files are its own).
+
+    use super::*;
+    use lockbox_proto::manifest::{FleetKey, WitnessKey};
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    fn member(dir: &Path, name: &str, script: &str) -> Member {
+        Member::spawn(
+            name.into(),
+            Role::Node { partition: 0 },
+            "http://127.0.0.1:9".into(),
+            sh(script),
+            dir.join(format!("{name}.log")),
+            dir.join(format!("{name}.pid")),
+        )
+        .unwrap()
+    }
+
+    fn any_pin() -> Pin {
+        Pin {
+            fleet: FleetKey::generate().public_key(),
+            witness: WitnessKey::generate().public_key(),
+            fleet_id: DEV_AUDIENCE.into(),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_process_that_dies_before_listening_is_named_with_its_status_and_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = member(
+            dir.path(),
+            "node-7",
+            "echo 'cannot bind 127.0.0.1:1' >&2; exit 3",
+        );
+        let err = runtime()
+            .block_on(m.ready(&any_pin()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("node-7 (pid "), "{err}");
+        assert!(
+            err.contains("exited (exit status: 3) before it was listening"),
+            "{err}"
+        );
+        assert!(err.contains("  cannot bind 127.0.0.1:1\n"), "{err}");
+    }
+
+    #[test]
+    fn dropping_a_cluster_stops_what_it_started_and_removes_its_pid_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let signals = Signals::new(&rt).unwrap();
+        let m = member(
+            dir.path(),
+            "node-1",
+            "echo 'listening on x'; exec sleep 600",
+        );
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(m.child.id()).unwrap());
+        assert!(dir.path().join("node-1.pid").exists());
+        let cluster = Cluster {
+            rt,
+            signals,
+            members: vec![m],
+            dir: dir.path().to_path_buf(),
+            client_config: dir.path().join("client.toml"),
+            gateway_url: String::new(),
+        };
+        drop(cluster);
+        // Reaped, not merely signalled: the pid no longer exists.
+        assert_eq!(
+            nix::sys::signal::kill(pid, None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        assert!(!dir.path().join("node-1.pid").exists());
+    }
+}
