@@ -2,7 +2,7 @@
 //! work excluded) and sealer operations per second (software and PKCS#11/SoftHSM2). These are
 //! what the replicated vault is measured against.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use lockbox_client::TokenSource;
 use lockbox_crypto::BackupKey;
 use lockbox_hsm::{HsmPin, Pkcs11Config, Pkcs11Sealer, Sealer, SoftwareSealer};
@@ -195,7 +195,7 @@ pub fn sealers(secs: f64) -> Result<()> {
     let conf = softhsm_token(dir.path())?;
     let out = Command::new(std::env::current_exe()?)
         .args(["sealer-pkcs11", "--seconds", &secs.to_string()])
-        .env("SOFTHSM2_CONF", &conf)
+        .env(lockbox_hsm::softhsm::CONF_ENV, &conf)
         .output()?;
     if !out.status.success() {
         bail!(
@@ -208,41 +208,14 @@ pub fn sealers(secs: f64) -> Result<()> {
     Ok(())
 }
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = lockbox_hsm::softhsm::MODULE;
 const TOKEN: &str = "lockbox-bench";
 const PIN: &str = "1234";
 
+/// A SoftHSM2 configuration in `dir` with one fresh token; returns the configuration file.
 fn softhsm_token(dir: &Path) -> Result<std::path::PathBuf> {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens)?;
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )?;
-    let status = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--pin",
-            PIN,
-            "--so-pin",
-            "5678",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .context("softhsm2-util not found: run scripts/setup")?;
-    if !status.status.success() {
-        bail!(
-            "softhsm2-util failed: {}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-    }
+    let conf = lockbox_hsm::softhsm::write_conf(dir)?;
+    lockbox_hsm::softhsm::init_token(dir, TOKEN, "5678", PIN)?;
     Ok(conf)
 }
 

@@ -30,6 +30,8 @@
 //! Trusts: the OS RNG, `aws-lc-rs` for AES-GCM, the PKCS#11 module it is pointed at, and the
 //! file system permissions that protect the software key file.
 //!
+//! [`softhsm`] sets up SoftHSM2 configurations and tokens for development.
+//!
 //! Feature `test-support` adds the `test_support` module: a SoftHSM2 harness that runs
 //! each test in its own process with a private token directory (for this crate and the vault).
 //!
@@ -41,6 +43,7 @@ mod blob;
 mod error;
 mod keyfile;
 mod pkcs11;
+pub mod softhsm;
 mod software;
 #[cfg(feature = "test-support")]
 pub mod test_support;

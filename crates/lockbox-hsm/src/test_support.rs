@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::{HsmPin, Pkcs11Config};
 
 /// Where Debian's `softhsm2` package installs the PKCS#11 module.
-pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const SOFTHSM_MODULE: &str = crate::softhsm::MODULE;
 const SOFTHSM_UTIL: &str = "softhsm2-util";
 /// Set in the child: the private directory holding `softhsm2.conf` and `tokens/`.
 const DIR_ENV: &str = "LOCKBOX_SOFTHSM_TEST_DIR";
@@ -104,20 +104,10 @@ impl SoftHsm {
     }
 }
 
-/// Runs `softhsm2-util --init-token --free` in `dir`'s configuration.
+/// Initialises token `label` in `dir`'s configuration, with the test PINs.
 fn init_token(dir: &Path, label: &str) -> TestToken {
-    let out = Command::new(SOFTHSM_UTIL)
-        .args(["--init-token", "--free", "--label", label])
-        .args(["--pin", TEST_USER_PIN, "--so-pin", TEST_SO_PIN])
-        .env("SOFTHSM2_CONF", conf_path(dir))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {SOFTHSM_UTIL} ({e}); run scripts/setup"));
-    assert!(
-        out.status.success(),
-        "{SOFTHSM_UTIL} --init-token failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::softhsm::init_token(dir, label, TEST_SO_PIN, TEST_USER_PIN)
+        .unwrap_or_else(|e| panic!("{e}"));
     TestToken {
         label: label.to_owned(),
         config: Pkcs11Config::new(SOFTHSM_MODULE, label).with_pin(HsmPin::new(TEST_USER_PIN)),
@@ -125,7 +115,7 @@ fn init_token(dir: &Path, label: &str) -> TestToken {
 }
 
 fn conf_path(dir: &Path) -> PathBuf {
-    dir.join("softhsm2.conf")
+    crate::softhsm::conf_path(dir)
 }
 
 /// Fails (never skips) when SoftHSM2 is not installed.
@@ -142,13 +132,7 @@ fn require_softhsm() {
 }
 
 fn write_conf(dir: &Path) {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir(&tokens).expect("create token dir");
-    let conf = format!(
-        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-        tokens.display()
-    );
-    std::fs::write(conf_path(dir), conf).expect("write softhsm2.conf");
+    crate::softhsm::write_conf(dir).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Runs `body` with a private SoftHSM2 holding [`DEFAULT_TOKENS`] fresh tokens, in a child

@@ -10,11 +10,7 @@ use std::time::Duration;
 use crate::keysrc;
 
 pub fn issuer(out: &Path) -> Result<()> {
-    let issuer = Issuer::generate()?;
-    keysrc::write_secret(
-        out,
-        &zeroize::Zeroizing::new(hex::encode(issuer.secret_bytes())),
-    )?;
+    let issuer = new_issuer(out)?;
     eprintln!("dev issuer key written to {} (mode 0600)", out.display());
     println!("{}", issuer.public_key_hex());
     Ok(())
@@ -29,6 +25,16 @@ pub fn token(issuer_key: &Path, account: &str, audience: &str, ttl: u64) -> Resu
     let token = issuer.mint(account.as_bytes(), audience, now, Duration::from_secs(ttl))?;
     println!("{token}");
     Ok(())
+}
+
+/// A fresh dev identity-provider key, written hex-encoded to a new 0600 file `out`.
+pub fn new_issuer(out: &Path) -> Result<Issuer> {
+    let issuer = Issuer::generate()?;
+    keysrc::write_secret(
+        out,
+        &zeroize::Zeroizing::new(hex::encode(issuer.secret_bytes())),
+    )?;
+    Ok(issuer)
 }
 
 pub fn load_issuer(path: &Path) -> Result<Issuer> {

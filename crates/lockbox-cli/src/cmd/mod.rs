@@ -1,6 +1,7 @@
 //! One module per subcommand group; each takes parsed arguments and the loaded config.
 
 mod backup;
+mod cluster;
 mod crypt;
 mod demo;
 mod dev;
@@ -97,6 +98,17 @@ pub fn run(cli: Cli) -> Result<()> {
             audience,
             ttl,
         }) => dev::token(&issuer_key, &account, &audience, ttl),
+        Command::Dev(DevCommand::Cluster {
+            dir,
+            nodes,
+            partitions,
+            hsm,
+        }) => cluster::run(&cluster::ClusterOptions {
+            dir,
+            nodes,
+            partitions,
+            hsm: hsm.is_some(),
+        }),
     }
 }
 

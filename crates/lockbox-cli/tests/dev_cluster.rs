@@ -1,0 +1,244 @@
+//! `lockbox dev cluster` as a developer runs it: a real process tree (nodes, ceremony, gateway)
+//! that a device reaches with nothing but client.toml, that stops cleanly on SIGTERM, and that
+//! stops and says so when one of its processes dies.
+
+mod common;
+
+use common::{assert_fails_with, lockbox, run};
+use lockbox_client::VaultClient;
+use lockbox_crypto::{BackupKey, OsRng};
+use lockbox_proto::manifest::{FleetPublicKey, Pin, WitnessPublicKey};
+use lockbox_token::{Issuer, MintingSource};
+use lockbox_vault_core::KsfParams;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Arc;
+
+const FLEET: &str = "lockbox-dev";
+
+/// A `lockbox dev cluster` process that has printed `ready`.
+struct Cluster {
+    child: Child,
+    dir: PathBuf,
+    stderr: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(args: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cluster");
+        let stderr = tmp.path().join("cluster.stderr");
+        let mut child = lockbox()
+            .args(["dev", "cluster", "--dir"])
+            .arg(&dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let mut cluster = Cluster {
+            child,
+            dir,
+            stderr,
+            _tmp: tmp,
+        };
+        if first != "ready" {
+            let status = cluster.child.wait().unwrap();
+            panic!(
+                "no `ready` ({first:?}, {status}): {}",
+                cluster.stderr_text()
+            );
+        }
+        cluster
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn client_toml(&self) -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(self.dir.join("client.toml")).unwrap()).unwrap()
+    }
+
+    fn pid(&self, file: &str) -> Pid {
+        let text = std::fs::read_to_string(self.dir.join(file)).unwrap();
+        Pid::from_raw(text.trim().parse().unwrap())
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    /// A failed test still stops the cluster, which stops its processes.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The process's command line, NUL-separated args joined with spaces; `None` once it is gone.
+fn cmdline(pid: Pid) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(String::from_utf8_lossy(&raw).replace('\0', " "))
+}
+
+fn is_gone(pid: Pid) -> bool {
+    kill(pid, None) == Err(nix::errno::Errno::ESRCH)
+}
+
+/// What a device knows: client.toml's pins, and the dev issuer it names.
+fn device(client: &toml::Table) -> (String, Pin, Arc<MintingSource>) {
+    let s = |k: &str| client[k].as_str().unwrap().to_owned();
+    let pin = Pin {
+        fleet: FleetPublicKey::from_hex(&s("fleet_public_key")).unwrap(),
+        witness: WitnessPublicKey::from_hex(&s("witness_public_key")).unwrap(),
+        fleet_id: s("fleet_id"),
+    };
+    let key = std::fs::read_to_string(s("dev_issuer_key")).unwrap();
+    let issuer = Issuer::from_secret_bytes(&hex::decode(key.trim()).unwrap()).unwrap();
+    let tokens = MintingSource::new(Arc::new(issuer), FLEET, std::time::Duration::from_secs(600));
+    (s("gateway"), pin, Arc::new(tokens))
+}
+
+/// Enrolls and recovers one account per partition in `partitions` (as the manifest places
+/// them), through the gateway in client.toml, with only its pins trusted.
+fn round_trips(client: &toml::Table, partitions: &[u32]) {
+    let (gateway, pin, tokens) = device(client);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let now = lockbox_proto::unix_now_ms();
+        let verified = lockbox_client::fleet::update(&gateway, None, &pin, None, now)
+            .await
+            .unwrap();
+        let manifest = verified.manifest();
+        for &partition in partitions {
+            let account = (0..256)
+                .map(|i| format!("+1555010{i:04}").into_bytes())
+                .find(|a| manifest.partition_for(a).partition == partition)
+                .unwrap();
+            let target = lockbox_client::fleet::target(manifest, &account, &gateway);
+            let c = VaultClient::connect(target)
+                .await
+                .unwrap()
+                .with_token_source(tokens.clone());
+            let key = BackupKey::generate(&mut OsRng);
+            // The nodes keep the production floor: the weakest cost they accept.
+            c.enroll(&account, b"pw", &key, 5, KsfParams::PRODUCTION_FLOOR)
+                .await
+                .unwrap();
+            assert_eq!(c.recover(&account, b"pw").await.unwrap(), key);
+        }
+    });
+}
+
+#[test]
+fn a_device_with_only_client_toml_uses_the_cluster_which_stops_on_sigterm() {
+    let mut cluster = Cluster::start(&["--nodes", "2", "--partitions", "3"]);
+    let client = cluster.client_toml();
+    let mut keys: Vec<&str> = client.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "dev_issuer_key",
+            "fleet_id",
+            "fleet_public_key",
+            "gateway",
+            "witness_public_key"
+        ]
+    );
+    assert_eq!(client["fleet_id"].as_str(), Some(FLEET));
+    // The default sealer: a software key file per node.
+    assert!(cluster.dir.join("nodes/2/data/sealer.key").is_file());
+    let pids = ["nodes/1/pid", "nodes/2/pid", "gateway.pid"].map(|f| cluster.pid(f));
+    for (pid, role) in pids
+        .iter()
+        .zip(["vault serve", "vault serve", "gateway serve"])
+    {
+        let cmd = cmdline(*pid).unwrap_or_else(|| panic!("pid {pid} is not running"));
+        assert!(cmd.contains(role), "{cmd}");
+    }
+    let verified = run(lockbox()
+        .args(["fleet", "verify-log", "--dir"])
+        .arg(cluster.dir.join("fleet")));
+    common::assert_exit(&verified, 0);
+
+    // Partition 0 is on node 1, partition 1 on node 2.
+    round_trips(&client, &[0, 1]);
+
+    cluster.signal(Signal::SIGTERM);
+    let status = cluster.wait();
+    assert_eq!(status.code(), Some(0), "{}", cluster.stderr_text());
+    for pid in pids {
+        assert!(is_gone(pid), "pid {pid} outlived the cluster");
+    }
+    assert!(!cluster.dir.join("nodes/1/pid").exists());
+    assert!(!cluster.dir.join("gateway.pid").exists());
+}
+
+#[test]
+fn a_non_empty_dir_is_refused_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mine");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "keep me").unwrap();
+    let out = run(lockbox().args(["dev", "cluster", "--dir"]).arg(&dir));
+    assert_fails_with(&out, 1, &format!("{} is not empty", dir.display()));
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+}
+
+#[test]
+fn a_softhsm_cluster_seals_in_its_token_and_serves_a_device() {
+    let mut cluster = Cluster::start(&["--nodes", "1", "--partitions", "2", "--hsm", "softhsm"]);
+    let config = std::fs::read_to_string(cluster.dir.join("nodes/1/vault.toml")).unwrap();
+    let config: toml::Table = toml::from_str(&config).unwrap();
+    assert_eq!(config["sealer"]["kind"].as_str(), Some("pkcs11"));
+    assert_eq!(config["sealer"]["token_label"].as_str(), Some("node-1"));
+    // No software key file: the secrets are sealed in the token.
+    assert!(!cluster.dir.join("nodes/1/data/sealer.key").exists());
+    round_trips(&cluster.client_toml(), &[1]);
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait().code(), Some(0), "{}", cluster.stderr_text());
+}
+
+#[test]
+fn a_node_that_dies_stops_the_cluster_which_names_it() {
+    let mut cluster = Cluster::start(&["--nodes", "2", "--partitions", "2"]);
+    let others = [cluster.pid("nodes/1/pid"), cluster.pid("gateway.pid")];
+    kill(cluster.pid("nodes/2/pid"), Signal::SIGKILL).unwrap();
+    let status = cluster.wait();
+    let said = cluster.stderr_text();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("node-2") && said.contains("exited unexpectedly"),
+        "{said}"
+    );
+    for pid in others {
+        assert!(is_gone(pid), "pid {pid} outlived the cluster");
+    }
+}
