@@ -226,6 +226,27 @@ fn one_accounts_login_flood_is_slowed_and_another_account_is_not() {
 }
 
 #[test]
+fn a_held_back_ke3_or_registration_finish_is_waited_out_not_wasted() {
+    // One call per two seconds for the account: KE1 takes it, KE3 right after is held back.
+    let f = fleet(
+        "client_per_second = 0\naccount_per_minute = 30\naccount_burst = 1\nlogin_free = 1000",
+    );
+    rt().block_on(async {
+        enroll(&f.node, &[b"alice"]).await;
+        let c = f.gateway.client(&f.node).await;
+        // The attempt is spent once KE1 is relayed; giving up on KE3 would waste it.
+        let key = c.recover(b"alice", PASSWORD).await;
+        assert!(key.is_ok(), "{key:?}");
+        assert_eq!(attempts(&f.node, b"alice").await, (5, 5));
+        // Likewise a registration's second step: the record is made, not left half-registered.
+        let k = BackupKey::generate(&mut OsRng);
+        let enrolled = c.enroll(b"bob", PASSWORD, &k, 5, KSF).await;
+        assert!(enrolled.is_ok(), "{enrolled:?}");
+        assert_eq!(attempts(&f.node, b"bob").await, (5, 5));
+    });
+}
+
+#[test]
 fn the_gateway_vouches_for_no_keys_and_reports_a_dead_node() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), 0);

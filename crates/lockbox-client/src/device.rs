@@ -276,6 +276,8 @@ impl Device {
         let job = device.job(&store, cancel);
         let (latest, _) = backup::latest_verified(&job)?;
         backup::restore_backup(&job, &latest, dest, on)?;
+        // The restored chats are what this phone backs up from now on.
+        device.settings.source_dir = std::path::absolute(dest).ok();
         device.persist()?;
         Ok((device, latest))
     }
@@ -525,22 +527,24 @@ impl Device {
     }
 
     /// Runs one vault operation, sitting out the gateway's short login backoffs: a refused
-    /// first delivery reached nothing and spent nothing, so asking again is safe.
+    /// first delivery reached nothing and spent nothing, so asking again is safe. (Later steps
+    /// wait out holds themselves, in the client.)
     fn patient<T, F>(&self, mut op: impl FnMut() -> F) -> Result<T, ClientError>
     where
         F: std::future::Future<Output = Result<T, ClientError>>,
     {
-        for _ in 0..PATIENT_TRIES {
+        let mut waited = std::time::Duration::ZERO;
+        loop {
             match self.rt.block_on(op()) {
                 Err(ClientError::RateLimited { retry_after, .. })
-                    if retry_after <= PATIENT_WAIT =>
+                    if retry_after <= PATIENT_WAIT && waited + retry_after <= PATIENT_TOTAL =>
                 {
+                    waited += retry_after;
                     std::thread::sleep(retry_after);
                 }
                 other => return other,
             }
         }
-        self.rt.block_on(op())
     }
 
     fn store(&self) -> Result<Store, DeviceError> {
@@ -621,9 +625,9 @@ pub fn pinned_client(
     Ok(client.with_token_source(tokens))
 }
 
-/// How often, and how long at most, a device waits out the gateway before it gives up.
-const PATIENT_TRIES: usize = 4;
+/// The longest gateway hold a device sits out at once, and in all, before it gives up.
 const PATIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+const PATIENT_TOTAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn rejected(catalog: &Catalog) -> Vec<String> {
     catalog

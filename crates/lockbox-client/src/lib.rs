@@ -467,8 +467,25 @@ impl VaultClient {
         }
     }
 
+    /// One request that spends no attempt. A delivery the gateway held back reached nothing,
+    /// so a short hold is waited out and the request sealed and sent anew: giving up mid-way
+    /// would throw away a registration or an authenticated session.
     async fn call(&self, account: &[u8], op: Op) -> Result<pb::Response, ClientError> {
-        self.call_raw(account, self.request(account, op)).await
+        let mut waits = 0;
+        loop {
+            match self
+                .call_raw(account, self.request(account, op.clone()))
+                .await
+            {
+                Err(ClientError::RateLimited { retry_after, .. })
+                    if waits < Self::LOGIN_TRIES && retry_after <= Self::LOGIN_RETRY_MAX_WAIT =>
+                {
+                    waits += 1;
+                    tokio::time::sleep(retry_after).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn registration_started(
@@ -497,6 +514,9 @@ impl VaultClient {
     /// limit of at most [`Self::LOGIN_RETRY_MAX_WAIT`]) is sent again after the wait it names.
     async fn call_login(&self, account: &[u8], op: Op) -> Result<pb::Response, ClientError> {
         let (mut tries, mut waits, mut pause) = (1, 0, Self::LOGIN_RETRY_PAUSE);
+        // Only a login start spends nothing until it is relayed; a later step follows an attempt
+        // already spent, which giving up on a held-back delivery would waste.
+        let paid = !matches!(op, Op::LoginStart(_));
         loop {
             let request = self.request(account, op.clone());
             let (sealed, awaiting) = self.seal(account, &request, &mut OsRng)?;
@@ -508,11 +528,12 @@ impl VaultClient {
                     pause *= 2;
                     wait
                 }
-                // A rate-limited first delivery reached nothing: the caller decides. A limited
-                // retry follows a delivery the vault may have acted on (an attempt spent), and
-                // the vault repeats that answer only while its session lasts: wait, and ask again.
+                // A rate-limited first login start reached nothing: the caller decides. A limited
+                // retry follows a delivery the vault may have acted on (an attempt spent), and a
+                // limited KE3 follows a spent attempt; the vault keeps the session only for a
+                // while: wait, and ask again.
                 Err(ClientError::RateLimited { retry_after, .. })
-                    if tries > 1
+                    if (tries > 1 || paid)
                         && waits < Self::LOGIN_TRIES
                         && retry_after <= Self::LOGIN_RETRY_MAX_WAIT =>
                 {

@@ -1,21 +1,104 @@
-//! `lockbox demo`: the whole recovery-code story on embedded defaults (a local folder as the
-//! "cloud"), so a newcomer sees it work in seconds. Everything it claims, it checks.
+//! `lockbox demo`: the whole story on embedded defaults, so a newcomer sees it work in a minute.
+//! A dev cluster (vault node processes and a gateway on loopback, after the fleet ceremony), a
+//! local folder as the "cloud", and the device library doing exactly what the CLI commands do:
+//! enable with a password, back up, lose the phone, restore after a mistyped password, change the
+//! password, rotate the key, and a second account destroyed by a guessing thief. Everything it
+//! claims, it checks; it exits 0 only if every step verified.
 
 use anyhow::{Context, Result, bail, ensure};
-use lockbox_client::{ClientError, VaultClient};
-use lockbox_crypto::{BackupKey, OsRng, RecoveryCode, RngCore};
-use lockbox_gateway::GatewayConfig;
-use lockbox_store::{BackupInfo, Store};
-use lockbox_token::MintingSource;
-use lockbox_vault::config::{AuthConfig, DEV_AUDIENCE};
+use lockbox_client::backup::BackupError;
+use lockbox_client::{Cancel, ClientError, Device, DeviceError, EnableOptions, Secret};
+use lockbox_crypto::{OsRng, RngCore};
 use lockbox_vault_core::KsfParams;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use super::cluster::{self, ClusterOptions};
+use super::device::Ctx;
 use crate::cli::DemoArgs;
+use crate::config::Config;
 use crate::exit::{self, Exit};
+
+const ALICE: &str = "+15550123456";
+const PASSWORD: &[u8] = b"correct horse battery staple";
+const NEW_PASSWORD: &[u8] = b"tr0ub4dor&3 is not a password";
+const ATTEMPTS: u8 = 5;
+
+/// What every step needs: where things are, and the fleet the phones pin.
+struct Story {
+    work: PathBuf,
+    cfg: Config,
+    store: String,
+    original: Tree,
+}
+
+impl Story {
+    fn ctx(&self, phone: &str) -> Ctx<'_> {
+        Ctx {
+            cfg: &self.cfg,
+            home: self.work.join(phone).join("home"),
+            quiet: true,
+        }
+    }
+
+    fn opts(&self, account: &str, max_attempts: u8) -> Result<EnableOptions> {
+        Ok(EnableOptions {
+            account: account.to_owned(),
+            store: self.store.clone(),
+            fleet: self.ctx("-").fleet()?,
+            max_attempts,
+            ksf: KsfParams::DEFAULT,
+        })
+    }
+
+    fn enable(&self, phone: &str, account: &str, password: &[u8], max: u8) -> Result<Device> {
+        let ctx = self.ctx(phone);
+        let tokens = ctx.dev_tokens()?;
+        let (device, code) =
+            Device::enable(&ctx.home, self.opts(account, max)?, Some(password), tokens)?;
+        ensure!(
+            code.is_none(),
+            "a password device was handed a recovery code"
+        );
+        Ok(device)
+    }
+
+    fn restore(&self, phone: &str, account: &str, password: &[u8]) -> Result<Device, DeviceError> {
+        let ctx = self.ctx(phone);
+        let tokens = ctx
+            .dev_tokens()
+            .map_err(|e| DeviceError::Invalid(format!("{e:#}")))?;
+        let opts = self
+            .opts(account, ATTEMPTS)
+            .map_err(|e| DeviceError::Invalid(format!("{e:#}")))?;
+        let dest = self.work.join(phone).join("chats");
+        Device::restore(
+            &ctx.home,
+            opts,
+            Secret::Password(password),
+            &dest,
+            &mut |_| {},
+            &Cancel::new(),
+            tokens,
+        )
+        .map(|(device, _)| device)
+    }
+
+    fn check_restored(&self, phone: &str) -> Result<()> {
+        let restored = self.work.join(phone).join("chats");
+        ensure!(
+            self.original == snapshot(&restored)?,
+            "the restored tree in {} differs from the original",
+            restored.display()
+        );
+        println!(
+            "   restored into {}: identical, file by file",
+            restored.display()
+        );
+        Ok(())
+    }
+}
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     let _tmp;
@@ -29,188 +112,248 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             _tmp.path().to_path_buf()
         }
     };
-    let rt = super::runtime()?;
-    let phone = work.join("old-phone/chats");
     step(1, "A phone with chat history");
-    let bytes = make_sample_chats(&phone)?;
-    // What every restore below must reproduce.
-    let original = snapshot(&phone)?;
+    let chats = work.join("old-phone/chats");
+    let bytes = make_sample_chats(&chats)?;
+    let original = snapshot(&chats)?;
     let files = original
         .values()
         .filter(|e| matches!(e, Node::File { .. }))
         .count();
     println!(
         "   {} ({files} files, {} KiB)",
-        phone.display(),
+        chats.display(),
         bytes / 1024
     );
 
     step(
         2,
-        "Turn on encrypted backups: a random 256-bit key, shown once as a recovery code",
+        "A Backup Key Vault on this machine: 3 vault nodes and a gateway",
     );
-    let key = BackupKey::generate(&mut OsRng);
-    let code = key.recovery_code().to_grouped();
-    println!("   {}", code.as_str());
-
-    let cloud = work.join("cloud");
-    let store = Store::open(&format!("file://{}", cloud.display()))?;
-    step(
-        3,
-        "Back up: one encrypted stream, uploaded to the cloud folder",
-    );
-    let info = backup_dir(&store, &rt, &phone, &key, true)?;
+    let cluster = cluster::start(&ClusterOptions {
+        dir: work.join("cluster"),
+        nodes: 3,
+        partitions: 4,
+        hsm: false,
+    })?;
     println!(
-        "   backup {} ({} bytes) in {}",
-        info.name.id,
-        info.size,
-        cloud.display()
+        "   the fleet ceremony sealed each partition's keys to its node and signed manifest 1"
     );
-
-    step(
-        4,
-        "The phone is lost. On a new phone, type the recovery code back (any spacing, any case)",
-    );
-    let typed = code.replace(' ', "-").to_uppercase();
-    let new_key = RecoveryCode::parse(&typed)?.into_key();
-    let restored = work.join("new-phone/chats");
-    std::fs::create_dir_all(work.join("new-phone"))?;
-    let latest = rt
-        .block_on(store.latest())?
-        .context("the backup is not listed")?;
-    restore_backup(&store, &rt, &latest, &new_key, &restored, true)?;
-    ensure!(
-        original == snapshot(&restored)?,
-        "restored tree differs from the original"
-    );
+    println!("   (fleet key + an independent witness); phones pin both public keys");
+    println!("   gateway {}", cluster.gateway_url());
+    let cfg = Config::load(Some(cluster.client_config()))?;
+    let story = Story {
+        store: format!("file://{}", work.join("cloud").display()),
+        work,
+        cfg,
+        original,
+    };
+    let old = enable_and_back_up(&story, &chats)?;
+    lose_the_phone(&story)?;
+    let mut new = Device::open(
+        &story.ctx("new-phone").home,
+        story.ctx("new-phone").dev_tokens()?,
+    )?;
+    step(7, "Change the password on the new phone");
+    new.change_password(PASSWORD, NEW_PASSWORD)?;
+    println!("   the old password proved once more, the new one registered over the same key");
+    rotate(&story, &mut new)?;
+    let err = old
+        .restore_latest(&story.work.join("lost-key"), &mut |_| {}, &Cancel::new())
+        .err()
+        .context("the lost phone's key still opens a backup")?;
+    let err = anyhow::Error::from(err);
+    ensure!(exit::classify(&err) == Exit::Auth, "unexpected: {err:#}");
+    println!("   the lost phone's key opens nothing in the cloud any more (exit status 2)");
+    thief(&story)?;
+    tampered(&story, &new)?;
+    drop(cluster);
     println!(
-        "   restored into {}: identical, file by file",
-        restored.display()
+        "\nDemo complete: every step above was checked. Files are in {}",
+        story.work.display()
     );
-
-    password_path(&rt, &work, &key, &store, &latest, &original)?;
-
-    step(7, "A wrong recovery code is refused as such");
-    let wrong = BackupKey::generate(&mut OsRng);
-    let err = restore_backup(&store, &rt, &latest, &wrong, &work.join("wrong"), true)
-        .err()
-        .context("a wrong key restored the backup")?;
-    ensure!(
-        exit::classify(&err) == Exit::Auth,
-        "unexpected error: {err:#}"
-    );
-    println!("   lockbox: {} (exit status 2)", exit::render(&err));
-
-    step(
-        8,
-        "A storage provider that flips one byte is caught, and nothing is restored",
-    );
-    tamper(&cloud)?;
-    let dest = work.join("tampered");
-    let err = restore_backup(&store, &rt, &latest, &new_key, &dest, true)
-        .err()
-        .context("a tampered backup restored")?;
-    ensure!(
-        exit::classify(&err) == Exit::Integrity,
-        "unexpected error: {err:#}"
-    );
-    ensure!(!dest.exists(), "a failed restore left {}", dest.display());
-    println!("   lockbox: {} (exit status 3)", exit::render(&err));
-
-    println!("\nDemo complete. Files are in {}", work.display());
     if args.workdir.is_none() {
         println!("(a temporary directory, removed now; pass --workdir DIR to keep it)");
     }
     Ok(())
 }
 
-/// Steps 5–6: the key deposited in a Backup Key Vault node (in process, software sealer) under a
-/// password, and recovered on the new phone with OPAQUE, with real Argon2id costs.
-fn password_path(
-    rt: &tokio::runtime::Runtime,
-    work: &Path,
-    key: &BackupKey,
-    store: &Store,
-    latest: &BackupInfo,
-    original: &Tree,
-) -> Result<()> {
-    const ACCOUNT: &[u8] = b"+15550123456";
-    const PASSWORD: &[u8] = b"correct horse battery staple";
-    step(
-        5,
-        "Or protect the key with a password: deposit it in the Backup Key Vault (OPAQUE)",
+/// Steps 3–4: a password-protected device and its first backup.
+fn enable_and_back_up(story: &Story, chats: &Path) -> Result<Device> {
+    step(3, "Turn on backups, protected by a password");
+    let mut device = story.enable("old-phone", ALICE, PASSWORD, ATTEMPTS)?;
+    let key = device.home().join("key");
+    let mode = std::fs::metadata(&key)?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "the key file is mode {mode:o}");
+    println!(
+        "   a random 256-bit key, kept in {} (mode 600); the vault holds it",
+        key.display()
     );
-    let vault_dir = work.join("vault");
-    std::fs::create_dir_all(&vault_dir)?;
-    let config = vault_dir.join("vault.toml");
-    // The demo plays the messaging service's login too: a dev identity provider whose tokens
-    // the node accepts, minting one per request for the demo account.
-    let issuer = std::sync::Arc::new(lockbox_token::Issuer::generate()?);
-    let tokens = MintingSource::new(issuer.clone(), DEV_AUDIENCE, Duration::from_secs(600));
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\npartitions = [0]\n{}",
-            AuthConfig::toml_section(&issuer, DEV_AUDIENCE)
-        ),
-    )?;
-    let cfg = lockbox_vault::VaultConfig::load(&config)?;
-    let recovered = rt.block_on(async {
-        let node = lockbox_vault::bind(cfg).await?;
-        let endpoint = format!("http://{}", node.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(node.serve(async {
-            let _ = stopped.await;
-        }));
-        // The device talks to a gateway, which checks its token and relays what it cannot read.
-        let gateway = lockbox_gateway::bind(GatewayConfig::parse(&format!(
-            "listen = \"127.0.0.1:0\"\n{}[[partitions]]\nid = 0\nreplicas = [\"{endpoint}\"]\n",
-            AuthConfig::toml_section(&issuer, DEV_AUDIENCE)
-        ))
-        .map_err(anyhow::Error::msg)?)
-        .await?;
-        let relay = format!("http://{}", gateway.local_addr());
-        let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
-        let relaying = tokio::spawn(gateway.serve(async {
-            let _ = gateway_stopped.await;
-        }));
-        // Trust on first use of the node's keys, for the demo only: devices pin them from the
-        // signed fleet manifest.
-        let mut target = VaultClient::discover(&endpoint, 0).await?;
-        target.endpoint = relay.clone();
-        let client = VaultClient::connect(target)
-            .await?
-            .with_token_source(std::sync::Arc::new(tokens));
-        client.enroll(ACCOUNT, PASSWORD, key, 10, KsfParams::DEFAULT).await?;
-        println!("   device -> gateway {relay} -> vault node {endpoint}");
-        println!("   record enrolled, 10 attempts; the password never left the device, and the gateway saw only ciphertext");
-        step(6, "New phone, no recovery code: recover the key with the password");
-        match client.recover(ACCOUNT, b"correct horse battery stable").await {
-            Err(ClientError::WrongPassword { attempts_left }) => {
-                println!("   a mistyped password is refused and costs an attempt: {attempts_left} left")
-            }
-            other => bail!("a wrong password was not refused: {other:?}"),
-        }
-        let recovered = client.recover(ACCOUNT, PASSWORD).await?;
-        let _ = stop_gateway.send(());
-        relaying.await??;
-        let _ = stop.send(());
-        server.await??;
-        anyhow::Ok(recovered)
-    })?;
-    ensure!(&recovered == key, "the vault released a different key");
-    let restored = work.join("new-phone-2/chats");
-    std::fs::create_dir_all(work.join("new-phone-2"))?;
-    restore_backup(store, rt, latest, &recovered, &restored, true)?;
+    println!("   under an OPAQUE registration: the password never left the phone, and the");
+    println!("   gateway relayed only ciphertext");
+    step(4, "Back up: one encrypted stream to the cloud folder");
+    let report = device.backup(Some(chats), None, &mut |_| {}, &Cancel::new())?;
+    let object = only_object(&story.work.join("cloud"))?;
+    let stored = std::fs::read(&object)?;
     ensure!(
-        *original == snapshot(&restored)?,
-        "password restore differs from the original"
+        !contains(&stored, b"see you at"),
+        "the cloud copy contains plaintext"
     );
     println!(
-        "   the right password released the key; restored into {}: identical",
-        restored.display()
+        "   backup {} ({} bytes); the cloud copy holds no readable chat",
+        report.backup.name.id, report.backup.size
+    );
+    Ok(device)
+}
+
+/// Steps 5–6: a new phone, one mistyped password, then the right one.
+fn lose_the_phone(story: &Story) -> Result<()> {
+    step(5, "The phone is lost. On a new phone, a mistyped password");
+    match story.restore("new-phone", ALICE, b"correct horse battery stable") {
+        Err(DeviceError::Vault(ClientError::WrongPassword { attempts_left })) => println!(
+            "   refused: wrong password ({attempts_left} attempts left); every guess counts, right or wrong"
+        ),
+        Err(e) => return Err(e.into()),
+        Ok(_) => bail!("a wrong password restored the backup"),
+    }
+    ensure!(
+        !story.work.join("new-phone/chats").exists(),
+        "a refused restore left files behind"
+    );
+    step(
+        6,
+        "The right password: the vault releases the key, the phone restores",
+    );
+    let device = story.restore("new-phone", ALICE, PASSWORD)?;
+    story.check_restored("new-phone")?;
+    let status = device.status()?;
+    let attempts = status.vault.and_then(|v| v.attempts());
+    ensure!(
+        attempts == Some((ATTEMPTS, ATTEMPTS)),
+        "attempts after success: {attempts:?}"
+    );
+    println!("   the right password gave the attempts back: {ATTEMPTS} of {ATTEMPTS}");
+    Ok(())
+}
+
+/// Step 8: a new key; the old backups go only after the new one verified.
+fn rotate(story: &Story, device: &mut Device) -> Result<()> {
+    step(
+        8,
+        "Rotate the key: new key, new backup verified in the cloud, old backups deleted",
+    );
+    let rotated = device.rotate_key(Some(NEW_PASSWORD), None, &mut |_| {}, &Cancel::new())?;
+    let left = device.status()?.backups.len();
+    ensure!(left == 1, "{left} backups after the rotation");
+    println!(
+        "   backup {} made and read back under the new key; then deleted under the old key: {}",
+        rotated.backup.name.id,
+        plural(rotated.deleted.len(), "backup")
+    );
+    let check = story.restore("third-phone", ALICE, NEW_PASSWORD)?;
+    story.check_restored("third-phone")?;
+    drop(check);
+    println!("   (a third phone with the new password gets the new key)");
+    Ok(())
+}
+
+/// Step 9: a thief guessing another account's password destroys the record, for good.
+fn thief(story: &Story) -> Result<()> {
+    step(
+        9,
+        "A thief guesses bob's password: after 3 wrong guesses the key is destroyed",
+    );
+    const BOB: &str = "+15550199999";
+    let mut bob = story.enable("bobs-phone", BOB, b"bob's secret phrase", 3)?;
+    bob.backup(
+        Some(&story.work.join("old-phone/chats")),
+        None,
+        &mut |_| {},
+        &Cancel::new(),
+    )?;
+    for guess in ["password", "123456", "bob1985"] {
+        match story.restore("thiefs-phone", BOB, guess.as_bytes()) {
+            Err(DeviceError::Vault(ClientError::WrongPassword { attempts_left })) => {
+                println!("   guess {guess:?}: wrong ({attempts_left} attempts left)")
+            }
+            Err(DeviceError::Vault(ClientError::Destroyed)) => {
+                println!("   guess {guess:?}: wrong, and that was the last one")
+            }
+            other => bail!("guess {guess:?} was not refused: {:?}", other.map(|_| ())),
+        }
+    }
+    let err = story
+        .restore("thiefs-phone", BOB, b"bob's secret phrase")
+        .err()
+        .context("a destroyed record released the key")?;
+    let err = anyhow::Error::from(err);
+    ensure!(
+        exit::classify(&err) == Exit::Destroyed,
+        "unexpected: {err:#}"
+    );
+    println!(
+        "   even the right password now: {} (exit status 4)",
+        exit::render(&err)
     );
     Ok(())
+}
+
+/// Step 10: a storage provider that flips one byte is caught, and nothing is restored.
+fn tampered(story: &Story, device: &Device) -> Result<()> {
+    step(
+        10,
+        "A storage provider that flips one byte is caught, and nothing is restored",
+    );
+    let latest = device
+        .status()?
+        .backups
+        .pop()
+        .context("no backup in the cloud")?;
+    let object = story.work.join("cloud").join(latest.name.file_name());
+    tamper(&object)?;
+    let dest = story.work.join("tampered");
+    let err = device
+        .restore_latest(&dest, &mut |_| {}, &Cancel::new())
+        .err()
+        .context("a tampered backup restored")?;
+    ensure!(
+        matches!(&err, DeviceError::Backup(e) if !matches!(e, BackupError::NoBackups { .. })),
+        "unexpected: {err:?}"
+    );
+    let err = anyhow::Error::from(err);
+    ensure!(
+        exit::classify(&err) == Exit::Integrity,
+        "unexpected: {err:#}"
+    );
+    ensure!(!dest.exists(), "a failed restore left {}", dest.display());
+    println!("   lockbox: {} (exit status 3)", exit::render(&err));
+    Ok(())
+}
+
+fn plural(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        _ => format!("{n} {what}s"),
+    }
+}
+
+fn only_object(dir: &Path) -> Result<PathBuf> {
+    let objects: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    match objects.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!(
+            "expected one object in {}, found {}",
+            dir.display(),
+            objects.len()
+        ),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn step(n: u32, what: &str) {
@@ -304,75 +447,11 @@ fn snapshot(root: &Path) -> Result<Tree> {
     Ok(out)
 }
 
-/// Plays the storage provider: flips one byte in the middle of the only backup object.
-fn tamper(cloud: &Path) -> Result<()> {
-    let mut objects = Vec::new();
-    let mut stack = vec![cloud.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let p = entry?.path();
-            if p.is_dir() {
-                stack.push(p)
-            } else {
-                objects.push(p)
-            }
-        }
-    }
-    let [object] = objects.as_slice() else {
-        bail!("expected one backup object, found {}", objects.len())
-    };
+/// Plays the storage provider: flips one byte in the middle of `object`.
+fn tamper(object: &Path) -> Result<()> {
     let mut bytes = std::fs::read(object)?;
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
     std::fs::write(object, bytes)?;
     Ok(())
-}
-
-fn job<'a>(
-    store: &'a Store,
-    rt: &'a tokio::runtime::Runtime,
-    key: &'a BackupKey,
-    cancel: &'a lockbox_client::Cancel,
-) -> lockbox_client::backup::Job<'a> {
-    lockbox_client::backup::Job {
-        store,
-        rt: rt.handle(),
-        key,
-        cancel,
-    }
-}
-
-fn backup_dir(
-    store: &Store,
-    rt: &tokio::runtime::Runtime,
-    dir: &Path,
-    key: &BackupKey,
-    _quiet: bool,
-) -> Result<BackupInfo> {
-    let cancel = lockbox_client::Cancel::new();
-    let job = job(store, rt, key, &cancel);
-    Ok(lockbox_client::backup::backup_dir(
-        &job,
-        dir,
-        super::now_unix_ms(),
-        &mut |_| {},
-    )?)
-}
-
-fn restore_backup(
-    store: &Store,
-    rt: &tokio::runtime::Runtime,
-    info: &BackupInfo,
-    key: &BackupKey,
-    dest: &Path,
-    _quiet: bool,
-) -> Result<()> {
-    let cancel = lockbox_client::Cancel::new();
-    let job = job(store, rt, key, &cancel);
-    Ok(lockbox_client::backup::restore_backup(
-        &job,
-        info,
-        dest,
-        &mut |_| {},
-    )?)
 }
