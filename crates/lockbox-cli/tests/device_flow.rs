@@ -305,6 +305,13 @@ fn a_record_is_destroyed_after_its_limit_and_says_so() {
     assert!(!dest.exists());
     let status = bob.status();
     assert_eq!(status["vault"]["state"], "destroyed", "{status}");
+    let plain = bob.run(&["status"], None);
+    assert_exit(&plain, 0);
+    assert!(text(&plain).contains("gone for good"), "{}", text(&plain));
+    // The low-level record command takes the same pinned path, through the gateway.
+    let record = thief.run(&["key", "status", "--account", "bob"], None);
+    assert_exit(&record, 0);
+    assert!(text(&record).contains("destroyed"), "{}", text(&record));
 }
 
 #[test]
