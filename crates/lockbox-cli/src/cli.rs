@@ -81,36 +81,12 @@ pub enum Command {
     /// right password and destroys it after --max-attempts wrong ones in a row. With
     /// --recovery-code the key is printed once as a 64-digit code: write it down.
     Enable(EnableArgs),
-    /// Show this device's settings, the vault record's attempts left, and its backups
-    Status(StatusArgs),
-    /// Change the vault password (the backup key stays the same)
-    #[command(subcommand)]
-    Password(PasswordCommand),
-    /// Turn off backups on this device: destroy the vault record, wipe the home directory
-    ///
-    /// Asks for the vault password (a password-protected device). With --delete-backups every
-    /// backup made under this device's key is deleted as well; without it they stay, and the
-    /// key is printed as a recovery code, the only way left to open them.
-    Disable(DisableArgs),
-    /// Manage backup keys: rotate this device's key, or low-level recovery-code and vault tools
-    #[command(subcommand)]
-    Key(KeyCommand),
-    /// Encrypt a stream (stdin to stdout by default) in the lockbox format
-    Encrypt(CryptArgs),
-    /// Decrypt a lockbox stream (stdin to stdout by default)
-    ///
-    /// Only verified plaintext is ever written. With -o, the output appears under its name only
-    /// after the whole stream verified; on stdout, a tampered or truncated stream stops with exit
-    /// status 3 after the verified prefix.
-    Decrypt(CryptArgs),
     /// Back up a directory to object storage and print the backup id
     ///
     /// On an enabled device, `lockbox backup [DIR]` uses its store and key (DIR defaults to
     /// the directory of the last backup). With --to or --key-file, everything comes from the
     /// flags, the environment and the config file instead.
     Backup(BackupArgs),
-    /// List the backups at a storage URL, oldest first
-    List(ListArgs),
     /// Restore a backup (the latest by default) into a new or empty directory
     ///
     /// On a new phone, `lockbox restore DEST --account ID --store URL --password` gets the key
@@ -121,25 +97,49 @@ pub enum Command {
     /// only once every byte verified: a failed restore never leaves a directory that looks
     /// complete.
     Restore(RestoreArgs),
+    /// Show this device's settings, the vault record's attempts left, and its backups
+    Status(StatusArgs),
+    /// Change the vault password (the backup key stays the same)
+    #[command(subcommand)]
+    Password(PasswordCommand),
+    /// Manage backup keys: rotate this device's key, or low-level recovery-code and vault tools
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Turn off backups on this device: destroy the vault record, wipe the home directory
+    ///
+    /// Asks for the vault password (a password-protected device). With --delete-backups every
+    /// backup made under this device's key is deleted as well; without it they stay, and the
+    /// key is printed as a recovery code, the only way left to open them.
+    Disable(DisableArgs),
+    /// List the backups at a storage URL, oldest first
+    List(ListArgs),
     /// Delete old backups, keeping the newest N whose headers verify under the key
     ///
     /// Objects that do not verify (planted, damaged, made under another key) are reported and
     /// neither counted nor deleted.
     Prune(PruneArgs),
+    /// Encrypt a stream (stdin to stdout by default) in the lockbox format
+    Encrypt(CryptArgs),
+    /// Decrypt a lockbox stream (stdin to stdout by default)
+    ///
+    /// Only verified plaintext is ever written. With -o, the output appears under its name only
+    /// after the whole stream verified; on stdout, a tampered or truncated stream stops with exit
+    /// status 3 after the verified prefix.
+    Decrypt(CryptArgs),
     /// Walk the whole story on a sample chat directory, locally, with embedded defaults
     Demo(DemoArgs),
-    /// Run or manage a Backup Key Vault node
+    /// Development tools: a dev fleet on loopback, and a dev identity provider for tokens
     #[command(subcommand)]
-    Vault(VaultCommand),
-    /// Run the gateway that relays devices' sealed requests to the vault
-    #[command(subcommand)]
-    Gateway(GatewayCommand),
+    Dev(DevCommand),
     /// The fleet ceremony and its signed manifest log (what devices pin)
     #[command(subcommand)]
     Fleet(FleetCommand),
-    /// Development tools: a dev identity provider that mints account tokens
+    /// Run the gateway that relays devices' sealed requests to the vault
     #[command(subcommand)]
-    Dev(DevCommand),
+    Gateway(GatewayCommand),
+    /// Run or manage a Backup Key Vault node
+    #[command(subcommand)]
+    Vault(VaultCommand),
 }
 
 #[derive(Debug, Subcommand)]
