@@ -53,10 +53,12 @@ impl Drop for Cluster {
     }
 }
 
-/// A phone: its own home, talking to the cluster.
+/// A phone: its own home, talking to the cluster, for one account and one store.
 struct Phone<'a> {
     cluster: &'a Cluster,
     home: PathBuf,
+    account: &'a str,
+    store: String,
 }
 
 impl Phone<'_> {
@@ -78,6 +80,36 @@ impl Phone<'_> {
         run(&mut c)
     }
 
+    /// `enable --account A --store S EXTRA…`
+    fn enable(&self, extra: &[&str], password: Option<&str>) -> Output {
+        let mut args = vec!["enable", "--account", self.account, "--store", &self.store];
+        args.extend_from_slice(extra);
+        self.run(&args, password)
+    }
+
+    /// A new phone takes over: `restore DEST --account A --store S` with the password, or with
+    /// `--recovery-code-file FILE`.
+    fn take_over(&self, dest: &Path, password: Option<&str>, code: Option<&Path>) -> Output {
+        let dest = dest.to_str().unwrap();
+        let mut args = vec![
+            "restore",
+            dest,
+            "--account",
+            self.account,
+            "--store",
+            &self.store,
+        ];
+        match code {
+            Some(file) => args.extend(["--recovery-code-file", file.to_str().unwrap()]),
+            None => args.push("--password"),
+        }
+        self.run(&args, password)
+    }
+
+    fn backup(&self, dir: &Path) {
+        assert_exit(&self.run(&["backup", dir.to_str().unwrap()], None), 0);
+    }
+
     fn status(&self) -> serde_json::Value {
         let out = self.run(&["status", "--json"], None);
         assert_exit(&out, 0);
@@ -85,10 +117,19 @@ impl Phone<'_> {
     }
 }
 
-fn phone<'a>(cluster: &'a Cluster, dir: &Path, name: &str) -> Phone<'a> {
+/// A scratch directory with a cluster of `nodes` nodes and `partitions` partitions in it.
+fn world(nodes: u32, partitions: u32) -> (tempfile::TempDir, Cluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), nodes, partitions);
+    (dir, cluster)
+}
+
+fn phone<'a>(cluster: &'a Cluster, dir: &Path, name: &str, account: &'a str) -> Phone<'a> {
     Phone {
         cluster,
         home: dir.join(name),
+        account,
+        store: format!("file://{}", dir.join("cloud").display()),
     }
 }
 
@@ -98,10 +139,6 @@ fn chats(dir: &Path, text: &str) -> PathBuf {
     std::fs::write(chats.join("msgs.db"), text).unwrap();
     std::fs::write(chats.join("media/cat.jpg"), vec![7u8; 100_000]).unwrap();
     chats
-}
-
-fn store_url(dir: &Path) -> String {
-    format!("file://{}", dir.join("cloud").display())
 }
 
 fn stored_objects(dir: &Path) -> usize {
@@ -114,38 +151,29 @@ fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+fn msgs(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("msgs.db")).unwrap()
+}
+
 #[test]
 fn the_password_story_from_enable_to_disable() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(2, 3);
     let d = dir.path();
-    let cluster = Cluster::start(d, 2, 3);
-    let store = store_url(d);
-    let old = phone(&cluster, d, "old-phone");
-    let enable = [
-        "enable",
-        "--account",
-        "alice",
-        "--store",
-        &store,
-        "--password",
-        "--max-attempts",
-        "3",
-    ];
-    assert_exit(&old.run(&enable, Some("correct horse")), 0);
-    let key = old.home.join("key");
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    let old = phone(&cluster, d, "old-phone", "alice");
+    let enable = ["--password", "--max-attempts", "3"];
+    assert_exit(&old.enable(&enable, Some("correct horse")), 0);
+    let mode = std::fs::metadata(old.home.join("key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     // A second enable on the same home is refused and changes nothing.
     assert_fails_with(
-        &old.run(&enable, Some("other password")),
+        &old.enable(&enable, Some("other password")),
         1,
         "already holds",
     );
-    let original = chats(d, "see you at 8");
-    let backup = old.run(&["backup", original.to_str().unwrap()], None);
-    assert_exit(&backup, 0);
+    old.backup(&chats(d, "see you at 8"));
     // The next backup remembers the directory.
     assert_exit(&old.run(&["backup"], None), 0);
     let status = old.status();
@@ -153,32 +181,17 @@ fn the_password_story_from_enable_to_disable() {
     assert_eq!(status["backups"].as_array().unwrap().len(), 2);
 
     // The phone is lost. A new one restores after one wrong password.
-    let new = phone(&cluster, d, "new-phone");
+    let new = phone(&cluster, d, "new-phone", "alice");
     let dest = d.join("restored");
-    let restore = [
-        "restore",
-        dest.to_str().unwrap(),
-        "--account",
-        "alice",
-        "--store",
-        &store,
-        "--password",
-    ];
-    assert_fails_with(
-        &new.run(&restore, Some("wrong horse")),
-        2,
-        "2 attempts left",
-    );
+    let wrong = new.take_over(&dest, Some("wrong horse"), None);
+    assert_fails_with(&wrong, 2, "2 attempts left");
     assert!(!dest.exists());
     assert!(!new.home.join("device.toml").exists());
-    assert_exit(&new.run(&restore, Some("correct horse")), 0);
-    assert_eq!(
-        std::fs::read(dest.join("msgs.db")).unwrap(),
-        b"see you at 8"
-    );
+    assert_exit(&new.take_over(&dest, Some("correct horse"), None), 0);
+    assert_eq!(msgs(&dest), b"see you at 8");
     // The right password gave the attempts back, and the new phone is enabled.
     assert_eq!(new.status()["vault"]["attempts_left"], 3);
-    assert_exit(&new.run(&["backup", dest.to_str().unwrap()], None), 0);
+    new.backup(&dest);
 
     // Password change: the old password stops working, the new one works.
     let mut change = new.cmd(&["password", "change"]);
@@ -186,32 +199,20 @@ fn the_password_story_from_enable_to_disable() {
         .env("LOCKBOX_PASSWORD", "correct horse")
         .env("LOCKBOX_NEW_PASSWORD", "battery staple");
     assert_exit(&run(&mut change), 0);
-    let third = phone(&cluster, d, "third-phone");
+    let third = phone(&cluster, d, "third-phone", "alice");
     let dest3 = d.join("restored-3");
-    let restore3 = [
-        "restore",
-        dest3.to_str().unwrap(),
-        "--account",
-        "alice",
-        "--store",
-        &store,
-        "--password",
-    ];
-    assert_fails_with(
-        &third.run(&restore3, Some("correct horse")),
-        2,
-        "attempts left",
-    );
+    let stale = third.take_over(&dest3, Some("correct horse"), None);
+    assert_fails_with(&stale, 2, "attempts left");
 
     // Key rotation: a new key, a verified backup under it, the old key's backups deleted.
     let old_key = std::fs::read_to_string(new.home.join("key")).unwrap();
     assert_eq!(stored_objects(d), 3);
     let rotate = new.run(&["key", "rotate"], Some("battery staple"));
     assert_exit(&rotate, 0);
+    let said = stderr(&rotate);
     assert!(
-        stderr(&rotate).contains("3 backups under the old key deleted"),
-        "{}",
-        stderr(&rotate)
+        said.contains("3 backups under the old key deleted"),
+        "{said}"
     );
     assert_ne!(
         std::fs::read_to_string(new.home.join("key")).unwrap(),
@@ -219,89 +220,48 @@ fn the_password_story_from_enable_to_disable() {
     );
     assert_eq!(stored_objects(d), 1);
     // The old phone's key opens nothing any more; a new phone with the password gets the new one.
-    assert_fails_with(
-        &old.run(&["restore", d.join("x").to_str().unwrap()], None),
-        2,
-        "wrong key",
-    );
-    assert_exit(&third.run(&restore3, Some("battery staple")), 0);
-    assert_eq!(
-        std::fs::read(dest3.join("msgs.db")).unwrap(),
-        b"see you at 8"
-    );
+    let lost = old.run(&["restore", d.join("x").to_str().unwrap()], None);
+    assert_fails_with(&lost, 2, "wrong key");
+    assert_exit(&third.take_over(&dest3, Some("battery staple"), None), 0);
+    assert_eq!(msgs(&dest3), b"see you at 8");
 
     // Disable with --delete-backups: record gone, backups gone, home wiped.
     let disable = third.run(&["disable", "--delete-backups"], Some("battery staple"));
     assert_exit(&disable, 0);
     assert_eq!(stored_objects(d), 0);
     assert!(!third.home.join("key").exists());
-    let fourth = phone(&cluster, d, "fourth-phone");
-    let dest4 = d.join("restored-4");
-    let out = fourth.run(
-        &[
-            "restore",
-            dest4.to_str().unwrap(),
-            "--account",
-            "alice",
-            "--store",
-            &store,
-            "--password",
-        ],
-        Some("battery staple"),
-    );
-    assert_fails_with(&out, 1, "no backups");
+    let fourth = phone(&cluster, d, "fourth-phone", "alice");
+    let nothing = fourth.take_over(&d.join("restored-4"), Some("battery staple"), None);
+    assert_fails_with(&nothing, 1, "no backups");
 }
 
 #[test]
 fn a_record_is_destroyed_after_its_limit_and_says_so() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(1, 2);
     let d = dir.path();
-    let cluster = Cluster::start(d, 1, 2);
-    let store = store_url(d);
-    let bob = phone(&cluster, d, "bob");
-    let enable = [
-        "enable",
-        "--account",
-        "bob",
-        "--store",
-        &store,
-        "--password",
-        "--max-attempts",
-        "2",
-    ];
-    assert_exit(&bob.run(&enable, Some("bobs password")), 0);
-    assert_exit(
-        &bob.run(&["backup", chats(d, "bob's chats").to_str().unwrap()], None),
-        0,
+    let bob = phone(&cluster, d, "bob", "bob");
+    let enable = bob.enable(
+        &["--password", "--max-attempts", "2"],
+        Some("bobs password"),
     );
-    let thief = phone(&cluster, d, "thief");
+    assert_exit(&enable, 0);
+    bob.backup(&chats(d, "bob's chats"));
+    let thief = phone(&cluster, d, "thief", "bob");
     let dest = d.join("stolen");
-    let restore = [
-        "restore",
-        dest.to_str().unwrap(),
-        "--account",
-        "bob",
-        "--store",
-        &store,
-        "--password",
-    ];
     assert_fails_with(
-        &thief.run(&restore, Some("guess one")),
+        &thief.take_over(&dest, Some("guess one"), None),
         2,
         "1 attempts left",
     );
-    let last = thief.run(&restore, Some("guess two"));
+    let last = thief.take_over(&dest, Some("guess two"), None);
     assert!(
         matches!(last.status.code(), Some(2 | 4)),
         "{}",
         stderr(&last)
     );
     // Now even the right password gets nothing: exit 4, and the message says the key is gone.
-    assert_fails_with(
-        &thief.run(&restore, Some("bobs password")),
-        4,
-        "gone for good",
-    );
+    let right = thief.take_over(&dest, Some("bobs password"), None);
+    assert_fails_with(&right, 4, "gone for good");
     assert!(!dest.exists());
     let status = bob.status();
     assert_eq!(status["vault"]["state"], "destroyed", "{status}");
@@ -316,60 +276,34 @@ fn a_record_is_destroyed_after_its_limit_and_says_so() {
 
 #[test]
 fn the_recovery_code_story() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let cluster = Cluster::start(d, 1, 1);
-    let store = store_url(d);
-    let carol = phone(&cluster, d, "carol");
-    let enable = carol.run(
-        &[
-            "enable",
-            "--account",
-            "carol",
-            "--store",
-            &store,
-            "--recovery-code",
-        ],
-        None,
-    );
+    let carol = phone(&cluster, d, "carol", "carol");
+    let enable = carol.enable(&["--recovery-code"], None);
     assert_exit(&enable, 0);
     let code_file = d.join("code.txt");
     std::fs::write(&code_file, text(&enable)).unwrap();
-    assert_exit(
-        &carol.run(&["backup", chats(d, "carol").to_str().unwrap()], None),
-        0,
-    );
+    carol.backup(&chats(d, "carol"));
     assert!(carol.status()["vault"].is_null());
 
-    let new = phone(&cluster, d, "carol-new");
+    let new = phone(&cluster, d, "carol-new", "carol");
     let dest = d.join("restored");
-    let restore = |phone: &Phone<'_>, dest: &Path, code: &Path| {
-        phone.run(
-            &[
-                "restore",
-                dest.to_str().unwrap(),
-                "--account",
-                "carol",
-                "--store",
-                &store,
-                "--recovery-code-file",
-                code.to_str().unwrap(),
-            ],
-            None,
-        )
-    };
-    assert_exit(&restore(&new, &dest, &code_file), 0);
-    assert_eq!(std::fs::read(dest.join("msgs.db")).unwrap(), b"carol");
+    assert_exit(&new.take_over(&dest, None, Some(&code_file)), 0);
+    assert_eq!(msgs(&dest), b"carol");
 
     // Rotation prints a new code; the old one opens nothing any more.
     let rotate = new.run(&["key", "rotate", dest.to_str().unwrap()], None);
     assert_exit(&rotate, 0);
     let new_code = d.join("new-code.txt");
     std::fs::write(&new_code, text(&rotate)).unwrap();
-    let stale = phone(&cluster, d, "stale");
-    assert_fails_with(&restore(&stale, &d.join("r2"), &code_file), 2, "wrong key");
-    let fresh = phone(&cluster, d, "fresh");
-    assert_exit(&restore(&fresh, &d.join("r3"), &new_code), 0);
+    let stale = phone(&cluster, d, "stale", "carol");
+    assert_fails_with(
+        &stale.take_over(&d.join("r2"), None, Some(&code_file)),
+        2,
+        "wrong key",
+    );
+    let fresh = phone(&cluster, d, "fresh", "carol");
+    assert_exit(&fresh.take_over(&d.join("r3"), None, Some(&new_code)), 0);
 
     // Disable without --delete-backups keeps the backups.
     assert_exit(&fresh.run(&["disable"], None), 0);
@@ -379,24 +313,11 @@ fn the_recovery_code_story() {
 
 #[test]
 fn a_password_device_that_keeps_its_backups_on_disable_hands_out_the_code() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let cluster = Cluster::start(d, 1, 1);
-    let store = store_url(d);
-    let dan = phone(&cluster, d, "dan");
-    let enable = [
-        "enable",
-        "--account",
-        "dan",
-        "--store",
-        &store,
-        "--password",
-    ];
-    assert_exit(&dan.run(&enable, Some("dans password")), 0);
-    assert_exit(
-        &dan.run(&["backup", chats(d, "dan").to_str().unwrap()], None),
-        0,
-    );
+    let dan = phone(&cluster, d, "dan", "dan");
+    assert_exit(&dan.enable(&["--password"], Some("dans password")), 0);
+    dan.backup(&chats(d, "dan"));
     assert_fails_with(&dan.run(&["disable"], Some("not dans")), 2, "attempts left");
     assert!(
         dan.home.join("key").exists(),
@@ -409,15 +330,9 @@ fn a_password_device_that_keeps_its_backups_on_disable_hands_out_the_code() {
     let out = run(lockbox()
         .args(["restore"])
         .arg(d.join("r"))
-        .args(["--store", &store, "--key-file"])
+        .args(["--store", &dan.store, "--key-file"])
         .arg(&code));
     assert_exit(&out, 0);
-    assert_eq!(std::fs::read(d.join("r/msgs.db")).unwrap(), b"dan");
-    assert_eq!(dan.status_code_after_disable(), 1);
-}
-
-impl Phone<'_> {
-    fn status_code_after_disable(&self) -> i32 {
-        self.run(&["status"], None).status.code().unwrap()
-    }
+    assert_eq!(msgs(&d.join("r")), b"dan");
+    assert_fails_with(&dan.run(&["status"], None), 1, "no enabled device");
 }

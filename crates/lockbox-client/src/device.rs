@@ -192,6 +192,15 @@ impl Device {
         let home = Home::new(home);
         let settings = home.settings()?;
         let key = home.key()?;
+        Self::assemble(home, settings, key, tokens)
+    }
+
+    fn assemble(
+        home: Home,
+        settings: Settings,
+        key: BackupKey,
+        tokens: Option<Arc<dyn TokenSource>>,
+    ) -> Result<Self, DeviceError> {
         Ok(Self {
             home,
             settings,
@@ -479,13 +488,7 @@ impl Device {
                 .clone()
                 .filter(|_| protection == Protection::Password),
         };
-        Ok(Self {
-            home,
-            settings,
-            key,
-            rt: runtime()?,
-            tokens,
-        })
+        Self::assemble(home, settings, key, tokens)
     }
 
     /// Writes the key, then the settings: a home with settings always has its key.
