@@ -4,115 +4,12 @@
 //! limit. Every phone is its own `--home`; nothing is discovered on first use.
 
 mod common;
+mod device_cluster;
 
 use common::{assert_exit, assert_fails_with, lockbox, run, stderr};
-use std::io::{BufRead, BufReader};
+use device_cluster::{Cluster, Phone, chats, phone, store_url, stored_objects, text};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-/// A running `lockbox dev cluster`, stopped with SIGTERM on drop.
-struct Cluster {
-    child: Child,
-    config: PathBuf,
-}
-
-impl Cluster {
-    fn start(dir: &Path, nodes: u32, partitions: u32) -> Cluster {
-        let d = dir.join("cluster");
-        let mut child = lockbox()
-            .args(["dev", "cluster", "--dir"])
-            .arg(&d)
-            .args(["--nodes", &nodes.to_string()])
-            .args(["--partitions", &partitions.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.trim() == "ready" => break,
-                Some(Ok(_)) => continue,
-                other => panic!("dev cluster ended before `ready`: {other:?}"),
-            }
-        }
-        Cluster {
-            child,
-            config: d.join("client.toml"),
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// A phone: its own home, talking to the cluster.
-struct Phone<'a> {
-    cluster: &'a Cluster,
-    home: PathBuf,
-}
-
-impl Phone<'_> {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = lockbox();
-        c.arg("--config")
-            .arg(&self.cluster.config)
-            .arg("--home")
-            .arg(&self.home)
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str], password: Option<&str>) -> Output {
-        let mut c = self.cmd(args);
-        if let Some(p) = password {
-            c.env("LOCKBOX_PASSWORD", p);
-        }
-        run(&mut c)
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self.run(&["status", "--json"], None);
-        assert_exit(&out, 0);
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-fn phone<'a>(cluster: &'a Cluster, dir: &Path, name: &str) -> Phone<'a> {
-    Phone {
-        cluster,
-        home: dir.join(name),
-    }
-}
-
-fn chats(dir: &Path, text: &str) -> PathBuf {
-    let chats = dir.join(format!("chats-{}", text.len()));
-    std::fs::create_dir_all(chats.join("media")).unwrap();
-    std::fs::write(chats.join("msgs.db"), text).unwrap();
-    std::fs::write(chats.join("media/cat.jpg"), vec![7u8; 100_000]).unwrap();
-    chats
-}
-
-fn store_url(dir: &Path) -> String {
-    format!("file://{}", dir.join("cloud").display())
-}
-
-fn stored_objects(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("cloud"))
-        .map(|d| d.filter(|e| e.as_ref().unwrap().path().is_file()).count())
-        .unwrap_or(0)
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use std::path::Path;
 
 #[test]
 fn the_password_story_from_enable_to_disable() {
