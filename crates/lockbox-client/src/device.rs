@@ -376,8 +376,10 @@ impl Device {
         cancel: &Cancel,
     ) -> Result<Rotated, DeviceError> {
         let dir = self.source_dir(dir)?;
+        let pending = self.home.next_key()?;
         let vault = match (self.settings.protection, password) {
-            (Protection::Password, Some(p)) => Some((self.proved_vault(p)?, p)),
+            // The vault may already hold K' (a rotation stopped after re-enrolling).
+            (Protection::Password, Some(p)) => Some((self.proved_vault(p, pending.as_ref())?, p)),
             (Protection::Password, None) => {
                 return Err(DeviceError::Invalid(
                     "rotating a password-protected key needs the vault password".into(),
@@ -385,7 +387,7 @@ impl Device {
             }
             (Protection::RecoveryCode, _) => None,
         };
-        let next = match self.home.next_key()? {
+        let next = match pending {
             Some(key) => key,
             None => {
                 let key = BackupKey::generate(&mut OsRng);
@@ -515,12 +517,17 @@ impl Device {
         pinned_client(&self.rt, &self.home, fleet, self.account(), tokens)
     }
 
-    /// The vault, after checking that `password` releases this device's own key (one attempt,
-    /// given back on success): a rotation must not re-enroll over a record it cannot open.
-    fn proved_vault(&self, password: &[u8]) -> Result<VaultClient, DeviceError> {
+    /// The vault, after checking that `password` releases this device's own key, or `pending`
+    /// (one attempt, given back on success): a rotation must not re-enroll over, and a disable
+    /// must not destroy, a record that holds another device's key.
+    fn proved_vault(
+        &self,
+        password: &[u8],
+        pending: Option<&BackupKey>,
+    ) -> Result<VaultClient, DeviceError> {
         let vault = self.vault()?;
         let key = self.patient(|| vault.recover(self.account(), password))?;
-        if key != self.key {
+        if key != self.key && pending != Some(&key) {
             return Err(DeviceError::KeyMismatch(self.settings.account.clone()));
         }
         Ok(vault)
