@@ -57,7 +57,7 @@ pub enum DeviceError {
     KeyMismatch(String),
     /// A key rotation was interrupted: backing up under the old key now could leave the
     /// vault's key (already the new one) without the newest chats.
-    #[error("a key rotation was interrupted; finish it (`lockbox key rotate`) before backing up")]
+    #[error("a key rotation was interrupted; finish it (`lockbox key rotate`) first")]
     RotationPending,
     #[error("no directory to back up: pass one (later backups remember it)")]
     NoSourceDir,
@@ -422,17 +422,22 @@ impl Device {
     }
 
     /// Turns backups off on this device: the vault record is destroyed (after proving
-    /// `password`), the backups deleted if asked, and the home wiped. Backups that are kept while
-    /// the record goes can then be opened only with the returned recovery code.
+    /// `password` and that the record holds this device's key: another device's record is never
+    /// destroyed from here), the backups deleted if asked, and the home wiped. Refused while a
+    /// key rotation is pending, whose new key could otherwise be left behind. Backups that are
+    /// kept while the record goes can then be opened only with the returned recovery code.
     pub fn disable(
         self,
         password: Option<&[u8]>,
         delete_backups: bool,
     ) -> Result<Disabled, DeviceError> {
+        if self.home.next_key()?.is_some() {
+            return Err(DeviceError::RotationPending);
+        }
         if self.settings.protection == Protection::Password {
             let password = password
                 .ok_or_else(|| DeviceError::Invalid("disabling needs the vault password".into()))?;
-            let vault = self.vault()?;
+            let vault = self.proved_vault(password, None)?;
             self.patient(|| vault.delete(self.account(), password))?;
         }
         let deleted = match delete_backups {
