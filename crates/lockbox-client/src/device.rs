@@ -201,8 +201,10 @@ impl Device {
         })
     }
 
-    /// Enables backups on a fresh home: a new random K, kept in the home (0600), and either
-    /// deposited in the vault under `password` or returned as a recovery code for the user.
+    /// Enables backups on a fresh home: a new random K (or the key that a stopped enable or
+    /// restore left there without `device.toml`), kept in the home (0600), and either deposited
+    /// in the vault under `password` or returned as a recovery code for the user. A home whose
+    /// `device.toml` does not read is refused, never overwritten.
     pub fn enable(
         home: &Path,
         opts: EnableOptions,
@@ -211,13 +213,12 @@ impl Device {
     ) -> Result<(Self, Option<RecoveryCode>), DeviceError> {
         check_attempts(opts.max_attempts)?;
         Store::open(&opts.store).map_err(BackupError::from)?;
-        let device = Self::fresh(
-            home,
-            &opts,
-            password,
-            BackupKey::generate(&mut OsRng),
-            tokens,
-        )?;
+        // A key without settings is what a stopped enable or restore leaves: backups may exist
+        // under it, so it is kept, never replaced.
+        let key = Home::new(home)
+            .leftover_key()?
+            .unwrap_or_else(|| BackupKey::generate(&mut OsRng));
+        let device = Self::fresh(home, &opts, password, key, tokens)?;
         if let Some(password) = password {
             let vault = device.vault()?;
             device.patient(|| {
@@ -461,11 +462,16 @@ impl Device {
         tokens: Option<Arc<dyn TokenSource>>,
     ) -> Result<Self, DeviceError> {
         let home = Home::new(home);
-        if let Ok(s) = home.settings() {
-            return Err(DeviceError::AlreadyEnabled {
-                home: home.dir().to_owned(),
-                account: s.account,
-            });
+        match home.settings() {
+            Ok(s) => {
+                return Err(DeviceError::AlreadyEnabled {
+                    home: home.dir().to_owned(),
+                    account: s.account,
+                });
+            }
+            Err(DeviceError::NotEnabled(_)) => {}
+            // Unreadable settings beside a key: a home to repair, not to overwrite.
+            Err(e) => return Err(e),
         }
         let protection = match password {
             Some(_) => Protection::Password,
