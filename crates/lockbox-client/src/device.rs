@@ -551,12 +551,15 @@ impl Device {
     where
         F: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let mut waited = std::time::Duration::ZERO;
+        let (mut waited, mut holds) = (std::time::Duration::ZERO, 0);
         loop {
             match self.rt.block_on(op()) {
                 Err(ClientError::RateLimited { retry_after, .. })
-                    if retry_after <= PATIENT_WAIT && waited + retry_after <= PATIENT_TOTAL =>
+                    if holds < PATIENT_HOLDS
+                        && retry_after <= PATIENT_WAIT
+                        && waited + retry_after <= PATIENT_TOTAL =>
                 {
+                    holds += 1;
                     waited += retry_after;
                     std::thread::sleep(retry_after);
                 }
@@ -643,9 +646,11 @@ pub fn pinned_client(
     Ok(client.with_token_source(tokens))
 }
 
-/// The longest gateway hold a device sits out at once, and in all, before it gives up.
+/// The longest gateway hold a device sits out at once, and in all, and how many holds, before
+/// it gives up: a hostile gateway's "retry after 0 ms" must not keep it asking forever.
 const PATIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 const PATIENT_TOTAL: std::time::Duration = std::time::Duration::from_secs(60);
+const PATIENT_HOLDS: u32 = 5;
 
 fn rejected(catalog: &Catalog) -> Vec<String> {
     catalog
