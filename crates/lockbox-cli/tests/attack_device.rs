@@ -158,6 +158,32 @@ fn a_device_whose_vault_record_was_replaced_deletes_nothing() {
     assert_eq!(status["vault"]["attempts_left"], 3, "{status}");
 }
 
+/// The storage fails while `disable --delete-backups` runs (a provider outage, or one that
+/// refuses deletes). The vault record must still be there afterwards: destroyed first, it left
+/// a home that no rerun could finish (the record it proves the password against is gone).
+#[test]
+fn a_store_that_fails_during_disable_leaves_the_record_and_a_rerun_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cluster = Cluster::start(d, 1, 1);
+    let alice = phone(&cluster, d, "alice");
+    enable_with_password(&alice, "alice", &store_url(d));
+    assert_exit(&alice.run(&["backup", chats(d, "alice").to_str().unwrap()], None), 0);
+    let (cloud, away) = (d.join("cloud"), d.join("cloud-away"));
+    std::fs::rename(&cloud, &away).unwrap();
+    std::fs::write(&cloud, b"not a directory").unwrap();
+
+    let failed = alice.run(&["disable", "--delete-backups"], Some(PASSWORD));
+    assert_exit(&failed, 1);
+    std::fs::remove_file(&cloud).unwrap();
+    std::fs::rename(&away, &cloud).unwrap();
+    let status = alice.status();
+    assert_eq!(status["vault"]["state"], "active", "{status}");
+    assert_exit(&alice.run(&["disable", "--delete-backups"], Some(PASSWORD)), 0);
+    assert_eq!(stored_objects(d), 0);
+    assert!(!alice.home.join("key").exists());
+}
+
 fn enable_with_code(env: &Env, home: &Path) -> String {
     let out = run(lockbox()
         .arg("--home")

@@ -422,9 +422,9 @@ impl Device {
         })
     }
 
-    /// Turns backups off on this device: the vault record is destroyed (after proving
-    /// `password` and that the record holds this device's key: another device's record is never
-    /// destroyed from here), the backups deleted if asked, and the home wiped. Refused while a
+    /// Turns backups off on this device: after proving `password` and that the vault record
+    /// holds this device's key (another device's record is never destroyed from here), the
+    /// backups are deleted if asked, then the record destroyed, and the home wiped. Refused while a
     /// key rotation is pending, whose new key could otherwise be left behind. Backups that are
     /// kept while the record goes can then be opened only with the returned recovery code.
     pub fn disable(
@@ -435,16 +435,24 @@ impl Device {
         if self.home.next_key()?.is_some() {
             return Err(DeviceError::RotationPending);
         }
-        if self.settings.protection == Protection::Password {
-            let password = password
-                .ok_or_else(|| DeviceError::Invalid("disabling needs the vault password".into()))?;
-            let vault = self.proved_vault(password, None)?;
-            self.patient(|| vault.delete(self.account(), password))?;
-        }
+        let vault = match self.settings.protection {
+            Protection::Password => {
+                let password = password.ok_or_else(|| {
+                    DeviceError::Invalid("disabling needs the vault password".into())
+                })?;
+                Some((self.proved_vault(password, None)?, password))
+            }
+            Protection::RecoveryCode => None,
+        };
+        // The backups go before the record: a store that fails then leaves a disable that can
+        // be run again, not a home whose record is gone.
         let deleted = match delete_backups {
             true => self.delete_backups_of(&self.store()?, &self.key)?,
             false => Vec::new(),
         };
+        if let Some((vault, password)) = vault {
+            self.patient(|| vault.delete(self.account(), password))?;
+        }
         self.home.wipe()?;
         let recovery_code = (!delete_backups && self.settings.protection == Protection::Password)
             .then(|| self.key.recovery_code());
