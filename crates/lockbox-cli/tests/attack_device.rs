@@ -168,7 +168,10 @@ fn a_store_that_fails_during_disable_leaves_the_record_and_a_rerun_finishes() {
     let cluster = Cluster::start(d, 1, 1);
     let alice = phone(&cluster, d, "alice");
     enable_with_password(&alice, "alice", &store_url(d));
-    assert_exit(&alice.run(&["backup", chats(d, "alice").to_str().unwrap()], None), 0);
+    assert_exit(
+        &alice.run(&["backup", chats(d, "alice").to_str().unwrap()], None),
+        0,
+    );
     let (cloud, away) = (d.join("cloud"), d.join("cloud-away"));
     std::fs::rename(&cloud, &away).unwrap();
     std::fs::write(&cloud, b"not a directory").unwrap();
@@ -179,9 +182,56 @@ fn a_store_that_fails_during_disable_leaves_the_record_and_a_rerun_finishes() {
     std::fs::rename(&away, &cloud).unwrap();
     let status = alice.status();
     assert_eq!(status["vault"]["state"], "active", "{status}");
-    assert_exit(&alice.run(&["disable", "--delete-backups"], Some(PASSWORD)), 0);
+    assert_exit(
+        &alice.run(&["disable", "--delete-backups"], Some(PASSWORD)),
+        0,
+    );
     assert_eq!(stored_objects(d), 0);
     assert!(!alice.home.join("key").exists());
+}
+
+/// A new phone's `restore --password` spends an attempt only once there is something to
+/// restore and room for it: an empty store, or a destination that already holds files, is
+/// refused before the password reaches the vault, even a wrong one.
+#[test]
+fn a_new_phone_spends_no_attempt_when_nothing_could_be_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cluster = Cluster::start(d, 1, 1);
+    let store = store_url(d);
+    let alice = phone(&cluster, d, "alice");
+    enable_with_password(&alice, "alice", &store);
+    let new = phone(&cluster, d, "new-phone");
+    let restore = |dest: &Path| {
+        new.run(
+            &[
+                "restore",
+                dest.to_str().unwrap(),
+                "--account",
+                "alice",
+                "--store",
+                &store,
+                "--password",
+            ],
+            Some("wrong horse"),
+        )
+    };
+    std::fs::create_dir_all(d.join("cloud")).unwrap();
+    assert_fails_with(&restore(&d.join("dest")), 1, "no backups");
+    assert_exit(
+        &alice.run(&["backup", chats(d, "alice").to_str().unwrap()], None),
+        0,
+    );
+    let occupied = d.join("occupied");
+    std::fs::create_dir_all(&occupied).unwrap();
+    std::fs::write(occupied.join("mine.txt"), b"keep me").unwrap();
+    assert_exit(&restore(&occupied), 1);
+    assert_eq!(
+        std::fs::read(occupied.join("mine.txt")).unwrap(),
+        b"keep me"
+    );
+    assert_eq!(alice.status()["vault"]["attempts_left"], 3);
+    assert!(!new.home.join("device.toml").exists());
 }
 
 fn enable_with_code(env: &Env, home: &Path) -> String {
@@ -244,6 +294,41 @@ fn enable_on_a_home_that_holds_only_a_key_keeps_that_key() {
     assert!(RecoveryCode::parse(&code).unwrap().into_key() == key);
     assert!(key_in(&home.join("key")) == key);
     assert_eq!(backups_listed(&home), 1);
+}
+
+/// A backup damaged in the store is exit 3 for the device's own restore and for a new phone's,
+/// and nothing appears at the destination.
+#[test]
+fn a_tampered_backup_is_exit_3_and_restores_nothing() {
+    let env = Env::new();
+    let home = env.p("home");
+    let code = env.p("code.txt");
+    std::fs::write(&code, enable_with_code(&env, &home)).unwrap();
+    backup_in(&home, &chats(env.dir.path(), "carol's chats"));
+    let object = std::fs::read_dir(env.p("cloud"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_file())
+        .unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&object, bytes).unwrap();
+
+    let dest = env.p("restored");
+    let here = run(lockbox().arg("--home").arg(&home).arg("restore").arg(&dest));
+    assert_exit(&here, 3);
+    let new_phone = run(lockbox()
+        .arg("--home")
+        .arg(env.p("new-home"))
+        .arg("restore")
+        .arg(&dest)
+        .args(["--account", "carol", "--store", &env.store()])
+        .arg("--recovery-code-file")
+        .arg(&code));
+    assert_exit(&new_phone, 3);
+    assert!(!dest.exists());
+    assert!(!env.p("new-home/device.toml").exists());
 }
 
 /// The home and its key files are private to the user, a key rotation's pending key too, and
