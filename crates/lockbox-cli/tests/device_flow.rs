@@ -4,162 +4,17 @@
 //! limit. Every phone is its own `--home`; nothing is discovered on first use.
 
 mod common;
+mod device_cluster;
 
 use common::{assert_exit, assert_fails_with, lockbox, run, stderr};
-use std::io::{BufRead, BufReader};
+use device_cluster::{chats, msgs, phone, stored_objects, text, world};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-/// A running `lockbox dev cluster`, stopped with SIGTERM on drop.
-struct Cluster {
-    child: Child,
-    config: PathBuf,
-}
-
-impl Cluster {
-    fn start(dir: &Path, nodes: u32, partitions: u32) -> Cluster {
-        let d = dir.join("cluster");
-        let mut child = lockbox()
-            .args(["dev", "cluster", "--dir"])
-            .arg(&d)
-            .args(["--nodes", &nodes.to_string()])
-            .args(["--partitions", &partitions.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.trim() == "ready" => break,
-                Some(Ok(_)) => continue,
-                other => panic!("dev cluster ended before `ready`: {other:?}"),
-            }
-        }
-        Cluster {
-            child,
-            config: d.join("client.toml"),
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// A phone: its own home, talking to the cluster, for one account and one store.
-struct Phone<'a> {
-    cluster: &'a Cluster,
-    home: PathBuf,
-    account: &'a str,
-    store: String,
-}
-
-impl Phone<'_> {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = lockbox();
-        c.arg("--config")
-            .arg(&self.cluster.config)
-            .arg("--home")
-            .arg(&self.home)
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str], password: Option<&str>) -> Output {
-        let mut c = self.cmd(args);
-        if let Some(p) = password {
-            c.env("LOCKBOX_PASSWORD", p);
-        }
-        run(&mut c)
-    }
-
-    /// `enable --account A --store S EXTRA…`
-    fn enable(&self, extra: &[&str], password: Option<&str>) -> Output {
-        let mut args = vec!["enable", "--account", self.account, "--store", &self.store];
-        args.extend_from_slice(extra);
-        self.run(&args, password)
-    }
-
-    /// A new phone takes over: `restore DEST --account A --store S` with the password, or with
-    /// `--recovery-code-file FILE`.
-    fn take_over(&self, dest: &Path, password: Option<&str>, code: Option<&Path>) -> Output {
-        let dest = dest.to_str().unwrap();
-        let mut args = vec![
-            "restore",
-            dest,
-            "--account",
-            self.account,
-            "--store",
-            &self.store,
-        ];
-        match code {
-            Some(file) => args.extend(["--recovery-code-file", file.to_str().unwrap()]),
-            None => args.push("--password"),
-        }
-        self.run(&args, password)
-    }
-
-    fn backup(&self, dir: &Path) {
-        assert_exit(&self.run(&["backup", dir.to_str().unwrap()], None), 0);
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self.run(&["status", "--json"], None);
-        assert_exit(&out, 0);
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-/// A scratch directory with a cluster of `nodes` nodes and `partitions` partitions in it.
-fn world(nodes: u32, partitions: u32) -> (tempfile::TempDir, Cluster) {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(dir.path(), nodes, partitions);
-    (dir, cluster)
-}
-
-fn phone<'a>(cluster: &'a Cluster, dir: &Path, name: &str, account: &'a str) -> Phone<'a> {
-    Phone {
-        cluster,
-        home: dir.join(name),
-        account,
-        store: format!("file://{}", dir.join("cloud").display()),
-    }
-}
-
-fn chats(dir: &Path, text: &str) -> PathBuf {
-    let chats = dir.join(format!("chats-{}", text.len()));
-    std::fs::create_dir_all(chats.join("media")).unwrap();
-    std::fs::write(chats.join("msgs.db"), text).unwrap();
-    std::fs::write(chats.join("media/cat.jpg"), vec![7u8; 100_000]).unwrap();
-    chats
-}
-
-fn stored_objects(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("cloud"))
-        .map(|d| d.filter(|e| e.as_ref().unwrap().path().is_file()).count())
-        .unwrap_or(0)
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn msgs(dir: &Path) -> Vec<u8> {
-    std::fs::read(dir.join("msgs.db")).unwrap()
-}
 
 #[test]
 fn the_password_story_from_enable_to_disable() {
     let (dir, cluster) = world(2, 3);
     let d = dir.path();
-    let old = phone(&cluster, d, "old-phone", "alice");
+    let old = phone(&cluster, d, "old-phone").of("alice");
     let enable = ["--password", "--max-attempts", "3"];
     assert_exit(&old.enable(&enable, Some("correct horse")), 0);
     let mode = std::fs::metadata(old.home.join("key"))
@@ -181,7 +36,7 @@ fn the_password_story_from_enable_to_disable() {
     assert_eq!(status["backups"].as_array().unwrap().len(), 2);
 
     // The phone is lost. A new one restores after one wrong password.
-    let new = phone(&cluster, d, "new-phone", "alice");
+    let new = phone(&cluster, d, "new-phone").of("alice");
     let dest = d.join("restored");
     let wrong = new.take_over(&dest, Some("wrong horse"), None);
     assert_fails_with(&wrong, 2, "2 attempts left");
@@ -199,7 +54,7 @@ fn the_password_story_from_enable_to_disable() {
         .env("LOCKBOX_PASSWORD", "correct horse")
         .env("LOCKBOX_NEW_PASSWORD", "battery staple");
     assert_exit(&run(&mut change), 0);
-    let third = phone(&cluster, d, "third-phone", "alice");
+    let third = phone(&cluster, d, "third-phone").of("alice");
     let dest3 = d.join("restored-3");
     let stale = third.take_over(&dest3, Some("correct horse"), None);
     assert_fails_with(&stale, 2, "attempts left");
@@ -230,7 +85,7 @@ fn the_password_story_from_enable_to_disable() {
     assert_exit(&disable, 0);
     assert_eq!(stored_objects(d), 0);
     assert!(!third.home.join("key").exists());
-    let fourth = phone(&cluster, d, "fourth-phone", "alice");
+    let fourth = phone(&cluster, d, "fourth-phone").of("alice");
     let nothing = fourth.take_over(&d.join("restored-4"), Some("battery staple"), None);
     assert_fails_with(&nothing, 1, "no backups");
 }
@@ -239,14 +94,14 @@ fn the_password_story_from_enable_to_disable() {
 fn a_record_is_destroyed_after_its_limit_and_says_so() {
     let (dir, cluster) = world(1, 2);
     let d = dir.path();
-    let bob = phone(&cluster, d, "bob", "bob");
+    let bob = phone(&cluster, d, "bob").of("bob");
     let enable = bob.enable(
         &["--password", "--max-attempts", "2"],
         Some("bobs password"),
     );
     assert_exit(&enable, 0);
     bob.backup(&chats(d, "bob's chats"));
-    let thief = phone(&cluster, d, "thief", "bob");
+    let thief = phone(&cluster, d, "thief").of("bob");
     let dest = d.join("stolen");
     assert_fails_with(
         &thief.take_over(&dest, Some("guess one"), None),
@@ -278,7 +133,7 @@ fn a_record_is_destroyed_after_its_limit_and_says_so() {
 fn the_recovery_code_story() {
     let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let carol = phone(&cluster, d, "carol", "carol");
+    let carol = phone(&cluster, d, "carol").of("carol");
     let enable = carol.enable(&["--recovery-code"], None);
     assert_exit(&enable, 0);
     let code_file = d.join("code.txt");
@@ -286,7 +141,7 @@ fn the_recovery_code_story() {
     carol.backup(&chats(d, "carol"));
     assert!(carol.status()["vault"].is_null());
 
-    let new = phone(&cluster, d, "carol-new", "carol");
+    let new = phone(&cluster, d, "carol-new").of("carol");
     let dest = d.join("restored");
     assert_exit(&new.take_over(&dest, None, Some(&code_file)), 0);
     assert_eq!(msgs(&dest), b"carol");
@@ -296,13 +151,13 @@ fn the_recovery_code_story() {
     assert_exit(&rotate, 0);
     let new_code = d.join("new-code.txt");
     std::fs::write(&new_code, text(&rotate)).unwrap();
-    let stale = phone(&cluster, d, "stale", "carol");
+    let stale = phone(&cluster, d, "stale").of("carol");
     assert_fails_with(
         &stale.take_over(&d.join("r2"), None, Some(&code_file)),
         2,
         "wrong key",
     );
-    let fresh = phone(&cluster, d, "fresh", "carol");
+    let fresh = phone(&cluster, d, "fresh").of("carol");
     assert_exit(&fresh.take_over(&d.join("r3"), None, Some(&new_code)), 0);
 
     // Disable without --delete-backups keeps the backups.
@@ -315,7 +170,7 @@ fn the_recovery_code_story() {
 fn a_password_device_that_keeps_its_backups_on_disable_hands_out_the_code() {
     let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let dan = phone(&cluster, d, "dan", "dan");
+    let dan = phone(&cluster, d, "dan").of("dan");
     assert_exit(&dan.enable(&["--password"], Some("dans password")), 0);
     dan.backup(&chats(d, "dan"));
     assert_fails_with(&dan.run(&["disable"], Some("not dans")), 2, "attempts left");

@@ -57,7 +57,7 @@ pub enum DeviceError {
     KeyMismatch(String),
     /// A key rotation was interrupted: backing up under the old key now could leave the
     /// vault's key (already the new one) without the newest chats.
-    #[error("a key rotation was interrupted; finish it (`lockbox key rotate`) before backing up")]
+    #[error("a key rotation was interrupted; finish it (`lockbox key rotate`) first")]
     RotationPending,
     #[error("no directory to back up: pass one (later backups remember it)")]
     NoSourceDir,
@@ -210,8 +210,10 @@ impl Device {
         })
     }
 
-    /// Enables backups on a fresh home: a new random K, kept in the home (0600), and either
-    /// deposited in the vault under `password` or returned as a recovery code for the user.
+    /// Enables backups on a fresh home: a new random K (or the key that a stopped enable or
+    /// restore left there without `device.toml`), kept in the home (0600), and either deposited
+    /// in the vault under `password` or returned as a recovery code for the user. A home whose
+    /// `device.toml` does not read is refused, never overwritten.
     pub fn enable(
         home: &Path,
         opts: EnableOptions,
@@ -220,13 +222,12 @@ impl Device {
     ) -> Result<(Self, Option<RecoveryCode>), DeviceError> {
         check_attempts(opts.max_attempts)?;
         Store::open(&opts.store).map_err(BackupError::from)?;
-        let device = Self::fresh(
-            home,
-            &opts,
-            password,
-            BackupKey::generate(&mut OsRng),
-            tokens,
-        )?;
+        // A key without settings is what a stopped enable or restore leaves: backups may exist
+        // under it, so it is kept, never replaced.
+        let key = Home::new(home)
+            .leftover_key()?
+            .unwrap_or_else(|| BackupKey::generate(&mut OsRng));
+        let device = Self::fresh(home, &opts, password, key, tokens)?;
         if let Some(password) = password {
             let vault = device.vault()?;
             device.patient(|| {
@@ -385,8 +386,10 @@ impl Device {
         cancel: &Cancel,
     ) -> Result<Rotated, DeviceError> {
         let dir = self.source_dir(dir)?;
+        let pending = self.home.next_key()?;
         let vault = match (self.settings.protection, password) {
-            (Protection::Password, Some(p)) => Some((self.proved_vault(p)?, p)),
+            // The vault may already hold K' (a rotation stopped after re-enrolling).
+            (Protection::Password, Some(p)) => Some((self.proved_vault(p, pending.as_ref())?, p)),
             (Protection::Password, None) => {
                 return Err(DeviceError::Invalid(
                     "rotating a password-protected key needs the vault password".into(),
@@ -394,7 +397,7 @@ impl Device {
             }
             (Protection::RecoveryCode, _) => None,
         };
-        let next = match self.home.next_key()? {
+        let next = match pending {
             Some(key) => key,
             None => {
                 let key = BackupKey::generate(&mut OsRng);
@@ -428,24 +431,37 @@ impl Device {
         })
     }
 
-    /// Turns backups off on this device: the vault record is destroyed (after proving
-    /// `password`), the backups deleted if asked, and the home wiped. Backups that are kept while
-    /// the record goes can then be opened only with the returned recovery code.
+    /// Turns backups off on this device: after proving `password` and that the vault record
+    /// holds this device's key (another device's record is never destroyed from here), the
+    /// backups are deleted if asked, then the record destroyed, and the home wiped. Refused while a
+    /// key rotation is pending, whose new key could otherwise be left behind. Backups that are
+    /// kept while the record goes can then be opened only with the returned recovery code.
     pub fn disable(
         self,
         password: Option<&[u8]>,
         delete_backups: bool,
     ) -> Result<Disabled, DeviceError> {
-        if self.settings.protection == Protection::Password {
-            let password = password
-                .ok_or_else(|| DeviceError::Invalid("disabling needs the vault password".into()))?;
-            let vault = self.vault()?;
-            self.patient(|| vault.delete(self.account(), password))?;
+        if self.home.next_key()?.is_some() {
+            return Err(DeviceError::RotationPending);
         }
+        let vault = match self.settings.protection {
+            Protection::Password => {
+                let password = password.ok_or_else(|| {
+                    DeviceError::Invalid("disabling needs the vault password".into())
+                })?;
+                Some((self.proved_vault(password, None)?, password))
+            }
+            Protection::RecoveryCode => None,
+        };
+        // The backups go before the record: a store that fails then leaves a disable that can
+        // be run again, not a home whose record is gone.
         let deleted = match delete_backups {
             true => self.delete_backups_of(&self.store()?, &self.key)?,
             false => Vec::new(),
         };
+        if let Some((vault, password)) = vault {
+            self.patient(|| vault.delete(self.account(), password))?;
+        }
         self.home.wipe()?;
         let recovery_code = (!delete_backups && self.settings.protection == Protection::Password)
             .then(|| self.key.recovery_code());
@@ -463,11 +479,16 @@ impl Device {
         tokens: Option<Arc<dyn TokenSource>>,
     ) -> Result<Self, DeviceError> {
         let home = Home::new(home);
-        if let Ok(s) = home.settings() {
-            return Err(DeviceError::AlreadyEnabled {
-                home: home.dir().to_owned(),
-                account: s.account,
-            });
+        match home.settings() {
+            Ok(s) => {
+                return Err(DeviceError::AlreadyEnabled {
+                    home: home.dir().to_owned(),
+                    account: s.account,
+                });
+            }
+            Err(DeviceError::NotEnabled(_)) => {}
+            // Unreadable settings beside a key: a home to repair, not to overwrite.
+            Err(e) => return Err(e),
         }
         let protection = match password {
             Some(_) => Protection::Password,
@@ -518,12 +539,17 @@ impl Device {
         pinned_client(&self.rt, &self.home, fleet, self.account(), tokens)
     }
 
-    /// The vault, after checking that `password` releases this device's own key (one attempt,
-    /// given back on success): a rotation must not re-enroll over a record it cannot open.
-    fn proved_vault(&self, password: &[u8]) -> Result<VaultClient, DeviceError> {
+    /// The vault, after checking that `password` releases this device's own key, or `pending`
+    /// (one attempt, given back on success): a rotation must not re-enroll over, and a disable
+    /// must not destroy, a record that holds another device's key.
+    fn proved_vault(
+        &self,
+        password: &[u8],
+        pending: Option<&BackupKey>,
+    ) -> Result<VaultClient, DeviceError> {
         let vault = self.vault()?;
         let key = self.patient(|| vault.recover(self.account(), password))?;
-        if key != self.key {
+        if key != self.key && pending != Some(&key) {
             return Err(DeviceError::KeyMismatch(self.settings.account.clone()));
         }
         Ok(vault)
@@ -536,12 +562,15 @@ impl Device {
     where
         F: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let mut waited = std::time::Duration::ZERO;
+        let (mut waited, mut holds) = (std::time::Duration::ZERO, 0);
         loop {
             match self.rt.block_on(op()) {
                 Err(ClientError::RateLimited { retry_after, .. })
-                    if retry_after <= PATIENT_WAIT && waited + retry_after <= PATIENT_TOTAL =>
+                    if holds < PATIENT_HOLDS
+                        && retry_after <= PATIENT_WAIT
+                        && waited + retry_after <= PATIENT_TOTAL =>
                 {
+                    holds += 1;
                     waited += retry_after;
                     std::thread::sleep(retry_after);
                 }
@@ -628,9 +657,11 @@ pub fn pinned_client(
     Ok(client.with_token_source(tokens))
 }
 
-/// The longest gateway hold a device sits out at once, and in all, before it gives up.
+/// The longest gateway hold a device sits out at once, and in all, and how many holds, before
+/// it gives up: a hostile gateway's "retry after 0 ms" must not keep it asking forever.
 const PATIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 const PATIENT_TOTAL: std::time::Duration = std::time::Duration::from_secs(60);
+const PATIENT_HOLDS: u32 = 5;
 
 fn rejected(catalog: &Catalog) -> Vec<String> {
     catalog

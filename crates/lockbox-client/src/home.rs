@@ -133,6 +133,12 @@ impl Home {
             .ok_or_else(|| DeviceError::NotEnabled(self.dir.clone()))
     }
 
+    /// The key of a home that holds no settings (an enable or restore stopped between writing
+    /// the two), if there is one.
+    pub fn leftover_key(&self) -> Result<Option<BackupKey>, DeviceError> {
+        self.read_key(KEY)
+    }
+
     pub fn save_key(&self, key: &BackupKey) -> Result<(), DeviceError> {
         self.replace(KEY, code_text(key).as_bytes())
     }
