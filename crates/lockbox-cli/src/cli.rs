@@ -320,6 +320,10 @@ pub struct EnableArgs {
     /// Wrong passwords in a row before the vault destroys the key (1-100)
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub max_attempts: u8,
+    /// Replace the key the vault already holds for the account (another device's); without
+    /// it, enabling is refused then: a new phone takes the record over with `lockbox restore`
+    #[arg(long, requires = "password")]
+    pub replace: bool,
     #[command(flatten)]
     pub token: TokenArgs,
 }

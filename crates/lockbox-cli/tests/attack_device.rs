@@ -7,7 +7,7 @@ mod common;
 mod device_cluster;
 
 use common::{Env, assert_exit, assert_fails_with, lockbox, run, stderr};
-use device_cluster::{Cluster, Phone, chats, phone, store_url, stored_objects, text};
+use device_cluster::{Cluster, Phone, chats, phone, store_url, stored_objects, text, world};
 use lockbox_crypto::{BackupKey, RecoveryCode};
 use lockbox_proto::manifest::HighWater;
 use lockbox_proto::manifest::pb::fleet_client::FleetClient;
@@ -27,17 +27,17 @@ use tonic::codegen::Bytes;
 const PASSWORD: &str = "correct horse";
 
 fn enable_with_password(p: &Phone<'_>, account: &str, store: &str) {
-    let enable = [
-        "enable",
-        "--account",
-        account,
-        "--store",
-        store,
-        "--password",
-        "--max-attempts",
-        "3",
-    ];
-    assert_exit(&p.run(&enable, Some(PASSWORD)), 0);
+    assert_exit(&p.enable_as(account, store, &[]), 0);
+}
+
+impl Phone<'_> {
+    /// `enable --account ACCOUNT --store STORE --password --max-attempts 3 EXTRA…`
+    fn enable_as(&self, account: &str, store: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["enable", "--account", account, "--store", store];
+        args.extend(["--password", "--max-attempts", "3"]);
+        args.extend_from_slice(extra);
+        self.run(&args, Some(PASSWORD))
+    }
 }
 
 fn key_in(path: &Path) -> BackupKey {
@@ -76,17 +76,13 @@ fn deposit(cluster: &Cluster, dir: &Path, account: &str, code: &Path) {
 /// "the vault holds another key" forever while every backup is refused as "rotation pending".
 #[test]
 fn a_rotation_interrupted_after_the_vault_took_the_new_key_finishes_when_run_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let cluster = Cluster::start(d, 1, 1);
     let store = store_url(d);
     let alice = phone(&cluster, d, "alice");
     enable_with_password(&alice, "alice", &store);
     let old_chats = chats(d, "before the rotation");
-    assert_exit(
-        &alice.run(&["backup", old_chats.to_str().unwrap()], None),
-        0,
-    );
+    alice.backup(&old_chats);
 
     let next = new_key(d, "next.code");
     let pending = alice.home.join("key.next");
@@ -131,16 +127,18 @@ fn a_rotation_interrupted_after_the_vault_took_the_new_key_finishes_when_run_aga
 /// the vault record the other phone relies on.
 #[test]
 fn a_device_whose_vault_record_was_replaced_deletes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let cluster = Cluster::start(d, 1, 1);
     let store = store_url(d);
     let old = phone(&cluster, d, "old-phone");
     enable_with_password(&old, "alice", &store);
     let old_chats = chats(d, "old phone's chats");
-    assert_exit(&old.run(&["backup", old_chats.to_str().unwrap()], None), 0);
+    old.backup(&old_chats);
     let other = phone(&cluster, d, "other-phone");
-    enable_with_password(&other, "alice", &store);
+    // Enabling over an active record is refused unless asked for.
+    let refused = other.enable_as("alice", &store, &[]);
+    assert_fails_with(&refused, 1, "already holds a key for alice");
+    assert_exit(&other.enable_as("alice", &store, &["--replace"]), 0);
     let old_key = std::fs::read(old.home.join("key")).unwrap();
 
     let rotate = old.run(&["key", "rotate"], Some(PASSWORD));
@@ -163,9 +161,8 @@ fn a_device_whose_vault_record_was_replaced_deletes_nothing() {
 /// a home that no rerun could finish (the record it proves the password against is gone).
 #[test]
 fn a_store_that_fails_during_disable_leaves_the_record_and_a_rerun_finishes() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let cluster = Cluster::start(d, 1, 1);
     let alice = phone(&cluster, d, "alice");
     enable_with_password(&alice, "alice", &store_url(d));
     assert_exit(
@@ -195,9 +192,8 @@ fn a_store_that_fails_during_disable_leaves_the_record_and_a_rerun_finishes() {
 /// refused before the password reaches the vault, even a wrong one.
 #[test]
 fn a_new_phone_spends_no_attempt_when_nothing_could_be_restored() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let cluster = Cluster::start(d, 1, 1);
     let store = store_url(d);
     let alice = phone(&cluster, d, "alice");
     enable_with_password(&alice, "alice", &store);
@@ -494,9 +490,8 @@ fn through(config: &Path, home: &Path, args: &[&str]) -> std::process::Output {
 /// saying it was held back, rather than wait until the gateway itself relents.
 #[test]
 fn a_gateway_that_always_says_retry_now_cannot_keep_a_device_asking() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let cluster = Cluster::start(d, 1, 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (hostile, config) = hostile_gateway(&rt, &cluster, d);
     let home = d.join("phone");
@@ -531,9 +526,8 @@ fn a_gateway_that_always_says_retry_now_cannot_keep_a_device_asking() {
 /// high-water mark.
 #[test]
 fn a_rolled_back_manifest_is_refused_and_the_mark_stays() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cluster) = world(1, 1);
     let d = dir.path();
-    let cluster = Cluster::start(d, 1, 1);
     let fleet_dir = d.join("cluster/fleet");
     let first = std::fs::read(fleet_dir.join("manifests/00000001.manifest")).unwrap();
     let publish = run(lockbox()

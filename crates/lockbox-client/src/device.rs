@@ -59,6 +59,11 @@ pub enum DeviceError {
     /// vault's key (already the new one) without the newest chats.
     #[error("a key rotation was interrupted; finish it (`lockbox key rotate`) first")]
     RotationPending,
+    /// Enabling would replace the key the vault already guards for the account.
+    #[error(
+        "the vault already holds a key for {0} (another device's backups depend on it): on a new phone, take it over with `restore --account`; to replace it anyway, enable with --replace"
+    )]
+    RecordExists(String),
     #[error("no directory to back up: pass one (later backups remember it)")]
     NoSourceDir,
     #[error("invalid input: {0}")]
@@ -108,6 +113,10 @@ pub struct EnableOptions {
     pub max_attempts: u8,
     /// Argon2id cost of the password hash.
     pub ksf: KsfParams,
+    /// Replace an active vault record of the account (another device's key) when enabling
+    /// with a password. Without it such a record is left alone: a new phone takes it over with
+    /// `restore`, keeping the backups it guards readable.
+    pub replace: bool,
 }
 
 /// How a new phone proves it may have the key.
@@ -230,6 +239,10 @@ impl Device {
         let device = Self::fresh(home, &opts, password, key, tokens)?;
         if let Some(password) = password {
             let vault = device.vault()?;
+            let existing = device.patient(|| vault.status(device.account()))?;
+            if matches!(existing, Status::Active { .. }) && !opts.replace {
+                return Err(DeviceError::RecordExists(opts.account.clone()));
+            }
             device.patient(|| {
                 vault.enroll(
                     device.account(),

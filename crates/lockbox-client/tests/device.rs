@@ -38,6 +38,7 @@ impl Env {
             fleet: None,
             max_attempts: 10,
             ksf: KsfParams::DEFAULT,
+            replace: false,
         }
     }
 

@@ -49,6 +49,7 @@ impl Story {
             fleet: self.ctx("-").fleet()?,
             max_attempts,
             ksf: KsfParams::DEFAULT,
+            replace: false,
         })
     }
 

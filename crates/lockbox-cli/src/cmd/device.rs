@@ -105,6 +105,7 @@ pub fn enable(args: &EnableArgs, ctx: &Ctx<'_>) -> Result<()> {
         fleet: ctx.fleet()?,
         max_attempts: args.max_attempts,
         ksf: KsfParams::DEFAULT,
+        replace: args.replace,
     };
     if args.password && opts.fleet.is_none() {
         bail!(
@@ -183,6 +184,7 @@ pub fn restore_new_phone(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
         fleet: ctx.fleet()?,
         max_attempts: 10,
         ksf: KsfParams::DEFAULT,
+        replace: false,
     };
     let tokens = ctx.tokens(&TokenArgs {
         token_file: args.vault.token_file.clone(),
