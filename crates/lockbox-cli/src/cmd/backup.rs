@@ -17,29 +17,27 @@ use super::device::{self, Ctx};
 use crate::cli::{BackupArgs, ListArgs, PruneArgs, RestoreArgs};
 use crate::{keysrc, progress};
 
-/// Opens the store of a low-level command with its own runtime.
+/// The store of a low-level command, on its own runtime.
 struct Direct {
     rt: tokio::runtime::Runtime,
     store: Store,
-    key: BackupKey,
     cancel: Cancel,
 }
 
 impl Direct {
-    fn open(url: &str, key: BackupKey) -> Result<Self> {
+    fn open(url: &str) -> Result<Self> {
         Ok(Self {
             rt: super::runtime()?,
             store: Store::open(url)?,
-            key,
             cancel: Cancel::new(),
         })
     }
 
-    fn job(&self) -> Job<'_> {
+    fn job<'a>(&'a self, key: &'a BackupKey) -> Job<'a> {
         Job {
             store: &self.store,
             rt: self.rt.handle(),
-            key: &self.key,
+            key,
             cancel: &self.cancel,
         }
     }
@@ -62,9 +60,10 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
         // Refused before uploading: failing after the upload would report a backup that exists.
         bail!("keep = 0 would delete every backup, this one included; keep at least 1");
     }
-    let d = Direct::open(&url, keysrc::load_key(&args.key, cfg)?)?;
+    let key = keysrc::load_key(&args.key, cfg)?;
+    let d = Direct::open(&url)?;
     let (bar, mut on) = progress::device(ctx.quiet);
-    let info = backup::backup_dir(&d.job(), dir, super::now_unix_ms(), &mut on)?;
+    let info = backup::backup_dir(&d.job(&key), dir, super::now_unix_ms(), &mut on)?;
     bar.finish_and_clear();
     println!("{}", info.name.id);
     eprintln!(
@@ -74,7 +73,7 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
         info.size
     );
     if let Some(keep) = keep {
-        let (deleted, catalog) = backup::prune_verified(&d.job(), keep, Some(&info.name))?;
+        let (deleted, catalog) = backup::prune_verified(&d.job(&key), keep, Some(&info.name))?;
         warn_rejected(&catalog, "not counted as a backup and not deleted");
         for d in deleted {
             eprintln!("pruned {}", d.name.id);
@@ -128,34 +127,32 @@ fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
     lockbox_archive::check_destination(&args.dest).map_err(|e| {
         anyhow::Error::from(e).context(format!("cannot restore into {}", args.dest.display()))
     })?;
-    let rt = super::runtime()?;
-    let store = Store::open(&url)?;
+    let d = Direct::open(&url)?;
     let by_id = match args.backup.as_deref() {
-        Some(id) => Some(rt.block_on(store.find(id))?),
+        Some(id) => Some(d.rt.block_on(d.store.find(id))?),
         None => None,
     };
     // A password attempt is spent only once there is a backup to restore and room for it.
     let key = match key {
         Some(key) => key,
         None => {
-            if by_id.is_none() && rt.block_on(store.list())?.is_empty() {
+            if by_id.is_none() && d.rt.block_on(d.store.list())?.is_empty() {
                 bail!("no backups at {url}");
             }
-            super::keyvault::recover_key(&rt, &args.vault, ctx)?
+            super::keyvault::recover_key(&d.rt, &args.vault, ctx)?
         }
     };
-    drop(rt);
-    let d = Direct::open(&url, key)?;
+    let job = d.job(&key);
     let info = match by_id {
         Some(info) => info,
         None => {
-            let (info, catalog) = backup::latest_verified(&d.job())?;
+            let (info, catalog) = backup::latest_verified(&job)?;
             warn_rejected(&catalog, "skipped");
             info
         }
     };
     let (bar, mut on) = progress::device(ctx.quiet);
-    backup::restore_backup(&d.job(), &info, &args.dest, &mut on)?;
+    backup::restore_backup(&job, &info, &args.dest, &mut on)?;
     bar.finish_and_clear();
     eprintln!(
         "restored backup {} into {}",
@@ -167,8 +164,9 @@ fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
 
 pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
     let url = ctx.cfg.storage(args.from.as_deref())?;
-    let d = Direct::open(&url, keysrc::load_key(&args.key, ctx.cfg)?)?;
-    let (deleted, catalog) = backup::prune_verified(&d.job(), args.keep, None)?;
+    let key = keysrc::load_key(&args.key, ctx.cfg)?;
+    let d = Direct::open(&url)?;
+    let (deleted, catalog) = backup::prune_verified(&d.job(&key), args.keep, None)?;
     warn_rejected(&catalog, "not counted as a backup and not deleted");
     for d in deleted {
         println!("{}", d.name.id);
