@@ -661,12 +661,7 @@ pub fn pinned_client(
     home.create()?;
     home.save_high_water(&verified.high_water())?;
     let target = crate::fleet::target(verified.manifest(), account, &fleet.gateway);
-    let client = rt.block_on(async {
-        match &ca {
-            Some(ca) => VaultClient::connect_with_ca(target, ca).await,
-            None => VaultClient::connect(target).await,
-        }
-    })?;
+    let client = rt.block_on(VaultClient::connect_trusting(target, ca.as_deref()))?;
     Ok(client.with_token_source(tokens))
 }
 

@@ -172,13 +172,20 @@ impl VaultClient {
     /// workspace builds tonic without bundled root certificates, so for `https://` use
     /// [`Self::connect_with_ca`] with the fleet's CA.
     pub async fn connect(target: VaultTarget) -> Result<Self, ClientError> {
-        let channel = endpoint(&target.endpoint, None)?.connect().await?;
-        Ok(Self::from_channel(target, channel))
+        Self::connect_trusting(target, None).await
     }
 
     /// Connects over TLS, trusting only the CA certificate(s) in `ca_pem`.
     pub async fn connect_with_ca(target: VaultTarget, ca_pem: &[u8]) -> Result<Self, ClientError> {
-        let channel = endpoint(&target.endpoint, Some(ca_pem))?.connect().await?;
+        Self::connect_trusting(target, Some(ca_pem)).await
+    }
+
+    /// [`Self::connect_with_ca`] when a CA is given, else [`Self::connect`].
+    pub async fn connect_trusting(
+        target: VaultTarget,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ClientError> {
+        let channel = endpoint(&target.endpoint, ca_pem)?.connect().await?;
         Ok(Self::from_channel(target, channel))
     }
 

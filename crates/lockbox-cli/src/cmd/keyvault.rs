@@ -139,10 +139,7 @@ pub(crate) fn token_from(file: Option<&Path>, cfg: &Config) -> Result<Option<Zer
 
 async fn connect(endpoint: &str, partition: u32, ca: Option<&[u8]>) -> Result<VaultClient> {
     let target = VaultClient::discover_with_ca(endpoint, partition, ca).await?;
-    Ok(match ca {
-        Some(ca) => VaultClient::connect_with_ca(target, ca).await?,
-        None => VaultClient::connect(target).await?,
-    })
+    Ok(VaultClient::connect_trusting(target, ca).await?)
 }
 
 pub fn deposit(key: &KeyArgs, args: &VaultArgs, attempts: u8, ctx: &Ctx<'_>) -> Result<()> {
