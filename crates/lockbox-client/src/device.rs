@@ -12,7 +12,7 @@
 
 use lockbox_crypto::{BackupKey, OsRng, RecoveryCode};
 use lockbox_store::{BackupInfo, Store};
-use lockbox_vault_core::KsfParams;
+use lockbox_vault_core::{AttemptLimit, KsfParams};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -679,11 +679,14 @@ fn rejected(catalog: &Catalog) -> Vec<String> {
         .collect()
 }
 
+/// The vault's own bounds ([`AttemptLimit`]), checked before anything is written or sent.
 fn check_attempts(n: u8) -> Result<(), DeviceError> {
-    match n {
-        1..=100 => Ok(()),
-        _ => Err(DeviceError::Invalid(format!(
-            "max attempts must be between 1 and 100, not {n}"
+    match AttemptLimit::new(n) {
+        Some(_) => Ok(()),
+        None => Err(DeviceError::Invalid(format!(
+            "max attempts must be between {} and {}, not {n}",
+            AttemptLimit::MIN,
+            AttemptLimit::MAX
         ))),
     }
 }

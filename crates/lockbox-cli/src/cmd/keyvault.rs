@@ -144,7 +144,7 @@ async fn connect(endpoint: &str, partition: u32, ca: Option<&[u8]>) -> Result<Va
 
 pub fn deposit(key: &KeyArgs, args: &VaultArgs, attempts: u8, ctx: &Ctx<'_>) -> Result<()> {
     let cfg = ctx.cfg;
-    if !(1..=100).contains(&attempts) {
+    if lockbox_vault_core::AttemptLimit::new(attempts).is_none() {
         bail!("--attempts must be between 1 and 100, not {attempts}");
     }
     let backup_key = keysrc::load_key(key, cfg)?;
