@@ -294,6 +294,15 @@ pub fn prune_verified(
     Ok((deleted, catalog))
 }
 
+/// A small multi-threaded runtime for storage and vault I/O; the archive and crypto pipeline
+/// runs on the calling thread and hands buffers to it.
+pub fn io_runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 /// The object name a stream with this header is stored under.
 pub fn backup_name(header: &Header) -> BackupName {
     BackupName {

@@ -692,9 +692,5 @@ fn check_attempts(n: u8) -> Result<(), DeviceError> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, DeviceError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(DeviceError::Runtime)
+    backup::io_runtime().map_err(DeviceError::Runtime)
 }

@@ -115,11 +115,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// A multi-threaded runtime for storage I/O; the archive and crypto pipeline runs on the
 /// calling thread and hands buffers to it.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the I/O runtime")
+    lockbox_client::backup::io_runtime().context("cannot start the I/O runtime")
 }
 
 pub(crate) fn now_unix_ms() -> u64 {
