@@ -63,7 +63,7 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
     let key = keysrc::load_key(&args.key, cfg)?;
     let d = Direct::open(&url)?;
     let (bar, mut on) = progress::device(ctx.quiet);
-    let info = backup::backup_dir(&d.job(&key), dir, super::now_unix_ms(), &mut on)?;
+    let info = backup::backup_dir(&d.job(&key), dir, lockbox_proto::unix_now_ms(), &mut on)?;
     bar.finish_and_clear();
     println!("{}", info.name.id);
     eprintln!(

@@ -19,7 +19,7 @@ pub fn encrypt(args: &CryptArgs, cfg: &Config) -> Result<()> {
     let key = keysrc::load_key(&args.key, cfg)?;
     let mut input = open_input(args.input.as_deref())?;
     let params = EncoderParams {
-        created_unix_ms: super::now_unix_ms(),
+        created_unix_ms: lockbox_proto::unix_now_ms(),
         ..Default::default()
     };
     let encoder = Encoder::new(&key, params, &mut OsRng)?;

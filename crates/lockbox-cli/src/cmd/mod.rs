@@ -118,13 +118,6 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     lockbox_client::backup::io_runtime().context("cannot start the I/O runtime")
 }
 
-pub(crate) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// A Unix time in ms as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub(crate) fn format_ms(ms: u64) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
