@@ -55,8 +55,6 @@ pub fn write_new(path: &Path, code: &RecoveryCode) -> Result<()> {
     write_secret(path, &text)
 }
 
-/// Writes `secret` and a newline to a new file at `path` with mode 0600, fsync'd, refusing to
-/// overwrite anything.
 /// A hex-encoded secret from a key file (what [`write_secret`] wrote), never held unzeroized.
 pub fn read_secret_hex(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     let text = zeroize::Zeroizing::new(
@@ -69,17 +67,12 @@ pub fn read_secret_hex(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     ))
 }
 
+/// Writes `secret` and a newline to a new file at `path` with mode 0600, fsync'd, refusing to
+/// overwrite anything.
 pub fn write_secret(path: &Path, secret: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create key file {}", path.display()))?;
-    f.write_all(secret.as_bytes())
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write key file {}", path.display()))
+    let mut text = Zeroizing::new(String::with_capacity(secret.len() + 1));
+    text.push_str(secret);
+    text.push('\n');
+    lockbox_client::home::create_private(path, text.as_bytes())
+        .with_context(|| format!("cannot create key file {}", path.display()))
 }

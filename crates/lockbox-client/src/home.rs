@@ -232,13 +232,16 @@ fn code_text(key: &BackupKey) -> Zeroizing<String> {
 /// Writes `bytes` to a new file at `path` with mode 0600, fsync'd, refusing to overwrite
 /// anything.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DeviceError> {
+    create_private(path, bytes).map_err(DeviceError::io(path))
+}
+
+/// [`write_private`] with the bare I/O error, for callers that say what the file is.
+pub fn create_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(DeviceError::io(path))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(DeviceError::io(path))
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
