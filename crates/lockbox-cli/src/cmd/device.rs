@@ -89,6 +89,24 @@ impl Ctx<'_> {
         Ok(Device::open(&self.home, self.tokens(token)?)?)
     }
 
+    /// The device for a command that never asks the vault (no token is read or minted).
+    fn open_offline(&self) -> Result<Device> {
+        Ok(Device::open(&self.home, None)?)
+    }
+
+    /// The pinned fleet, required when the key goes to or comes from the vault: said before a
+    /// password is asked for.
+    fn fleet_for(&self, password: bool, what: &str) -> Result<Option<FleetSettings>> {
+        let fleet = self.fleet()?;
+        if password && fleet.is_none() {
+            bail!(
+                "no fleet to {what}: pass --config FILE naming `gateway` and the pinned fleet \
+                 keys (`lockbox dev cluster` writes one)"
+            );
+        }
+        Ok(fleet)
+    }
+
     /// Runs a vault exchange (the Argon2id hash alone takes about a second) with a spinner.
     fn vault<T>(&self, f: impl FnOnce() -> T) -> T {
         let bar = progress::spinner("hashing the password and asking the vault", self.quiet);
@@ -102,17 +120,11 @@ pub fn enable(args: &EnableArgs, ctx: &Ctx<'_>) -> Result<()> {
     let opts = EnableOptions {
         account: args.account.clone(),
         store: args.store.clone(),
-        fleet: ctx.fleet()?,
+        fleet: ctx.fleet_for(args.password, "deposit the key with")?,
         max_attempts: args.max_attempts,
         ksf: KsfParams::DEFAULT,
         replace: args.replace,
     };
-    if args.password && opts.fleet.is_none() {
-        bail!(
-            "no fleet to deposit the key with: pass --config FILE naming `gateway` and the \
-             pinned fleet keys (`lockbox dev cluster` writes one)"
-        );
-    }
     let secret = match args.password {
         true => Some(new_password(ENV_PASSWORD)?),
         false => None,
@@ -148,7 +160,7 @@ pub fn enable(args: &EnableArgs, ctx: &Ctx<'_>) -> Result<()> {
 }
 
 pub fn backup(dir: Option<&Path>, keep: Option<usize>, ctx: &Ctx<'_>) -> Result<()> {
-    let mut device = ctx.open(&TokenArgs { token_file: None })?;
+    let mut device = ctx.open_offline()?;
     let keep = keep.or(ctx.cfg.keep);
     let (bar, mut on) = progress::device(ctx.quiet);
     let report = device.backup(dir, keep, &mut on, &Cancel::new())?;
@@ -181,7 +193,7 @@ pub fn restore_new_phone(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
     let opts = EnableOptions {
         account,
         store,
-        fleet: ctx.fleet()?,
+        fleet: ctx.fleet_for(args.with_password, "ask for the key")?,
         max_attempts: 10,
         ksf: KsfParams::DEFAULT,
         replace: false,
@@ -192,11 +204,6 @@ pub fn restore_new_phone(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
     let typed;
     let secret = match args.with_password {
         true => {
-            if opts.fleet.is_none() {
-                bail!(
-                    "no fleet to ask for the key: pass --config FILE naming `gateway` and the pinned fleet keys"
-                );
-            }
             typed = password("Vault password: ", ENV_PASSWORD)?;
             Secret::Password(typed.as_bytes())
         }
@@ -227,7 +234,7 @@ pub fn restore_new_phone(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
 
 /// `restore DEST` on an enabled device, with its own key.
 pub fn restore_here(dest: &Path, ctx: &Ctx<'_>) -> Result<()> {
-    let device = ctx.open(&TokenArgs { token_file: None })?;
+    let device = ctx.open_offline()?;
     let (bar, mut on) = progress::device(ctx.quiet);
     let info = device.restore_latest(dest, &mut on, &Cancel::new())?;
     bar.finish_and_clear();
