@@ -30,6 +30,9 @@ pub enum SealError {
     /// A key in the token with our label is not sensitive or is extractable; we refuse to use it.
     #[error("PKCS#11 key {label:?} is extractable or not sensitive; refusing to use it")]
     InsecureKey { label: String },
+    /// The rollback mark could not be read or written.
+    #[error("rollback mark: {0}")]
+    Mark(String),
     /// Any other PKCS#11 failure.
     #[error("PKCS#11 error: {0}")]
     Pkcs11(String),

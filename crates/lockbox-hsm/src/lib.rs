@@ -23,7 +23,8 @@
 //! authentication. The vault passes `partition ‖ account ‖ version` as the caller AAD, which
 //! stops a blob from being replayed under another record.
 //!
-//! Does: seal/unseal, key rotation (old keys stay usable for unseal), key storage.
+//! Does: seal/unseal, key rotation (old keys stay usable for unseal), key storage, and the
+//! node's rollback mark ([`MarkStore`]: a token object, or a sealed file).
 //! Does not: decide what the AAD is, store blobs, or limit how many blobs one key seals
 //! (with random 96-bit nonces, NIST SP 800-38D allows at most 2^32 seals per key; rotate
 //! long before that).
@@ -42,6 +43,7 @@
 mod blob;
 mod error;
 mod keyfile;
+mod mark;
 mod pkcs11;
 pub mod softhsm;
 mod software;
@@ -50,6 +52,7 @@ pub mod test_support;
 
 pub use blob::{BLOB_VERSION, HEADER_LEN, NONCE_LEN, TAG_LEN};
 pub use error::SealError;
+pub use mark::{FileMark, MarkStore, Pkcs11Mark};
 pub use pkcs11::{
     DEFAULT_KEY_LABEL_PREFIX, HsmPin, PIN_ENV_VAR, Pkcs11Config, Pkcs11Sealer, shared_context,
 };

@@ -79,7 +79,7 @@ impl Pkcs11Config {
         self
     }
 
-    fn resolve_pin(&self) -> Result<HsmPin, SealError> {
+    pub(crate) fn resolve_pin(&self) -> Result<HsmPin, SealError> {
         match &self.pin {
             Some(pin) => Ok(pin.clone()),
             None => std::env::var(PIN_ENV_VAR)
@@ -89,7 +89,7 @@ impl Pkcs11Config {
     }
 }
 
-fn ck(context: &'static str) -> impl Fn(CkError) -> SealError {
+pub(crate) fn ck(context: &'static str) -> impl Fn(CkError) -> SealError {
     move |e| SealError::Pkcs11(format!("{context}: {e}"))
 }
 
@@ -140,7 +140,7 @@ pub(crate) fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, SealError> {
     })
 }
 
-fn login(session: &Session, pin: &HsmPin) -> Result<(), SealError> {
+pub(crate) fn login(session: &Session, pin: &HsmPin) -> Result<(), SealError> {
     match session.login(UserType::User, Some(&pin.auth_pin())) {
         // Login state is per application and token: another sealer in this process is in.
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),

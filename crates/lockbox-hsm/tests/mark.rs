@@ -1,0 +1,120 @@
+//! Rollback marks: in a SoftHSM2 token object (each test in its own process and token
+//! directory), and in a sealed file.
+
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use lockbox_hsm::test_support::run_isolated;
+use lockbox_hsm::{FileMark, MarkStore, Pkcs11Mark, SealError, Sealer, SoftwareSealer};
+use std::sync::Arc;
+
+#[test]
+fn a_token_mark_keeps_its_last_value_across_opens_and_is_private() {
+    run_isolated(|hsm| {
+        let token = hsm.new_token();
+        let mark = Pkcs11Mark::open(&token.config, "node-3").unwrap();
+        assert!(mark.outlives_disk_rollback());
+        assert_eq!(
+            mark.load().unwrap(),
+            None,
+            "no value before the first store"
+        );
+        mark.store(b"term 4, index 17").unwrap();
+        mark.store(b"term 5, index 30").unwrap();
+        drop(mark);
+
+        let again = Pkcs11Mark::open(&token.config, "node-3").unwrap();
+        assert_eq!(
+            again.load().unwrap().as_deref(),
+            Some(&b"term 5, index 30"[..])
+        );
+        let other = Pkcs11Mark::open(&token.config, "node-4").unwrap();
+        assert_eq!(other.load().unwrap(), None, "each name is its own object");
+
+        let session = token.open_session();
+        let found = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Label(b"lockbox-mark/node-3".to_vec()),
+            ])
+            .unwrap();
+        assert_eq!(found.len(), 1, "one object per mark, updated in place");
+        let attrs = session
+            .get_attributes(found[0], &[AttributeType::Token, AttributeType::Private])
+            .unwrap();
+        assert!(attrs.contains(&Attribute::Token(true)), "{attrs:?}");
+        assert!(attrs.contains(&Attribute::Private(true)), "{attrs:?}");
+    });
+}
+
+#[test]
+fn a_crash_between_create_and_destroy_leaves_the_newer_mark_in_force() {
+    run_isolated(|hsm| {
+        let token = hsm.new_token();
+        let mark = Pkcs11Mark::open(&token.config, "n").unwrap();
+        mark.store(b"new").unwrap();
+        // (`mark` stays open: it keeps the token logged in for the test's own session.)
+        // What a crash after C_CreateObject and before C_DestroyObject would leave, with the
+        // older object (serial 0) found first or last depending on the token.
+        let session = token.open_session();
+        let mut stale = 0u64.to_be_bytes().to_vec();
+        stale.extend_from_slice(b"old");
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Label(b"lockbox-mark/n".to_vec()),
+                Attribute::Value(stale),
+            ])
+            .unwrap();
+        let reopened = Pkcs11Mark::open(&token.config, "n").unwrap();
+        assert_eq!(reopened.load().unwrap().as_deref(), Some(&b"new"[..]));
+        let left = session
+            .find_objects(&[Attribute::Label(b"lockbox-mark/n".to_vec())])
+            .unwrap();
+        assert_eq!(left.len(), 1, "the older object is removed on open");
+        drop(mark);
+    });
+}
+
+fn software(dir: &std::path::Path, name: &str) -> Arc<dyn Sealer> {
+    Arc::new(SoftwareSealer::create(dir.join(name)).unwrap())
+}
+
+#[test]
+fn a_file_mark_is_sealed_to_its_node_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let sealer = software(dir.path(), "a.key");
+    let path = dir.path().join("mark");
+    let mark = FileMark::new(&path, sealer.clone(), "node-1");
+    assert!(!mark.outlives_disk_rollback());
+    assert_eq!(mark.load().unwrap(), None);
+    mark.store(b"v1").unwrap();
+    mark.store(b"v2").unwrap();
+    assert_eq!(
+        FileMark::new(&path, sealer.clone(), "node-1")
+            .load()
+            .unwrap()
+            .as_deref(),
+        Some(&b"v2"[..])
+    );
+    assert!(
+        matches!(
+            FileMark::new(&path, sealer.clone(), "node-2").load(),
+            Err(SealError::Tampered)
+        ),
+        "a mark copied to another node's name does not open"
+    );
+    let stranger = software(dir.path(), "b.key");
+    assert!(
+        FileMark::new(&path, stranger, "node-1").load().is_err(),
+        "nor under another node's key"
+    );
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(
+        matches!(mark.load(), Err(SealError::Tampered)),
+        "an edited mark is refused"
+    );
+}
