@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "proto/lockbox/vault/v1/vault.proto",
                 "proto/lockbox/fleet/v1/manifest.proto",
+                "proto/lockbox/raft/v1/raft.proto",
             ],
             &["proto"],
         )?;

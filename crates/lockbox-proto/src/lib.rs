@@ -1,6 +1,7 @@
-//! Wire messages of lockbox: the vault's protobuf/gRPC protocol ([`pb`]), the HPKE
-//! envelopes ([`envelope`]) that carry every client request end to end to a vault partition, and
-//! the signed fleet manifest ([`manifest`]) that tells a device which partitions and keys to use.
+//! Wire messages of lockbox: the vault's protobuf/gRPC protocol ([`pb`]), the vault nodes' Raft
+//! transport ([`raft_pb`]), the HPKE envelopes ([`envelope`]) that carry every client request end
+//! to end to a vault partition, and the signed fleet manifest ([`manifest`]) that tells a device
+//! which partitions and keys to use.
 //!
 //! Does: define versioned messages, size limits, and seal/open requests and responses; sign,
 //! countersign and verify fleet manifests and their hash chain.
@@ -25,6 +26,17 @@ pub mod tls;
 )]
 pub mod pb {
     tonic::include_proto!("lockbox.vault.v1");
+}
+
+/// Generated protobuf and gRPC code for `lockbox.raft.v1`: the vault nodes' Raft transport.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod raft_pb {
+    tonic::include_proto!("lockbox.raft.v1");
 }
 
 /// The wall clock as Unix milliseconds: what envelopes carry in `sent_at_ms` and manifests in

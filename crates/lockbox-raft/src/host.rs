@@ -1,0 +1,269 @@
+//! A vault node's replicas: one Raft group per partition it hosts, sharing one database, one
+//! committer and one transport.
+
+use lockbox_hsm::MarkStore;
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
+};
+use openraft::{BasicNode, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::db::{CommitStats, DbError, NodeDb};
+use crate::log::LogStore;
+use crate::mark::{self, RolledBack};
+use crate::net::{Channels, Groups, Network, RaftService};
+use crate::sm::{StateMachine, load_record};
+use crate::types::{Command, GroupId, NodeId, Outcome, Raft, Stored};
+
+/// Raft timing. The defaults hold on a loaded 2-core machine: an election waits for well over
+/// any fsync'd append seen there under load (tens of milliseconds), so a slow disk does not
+/// depose a healthy leader.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot (and purge the log behind it) after this many applied entries.
+    pub snapshot_every: u64,
+    /// How long a proposal may wait for its commit before its outcome is reported unknown.
+    pub commit_wait: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 250,
+            election_min_ms: 1500,
+            election_max_ms: 3000,
+            snapshot_every: 10_000,
+            commit_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub id: NodeId,
+    pub db_path: PathBuf,
+    /// Where the rollback mark lives: the HSM token in production.
+    pub marks: Arc<dyn MarkStore>,
+    pub groups: Vec<GroupId>,
+    pub timing: Timing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("this node hosts no replica of group {0}")]
+    UnknownGroup(GroupId),
+    /// The disk is older than what this node already promised: it must not take part. Bring
+    /// it back as a new member (a new node id, an empty disk) that catches up from the quorum.
+    #[error("refusing to start: {0}")]
+    RolledBack(#[from] RolledBack),
+}
+
+/// Why a proposal has no outcome. Only [`ProposeError::NotLeader`] means *definitely not
+/// applied*; after [`ProposeError::Unknown`] the entry may yet commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader of group {group} (leader: {leader:?})")]
+    NotLeader {
+        group: GroupId,
+        leader: Option<NodeId>,
+        addr: Option<String>,
+    },
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    #[error("this node hosts no replica of group {0}")]
+    UnknownGroup(GroupId),
+}
+
+/// Why a linearizable read was refused. Nothing was read; any replica may be asked again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("not the leader of group {group} (leader: {leader:?})")]
+    NotLeader {
+        group: GroupId,
+        leader: Option<NodeId>,
+        addr: Option<String>,
+    },
+    #[error("group unavailable: {0}")]
+    Unavailable(String),
+    #[error("this node hosts no replica of group {0}")]
+    UnknownGroup(GroupId),
+}
+
+/// A node's replicas of its groups.
+#[derive(Debug)]
+pub struct Host {
+    id: NodeId,
+    db: NodeDb,
+    groups: Groups,
+    timing: Timing,
+}
+
+fn raft_config(timing: &Timing) -> Result<Arc<openraft::Config>, HostError> {
+    let config = openraft::Config {
+        cluster_name: "lockbox-vault".into(),
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_min_ms,
+        election_timeout_max: timing.election_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+        max_in_snapshot_log_to_keep: 0,
+        ..Default::default()
+    };
+    Ok(Arc::new(
+        config
+            .validate()
+            .map_err(|e| HostError::Raft(e.to_string()))?,
+    ))
+}
+
+impl Host {
+    /// Opens the node database and starts a Raft for each group, from what the disk holds.
+    pub async fn open(cfg: &HostConfig) -> Result<Self, HostError> {
+        let db = NodeDb::open(&cfg.db_path, cfg.marks.clone())?;
+        let config = raft_config(&cfg.timing)?;
+        let mut logs = Vec::new();
+        for &group in &cfg.groups {
+            let log = LogStore::open(&db, group)?;
+            let (vote, last) = log.disk_state();
+            mark::check(group, db.opened_mark().group(group), vote, last)?;
+            logs.push((group, log));
+        }
+        let (groups, channels) = (Groups::default(), Channels::default());
+        for (group, log) in logs {
+            let raft = Raft::new(
+                cfg.id,
+                config.clone(),
+                Network::new(group, channels.clone()),
+                log,
+                StateMachine::open(&db, group)?,
+            )
+            .await
+            .map_err(|e| HostError::Raft(e.to_string()))?;
+            groups.insert(group, raft);
+        }
+        Ok(Self {
+            id: cfg.id,
+            db,
+            groups,
+            timing: cfg.timing,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The transport's gRPC service, to serve on the node's peer address.
+    pub fn service(&self) -> lockbox_proto::raft_pb::raft_server::RaftServer<RaftService> {
+        RaftService::new(self.groups.clone()).into_server()
+    }
+
+    /// Makes every group's first membership `members`. Run once, on one node, when a cluster is
+    /// created; a group that already has a membership is left as it is.
+    pub async fn bootstrap(&self, members: &BTreeMap<NodeId, BasicNode>) -> Result<(), HostError> {
+        for (_, raft) in self.groups.all() {
+            match raft.initialize(members.clone()).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(HostError::Raft(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn raft(&self, group: GroupId) -> Option<Raft> {
+        self.groups.get(group)
+    }
+
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.groups.all().into_iter().map(|(g, _)| g).collect()
+    }
+
+    /// Proposes `cmd` to `group` and returns the outcome its apply decided, once committed by a
+    /// quorum. Only the leader accepts; any other replica answers [`ProposeError::NotLeader`].
+    pub async fn propose(&self, group: GroupId, cmd: Command) -> Result<Outcome, ProposeError> {
+        let raft = self.raft(group).ok_or(ProposeError::UnknownGroup(group))?;
+        let written = tokio::time::timeout(self.timing.commit_wait, raft.client_write(cmd)).await;
+        match written {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(not_leader(group, f, |group, leader, addr| {
+                    ProposeError::NotLeader {
+                        group,
+                        leader,
+                        addr,
+                    }
+                }))
+            }
+            Ok(Err(e)) => Err(ProposeError::Unknown(e.to_string())),
+            Err(_) => Err(ProposeError::Unknown(format!(
+                "not committed within {:?}",
+                self.timing.commit_wait
+            ))),
+        }
+    }
+
+    /// Reads `account`'s record in `group` linearizably: the leader confirms with a quorum that
+    /// it still leads, and waits until it has applied everything committed before the read.
+    pub async fn read(&self, group: GroupId, account: &[u8]) -> Result<Option<Stored>, ReadError> {
+        let raft = self.raft(group).ok_or(ReadError::UnknownGroup(group))?;
+        let confirmed =
+            tokio::time::timeout(self.timing.commit_wait, raft.ensure_linearizable()).await;
+        match confirmed {
+            Ok(Ok(_)) => {}
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                return Err(not_leader(group, f, |group, leader, addr| {
+                    ReadError::NotLeader {
+                        group,
+                        leader,
+                        addr,
+                    }
+                }));
+            }
+            Ok(Err(e)) => return Err(ReadError::Unavailable(e.to_string())),
+            Err(_) => {
+                return Err(ReadError::Unavailable(format!(
+                    "no quorum confirmed leadership within {:?}",
+                    self.timing.commit_wait
+                )));
+            }
+        }
+        load_record(&self.db, group, account).map_err(|e| ReadError::Unavailable(e.to_string()))
+    }
+
+    /// This replica's applied copy of a record, without asking anyone: for tests and
+    /// diagnostics, never for a decision.
+    pub fn local_record(&self, group: GroupId, account: &[u8]) -> Result<Option<Stored>, DbError> {
+        load_record(&self.db, group, account)
+    }
+
+    pub fn commit_stats(&self) -> CommitStats {
+        self.db.stats()
+    }
+
+    /// Stops every group and the committer. The database file is free once this returns.
+    pub async fn shutdown(self) {
+        for (group, raft) in self.groups.all() {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(group, "raft shutdown: {e}");
+            }
+        }
+        self.db.close();
+    }
+}
+
+fn not_leader<E>(
+    group: GroupId,
+    f: ForwardToLeader<NodeId, BasicNode>,
+    make: impl FnOnce(GroupId, Option<NodeId>, Option<String>) -> E,
+) -> E {
+    make(group, f.leader_id, f.leader_node.map(|n| n.addr))
+}

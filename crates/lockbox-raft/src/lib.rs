@@ -1,0 +1,27 @@
+//! The vault's replicated partitions (DESIGN.md §5): each partition is one openraft group of
+//! replicas, a node hosts replicas of many, and all of a node's groups share one redb database
+//! whose single writer commits what arrives together in one fsync (group commit).
+//!
+//! Does: keep each group's log, vote and state machine (sealed records, with the
+//! compare-and-set on the record sequence decided when an entry is applied) in redb; snapshot
+//! and compact the log; carry Raft messages between nodes over one gRPC service, multiplexed by
+//! group; propose a write and return the outcome its apply decided once a quorum committed it;
+//! read linearizably through the leader.
+//! Does not: seal or open records (the caller hands sealed bytes), decide anything about
+//! passwords or guesses (`lockbox-vault-core`), or authenticate peers (the transport is plain
+//! gRPC; the node serving it is where TLS goes).
+//! Trusts: openraft for consensus, redb to honour fsync, and the peers at the addresses in a
+//! group's membership.
+#![forbid(unsafe_code)]
+
+pub mod db;
+pub mod host;
+pub mod log;
+pub mod mark;
+pub mod net;
+pub mod sm;
+pub mod types;
+
+pub use db::{CommitStats, DbError, NodeDb};
+pub use host::{Host, HostConfig, HostError, ProposeError, ReadError, Timing};
+pub use types::{Command, GroupId, NodeId, Outcome, Stored};

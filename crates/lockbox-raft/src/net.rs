@@ -1,0 +1,285 @@
+//! The Raft transport between vault nodes: one gRPC service per node, every group multiplexed
+//! over one HTTP/2 connection per peer, each message tagged with its group.
+//!
+//! A payload is the openraft request, or the result of handling it, in postcard. A transport
+//! failure is `Unreachable` (openraft backs off and retries); a reply that does not decode is a
+//! `Network` error; an error the remote Raft returned comes back as that error.
+
+use lockbox_proto::raft_pb::RaftMessage;
+use lockbox_proto::raft_pb::raft_client::RaftClient;
+use lockbox_proto::raft_pb::raft_server::{Raft as RaftRpc, RaftServer};
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::types::{GroupId, NodeId, Raft, TypeConfig};
+
+/// Largest Raft message either side accepts: a snapshot chunk (openraft's default is 3 MiB)
+/// with room to spare.
+pub const MAX_RAFT_MESSAGE: usize = 16 * 1024 * 1024;
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+/// One HTTP/2 channel per peer address, shared by every group on this node.
+#[derive(Debug, Clone, Default)]
+pub struct Channels {
+    by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    fn get(&self, addr: &str) -> Result<Channel, TransportError> {
+        let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| TransportError(format!("bad peer address {addr}: {e}")))?
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Makes a group's clients to its peers.
+#[derive(Debug, Clone)]
+pub struct Network {
+    group: GroupId,
+    channels: Channels,
+}
+
+impl Network {
+    pub fn new(group: GroupId, channels: Channels) -> Self {
+        Self { group, channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        Peer {
+            group: self.group,
+            target,
+            client: self.channels.get(&node.addr).map(|ch| {
+                RaftClient::new(ch)
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE)
+            }),
+        }
+    }
+}
+
+/// A group's client to one peer.
+#[derive(Debug)]
+pub struct Peer {
+    group: GroupId,
+    target: NodeId,
+    client: Result<RaftClient<Channel>, TransportError>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl Peer {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
+        };
+        let payload =
+            postcard::to_stdvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftMessage {
+            group: self.group,
+            payload: payload.into(),
+        });
+        request.set_timeout(option.hard_ttl());
+        let reply = match rpc {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        }
+        .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?
+        .into_inner();
+        let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(Rpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+/// The groups a node hosts, as the transport's server sees them.
+#[derive(Clone, Default)]
+pub struct Groups {
+    map: Arc<RwLock<HashMap<GroupId, Raft>>>,
+}
+
+impl core::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let groups: Vec<GroupId> = self.all().into_iter().map(|(g, _)| g).collect();
+        f.debug_struct("Groups").field("groups", &groups).finish()
+    }
+}
+
+impl Groups {
+    pub fn insert(&self, group: GroupId, raft: Raft) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, raft);
+    }
+
+    pub fn get(&self, group: GroupId) -> Option<Raft> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<(GroupId, Raft)> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = map.iter().map(|(g, r)| (*g, r.clone())).collect();
+        all.sort_by_key(|(g, _)| *g);
+        all
+    }
+}
+
+/// The gRPC service that hands each message to its group's Raft.
+#[derive(Debug, Clone)]
+pub struct RaftService {
+    groups: Groups,
+}
+
+impl RaftService {
+    pub fn new(groups: Groups) -> Self {
+        Self { groups }
+    }
+
+    /// The tonic server for this service, with the transport's message limits.
+    pub fn into_server(self) -> RaftServer<Self> {
+        RaftServer::new(self)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE)
+    }
+
+    fn open<Req: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<(Raft, Req), tonic::Status> {
+        let raft = self.groups.get(msg.group).ok_or_else(|| {
+            tonic::Status::not_found(format!("no replica of group {}", msg.group))
+        })?;
+        let req = postcard::from_bytes(&msg.payload)
+            .map_err(|e| tonic::Status::invalid_argument(format!("raft payload: {e}")))?;
+        Ok((raft, req))
+    }
+}
+
+fn reply<T: Serialize>(group: GroupId, result: &T) -> RpcReply {
+    let payload = postcard::to_stdvec(result)
+        .map_err(|e| tonic::Status::internal(format!("encode raft reply: {e}")))?;
+    Ok(tonic::Response::new(RaftMessage {
+        group,
+        payload: payload.into(),
+    }))
+}
+
+type RpcReply = Result<tonic::Response<RaftMessage>, tonic::Status>;
+
+impl RaftService {
+    /// Decodes a message for its group's Raft, lets `handle` answer it, and encodes the result.
+    async fn serve<Req, Resp, Fut>(
+        &self,
+        request: tonic::Request<RaftMessage>,
+        handle: impl FnOnce(Raft, Req) -> Fut,
+    ) -> RpcReply
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        Fut: std::future::Future<Output = Resp>,
+    {
+        let msg = request.into_inner();
+        let (raft, req) = self.open::<Req>(&msg)?;
+        reply(msg.group, &handle(raft, req).await)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, request: tonic::Request<RaftMessage>) -> RpcReply {
+        self.serve(request, |raft, req: AppendEntriesRequest<TypeConfig>| async move {
+            raft.append_entries(req).await
+        })
+        .await
+    }
+
+    async fn vote(&self, request: tonic::Request<RaftMessage>) -> RpcReply {
+        self.serve(request, |raft, req: VoteRequest<NodeId>| async move {
+            raft.vote(req).await
+        })
+        .await
+    }
+
+    async fn install_snapshot(&self, request: tonic::Request<RaftMessage>) -> RpcReply {
+        self.serve(
+            request,
+            |raft, req: InstallSnapshotRequest<TypeConfig>| async move {
+                raft.install_snapshot(req).await
+            },
+        )
+        .await
+    }
+}

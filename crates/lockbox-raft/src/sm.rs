@@ -1,0 +1,301 @@
+//! A partition's state machine: the sealed records, the compare-and-set that decides each
+//! write, and snapshots of both.
+//!
+//! The compare-and-set runs when an entry is applied, in log order, identically on every replica,
+//! so its outcome is the same wherever it is read; the proposer gets it back through openraft.
+//! Applied state is written without its own fsync: the log it comes from is durable, and redb
+//! makes the next fsync'd batch (the next append) carry it.
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, SnapshotId, StorageIOError};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+
+use crate::db::{DbError, NodeDb};
+use crate::log::{META, decode, encode, meta_key, put_meta, read_meta};
+use crate::types::{
+    Command, Entry, GroupId, LogId, Outcome, Snapshot, SnapshotMeta, StorageError, Stored,
+    StoredMembership, TypeConfig,
+};
+
+/// Records: key = group (4 bytes BE) ‖ account, value = seq (8 bytes BE) ‖ sealed record.
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+
+const TAG_APPLIED: u8 = 10;
+const TAG_SNAPSHOT: u8 = 11;
+
+fn record_key(group: GroupId, account: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + account.len());
+    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(account);
+    k
+}
+
+fn split_value(v: &[u8]) -> Result<Stored, DbError> {
+    let (seq, sealed) = v
+        .split_first_chunk::<8>()
+        .ok_or_else(|| DbError("short record value".into()))?;
+    Ok(Stored {
+        seq: u64::from_be_bytes(*seq),
+        sealed: sealed.to_vec(),
+    })
+}
+
+fn join_value(seq: u64, sealed: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + sealed.len());
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(sealed);
+    v
+}
+
+/// Reads `account`'s record in `group` as this replica has applied it. Linearizable only after
+/// the caller has confirmed a read index (see [`crate::Host::read`]).
+pub(crate) fn load_record(
+    db: &NodeDb,
+    group: GroupId,
+    account: &[u8],
+) -> Result<Option<Stored>, DbError> {
+    db.get(RECORDS, &record_key(group, account))?
+        .map(|v| split_value(&v))
+        .transpose()
+}
+
+/// What the state machine records about itself, beside the records.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Applied {
+    last: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// A snapshot as stored and sent: its meta and every record of the group.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn apply_cas(txn: &WriteTransaction, group: GroupId, cmd: &Command) -> Result<Outcome, DbError> {
+    let mut table = txn.open_table(RECORDS).map_err(DbError::from_display)?;
+    let key = record_key(group, &cmd.account);
+    let found = match table.get(key.as_slice()).map_err(DbError::from_display)? {
+        Some(v) => split_value(v.value())?.seq,
+        None => 0,
+    };
+    if found != cmd.expected_seq {
+        return Ok(Outcome::Conflict { found });
+    }
+    let seq = found + 1;
+    table
+        .insert(key.as_slice(), join_value(seq, &cmd.sealed).as_slice())
+        .map_err(DbError::from_display)?;
+    Ok(Outcome::Applied { seq })
+}
+
+fn sm_err(e: DbError) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn snap_err(e: DbError) -> StorageError {
+    StorageIOError::read_snapshot(None, &e).into()
+}
+
+/// One group's state machine.
+#[derive(Debug)]
+pub struct StateMachine {
+    group: GroupId,
+    db: NodeDb,
+    applied: Applied,
+    snapshots_built: u64,
+}
+
+impl StateMachine {
+    pub fn open(db: &NodeDb, group: GroupId) -> Result<Self, DbError> {
+        Ok(Self {
+            group,
+            db: db.clone(),
+            applied: read_meta(db, group, TAG_APPLIED)?.unwrap_or_default(),
+            snapshots_built: 0,
+        })
+    }
+}
+
+/// Builds snapshots from a consistent read of the group's applied state.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    group: GroupId,
+    db: NodeDb,
+    serial: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (group, serial) = (self.group, self.serial);
+        let (meta, data) = read_snapshot_state(&self.db, group, serial).map_err(snap_err)?;
+        let stored = encode(&(&meta, &data)).map_err(snap_err)?;
+        self.db
+            .write(false, None, move |txn| {
+                put_meta(txn, group, TAG_SNAPSHOT, &stored)
+            })
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+/// The applied state and every record of `group`, read in one read transaction.
+fn read_snapshot_state(
+    db: &NodeDb,
+    group: GroupId,
+    serial: u64,
+) -> Result<(SnapshotMeta, Vec<u8>), DbError> {
+    let txn = db.read()?;
+    let applied: Applied = match txn.open_table(META) {
+        Ok(t) => t
+            .get(meta_key(group, TAG_APPLIED).as_slice())
+            .map_err(DbError::from_display)?
+            .map(|v| decode(v.value()))
+            .transpose()?
+            .unwrap_or_default(),
+        Err(redb::TableError::TableDoesNotExist(_)) => Applied::default(),
+        Err(e) => return Err(DbError::from_display(e)),
+    };
+    let mut records = Vec::new();
+    match txn.open_table(RECORDS) {
+        Ok(t) => {
+            let lo = group.to_be_bytes();
+            for row in t.range(lo.as_slice()..).map_err(DbError::from_display)? {
+                let (k, v) = row.map_err(DbError::from_display)?;
+                let Some(account) = k.value().strip_prefix(&lo) else {
+                    break;
+                };
+                records.push((account.to_vec(), v.value().to_vec()));
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(DbError::from_display(e)),
+    }
+    let last = applied.last;
+    let snapshot_id: SnapshotId = format!(
+        "g{group}-{}-{serial}",
+        last.map_or_else(|| "none".to_string(), |l| l.index.to_string())
+    );
+    let meta = SnapshotMeta {
+        last_log_id: last,
+        last_membership: applied.membership,
+        snapshot_id,
+    };
+    Ok((meta, encode(&SnapshotBody { records })?))
+}
+
+fn replace_records(
+    txn: &WriteTransaction,
+    group: GroupId,
+    body: &SnapshotBody,
+) -> Result<(), DbError> {
+    let mut table = txn.open_table(RECORDS).map_err(DbError::from_display)?;
+    let lo = group.to_be_bytes();
+    let hi = group.checked_add(1).map(u32::to_be_bytes);
+    match hi {
+        Some(hi) => table.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false),
+        None => table.retain_in(lo.as_slice().., |_, _| false),
+    }
+    .map_err(DbError::from_display)?;
+    for (account, value) in &body.records {
+        split_value(value)?;
+        table
+            .insert(record_key(group, account).as_slice(), value.as_slice())
+            .map_err(DbError::from_display)?;
+    }
+    Ok(())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied.last, self.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (group, mut applied) = (self.group, self.applied.clone());
+        let (outcomes, applied) = self
+            .db
+            .write(false, None, move |txn| {
+                let mut outcomes = Vec::with_capacity(entries.len());
+                for entry in &entries {
+                    applied.last = Some(entry.log_id);
+                    outcomes.push(match &entry.payload {
+                        EntryPayload::Blank => Outcome::NoOp,
+                        EntryPayload::Normal(cmd) => apply_cas(txn, group, cmd)?,
+                        EntryPayload::Membership(m) => {
+                            applied.membership =
+                                StoredMembership::new(Some(entry.log_id), m.clone());
+                            Outcome::NoOp
+                        }
+                    });
+                }
+                put_meta(txn, group, TAG_APPLIED, &encode(&applied)?)?;
+                Ok((outcomes, applied))
+            })
+            .await
+            .map_err(sm_err)?;
+        self.applied = applied;
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        self.snapshots_built += 1;
+        SnapshotBuilder {
+            group: self.group,
+            db: self.db.clone(),
+            serial: self.snapshots_built,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = decode(&data).map_err(snap_err)?;
+        let applied = Applied {
+            last: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let group = self.group;
+        let stored = encode(&(meta, &data)).map_err(snap_err)?;
+        let state = encode(&applied).map_err(sm_err)?;
+        self.db
+            .write(true, None, move |txn| {
+                replace_records(txn, group, &body)?;
+                put_meta(txn, group, TAG_APPLIED, &state)?;
+                put_meta(txn, group, TAG_SNAPSHOT, &stored)
+            })
+            .await
+            .map_err(sm_err)?;
+        self.applied = applied;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let stored: Option<(SnapshotMeta, Vec<u8>)> =
+            read_meta(&self.db, self.group, TAG_SNAPSHOT).map_err(snap_err)?;
+        Ok(stored.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
