@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::chain::LogKey;
 use crate::db::{CommitStats, DbError, NodeDb};
-use crate::log::LogStore;
+use crate::log::{LogOpenError, LogStore};
 use crate::mark::{self, RolledBack};
 use crate::net::{Channels, Groups, Network, RaftService};
 use crate::sm::{StateMachine, load_record};
@@ -50,6 +51,8 @@ pub struct HostConfig {
     pub db_path: PathBuf,
     /// Where the rollback mark lives: the HSM token in production.
     pub marks: Arc<dyn MarkStore>,
+    /// Each hosted group's log key (the same on every replica of the group).
+    pub log_keys: BTreeMap<GroupId, LogKey>,
     pub groups: Vec<GroupId>,
     pub timing: Timing,
 }
@@ -66,6 +69,11 @@ pub enum HostError {
     /// it back as a new member (a new node id, an empty disk) that catches up from the quorum.
     #[error("refusing to start: {0}")]
     RolledBack(#[from] RolledBack),
+    /// An entry on this node's disk was altered: it must not take part either.
+    #[error("refusing to start: {0}")]
+    Log(#[from] LogOpenError),
+    #[error("no log key for group {0}")]
+    MissingLogKey(GroupId),
 }
 
 /// Why a proposal has no outcome. Only [`ProposeError::NotLeader`] means *definitely not
@@ -132,7 +140,12 @@ impl Host {
         let config = raft_config(&cfg.timing)?;
         let mut logs = Vec::new();
         for &group in &cfg.groups {
-            let log = LogStore::open(&db, group)?;
+            let key = cfg
+                .log_keys
+                .get(&group)
+                .cloned()
+                .ok_or(HostError::MissingLogKey(group))?;
+            let log = LogStore::open(&db, group, key)?;
             let (vote, last) = log.disk_state();
             mark::check(group, db.opened_mark().group(group), vote, last)?;
             logs.push((group, log));

@@ -14,6 +14,7 @@
 //! group's membership.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod db;
 pub mod host;
 pub mod log;
@@ -22,6 +23,7 @@ pub mod net;
 pub mod sm;
 pub mod types;
 
+pub use chain::LogKey;
 pub use db::{CommitStats, DbError, NodeDb};
 pub use host::{Host, HostConfig, HostError, ProposeError, ReadError, Timing};
 pub use types::{Command, GroupId, NodeId, Outcome, Stored};

@@ -12,11 +12,13 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::chain::{LogKey, Mac, ZERO_ANCHOR};
 use crate::db::{DbError, NodeDb};
 use crate::mark::MarkChange;
 use crate::types::{Entry, GroupId, LogId, StorageError, TypeConfig, Vote};
 
-/// Log entries: key = group (4 bytes BE) ‖ index (8 bytes BE), value = postcard(entry).
+/// Log entries: key = group (4 bytes BE) ‖ index (8 bytes BE), value = chain MAC (32) ‖
+/// postcard(entry) (see [`crate::chain`]).
 pub(crate) const LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_log");
 /// Per-group Raft state: key = group ‖ tag, value = postcard(value).
 pub(crate) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_meta");
@@ -24,6 +26,8 @@ pub(crate) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raf
 pub(crate) const TAG_VOTE: u8 = 1;
 pub(crate) const TAG_COMMITTED: u8 = 2;
 pub(crate) const TAG_PURGED: u8 = 3;
+/// The chain MAC of the last purged entry, which the first live one chains from.
+pub(crate) const TAG_ANCHOR: u8 = 4;
 
 pub(crate) fn log_key(group: GroupId, index: u64) -> [u8; 12] {
     let mut k = [0u8; 12];
@@ -89,12 +93,23 @@ fn delete_log_range(
 #[derive(Debug, Default)]
 struct Mem {
     entries: BTreeMap<u64, Entry>,
+    macs: BTreeMap<u64, Mac>,
+    anchor: Mac,
     last_purged: Option<LogId>,
     vote: Option<Vote>,
     committed: Option<LogId>,
 }
 
 impl Mem {
+    /// The MAC entry `index` chains from: its predecessor's, or the anchor.
+    fn prev_mac(&self, index: u64) -> Mac {
+        index
+            .checked_sub(1)
+            .and_then(|p| self.macs.get(&p))
+            .copied()
+            .unwrap_or(self.anchor)
+    }
+
     fn last_log_id(&self) -> Option<LogId> {
         self.entries
             .values()
@@ -102,6 +117,52 @@ impl Mem {
             .map(|e| e.log_id)
             .or(self.last_purged)
     }
+}
+
+/// Why a group's log could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LogOpenError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The stored entry does not verify against the chain: edited, swapped, or a gap before it.
+    #[error(
+        "group {group}: log entry {index} on this node's disk fails its MAC chain (altered, \
+         replaced, or entries removed before it)"
+    )]
+    Tampered { group: GroupId, index: u64 },
+}
+
+fn index_of(key: &[u8]) -> Result<u64, DbError> {
+    key.get(4..)
+        .and_then(|i| i.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| DbError("malformed log key".into()))
+}
+
+/// Checks a stored value against the chain so far and decodes it.
+fn verified(
+    key: &LogKey,
+    group: GroupId,
+    mem: &Mem,
+    index: u64,
+    value: &[u8],
+) -> Result<(Mac, Entry), LogOpenError> {
+    let tampered = LogOpenError::Tampered { group, index };
+    let Some((mac, bytes)) = value.split_first_chunk::<32>() else {
+        return Err(tampered);
+    };
+    let follows = match mem.entries.keys().next_back() {
+        Some(&last) => last.checked_add(1) == Some(index),
+        None => true,
+    };
+    if !follows || !key.verify(group, &mem.prev_mac(index), bytes, mac) {
+        return Err(tampered);
+    }
+    let entry: Entry = decode(bytes)?;
+    if entry.log_id.index != index {
+        return Err(tampered);
+    }
+    Ok((*mac, entry))
 }
 
 fn write_err(e: DbError) -> StorageError {
@@ -112,6 +173,7 @@ fn write_err(e: DbError) -> StorageError {
 #[derive(Debug)]
 pub struct LogStore {
     group: GroupId,
+    key: LogKey,
     db: NodeDb,
     mem: Arc<Mutex<Mem>>,
 }
@@ -127,13 +189,16 @@ fn lock(mem: &Mutex<Mem>) -> MutexGuard<'_, Mem> {
 }
 
 impl LogStore {
-    /// Loads `group`'s log, vote and purge point from the node database.
-    pub fn open(db: &NodeDb, group: GroupId) -> Result<Self, DbError> {
+    /// Loads `group`'s log, vote and purge point from the node database, checking the log's
+    /// MAC chain under `key`.
+    pub fn open(db: &NodeDb, group: GroupId, key: LogKey) -> Result<Self, LogOpenError> {
         let mut mem = Mem {
             vote: read_meta(db, group, TAG_VOTE)?,
             committed: read_meta::<Option<LogId>>(db, group, TAG_COMMITTED)?.flatten(),
             last_purged: read_meta(db, group, TAG_PURGED)?,
+            anchor: read_meta(db, group, TAG_ANCHOR)?.unwrap_or(ZERO_ANCHOR),
             entries: BTreeMap::new(),
+            macs: BTreeMap::new(),
         };
         let txn = db.read()?;
         match txn.open_table(LOG) {
@@ -143,16 +208,19 @@ impl LogStore {
                     .range(lo.as_slice()..=hi.as_slice())
                     .map_err(DbError::from_display)?
                 {
-                    let (_, value) = row.map_err(DbError::from_display)?;
-                    let entry: Entry = decode(value.value())?;
-                    mem.entries.insert(entry.log_id.index, entry);
+                    let (k, value) = row.map_err(DbError::from_display)?;
+                    let index = index_of(k.value())?;
+                    let (mac, entry) = verified(&key, group, &mem, index, value.value())?;
+                    mem.macs.insert(index, mac);
+                    mem.entries.insert(index, entry);
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(DbError::from_display(e)),
+            Err(e) => return Err(DbError::from_display(e).into()),
         }
         Ok(Self {
             group,
+            key,
             db: db.clone(),
             mem: Arc::new(Mutex::new(mem)),
         })
@@ -265,8 +333,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last = {
             let mut mem = lock(&self.mem);
             for entry in entries {
-                rows.push((entry.log_id.index, encode(&entry).map_err(write_err)?));
-                mem.entries.insert(entry.log_id.index, entry);
+                let index = entry.log_id.index;
+                let bytes = encode(&entry).map_err(write_err)?;
+                let mac = self.key.mac(group, &mem.prev_mac(index), &bytes);
+                let mut row = mac.to_vec();
+                row.extend_from_slice(&bytes);
+                rows.push((index, row));
+                mem.macs.insert(index, mac);
+                mem.entries.insert(index, entry);
             }
             mem.last_log_id()
         };
@@ -292,6 +366,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last = {
             let mut mem = lock(&self.mem);
             mem.entries.split_off(&log_id.index);
+            mem.macs.split_off(&log_id.index);
             mem.last_log_id()
         };
         // Ordered before any later append, whose fsync makes it durable too. The mark comes down
@@ -306,14 +381,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let (group, bytes) = (self.group, encode(&log_id).map_err(write_err)?);
-        {
+        let anchor = {
             let mut mem = lock(&self.mem);
+            // Past the live log (a snapshot installed beyond it), the next entry starts afresh.
+            let anchor = mem.macs.get(&log_id.index).copied().unwrap_or(ZERO_ANCHOR);
             mem.entries = mem.entries.split_off(&(log_id.index + 1));
+            mem.macs = mem.macs.split_off(&(log_id.index + 1));
             mem.last_purged = Some(log_id);
-        }
+            mem.anchor = anchor;
+            encode(&anchor).map_err(write_err)?
+        };
         self.db
             .write(false, None, move |txn| {
                 delete_log_range(txn, group, 0, log_id.index)?;
+                put_meta(txn, group, TAG_ANCHOR, &anchor)?;
                 put_meta(txn, group, TAG_PURGED, &bytes)
             })
             .await

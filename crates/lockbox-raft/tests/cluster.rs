@@ -168,6 +168,14 @@ async fn a_replica_far_behind_catches_up_from_a_snapshot() {
     );
     assert!(host.local_record(4, b"early").unwrap().is_some());
     assert!(host.local_record(4, b"late-59").unwrap().is_some());
+
+    // Its log was purged into a snapshot: what is left must still verify from the saved anchor.
+    c.node(leader).kill().await;
+    c.node(leader).start().await;
+    assert_eq!(
+        c.write(4, b"after", 0, b"a").await,
+        Outcome::Applied { seq: 1 }
+    );
     c.stop_all().await;
 }
 

@@ -4,7 +4,7 @@
 
 use lockbox_hsm::{FileMark, MarkStore, SoftwareSealer};
 use lockbox_raft::{
-    Command, GroupId, Host, HostConfig, HostError, NodeId, Outcome, ProposeError, Timing,
+    Command, GroupId, Host, HostConfig, HostError, LogKey, NodeId, Outcome, ProposeError, Timing,
 };
 use openraft::BasicNode;
 use std::collections::BTreeMap;
@@ -41,6 +41,7 @@ impl Node {
             id: self.id,
             db_path: self.db_path.clone(),
             marks: self.marks.clone(),
+            log_keys: self.groups.iter().map(|&g| (g, log_key(g))).collect(),
             groups: self.groups.clone(),
             timing: self.timing,
         })
@@ -236,4 +237,12 @@ pub fn file_mark(id: NodeId, dir: &Path) -> Arc<dyn MarkStore> {
         sealer,
         &format!("node-{id}"),
     ))
+}
+
+/// Every replica of a group holds the same log key (the vault derives it from the partition's
+/// secrets); a fixed one per group here.
+pub fn log_key(group: GroupId) -> LogKey {
+    let mut k = [0x5a; 32];
+    k[..4].copy_from_slice(&group.to_be_bytes());
+    LogKey::new(lockbox_crypto::Secret32::new(k))
 }
