@@ -15,7 +15,7 @@ use crate::chain::LogKey;
 use crate::db::{CommitStats, DbError, NodeDb};
 use crate::log::{LogOpenError, LogStore};
 use crate::mark::{self, RolledBack};
-use crate::net::{Channels, Groups, Network, RaftService};
+use crate::net::{Channels, Groups, Network, PeerTls, RaftService};
 use crate::sm::{StateMachine, load_record};
 use crate::types::{Command, GroupId, NodeId, Outcome, Raft, Stored};
 
@@ -55,6 +55,8 @@ pub struct HostConfig {
     pub log_keys: BTreeMap<GroupId, LogKey>,
     pub groups: Vec<GroupId>,
     pub timing: Timing,
+    /// Mutual TLS with the other nodes; `None` (plain gRPC) only on loopback, in tests.
+    pub tls: Option<PeerTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,7 @@ pub struct Host {
     db: NodeDb,
     groups: Groups,
     timing: Timing,
+    tls: Option<PeerTls>,
 }
 
 fn raft_config(timing: &Timing) -> Result<Arc<openraft::Config>, HostError> {
@@ -150,7 +153,7 @@ impl Host {
             mark::check(group, db.opened_mark().group(group), vote, last)?;
             logs.push((group, log));
         }
-        let (groups, channels) = (Groups::default(), Channels::default());
+        let (groups, channels) = (Groups::default(), Channels::new(cfg.tls.clone()));
         for (group, log) in logs {
             let raft = Raft::new(
                 cfg.id,
@@ -168,6 +171,7 @@ impl Host {
             db,
             groups,
             timing: cfg.timing,
+            tls: cfg.tls.clone(),
         })
     }
 
@@ -178,6 +182,15 @@ impl Host {
     /// The transport's gRPC service, to serve on the node's peer address.
     pub fn service(&self) -> lockbox_proto::raft_pb::raft_server::RaftServer<RaftService> {
         RaftService::new(self.groups.clone()).into_server()
+    }
+
+    /// The peer transport's server (with mutual TLS when configured), to run on the node's
+    /// peer address.
+    pub fn peer_server(&self) -> PeerServer {
+        PeerServer {
+            service: self.service(),
+            tls: self.tls.clone(),
+        }
     }
 
     /// Makes every group's first membership `members`. Run once, on one node, when a cluster is
@@ -279,4 +292,31 @@ fn not_leader<E>(
     make: impl FnOnce(GroupId, Option<NodeId>, Option<String>) -> E,
 ) -> E {
     make(group, f.leader_id, f.leader_node.map(|n| n.addr))
+}
+
+/// The peer transport's gRPC server.
+#[derive(Debug)]
+pub struct PeerServer {
+    service: lockbox_proto::raft_pb::raft_server::RaftServer<RaftService>,
+    tls: Option<PeerTls>,
+}
+
+impl PeerServer {
+    /// Serves on `listener` until `shutdown` resolves, then closes every connection.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.server_config())?;
+        }
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        builder
+            .add_service(self.service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
 }

@@ -8,10 +8,10 @@
 //! group; propose a write and return the outcome its apply decided once a quorum committed it;
 //! read linearizably through the leader.
 //! Does not: seal or open records (the caller hands sealed bytes), decide anything about
-//! passwords or guesses (`lockbox-vault-core`), or authenticate peers (the transport is plain
-//! gRPC; the node serving it is where TLS goes).
-//! Trusts: openraft for consensus, redb to honour fsync, and the peers at the addresses in a
-//! group's membership.
+//! passwords or guesses (`lockbox-vault-core`), or derive the partition log keys (the vault
+//! node makes them from the partition's secrets).
+//! Trusts: openraft for consensus, redb to honour fsync, the node CA that signs every peer's
+//! certificate (mutual TLS), and its rollback mark store.
 #![forbid(unsafe_code)]
 
 pub mod chain;
@@ -25,5 +25,6 @@ pub mod types;
 
 pub use chain::LogKey;
 pub use db::{CommitStats, DbError, NodeDb};
-pub use host::{Host, HostConfig, HostError, ProposeError, ReadError, Timing};
-pub use types::{Command, GroupId, NodeId, Outcome, Stored};
+pub use host::{Host, HostConfig, HostError, PeerServer, ProposeError, ReadError, Timing};
+pub use net::PeerTls;
+pub use types::{Command, GroupId, NodeId, Outcome, Stored, TypeConfig};

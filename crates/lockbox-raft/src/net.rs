@@ -1,6 +1,11 @@
 //! The Raft transport between vault nodes: one gRPC service per node, every group multiplexed
 //! over one HTTP/2 connection per peer, each message tagged with its group.
 //!
+//! Between real nodes the channel is mutual TLS ([`PeerTls`]): each node presents a certificate
+//! from the cluster's node CA and accepts only peers that do, so no stranger who reaches the port
+//! can speak Raft to it (an unauthenticated AppendEntries would let anyone rewrite a replica's
+//! log). Plain gRPC is for tests on loopback.
+//!
 //! A payload is the openraft request, or the result of handling it, in postcard. A transport
 //! failure is `Unreachable` (openraft backs off and retries); a reply that does not decode is a
 //! `Network` error; an error the remote Raft returned comes back as that error.
@@ -21,7 +26,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
+};
 
 use crate::types::{GroupId, NodeId, Raft, TypeConfig};
 
@@ -36,22 +43,72 @@ type RpcResult<T, E = openraft::error::Infallible> =
 #[error("{0}")]
 struct TransportError(String);
 
+/// A node's side of the peer transport's mutual TLS: its certificate and key, and the CA that
+/// signs every node's certificate.
+#[derive(Clone)]
+pub struct PeerTls {
+    identity: Identity,
+    ca: Certificate,
+}
+
+impl core::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PeerTls([REDACTED])")
+    }
+}
+
+impl PeerTls {
+    /// From PEM: the node's certificate chain, its private key, and the node CA certificate.
+    pub fn from_pem(cert: &[u8], key: &[u8], ca: &[u8]) -> Self {
+        Self {
+            identity: Identity::from_pem(cert, key),
+            ca: Certificate::from_pem(ca),
+        }
+    }
+
+    /// The server side: present our certificate, require one from the node CA.
+    pub fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .client_ca_root(self.ca.clone())
+    }
+
+    fn client_config(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(self.ca.clone())
+            .identity(self.identity.clone())
+    }
+}
+
 /// One HTTP/2 channel per peer address, shared by every group on this node.
 #[derive(Debug, Clone, Default)]
 pub struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<PeerTls>,
 }
 
 impl Channels {
+    pub fn new(tls: Option<PeerTls>) -> Self {
+        Self {
+            by_addr: Arc::default(),
+            tls,
+        }
+    }
+
     fn get(&self, addr: &str) -> Result<Channel, TransportError> {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| TransportError(format!("bad peer address {addr}: {e}")))?
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let bad = |e: tonic::transport::Error| TransportError(format!("peer {addr}: {e}"));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(bad)?
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.client_config()).map_err(bad)?;
+        }
+        let ch = endpoint.connect_lazy();
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

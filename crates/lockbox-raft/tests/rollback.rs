@@ -105,11 +105,17 @@ fn two_replicas_restored_from_old_disks_refuse_to_start_against_their_token_mark
     run_isolated_with_tokens(5, |hsm| {
         let tokens: Vec<_> = (0..5).map(|_| hsm.new_token()).collect();
         runtime().block_on(async {
-            let c = Cluster::start_with(5, &[G], Timing::default(), |id, _| {
-                let token = &tokens[usize::try_from(id - 1).unwrap()];
-                let mark = Pkcs11Mark::open(&token.config, &format!("node-{id}")).unwrap();
-                Arc::new(mark) as Arc<dyn MarkStore>
-            })
+            let c = Cluster::start_with(
+                5,
+                &[G],
+                Timing::default(),
+                |id, _| {
+                    let token = &tokens[usize::try_from(id - 1).unwrap()];
+                    let mark = Pkcs11Mark::open(&token.config, &format!("node-{id}")).unwrap();
+                    Arc::new(mark) as Arc<dyn MarkStore>
+                },
+                |_| None,
+            )
             .await;
             scenario(c).await;
         });
@@ -119,7 +125,7 @@ fn two_replicas_restored_from_old_disks_refuse_to_start_against_their_token_mark
 #[test]
 fn a_data_directory_restored_on_its_own_is_caught_by_the_file_mark() {
     runtime().block_on(async {
-        let c = Cluster::start_with(5, &[G], Timing::default(), file_mark).await;
+        let c = Cluster::start_with(5, &[G], Timing::default(), file_mark, |_| None).await;
         scenario(c).await;
     });
 }

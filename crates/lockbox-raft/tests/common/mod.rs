@@ -4,7 +4,8 @@
 
 use lockbox_hsm::{FileMark, MarkStore, SoftwareSealer};
 use lockbox_raft::{
-    Command, GroupId, Host, HostConfig, HostError, LogKey, NodeId, Outcome, ProposeError, Timing,
+    Command, GroupId, Host, HostConfig, HostError, LogKey, NodeId, Outcome, PeerTls, ProposeError,
+    Timing,
 };
 use openraft::BasicNode;
 use std::collections::BTreeMap;
@@ -12,14 +13,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::server::TcpIncoming;
 
 pub const WAIT: Option<Duration> = Some(Duration::from_secs(60));
 
 pub struct Node {
+    pub tls: Option<PeerTls>,
     pub marks: Arc<dyn MarkStore>,
     pub id: NodeId,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     pub db_path: PathBuf,
     groups: Vec<GroupId>,
     timing: Timing,
@@ -44,17 +45,17 @@ impl Node {
             log_keys: self.groups.iter().map(|&g| (g, log_key(g))).collect(),
             groups: self.groups.clone(),
             timing: self.timing,
+            tls: self.tls.clone(),
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await
             .expect("bind");
-        let service = host.service();
+        let peers = host.peer_server();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+            let _ = peers
+                .serve(listener, async {
                     let _ = stopped.await;
                 })
                 .await;
@@ -90,7 +91,7 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes whose marks are sealed files beside (not inside) their databases.
     pub async fn start(n: u64, groups: &[GroupId], timing: Timing) -> Self {
-        Self::start_with(n, groups, timing, file_mark).await
+        Self::start_with(n, groups, timing, file_mark, |_| None).await
     }
 
     pub async fn start_with(
@@ -98,6 +99,7 @@ impl Cluster {
         groups: &[GroupId],
         timing: Timing,
         marks: impl Fn(NodeId, &Path) -> Arc<dyn MarkStore>,
+        tls: impl Fn(NodeId) -> Option<PeerTls>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
@@ -109,6 +111,7 @@ impl Cluster {
                 .unwrap();
             nodes.push(Node {
                 marks: marks(id, dir.path()),
+                tls: tls(id),
                 id,
                 addr,
                 db_path: dir.path().join(format!("node-{id}.redb")),
