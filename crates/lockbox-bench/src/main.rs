@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+mod raft;
 mod vault;
 
 #[derive(Parser)]
@@ -65,6 +66,32 @@ enum What {
         #[arg(long)]
         via_gateway: bool,
     },
+    /// Replicated writes: five in-process hosts on loopback, concurrent writers over the groups,
+    /// with the rollback mark in a sealed file and in a SoftHSM2 token; and each mark store alone
+    Raft {
+        #[arg(long, default_value_t = 8)]
+        groups: u32,
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    #[command(hide = true)]
+    RaftCluster {
+        #[arg(long)]
+        mark: String,
+        #[arg(long)]
+        groups: u32,
+        #[arg(long)]
+        writers: usize,
+        #[arg(long)]
+        seconds: f64,
+    },
+    #[command(hide = true)]
+    MarkPkcs11 {
+        #[arg(long)]
+        seconds: f64,
+    },
     #[command(hide = true)]
     SealerPkcs11 {
         #[arg(long)]
@@ -83,6 +110,18 @@ fn main() -> Result<()> {
         What::Opaque { seconds } => vault::opaque(seconds),
         What::Sealer { seconds } => vault::sealers(seconds),
         What::SealerPkcs11 { seconds } => vault::pkcs11_child(seconds),
+        What::Raft {
+            groups,
+            writers,
+            seconds,
+        } => raft::bench(groups, writers, seconds),
+        What::RaftCluster {
+            mark,
+            groups,
+            writers,
+            seconds,
+        } => raft::cluster(&mark, groups, writers, seconds),
+        What::MarkPkcs11 { seconds } => raft::pkcs11_mark(seconds),
         What::Recover {
             clients,
             seconds,
