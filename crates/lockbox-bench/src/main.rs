@@ -79,6 +79,8 @@ enum What {
     #[command(hide = true)]
     RaftCluster {
         #[arg(long)]
+        nodes: u64,
+        #[arg(long)]
         mark: String,
         #[arg(long)]
         groups: u32,
@@ -116,11 +118,12 @@ fn main() -> Result<()> {
             seconds,
         } => raft::bench(groups, writers, seconds),
         What::RaftCluster {
+            nodes,
             mark,
             groups,
             writers,
             seconds,
-        } => raft::cluster(&mark, groups, writers, seconds),
+        } => raft::cluster(&mark, nodes, groups, writers, seconds),
         What::MarkPkcs11 { seconds } => raft::pkcs11_mark(seconds),
         What::Recover {
             clients,

@@ -47,12 +47,14 @@ pub fn bench(groups: u32, writers: usize, secs: f64) -> Result<()> {
         "### Replicated writes: 5 replicas per group, {groups} groups, {writers} writers, {secs} s\n"
     );
     println!(
-        "| rollback mark | commits/s | p50 | p99 | p99.9 | fsyncs per entry (leader, follower) | mark writes per entry (leader) | largest batch |"
+        "| replicas | rollback mark | commits/s | p50 | p99 | p99.9 | fsyncs per entry (leader, follower) | mark writes per entry (leader) | largest batch |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let args = |mark: &str| {
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let args = |nodes: u64, mark: &str| {
         [
             "raft-cluster".to_string(),
+            "--nodes".into(),
+            nodes.to_string(),
             "--mark".into(),
             mark.into(),
             "--groups".into(),
@@ -63,8 +65,14 @@ pub fn bench(groups: u32, writers: usize, secs: f64) -> Result<()> {
             secs.to_string(),
         ]
     };
-    for mark in ["file", "pkcs11"] {
-        let a = args(mark);
+    // One replica is the reference: the same code, load and disk without replication.
+    for (nodes, mark) in [
+        (1, "file"),
+        (NODES, "file"),
+        (1, "pkcs11"),
+        (NODES, "pkcs11"),
+    ] {
+        let a = args(nodes, mark);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         print!("{}", child(&conf, &a)?);
     }
@@ -116,7 +124,7 @@ fn mark_rate(name: &str, mark: &dyn MarkStore, secs: f64) -> Result<()> {
 }
 
 /// Child: the cluster run, one table row.
-pub fn cluster(mark: &str, groups: u32, writers: usize, secs: f64) -> Result<()> {
+pub fn cluster(mark: &str, nodes: u64, groups: u32, writers: usize, secs: f64) -> Result<()> {
     let dir = tempfile::tempdir_in("/var/tmp")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,7 +134,7 @@ pub fn cluster(mark: &str, groups: u32, writers: usize, secs: f64) -> Result<()>
         let mut hosts = Vec::new();
         let mut members = BTreeMap::new();
         let mut stops = Vec::new();
-        for id in 1..=NODES {
+        for id in 1..=nodes {
             let marks: Arc<dyn MarkStore> = match mark {
                 "file" => {
                     let sealer = Arc::new(SoftwareSealer::create(
@@ -138,7 +146,7 @@ pub fn cluster(mark: &str, groups: u32, writers: usize, secs: f64) -> Result<()>
                         "b",
                     ))
                 }
-                _ => token_mark(id, &format!("node-{id}"))?,
+                _ => token_mark(id, &format!("{nodes}-replica-run-node-{id}"))?,
             };
             let host = Host::open(&HostConfig {
                 id,
@@ -205,14 +213,14 @@ pub fn cluster(mark: &str, groups: u32, writers: usize, secs: f64) -> Result<()>
             (a.fsyncs - b.fsyncs, a.marks - b.marks, a.max_batch)
         };
         let (leader_fsyncs, leader_marks, leader_batch) = delta(0);
-        let (follower_fsyncs, _, follower_batch) = delta(1);
+        let (follower_fsyncs, _, follower_batch) = if nodes > 1 { delta(1) } else { (0, 0, 0) };
         lat.sort();
         let n = lat.len();
         anyhow::ensure!(n > 0, "nothing committed");
         let pct = |p: f64| lat[((n as f64 * p) as usize).min(n - 1)].as_secs_f64() * 1e3;
         let per = |x: u64| x as f64 / n as f64;
         println!(
-            "| {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.3}, {:.3} | {:.3} | {} |",
+            "| {nodes} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.3}, {:.3} | {:.3} | {} |",
             if mark == "file" {
                 "sealed file"
             } else {

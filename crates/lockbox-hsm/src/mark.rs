@@ -151,6 +151,9 @@ impl Pkcs11Mark {
         let found = session
             .find_objects(&[
                 Attribute::Class(ObjectClass::DATA),
+                // Only private objects: anyone can create a public one without the PIN, and a
+                // public impostor with a high serial would otherwise replace the real mark.
+                Attribute::Private(true),
                 Attribute::Label(label.clone().into_bytes()),
             ])
             .map_err(ck("C_FindObjects"))?;

@@ -76,6 +76,31 @@ fn a_crash_between_create_and_destroy_leaves_the_newer_mark_in_force() {
     });
 }
 
+#[test]
+fn a_public_object_under_the_marks_label_is_ignored() {
+    run_isolated(|hsm| {
+        let token = hsm.new_token();
+        let mark = Pkcs11Mark::open(&token.config, "n").unwrap();
+        mark.store(b"real").unwrap();
+        // Public objects need no PIN: what anyone with access to the token could leave there.
+        let session = token.open_session();
+        let mut impostor = u64::MAX.to_be_bytes().to_vec();
+        impostor.extend_from_slice(b"forged");
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Label(b"lockbox-mark/n".to_vec()),
+                Attribute::Value(impostor),
+            ])
+            .unwrap();
+        let reopened = Pkcs11Mark::open(&token.config, "n").unwrap();
+        assert_eq!(reopened.load().unwrap().as_deref(), Some(&b"real"[..]));
+        drop(mark);
+    });
+}
+
 fn software(dir: &std::path::Path, name: &str) -> Arc<dyn Sealer> {
     Arc::new(SoftwareSealer::create(dir.join(name)).unwrap())
 }

@@ -93,8 +93,8 @@ struct Inner {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
-    /// The rollback mark as the node found it when it opened the database.
-    opened_mark: HighWater,
+    /// The rollback mark as the node found it when it opened the database (`None`: no mark).
+    opened_mark: Option<HighWater>,
 }
 
 impl core::fmt::Debug for Job {
@@ -140,7 +140,7 @@ impl NodeDb {
             let (db, counters) = (db.clone(), counters.clone());
             let mut committer = Committer {
                 marks,
-                mark: opened_mark.clone(),
+                mark: opened_mark.clone().unwrap_or_default(),
             };
             std::thread::Builder::new()
                 .name("raft-commit".into())
@@ -159,8 +159,8 @@ impl NodeDb {
     }
 
     /// The rollback mark as it stood when the database was opened, before any new write.
-    pub fn opened_mark(&self) -> &HighWater {
-        &self.inner.opened_mark
+    pub fn opened_mark(&self) -> Option<&HighWater> {
+        self.inner.opened_mark.as_ref()
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -306,7 +306,9 @@ impl Committer {
             let (works, dones): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|j| (j.work, j.done)).unzip();
             let jobs = works.len() as u64;
-            let mut result = commit_batch(db, durable, works);
+            let mut result = self
+                .lower(&changes)
+                .and_then(|()| commit_batch(db, durable, works));
             if result.is_ok() {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters
@@ -327,6 +329,20 @@ impl Committer {
                 done(result.clone());
             }
         }
+    }
+
+    /// Stores the batch's lowerings (truncations) before it commits: fsync'd with another
+    /// group's append, a truncation would otherwise be on disk while the mark still says more.
+    fn lower(&mut self, changes: &[(GroupId, MarkChange)]) -> Result<(), DbError> {
+        let floor = self.mark.floor(changes);
+        if floor == self.mark {
+            return Ok(());
+        }
+        self.marks
+            .store(&floor.encode()?)
+            .map_err(|e| DbError(format!("cannot lower the rollback mark: {e}")))?;
+        self.mark = floor;
+        Ok(())
     }
 
     /// Moves the mark to cover the batch just committed, before anyone hears of it.
@@ -490,7 +506,7 @@ mod tests {
             rx.recv().unwrap().unwrap();
         }
         assert_eq!(db.stats().marks, 1, "one mark write for the batch");
-        let stored = HighWater::load(marks.as_ref()).unwrap();
+        let stored = HighWater::load(marks.as_ref()).unwrap().unwrap();
         assert_eq!(stored.group(1).vote, Some(Vote::new(3, 2)));
         assert_eq!(stored.group(2).vote, Some(Vote::new(1, 1)));
         db.close();
@@ -509,6 +525,51 @@ mod tests {
         assert!(
             rx.recv().unwrap().is_err(),
             "a write the mark cannot cover is not acknowledged"
+        );
+    }
+
+    #[test]
+    fn a_truncation_is_never_on_disk_while_the_mark_still_says_more() {
+        use crate::types::LogId;
+        use openraft::CommittedLeaderId;
+        let log = |i| Some(LogId::new(CommittedLeaderId::new(1, 1), i));
+        let dir = tempfile::tempdir().unwrap();
+        let db = NodeDb::open(&dir.path().join("n.redb"), marks_in(dir.path())).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut rows = put(10, true, tx.clone());
+        rows.mark = Some((1, MarkChange::Last(log(10))));
+        db.submit(rows);
+        rx.recv().unwrap().unwrap();
+
+        // From here the mark cannot be written (what a crash in the middle of a store leaves).
+        let mark = dir.path().join("mark");
+        std::fs::remove_file(&mark).unwrap();
+        std::fs::create_dir_all(mark.join("in-the-way")).unwrap();
+        let truncate = Job {
+            durable: false,
+            mark: Some((1, MarkChange::Last(log(5)))),
+            work: Box::new(|txn| {
+                let mut t = txn.open_table(T).map_err(DbError::from_display)?;
+                t.remove(10).map_err(DbError::from_display)?;
+                Ok(())
+            }),
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        };
+        db.submit(truncate);
+        let mut other = put(20, true, mpsc::channel().0);
+        other.mark = Some((2, MarkChange::Vote(Vote::new(1, 1))));
+        db.submit(other);
+        assert!(
+            rx.recv().unwrap().is_err(),
+            "the truncation is not acknowledged"
+        );
+        let read = db.read().unwrap();
+        let t = read.open_table(T).unwrap();
+        assert!(
+            t.get(10).unwrap().is_some(),
+            "nor on disk: the mark, which still says 10, could not be lowered first"
         );
     }
 }

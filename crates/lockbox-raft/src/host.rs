@@ -74,6 +74,13 @@ pub enum HostError {
     /// An entry on this node's disk was altered: it must not take part either.
     #[error("refusing to start: {0}")]
     Log(#[from] LogOpenError),
+    /// The disk holds Raft state but the mark store holds no mark: it was deleted or replaced,
+    /// and nothing vouches for the disk.
+    #[error(
+        "refusing to start: group {0} has Raft state on disk but the rollback mark is missing \
+         (deleted, or another token); bring the node back as a new member"
+    )]
+    MarkMissing(GroupId),
     #[error("no log key for group {0}")]
     MissingLogKey(GroupId),
 }
@@ -142,6 +149,7 @@ impl Host {
         let db = NodeDb::open(&cfg.db_path, cfg.marks.clone())?;
         let config = raft_config(&cfg.timing)?;
         let mut logs = Vec::new();
+        let mark = db.opened_mark().cloned();
         for &group in &cfg.groups {
             let key = cfg
                 .log_keys
@@ -150,8 +158,21 @@ impl Host {
                 .ok_or(HostError::MissingLogKey(group))?;
             let log = LogStore::open(&db, group, key)?;
             let (vote, last) = log.disk_state();
-            mark::check(group, db.opened_mark().group(group), vote, last)?;
+            match &mark {
+                Some(m) => mark::check(group, m.group(group), vote, last)?,
+                None if vote.is_some() || last.is_some() => {
+                    return Err(HostError::MarkMissing(group));
+                }
+                None => {}
+            }
             logs.push((group, log));
+        }
+        if mark.is_none() {
+            // A new node: from here on, a missing mark means a lost one.
+            let empty = mark::HighWater::default().encode()?;
+            cfg.marks.store(&empty).map_err(|e| {
+                HostError::Raft(format!("cannot store the first rollback mark: {e}"))
+            })?;
         }
         let (groups, channels) = (Groups::default(), Channels::new(cfg.tls.clone()));
         for (group, log) in logs {
@@ -217,17 +238,30 @@ impl Host {
     /// quorum. Only the leader accepts; any other replica answers [`ProposeError::NotLeader`].
     pub async fn propose(&self, group: GroupId, cmd: Command) -> Result<Outcome, ProposeError> {
         let raft = self.raft(group).ok_or(ProposeError::UnknownGroup(group))?;
+        // Only a refusal *before* the entry enters the log is "definitely not applied". openraft
+        // also answers ForwardToLeader for an entry truncated from this node after it stepped
+        // down, and another replica that holds it may still commit it: so the check is ours,
+        // made first, and a later ForwardToLeader is an unknown outcome.
+        let m = raft.metrics().borrow().clone();
+        if m.state != openraft::ServerState::Leader {
+            let addr = m.current_leader.and_then(|l| {
+                let membership = m.membership_config.membership();
+                membership.get_node(&l).map(|n| n.addr.clone())
+            });
+            return Err(ProposeError::NotLeader {
+                group,
+                leader: m.current_leader,
+                addr,
+            });
+        }
         let written = tokio::time::timeout(self.timing.commit_wait, raft.client_write(cmd)).await;
         match written {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(not_leader(group, f, |group, leader, addr| {
-                    ProposeError::NotLeader {
-                        group,
-                        leader,
-                        addr,
-                    }
-                }))
+                Err(ProposeError::Unknown(format!(
+                    "leadership moved (to {:?}) while the proposal was in flight",
+                    f.leader_id
+                )))
             }
             Ok(Err(e)) => Err(ProposeError::Unknown(e.to_string())),
             Err(_) => Err(ProposeError::Unknown(format!(

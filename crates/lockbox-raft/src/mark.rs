@@ -9,8 +9,9 @@
 //! new member (a new node id) that catches up from the quorum.
 //!
 //! The mark only ever lags the disk: it is raised after the fsync (a crash in between leaves the
-//! disk ahead, which is fine), and lowered with a truncation, which removes only entries no
-//! quorum committed.
+//! disk ahead, which is fine), and lowered with a truncation (which removes only entries no
+//! quorum committed) *before* the batch carrying the truncation commits. A node whose store holds
+//! no mark at all starts only on an empty disk, and stores an empty mark before its first write.
 
 use lockbox_hsm::MarkStore;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,20 @@ impl HighWater {
         *entry != before
     }
 
+    /// The mark with every lowering in `changes` applied and no raise: what may be stored
+    /// before a batch commits (a mark below the disk is always safe, one above it refuses an
+    /// honest node after a crash).
+    pub(crate) fn floor(&self, changes: &[(GroupId, MarkChange)]) -> Self {
+        let mut out = self.clone();
+        for &(group, change) in changes {
+            if let MarkChange::Last(l) = change {
+                let entry = out.groups.entry(group).or_default();
+                entry.last = entry.last.min(l);
+            }
+        }
+        out
+    }
+
     pub(crate) fn encode(&self) -> Result<Vec<u8>, DbError> {
         let mut out = vec![MARK_VERSION];
         out.extend(postcard::to_stdvec(self).map_err(DbError::from_display)?);
@@ -72,12 +87,13 @@ impl HighWater {
         }
     }
 
-    /// Loads the mark from `store` (empty before the node's first acknowledgement).
-    pub(crate) fn load(store: &dyn MarkStore) -> Result<Self, DbError> {
-        match store.load().map_err(DbError::from_display)? {
-            Some(bytes) => Self::decode(&bytes),
-            None => Ok(Self::default()),
-        }
+    /// Loads the mark from `store`; `None` if it holds none (a new node, or a lost mark).
+    pub(crate) fn load(store: &dyn MarkStore) -> Result<Option<Self>, DbError> {
+        store
+            .load()
+            .map_err(DbError::from_display)?
+            .map(|bytes| Self::decode(&bytes))
+            .transpose()
     }
 }
 

@@ -129,3 +129,26 @@ fn a_data_directory_restored_on_its_own_is_caught_by_the_file_mark() {
         scenario(c).await;
     });
 }
+
+#[test]
+fn a_node_whose_mark_was_deleted_refuses_to_start() {
+    runtime().block_on(async {
+        let mut c = Cluster::start_with(5, &[G], Timing::default(), file_mark, |_| None).await;
+        assert_eq!(
+            c.write(G, ACCOUNT, 0, b"attempts=10").await,
+            Outcome::Applied { seq: 1 }
+        );
+        c.all_applied(G, c.applied_anywhere(G).await).await;
+        let (_, followers) = c.split(G).await;
+        let v = followers[0];
+        c.node(v).kill().await;
+        let dir = c.node(v).db_path.parent().unwrap().to_path_buf();
+        std::fs::remove_file(dir.join(format!("mark-{v}"))).unwrap();
+        match c.node(v).try_start().await {
+            Err(HostError::MarkMissing(group)) => assert_eq!(group, G),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(()) => panic!("started with nothing to vouch for its disk"),
+        }
+        c.stop_all().await;
+    });
+}
