@@ -5,8 +5,11 @@
 //! Does: keep each group's log, vote and state machine (sealed records, with the
 //! compare-and-set on the record sequence decided when an entry is applied) in redb; snapshot
 //! and compact the log; carry Raft messages between nodes over one gRPC service, multiplexed by
-//! group; propose a write and return the outcome its apply decided once a quorum committed it;
-//! read linearizably through the leader.
+//! group, under mutual TLS; propose a write and return the outcome its apply decided once a
+//! quorum committed it; read linearizably through the leader; keep the node's rollback mark
+//! ([`mark`]) ahead of every acknowledgement and refuse a disk found behind it; MAC-chain the
+//! log on disk ([`chain`]) and refuse an altered entry.
+//! Not yet: authenticate the applied state on disk (see docs/decisions.md).
 //! Does not: seal or open records (the caller hands sealed bytes), decide anything about
 //! passwords or guesses (`lockbox-vault-core`), or derive the partition log keys (the vault
 //! node makes them from the partition's secrets).
