@@ -89,7 +89,9 @@ pub struct NodeDb {
 
 #[derive(Debug)]
 struct Inner {
-    db: Arc<Database>,
+    /// Taken by [`NodeDb::close`], so the file is released even while clones of the handle
+    /// (say, in a task that has not finished yet) are still around.
+    db: std::sync::RwLock<Option<Arc<Database>>>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
@@ -149,7 +151,7 @@ impl NodeDb {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
+                db: std::sync::RwLock::new(Some(db)),
                 jobs: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 counters,
@@ -176,7 +178,15 @@ impl NodeDb {
     }
 
     pub fn read(&self) -> Result<ReadTransaction, DbError> {
-        self.inner.db.begin_read().map_err(DbError::from_display)
+        let db = self
+            .inner
+            .db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        db.ok_or_else(|| DbError("the node database is closed".into()))?
+            .begin_read()
+            .map_err(DbError::from_display)
     }
 
     /// One value of `table` by key, read outside any batch; `None` if absent (or if the table
@@ -271,6 +281,13 @@ impl NodeDb {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
+        drop(
+            self.inner
+                .db
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 

@@ -85,6 +85,13 @@ pub enum HostError {
     MissingLogKey(GroupId),
 }
 
+/// A committed proposal: what its apply decided, and where in the group's log it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub outcome: Outcome,
+    pub index: u64,
+}
+
 /// Why a proposal has no outcome. Only [`ProposeError::NotLeader`] means *definitely not
 /// applied*; after [`ProposeError::Unknown`] the entry may yet commit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -236,7 +243,7 @@ impl Host {
 
     /// Proposes `cmd` to `group` and returns the outcome its apply decided, once committed by a
     /// quorum. Only the leader accepts; any other replica answers [`ProposeError::NotLeader`].
-    pub async fn propose(&self, group: GroupId, cmd: Command) -> Result<Outcome, ProposeError> {
+    pub async fn propose(&self, group: GroupId, cmd: Command) -> Result<Committed, ProposeError> {
         let raft = self.raft(group).ok_or(ProposeError::UnknownGroup(group))?;
         // Only a refusal *before* the entry enters the log is "definitely not applied". openraft
         // also answers ForwardToLeader for an entry truncated from this node after it stepped
@@ -256,7 +263,10 @@ impl Host {
         }
         let written = tokio::time::timeout(self.timing.commit_wait, raft.client_write(cmd)).await;
         match written {
-            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Ok(resp)) => Ok(Committed {
+                outcome: resp.data,
+                index: resp.log_id.index,
+            }),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(ProposeError::Unknown(format!(
                     "leadership moved (to {:?}) while the proposal was in flight",

@@ -28,7 +28,9 @@ pub mod types;
 
 pub use chain::LogKey;
 pub use db::{CommitStats, DbError, NodeDb};
-pub use host::{Host, HostConfig, HostError, PeerServer, ProposeError, ReadError, Timing};
+pub use host::{
+    Committed, Host, HostConfig, HostError, PeerServer, ProposeError, ReadError, Timing,
+};
 pub use net::PeerTls;
 pub use openraft::BasicNode;
 pub use types::{Command, GroupId, NodeId, Outcome, Stored, TypeConfig};

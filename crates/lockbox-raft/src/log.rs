@@ -28,6 +28,8 @@ pub(crate) const TAG_COMMITTED: u8 = 2;
 pub(crate) const TAG_PURGED: u8 = 3;
 /// The chain MAC of the last purged entry, which the first live one chains from.
 pub(crate) const TAG_ANCHOR: u8 = 4;
+/// How long a purge waits for the state machine to reach it (a snapshot install in progress).
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub(crate) fn log_key(group: GroupId, index: u64) -> [u8; 12] {
     let mut k = [0u8; 12];
@@ -226,6 +228,27 @@ impl LogStore {
         })
     }
 
+    /// Waits until the state machine has `upto` applied on disk. openraft purges the log up to
+    /// an installed snapshot while the state machine is still installing it; a purge made
+    /// durable first (by another group's fsync) and a crash would leave the log purged past
+    /// what was applied, and the group unable to start.
+    async fn wait_applied(&self, upto: LogId) -> Result<(), StorageError> {
+        let deadline = tokio::time::Instant::now() + PURGE_WAIT;
+        loop {
+            let applied = crate::sm::applied_on_disk(&self.db, self.group).map_err(write_err)?;
+            if applied >= Some(upto) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(write_err(DbError(format!(
+                    "refusing to purge the log to {upto}: the state machine has applied only \
+                     {applied:?} after {PURGE_WAIT:?}"
+                ))));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// The vote and last log id this log holds: what the rollback check compares.
     pub fn disk_state(&self) -> (Option<Vote>, Option<LogId>) {
         let mem = lock(&self.mem);
@@ -380,6 +403,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.wait_applied(log_id).await?;
         let (group, bytes) = (self.group, encode(&log_id).map_err(write_err)?);
         let anchor = {
             let mut mem = lock(&self.mem);

@@ -32,6 +32,11 @@ use tonic::transport::{
 
 use crate::types::{GroupId, NodeId, Raft, TypeConfig};
 
+/// Largest snapshot a node accepts. A snapshot is received into memory, so a chunk at a huge
+/// offset from a peer (even one with a node certificate) would otherwise make the node allocate
+/// without bound; 1 GiB is about two million records in one partition.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+
 /// Largest Raft message either side accepts: a snapshot chunk (openraft's default is 3 MiB)
 /// with room to spare.
 pub const MAX_RAFT_MESSAGE: usize = 16 * 1024 * 1024;
@@ -306,26 +311,29 @@ impl RaftService {
     where
         Req: DeserializeOwned,
         Resp: Serialize,
-        Fut: std::future::Future<Output = Resp>,
+        Fut: std::future::Future<Output = Result<Resp, tonic::Status>>,
     {
         let msg = request.into_inner();
         let (raft, req) = self.open::<Req>(&msg)?;
-        reply(msg.group, &handle(raft, req).await)
+        reply(msg.group, &handle(raft, req).await?)
     }
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, request: tonic::Request<RaftMessage>) -> RpcReply {
-        self.serve(request, |raft, req: AppendEntriesRequest<TypeConfig>| async move {
-            raft.append_entries(req).await
-        })
+        self.serve(
+            request,
+            |raft, req: AppendEntriesRequest<TypeConfig>| async move {
+                Ok(raft.append_entries(req).await)
+            },
+        )
         .await
     }
 
     async fn vote(&self, request: tonic::Request<RaftMessage>) -> RpcReply {
         self.serve(request, |raft, req: VoteRequest<NodeId>| async move {
-            raft.vote(req).await
+            Ok(raft.vote(req).await)
         })
         .await
     }
@@ -334,7 +342,15 @@ impl RaftRpc for RaftService {
         self.serve(
             request,
             |raft, req: InstallSnapshotRequest<TypeConfig>| async move {
-                raft.install_snapshot(req).await
+                let end = u64::try_from(req.data.len())
+                    .ok()
+                    .and_then(|len| req.offset.checked_add(len));
+                if end.is_none_or(|end| end > MAX_SNAPSHOT_BYTES) {
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "snapshot chunk ends past the {MAX_SNAPSHOT_BYTES}-byte limit"
+                    )));
+                }
+                Ok(raft.install_snapshot(req).await)
             },
         )
         .await

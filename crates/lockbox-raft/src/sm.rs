@@ -61,6 +61,11 @@ pub(crate) fn load_record(
         .transpose()
 }
 
+/// The last log id `group`'s state machine has applied, as committed to the database.
+pub(crate) fn applied_on_disk(db: &NodeDb, group: GroupId) -> Result<Option<LogId>, DbError> {
+    Ok(read_meta::<Applied>(db, group, TAG_APPLIED)?.and_then(|a| a.last))
+}
+
 /// What the state machine records about itself, beside the records.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Applied {
@@ -132,9 +137,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (group, serial) = (self.group, self.serial);
         let (meta, data) = read_snapshot_state(&self.db, group, serial).map_err(snap_err)?;
         let stored = encode(&(&meta, &data)).map_err(snap_err)?;
+        let last = meta.last_log_id;
         self.db
             .write(false, None, move |txn| {
-                put_meta(txn, group, TAG_SNAPSHOT, &stored)
+                store_snapshot_if_newer(txn, group, last, &stored)
             })
             .await
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
@@ -143,6 +149,36 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot: Box::new(Cursor::new(data)),
         })
     }
+}
+
+/// Keeps `stored` as the group's snapshot unless the one already kept is as new or newer: builds
+/// run in their own task, and one that read older state must not replace a later build or an
+/// installed snapshot (a lagging follower would be sent the stale one forever).
+fn store_snapshot_if_newer(
+    txn: &WriteTransaction,
+    group: GroupId,
+    last: Option<LogId>,
+    stored: &[u8],
+) -> Result<(), DbError> {
+    let kept = {
+        let table = txn.open_table(META).map_err(DbError::from_display)?;
+        let value = table
+            .get(meta_key(group, TAG_SNAPSHOT).as_slice())
+            .map_err(DbError::from_display)?;
+        match value {
+            Some(v) => Some(
+                postcard::take_from_bytes::<SnapshotMeta>(v.value())
+                    .map_err(DbError::from_display)?
+                    .0
+                    .last_log_id,
+            ),
+            None => None,
+        }
+    };
+    if kept.is_some_and(|kept| kept >= last) {
+        return Ok(());
+    }
+    put_meta(txn, group, TAG_SNAPSHOT, stored)
 }
 
 /// The applied state and every record of `group`, read in one read transaction.
@@ -297,5 +333,68 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockbox_hsm::{FileMark, SoftwareSealer};
+    use openraft::CommittedLeaderId;
+    use std::sync::Arc;
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s{index}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SoftwareSealer::create(dir.path().join("k")).unwrap());
+        let marks = Arc::new(FileMark::new(dir.path().join("m"), sealer, "t"));
+        let db = NodeDb::open(&dir.path().join("n.redb"), marks).unwrap();
+        for index in [20u64, 10, 30, 25] {
+            let m = meta(index);
+            let stored = encode(&(&m, &vec![index as u8])).unwrap();
+            db.write(false, None, move |txn| {
+                store_snapshot_if_newer(txn, 7, m.last_log_id, &stored)
+            })
+            .await
+            .unwrap();
+        }
+        let mut sm = StateMachine::open(&db, 7).unwrap();
+        let kept = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(kept.meta.snapshot_id, "s30", "the newest build stays");
+        assert_eq!(kept.snapshot.into_inner(), vec![30u8]);
+    }
+
+    #[tokio::test]
+    async fn the_log_is_not_purged_past_a_snapshot_still_being_installed() {
+        use crate::chain::LogKey;
+        use crate::log::{LogStore, TAG_PURGED};
+        use openraft::storage::RaftLogStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SoftwareSealer::create(dir.path().join("k")).unwrap());
+        let marks = Arc::new(FileMark::new(dir.path().join("m"), sealer, "t"));
+        let db = NodeDb::open(&dir.path().join("n.redb"), marks).unwrap();
+        let key = LogKey::new(lockbox_crypto::Secret32::new([3; 32]));
+        let mut log = LogStore::open(&db, 7, key).unwrap();
+        let mut sm = StateMachine::open(&db, 7).unwrap();
+        let upto = meta(50).last_log_id.unwrap();
+        let purge = tokio::spawn(async move { log.purge(upto).await });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!purge.is_finished(), "the purge waits for the install");
+        assert_eq!(read_meta::<LogId>(&db, 7, TAG_PURGED).unwrap(), None);
+
+        let body = encode(&SnapshotBody { records: vec![] }).unwrap();
+        sm.install_snapshot(&meta(50), Box::new(Cursor::new(body)))
+            .await
+            .unwrap();
+        purge.await.unwrap().unwrap();
+        assert_eq!(read_meta::<LogId>(&db, 7, TAG_PURGED).unwrap(), Some(upto));
     }
 }

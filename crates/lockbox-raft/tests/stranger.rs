@@ -163,3 +163,54 @@ async fn a_stranger_cannot_speak_raft_to_a_node_only_a_certified_peer_can() {
     assert_eq!(record.sealed, b"attempts=10 (forged)");
     c.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_chunk_past_the_limit_is_refused_before_it_is_buffered() {
+    use lockbox_raft::net::MAX_SNAPSHOT_BYTES;
+    use openraft::raft::InstallSnapshotRequest;
+    let node_ca = ca();
+    let mut c = Cluster::start_with(5, &[G], Timing::default(), file_mark, |_| {
+        Some(peer_tls(&node_ca))
+    })
+    .await;
+    assert_eq!(
+        c.write(G, b"acct", 0, b"attempts=3").await,
+        Outcome::Applied { seq: 1 }
+    );
+    let (_, followers) = c.split(G).await;
+    let victim = c.node(followers[0]);
+    let m = victim.host().raft(G).unwrap().metrics().borrow().clone();
+    let https = format!("https://{}", victim.addr);
+    // A certified peer (or a buggy one): a chunk that would make the node grow its buffer to
+    // past the limit (a terabyte, were it 1 << 40).
+    let req: InstallSnapshotRequest<TypeConfig> = InstallSnapshotRequest {
+        vote: Vote::new_committed(m.current_term + 1, STRANGER),
+        meta: openraft::SnapshotMeta {
+            last_log_id: m.last_applied,
+            last_membership: openraft::StoredMembership::default(),
+            snapshot_id: "huge".into(),
+        },
+        offset: MAX_SNAPSHOT_BYTES,
+        data: vec![0; 16],
+        done: false,
+    };
+    assert!(req.offset + 16 > MAX_SNAPSHOT_BYTES);
+    let channel = tls_endpoint(&https, &node_ca, Some(issue(&node_ca)))
+        .connect()
+        .await
+        .unwrap();
+    let refused = RaftClient::new(channel)
+        .install_snapshot(RaftMessage {
+            group: G,
+            payload: postcard::to_stdvec(&req).unwrap().into(),
+        })
+        .await;
+    let status = refused.expect_err("a chunk past the limit must be refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert_eq!(
+        c.write(G, b"acct", 1, b"attempts=2").await,
+        Outcome::Applied { seq: 2 },
+        "and the node carries on"
+    );
+    c.stop_all().await;
+}

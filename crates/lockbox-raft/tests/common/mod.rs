@@ -85,6 +85,8 @@ impl Node {
 
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// The highest log index a write returned, per group: metrics may lag the reply.
+    written: std::collections::HashMap<GroupId, u64>,
     _dir: tempfile::TempDir,
 }
 
@@ -132,7 +134,11 @@ impl Cluster {
             .bootstrap(&members)
             .await
             .expect("bootstrap");
-        Self { nodes, _dir: dir }
+        Self {
+            nodes,
+            written: Default::default(),
+            _dir: dir,
+        }
     }
 
     pub fn node(&mut self, id: NodeId) -> &mut Node {
@@ -182,7 +188,11 @@ impl Cluster {
         for _ in 0..20 {
             let leader = self.leader(group).await;
             match self.node(leader).host().propose(group, cmd.clone()).await {
-                Ok(outcome) => return outcome,
+                Ok(done) => {
+                    let top = self.written.entry(group).or_default();
+                    *top = (*top).max(done.index);
+                    return done.outcome;
+                }
                 Err(ProposeError::NotLeader { .. }) => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -205,9 +215,10 @@ impl Cluster {
         }
     }
 
-    /// The highest index any running replica has applied: at least that of every write that
-    /// returned (its leader applied it before answering).
+    /// The highest index any running replica has applied, or any write returned: at least
+    /// that of every write that returned (metrics can lag a reply).
     pub async fn applied_anywhere(&self, group: GroupId) -> u64 {
+        let written = self.written.get(&group).copied().unwrap_or(0);
         self.nodes
             .iter()
             .filter(|n| n.running.is_some())
@@ -222,6 +233,7 @@ impl Cluster {
             })
             .max()
             .unwrap_or(0)
+            .max(written)
     }
 
     pub async fn stop_all(mut self) {
