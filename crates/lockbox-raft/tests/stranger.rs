@@ -95,11 +95,10 @@ fn tls_endpoint(url: &str, ca: &Ca, identity: Option<(String, String)>) -> Endpo
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stranger_cannot_speak_raft_to_a_node_only_a_certified_peer_can() {
-    let node_ca = ca();
+/// Five nodes under mutual TLS with `node_ca`, and one record written (seq 1, "attempts=3").
+async fn tls_cluster(node_ca: &Ca) -> Cluster {
     let mut c = Cluster::start_with(5, &[G], Timing::default(), file_mark, |_| {
-        Some(peer_tls(&node_ca))
+        Some(peer_tls(node_ca))
     })
     .await;
     assert_eq!(
@@ -107,6 +106,13 @@ async fn a_stranger_cannot_speak_raft_to_a_node_only_a_certified_peer_can() {
         Outcome::Applied { seq: 1 }
     );
     c.all_applied(G, c.applied_anywhere(G).await).await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_cannot_speak_raft_to_a_node_only_a_certified_peer_can() {
+    let node_ca = ca();
+    let mut c = tls_cluster(&node_ca).await;
     let (_, followers) = c.split(G).await;
     let victim = c.node(followers[0]);
     let raft = victim.host().raft(G).unwrap();
@@ -169,14 +175,7 @@ async fn a_snapshot_chunk_past_the_limit_is_refused_before_it_is_buffered() {
     use lockbox_raft::net::MAX_SNAPSHOT_BYTES;
     use openraft::raft::InstallSnapshotRequest;
     let node_ca = ca();
-    let mut c = Cluster::start_with(5, &[G], Timing::default(), file_mark, |_| {
-        Some(peer_tls(&node_ca))
-    })
-    .await;
-    assert_eq!(
-        c.write(G, b"acct", 0, b"attempts=3").await,
-        Outcome::Applied { seq: 1 }
-    );
+    let mut c = tls_cluster(&node_ca).await;
     let (_, followers) = c.split(G).await;
     let victim = c.node(followers[0]);
     let m = victim.host().raft(G).unwrap().metrics().borrow().clone();
