@@ -265,22 +265,7 @@ impl NodeDb {
 
     /// Stops the committer after the jobs already queued, and waits for it. Later writes fail.
     pub fn close(&self) {
-        drop(
-            self.inner
-                .jobs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
-        let thread = self
-            .inner
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+        self.inner.stop();
         drop(
             self.inner
                 .db
@@ -291,14 +276,20 @@ impl NodeDb {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        drop(self.jobs.get_mut().map(Option::take));
-        if let Ok(slot) = self.thread.get_mut()
-            && let Some(thread) = slot.take()
-        {
+impl Inner {
+    /// Drops the job sender (the committer ends after the jobs already queued) and joins it.
+    fn stop(&self) {
+        drop(self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

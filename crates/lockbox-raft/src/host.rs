@@ -2,9 +2,7 @@
 //! committer and one transport.
 
 use lockbox_hsm::MarkStore;
-use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
-};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -290,13 +288,11 @@ impl Host {
         match confirmed {
             Ok(Ok(_)) => {}
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                return Err(not_leader(group, f, |group, leader, addr| {
-                    ReadError::NotLeader {
-                        group,
-                        leader,
-                        addr,
-                    }
-                }));
+                return Err(ReadError::NotLeader {
+                    group,
+                    leader: f.leader_id,
+                    addr: f.leader_node.map(|n| n.addr),
+                });
             }
             Ok(Err(e)) => return Err(ReadError::Unavailable(e.to_string())),
             Err(_) => {
@@ -328,14 +324,6 @@ impl Host {
         }
         self.db.close();
     }
-}
-
-fn not_leader<E>(
-    group: GroupId,
-    f: ForwardToLeader<NodeId, BasicNode>,
-    make: impl FnOnce(GroupId, Option<NodeId>, Option<String>) -> E,
-) -> E {
-    make(group, f.leader_id, f.leader_node.map(|n| n.addr))
 }
 
 /// The peer transport's gRPC server.

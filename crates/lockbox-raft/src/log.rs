@@ -9,7 +9,7 @@ use openraft::{OptionalSend, StorageIOError};
 use redb::TableDefinition;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::chain::{LogKey, Mac, ZERO_ANCHOR};
@@ -257,19 +257,10 @@ impl LogStore {
 }
 
 fn entries_in<RB: RangeBounds<u64>>(mem: &Mutex<Mem>, range: RB) -> Vec<Entry> {
-    let start = match range.start_bound() {
-        Bound::Included(&i) => Bound::Included(i),
-        Bound::Excluded(&i) => Bound::Excluded(i),
-        Bound::Unbounded => Bound::Unbounded,
-    };
-    let end = match range.end_bound() {
-        Bound::Included(&i) => Bound::Included(i),
-        Bound::Excluded(&i) => Bound::Excluded(i),
-        Bound::Unbounded => Bound::Unbounded,
-    };
+    let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
     lock(mem)
         .entries
-        .range((start, end))
+        .range(bounds)
         .map(|(_, e)| e.clone())
         .collect()
 }
