@@ -162,7 +162,7 @@ pub fn cluster(mark: &str, nodes: u64, groups: u32, writers: usize, secs: f64) -
             members.insert(id, BasicNode::new(listener.local_addr()?.to_string()));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             stops.push(stop);
-            let peers = host.peer_server();
+            let peers = host.peer_server(None);
             tokio::spawn(async move {
                 let _ = peers
                     .serve(listener, async {

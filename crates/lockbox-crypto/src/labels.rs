@@ -38,6 +38,15 @@ pub const FLEET_MANIFEST_HASH: &[u8] = b"lockbox/v1/fleet-manifest/hash";
 /// Account routing: `HMAC-SHA256(routing_key, FLEET_ROUTING ‖ account)`.
 pub const FLEET_ROUTING: &[u8] = b"lockbox/v1/fleet-routing";
 
+/// A replicated partition's record key: `HKDF(partition secrets, PARTITION_RECORD_KEY ‖
+/// partition)`, the same on every replica.
+pub const PARTITION_RECORD_KEY: &[u8] = b"lockbox/v1/partition-record-key";
+/// One account's record key under it: `HKDF(record key, RECORD_KEY ‖ account)`.
+pub const RECORD_KEY: &[u8] = b"lockbox/v1/record-key";
+/// A replicated partition's log-chain key: `HKDF(partition secrets, PARTITION_LOG_KEY ‖
+/// partition)`.
+pub const PARTITION_LOG_KEY: &[u8] = b"lockbox/v1/partition-log-key";
+
 /// All labels, for the test that proves they are distinct.
 pub const ALL: &[&[u8]] = &[
     BACKUP,
@@ -54,6 +63,9 @@ pub const ALL: &[&[u8]] = &[
     FLEET_MANIFEST_WITNESS,
     FLEET_MANIFEST_HASH,
     FLEET_ROUTING,
+    PARTITION_RECORD_KEY,
+    RECORD_KEY,
+    PARTITION_LOG_KEY,
 ];
 
 #[cfg(test)]

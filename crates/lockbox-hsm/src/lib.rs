@@ -56,7 +56,7 @@ pub use mark::{FileMark, MarkStore, Pkcs11Mark};
 pub use pkcs11::{
     DEFAULT_KEY_LABEL_PREFIX, HsmPin, PIN_ENV_VAR, Pkcs11Config, Pkcs11Sealer, shared_context,
 };
-pub use software::SoftwareSealer;
+pub use software::{MemorySealer, SoftwareSealer};
 
 use std::fmt;
 

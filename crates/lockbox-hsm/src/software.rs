@@ -93,8 +93,34 @@ impl Sealer for SoftwareSealer {
 
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
-        let key_id = ring.current;
-        let key = ring
+        ring.seal(aad, plaintext)
+    }
+
+    fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
+        ring.unseal(aad, sealed)
+    }
+
+    fn rotate(&self) -> Result<KeyId, SealError> {
+        let _rotating = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut raw: Vec<(KeyId, KeyBytes)> = {
+            let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
+            ring.raw.iter().map(|(id, k)| (*id, k.clone())).collect()
+        };
+        let last = raw.last().map_or(KeyId(0), |(id, _)| *id);
+        let next = last.next()?;
+        raw.push((next, random_key()?));
+        keyfile::write(&self.path, &raw, true)?;
+        let ring = KeyRing::new(raw)?;
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = ring;
+        Ok(next)
+    }
+}
+
+impl KeyRing {
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let key_id = self.current;
+        let key = self
             .aead
             .get(&key_id)
             .ok_or(SealError::UnknownKey(key_id))?;
@@ -116,8 +142,7 @@ impl Sealer for SoftwareSealer {
 
     fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
         let parsed = blob::parse(sealed)?;
-        let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
-        let key = ring
+        let key = self
             .aead
             .get(&parsed.key_id)
             .ok_or(SealError::UnknownKey(parsed.key_id))?;
@@ -133,20 +158,44 @@ impl Sealer for SoftwareSealer {
         buf.truncate(len);
         Ok(buf)
     }
+}
+
+/// A sealer over one key the caller holds in memory (key id 1, the same blob format): for
+/// keys that are not the node's own, such as a replicated partition's record key, which every
+/// replica must be able to open. It cannot rotate; a new key is a new `MemorySealer`.
+pub struct MemorySealer {
+    ring: KeyRing,
+}
+
+impl MemorySealer {
+    pub fn new(key: Zeroizing<[u8; KEY_LEN]>) -> Result<Self, SealError> {
+        Ok(Self {
+            ring: KeyRing::new(vec![(KeyId(1), key)])?,
+        })
+    }
+}
+
+impl Sealer for MemorySealer {
+    fn current_key_id(&self) -> KeyId {
+        self.ring.current
+    }
+
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.ring.seal(aad, plaintext)
+    }
+
+    fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        self.ring.unseal(aad, sealed)
+    }
 
     fn rotate(&self) -> Result<KeyId, SealError> {
-        let _rotating = self.rotation.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut raw: Vec<(KeyId, KeyBytes)> = {
-            let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
-            ring.raw.iter().map(|(id, k)| (*id, k.clone())).collect()
-        };
-        let last = raw.last().map_or(KeyId(0), |(id, _)| *id);
-        let next = last.next()?;
-        raw.push((next, random_key()?));
-        keyfile::write(&self.path, &raw, true)?;
-        let ring = KeyRing::new(raw)?;
-        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = ring;
-        Ok(next)
+        Err(SealError::Crypto("a memory sealer's key is fixed"))
+    }
+}
+
+impl fmt::Debug for MemorySealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MemorySealer([REDACTED])")
     }
 }
 

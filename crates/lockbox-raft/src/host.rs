@@ -13,7 +13,7 @@ use crate::chain::LogKey;
 use crate::db::{CommitStats, DbError, NodeDb};
 use crate::log::{LogOpenError, LogStore};
 use crate::mark::{self, RolledBack};
-use crate::net::{Channels, Groups, Network, PeerTls, RaftService};
+use crate::net::{Channels, ForwardHandler, Groups, Network, PeerTls, RaftService};
 use crate::sm::{StateMachine, load_record};
 use crate::types::{Command, GroupId, NodeId, Outcome, Raft, Stored};
 
@@ -121,14 +121,27 @@ pub enum ReadError {
     UnknownGroup(GroupId),
 }
 
+/// What this replica is in its group, as far as it knows now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    /// Another node leads (`leader`: its id and peer address, when known).
+    Follower {
+        leader: Option<(NodeId, String)>,
+    },
+}
+
 /// A node's replicas of its groups.
 #[derive(Debug)]
 pub struct Host {
     id: NodeId,
     db: NodeDb,
     groups: Groups,
+    channels: Channels,
     timing: Timing,
     tls: Option<PeerTls>,
+    /// No rollback mark existed when this host opened: a node that never took part before.
+    new: bool,
 }
 
 fn raft_config(timing: &Timing) -> Result<Arc<openraft::Config>, HostError> {
@@ -196,8 +209,10 @@ impl Host {
             id: cfg.id,
             db,
             groups,
+            channels,
             timing: cfg.timing,
             tls: cfg.tls.clone(),
+            new: mark.is_none(),
         })
     }
 
@@ -205,18 +220,49 @@ impl Host {
         self.id
     }
 
-    /// The transport's gRPC service, to serve on the node's peer address.
-    pub fn service(&self) -> lockbox_proto::raft_pb::raft_server::RaftServer<RaftService> {
-        RaftService::new(self.groups.clone()).into_server()
+    /// Whether this node had never taken part in any group before this start (no rollback mark
+    /// existed). Only such a node may [`bootstrap`](Self::bootstrap) a cluster: one that lost
+    /// its disk but not its mark is refused at open, never mistaken for a new one.
+    pub fn is_new(&self) -> bool {
+        self.new
     }
 
     /// The peer transport's server (with mutual TLS when configured), to run on the node's
-    /// peer address.
-    pub fn peer_server(&self) -> PeerServer {
+    /// peer address. `forward` runs the client requests other replicas hand to this one while
+    /// it leads; without it, such requests are refused.
+    pub fn peer_server(&self, forward: Option<Arc<dyn ForwardHandler>>) -> PeerServer {
         PeerServer {
-            service: self.service(),
+            service: RaftService::new(self.groups.clone(), forward).into_server(),
             tls: self.tls.clone(),
         }
+    }
+
+    /// Whether this replica leads `group` now, and if not, who does. A leader that has been
+    /// deposed without hearing of it yet still says `Leader`: what it then proposes or reads
+    /// fails, so nothing rests on this answer but where a request is run.
+    pub fn role(&self, group: GroupId) -> Option<Role> {
+        let raft = self.raft(group)?;
+        let m = raft.metrics().borrow().clone();
+        if m.state == openraft::ServerState::Leader {
+            return Some(Role::Leader);
+        }
+        let leader = m.current_leader.and_then(|l| {
+            let node = m.membership_config.membership().get_node(&l)?;
+            Some((l, node.addr.clone()))
+        });
+        Some(Role::Follower { leader })
+    }
+
+    /// Hands a client request for `group` to the replica at `addr` (its leader) over the peer
+    /// transport, and returns that replica's answer.
+    pub async fn forward(
+        &self,
+        group: GroupId,
+        addr: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let wait = self.timing.commit_wait * 3;
+        self.channels.forward(addr, group, payload, wait).await
     }
 
     /// Makes every group's first membership `members`. Run once, on one node, when a cluster is
@@ -247,15 +293,11 @@ impl Host {
         // also answers ForwardToLeader for an entry truncated from this node after it stepped
         // down, and another replica that holds it may still commit it: so the check is ours,
         // made first, and a later ForwardToLeader is an unknown outcome.
-        let m = raft.metrics().borrow().clone();
-        if m.state != openraft::ServerState::Leader {
-            let addr = m.current_leader.and_then(|l| {
-                let membership = m.membership_config.membership();
-                membership.get_node(&l).map(|n| n.addr.clone())
-            });
+        if let Some(Role::Follower { leader }) = self.role(group) {
+            let (leader, addr) = leader.unzip();
             return Err(ProposeError::NotLeader {
                 group,
-                leader: m.current_leader,
+                leader,
                 addr,
             });
         }
@@ -316,7 +358,7 @@ impl Host {
     }
 
     /// Stops every group and the committer. The database file is free once this returns.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         for (group, raft) in self.groups.all() {
             if let Err(e) = raft.shutdown().await {
                 tracing::warn!(group, "raft shutdown: {e}");

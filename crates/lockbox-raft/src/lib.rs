@@ -29,8 +29,8 @@ pub mod types;
 pub use chain::LogKey;
 pub use db::{CommitStats, DbError, NodeDb};
 pub use host::{
-    Committed, Host, HostConfig, HostError, PeerServer, ProposeError, ReadError, Timing,
+    Committed, Host, HostConfig, HostError, PeerServer, ProposeError, ReadError, Role, Timing,
 };
-pub use net::PeerTls;
+pub use net::{ForwardHandler, Forwarded, PeerTls};
 pub use openraft::BasicNode;
 pub use types::{Command, GroupId, NodeId, Outcome, Stored, TypeConfig};

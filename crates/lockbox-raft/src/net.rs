@@ -25,7 +25,10 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use tonic::transport::{
     Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
 };
@@ -117,6 +120,40 @@ impl Channels {
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
+}
+
+impl Channels {
+    /// Hands `payload` (a client request this node received for `group`) to the node at `addr`,
+    /// its leader, and returns that node's answer.
+    pub async fn forward(
+        &self,
+        addr: &str,
+        group: GroupId,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let ch = self
+            .get(addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = RaftClient::new(ch)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+        let mut request = tonic::Request::new(RaftMessage {
+            group,
+            payload: payload.into(),
+        });
+        request.set_timeout(timeout);
+        Ok(client.forward(request).await?.into_inner().payload.to_vec())
+    }
+}
+
+/// The answer to a forwarded request, as the handler produces it.
+pub type Forwarded = Pin<Box<dyn Future<Output = Result<Vec<u8>, tonic::Status>> + Send>>;
+
+/// What a leader does with a client request a follower forwarded to it: run it here, never
+/// forward it again.
+pub trait ForwardHandler: Send + Sync + 'static {
+    fn handle(&self, group: GroupId, payload: Vec<u8>) -> Forwarded;
 }
 
 /// Makes a group's clients to its peers.
@@ -263,14 +300,24 @@ impl Groups {
 }
 
 /// The gRPC service that hands each message to its group's Raft.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RaftService {
     groups: Groups,
+    forward: Option<Arc<dyn ForwardHandler>>,
+}
+
+impl core::fmt::Debug for RaftService {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RaftService")
+            .field("groups", &self.groups)
+            .field("forwarding", &self.forward.is_some())
+            .finish()
+    }
 }
 
 impl RaftService {
-    pub fn new(groups: Groups) -> Self {
-        Self { groups }
+    pub fn new(groups: Groups, forward: Option<Arc<dyn ForwardHandler>>) -> Self {
+        Self { groups, forward }
     }
 
     /// The tonic server for this service, with the transport's message limits.
@@ -354,5 +401,24 @@ impl RaftRpc for RaftService {
             },
         )
         .await
+    }
+
+    async fn forward(&self, request: tonic::Request<RaftMessage>) -> RpcReply {
+        let handler = self
+            .forward
+            .as_ref()
+            .ok_or_else(|| tonic::Status::unimplemented("this node runs no forwarded requests"))?;
+        let msg = request.into_inner();
+        if self.groups.get(msg.group).is_none() {
+            return Err(tonic::Status::not_found(format!(
+                "no replica of group {}",
+                msg.group
+            )));
+        }
+        let payload = handler.handle(msg.group, msg.payload.to_vec()).await?;
+        Ok(tonic::Response::new(RaftMessage {
+            group: msg.group,
+            payload: payload.into(),
+        }))
     }
 }

@@ -34,6 +34,24 @@
 //! [tls]                                 # omit for plaintext gRPC on loopback
 //! cert = "node.pem"
 //! key = "node.key"
+//!
+//! [replication]                         # omit for a single node that replicates nothing
+//! raft_id = 1                           # this node's Raft id: unique, never reused
+//! peer_listen = "10.0.0.1:7501"         # node-to-node Raft traffic (mutual TLS)
+//! peer_advertise = "10.0.0.1:7501"      # where the others reach it (default: peer_listen)
+//! bootstrap = false                     # true on exactly one node of a new cluster
+//! # The cluster's first membership, used once, by the bootstrapping node; later changes are
+//! # `lockbox vault members add|remove`, never an edit here.
+//! members = [{ id = 1, addr = "10.0.0.1:7501" }, { id = 2, addr = "10.0.0.2:7501" }]
+//! mark_file = "/var/lib/lockbox/vault-1.raft-mark"  # software sealer only; default beside
+//!                                       # data_dir, never inside it (a PKCS#11 sealer keeps
+//!                                       # the mark in its token)
+//! heartbeat_ms = 250
+//! election_timeout_ms = [1500, 3000]
+//! [replication.tls]                     # required unless peer_listen is a loopback address
+//! cert = "node-peer.pem"                # signed by the node CA
+//! key = "node-peer.key"
+//! ca = "node-ca.pem"                    # the CA every peer's certificate must chain to
 //! ```
 
 use lockbox_proto::config_file;
@@ -79,6 +97,108 @@ pub struct VaultConfig {
     pub sealer: SealerConfig,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// `[replication]`: this node's place in the partitions' Raft groups.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    pub raft_id: u64,
+    pub peer_listen: SocketAddr,
+    #[serde(default)]
+    pub peer_advertise: Option<String>,
+    #[serde(default)]
+    pub bootstrap: bool,
+    #[serde(default)]
+    pub members: Vec<Member>,
+    #[serde(default)]
+    pub mark_file: Option<PathBuf>,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_election")]
+    pub election_timeout_ms: [u64; 2],
+    #[serde(default)]
+    pub tls: Option<PeerTlsConfig>,
+}
+
+/// One voter of the first membership.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// `[replication.tls]`: the node's peer certificate and key, and the node CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+fn default_heartbeat() -> u64 {
+    250
+}
+fn default_election() -> [u64; 2] {
+    [1500, 3000]
+}
+
+impl ReplicationConfig {
+    /// Where the other replicas reach this one.
+    pub fn peer_addr(&self) -> String {
+        self.peer_advertise
+            .clone()
+            .unwrap_or_else(|| self.peer_listen.to_string())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.tls.is_none() && !self.peer_listen.ip().is_loopback() {
+            return Err(format!(
+                "[replication]: peer_listen = {} is not loopback, so [replication.tls] is \
+                 required: plain Raft traffic would let anyone who reaches the port rewrite \
+                 this node's log",
+                self.peer_listen
+            ));
+        }
+        if self.bootstrap && !self.members.iter().any(|m| m.id == self.raft_id) {
+            return Err("[replication]: a bootstrapping node must be one of `members`".into());
+        }
+        let [min, max] = self.election_timeout_ms;
+        if self.heartbeat_ms == 0 || min <= self.heartbeat_ms * 2 || max <= min {
+            return Err(
+                "[replication]: need 0 < 2 × heartbeat_ms < election_timeout_ms[0] \
+                 < election_timeout_ms[1]"
+                    .into(),
+            );
+        }
+        let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.members.len() {
+            return Err("[replication]: `members` names one id twice".into());
+        }
+        Ok(())
+    }
+
+    fn resolve_relative(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(p) = &mut self.mark_file {
+            fix(p);
+        }
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            fix(&mut tls.ca);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -179,6 +299,9 @@ impl VaultConfig {
             return Err("`replay_entries_per_account` must be 16..=`replay_cache_entries`".into());
         }
         self.auth.verifier().map_err(|e| format!("[auth]: {e}"))?;
+        if let Some(r) = &self.replication {
+            r.validate()?;
+        }
         Ok(())
     }
 
@@ -217,6 +340,9 @@ impl VaultConfig {
         }
         if let Some(tls) = &mut self.tls {
             tls.resolve_relative(base);
+        }
+        if let Some(r) = &mut self.replication {
+            r.resolve_relative(base);
         }
     }
 }
@@ -288,6 +414,38 @@ mod tests {
         assert!(
             matches!(c.sealer, SealerConfig::Pkcs11 { ref token_label, .. } if token_label == "t")
         );
+    }
+
+    #[test]
+    fn replication_parses_and_refuses_plain_peers_off_loopback() {
+        let base = "listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\n";
+        let section = "[replication]\nraft_id = 2\nmembers = [{ id = 1, addr = \"a:1\" }, { id = 2, addr = \"b:1\" }]\n";
+        let c = load_exact(&format!(
+            "{base}{AUTH}{section}peer_listen = \"127.0.0.1:7501\"\n"
+        ))
+        .unwrap();
+        let r = c.replication.unwrap();
+        assert_eq!((r.raft_id, r.members.len()), (2, 2));
+        assert_eq!(r.peer_addr(), "127.0.0.1:7501");
+        assert_eq!(r.election_timeout_ms, [1500, 3000]);
+        let e = load_exact(&format!(
+            "{base}{AUTH}{section}peer_listen = \"10.0.0.2:7501\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("[replication.tls] is required"),
+            "{e}"
+        );
+        let e = load_exact(&format!(
+            "{base}{AUTH}{section}peer_listen = \"127.0.0.1:7501\"\nelection_timeout_ms = [400, 300]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("election_timeout_ms"), "{e}");
+        let e = load_exact(&format!(
+            "{base}{AUTH}[replication]\nraft_id = 3\nbootstrap = true\npeer_listen = \"127.0.0.1:1\"\nmembers = [{{ id = 1, addr = \"a:1\" }}]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("one of `members`"), "{e}");
     }
 
     #[test]

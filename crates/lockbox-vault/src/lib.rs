@@ -21,6 +21,7 @@ pub mod config;
 pub mod metrics;
 pub mod node;
 pub mod replay;
+pub mod replica;
 pub mod request;
 pub mod server;
 pub mod service;

@@ -21,6 +21,7 @@ pub const LOGIN_FAILURE: &str = "lockbox_vault_login_failure_total";
 pub const DESTROYED: &str = "lockbox_vault_records_destroyed_total";
 pub const ENROLLMENTS: &str = "lockbox_vault_enrollments_total";
 pub const WRITE_CONFLICTS: &str = "lockbox_vault_write_conflicts_total";
+pub const FORWARDED: &str = "lockbox_vault_forwarded_total";
 
 /// Serves `/metrics` on `addr`. Must run inside a tokio runtime; once per process.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
@@ -48,5 +49,9 @@ fn describe() {
     describe_counter!(
         WRITE_CONFLICTS,
         "Conditional record writes that lost a race and retried"
+    );
+    describe_counter!(
+        FORWARDED,
+        "Requests this follower handed to its partition's leader"
     );
 }

@@ -5,7 +5,9 @@
 //! in a fleet ceremony and sealed to every replica's HSM; the sealed-blob slot and its AAD are
 //! already the ones that ceremony will fill.
 
-use lockbox_hsm::{HsmPin, Pkcs11Config, Pkcs11Sealer, Sealer, SoftwareSealer};
+use lockbox_hsm::{
+    FileMark, HsmPin, MarkStore, Pkcs11Config, Pkcs11Mark, Pkcs11Sealer, Sealer, SoftwareSealer,
+};
 use lockbox_proto::envelope::PartitionSecretKey;
 use lockbox_vault_core::VaultSecrets;
 use rand_core::OsRng;
@@ -35,6 +37,11 @@ pub enum NodeError {
     #[error("partition {0} secrets are corrupt")]
     CorruptSecrets(u32),
     #[error(
+        "this replicated node holds no secrets for partition {0}: every replica must hold the \
+         same ones, installed by `lockbox fleet init`, never made by one node alone"
+    )]
+    NoSecrets(u32),
+    #[error(
         "this node already holds secrets for partition {0}; a fleet ceremony never replaces them"
     )]
     SecretsExist(u32),
@@ -58,24 +65,63 @@ pub fn open_sealer(cfg: &VaultConfig) -> Result<Arc<dyn Sealer>, NodeError> {
             Arc::new(open_or_create_software(&cfg.data_dir.join("sealer.key"))?)
         }
         SealerConfig::SoftwareFile { key_file } => Arc::new(open_or_create_software(key_file)?),
-        SealerConfig::Pkcs11 {
-            module,
-            token_label,
-            pin_file,
-        } => {
-            let mut p11 = Pkcs11Config::new(module.clone(), token_label.clone());
-            if let Some(path) = pin_file {
-                let pin = std::fs::read_to_string(path)
-                    .map(Zeroizing::new)
-                    .map_err(|source| NodeError::PinFile {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                p11 = p11.with_pin(HsmPin::new(pin.trim_end_matches(['\n', '\r'])));
-            }
-            Arc::new(Pkcs11Sealer::open(&p11)?)
+        SealerConfig::Pkcs11 { .. } => {
+            Arc::new(Pkcs11Sealer::open(&pkcs11_config(cfg)?.expect("pkcs11"))?)
         }
     })
+}
+
+fn pkcs11_config(cfg: &VaultConfig) -> Result<Option<Pkcs11Config>, NodeError> {
+    let SealerConfig::Pkcs11 {
+        module,
+        token_label,
+        pin_file,
+    } = &cfg.sealer
+    else {
+        return Ok(None);
+    };
+    let mut p11 = Pkcs11Config::new(module.clone(), token_label.clone());
+    if let Some(path) = pin_file {
+        let pin = std::fs::read_to_string(path)
+            .map(Zeroizing::new)
+            .map_err(|source| NodeError::PinFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+        p11 = p11.with_pin(HsmPin::new(pin.trim_end_matches(['\n', '\r'])));
+    }
+    Ok(Some(p11))
+}
+
+/// Where this replica's rollback mark lives: in the token with a PKCS#11 sealer (which a disk
+/// copy cannot roll back), else in a file sealed by the node's sealer, beside the data
+/// directory and never inside it, so that restoring a copy of the data directory does not
+/// restore the mark with it (weaker: a copy of both is not detected).
+pub fn open_marks(
+    cfg: &VaultConfig,
+    sealer: &Arc<dyn Sealer>,
+    raft_id: u64,
+) -> Result<Arc<dyn MarkStore>, NodeError> {
+    let name = format!("{}/raft-{raft_id}", cfg.node_id);
+    if let Some(p11) = pkcs11_config(cfg)? {
+        return Ok(Arc::new(Pkcs11Mark::open(&p11, &name)?));
+    }
+    let path = cfg
+        .replication
+        .as_ref()
+        .and_then(|r| r.mark_file.clone())
+        .unwrap_or_else(|| default_mark_file(&cfg.data_dir));
+    Ok(Arc::new(FileMark::new(path, sealer.clone(), &name)))
+}
+
+/// `<data_dir>.raft-mark`, next to the data directory.
+pub fn default_mark_file(data_dir: &Path) -> std::path::PathBuf {
+    let mut name = data_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "vault".into());
+    name.push(".raft-mark");
+    data_dir.with_file_name(name)
 }
 
 fn open_or_create_software(path: &Path) -> Result<SoftwareSealer, NodeError> {
@@ -110,6 +156,26 @@ impl PartitionKeys {
         let (hpke, _) = PartitionSecretKey::generate(&mut OsRng);
         let opaque = VaultSecrets::generate(&mut OsRng);
         Self { hpke, opaque }
+    }
+
+    /// A key for `label`, made from these secrets: the same on every replica of the partition.
+    fn derive(&self, label: &[u8], partition: u32) -> Zeroizing<[u8; 32]> {
+        let mut info = label.to_vec();
+        info.extend_from_slice(&partition.to_be_bytes());
+        let mut key = Zeroizing::new([0u8; 32]);
+        lockbox_crypto::hkdf_expand(&self.to_bytes(), None, &info, key.as_mut());
+        key
+    }
+
+    /// The key replicated records of this partition are sealed under.
+    pub fn record_key(&self, partition: u32) -> Zeroizing<[u8; 32]> {
+        self.derive(lockbox_crypto::labels::PARTITION_RECORD_KEY, partition)
+    }
+
+    /// The key that MAC-chains this partition's Raft log on every replica's disk.
+    pub fn log_key(&self, partition: u32) -> lockbox_raft::LogKey {
+        let key = self.derive(lockbox_crypto::labels::PARTITION_LOG_KEY, partition);
+        lockbox_raft::LogKey::new(lockbox_crypto::Secret32::new(*key))
     }
 
     fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
@@ -149,15 +215,18 @@ pub fn install_partition(
 }
 
 /// Loads a partition's secrets, creating and sealing them on the node's first start (a node
-/// that took part in a fleet ceremony finds the ones the ceremony installed).
+/// that took part in a fleet ceremony finds the ones the ceremony installed). A replicated
+/// node (`create = false`) never creates them.
 pub fn load_or_create_partition(
     store: &RedbStore,
     sealer: &dyn Sealer,
     partition: u32,
+    create: bool,
 ) -> Result<PartitionKeys, NodeError> {
     let name = secret_name(partition);
     let sealed = match store.load_secret(&name)? {
         Some(sealed) => sealed,
+        None if !create => return Err(NodeError::NoSecrets(partition)),
         None => {
             // A concurrent first start may have won the race; the stored value is the one used.
             match install_partition(store, sealer, partition, &PartitionKeys::generate()) {

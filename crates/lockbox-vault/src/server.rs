@@ -11,9 +11,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::admission::Admission;
-use crate::config::VaultConfig;
+use crate::config::{ReplicationConfig, VaultConfig};
 use crate::node::{self, NodeError};
+use crate::replica::RaftRecords;
 use crate::service::{PartitionState, VaultService};
+use crate::storage::RecordStore;
+use lockbox_raft::{BasicNode, Host, HostConfig, LogKey, PeerTls, Timing};
+use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -32,14 +36,36 @@ pub enum ServeError {
     Metrics(String),
     #[error("[auth]: {0}")]
     Auth(lockbox_token::TokenError),
+    #[error("replication: {0}")]
+    Replication(#[from] lockbox_raft::HostError),
+    #[error("cannot read [replication.tls] {path}: {source}")]
+    PeerTls {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A replicated node's Raft side: its groups and the peer listener.
+struct Replication {
+    host: Arc<Host>,
+    listener: tokio::net::TcpListener,
 }
 
 /// A node that is listening but not yet serving.
-#[derive(Debug)]
 pub struct BoundNode {
     cfg: VaultConfig,
     service: VaultService,
     listener: tokio::net::TcpListener,
+    replication: Option<Replication>,
+}
+
+impl core::fmt::Debug for BoundNode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BoundNode")
+            .field("node_id", &self.cfg.node_id)
+            .field("replicated", &self.replication.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BoundNode {
@@ -49,8 +75,42 @@ impl BoundNode {
             .expect("bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    /// The node's Raft groups, when replicated: for an operator's tools and tests to ask who
+    /// leads.
+    pub fn replicas(&self) -> Option<Arc<Host>> {
+        Some(self.replication.as_ref()?.host.clone())
+    }
+
+    /// The peer (Raft) address, when replicated.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        let r = self.replication.as_ref()?;
+        r.listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests. A replicated node
+    /// also serves its peers, and stops its Raft groups last.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let Some(replication) = self.replication.take() else {
+            return self.serve_clients(shutdown).await;
+        };
+        let (stop_peers, peers_stopped) = tokio::sync::oneshot::channel::<()>();
+        let handler: Arc<dyn lockbox_raft::ForwardHandler> = Arc::new(self.service.clone());
+        let peers = replication.host.peer_server(Some(handler));
+        let peer_task = tokio::spawn(peers.serve(replication.listener, async {
+            let _ = peers_stopped.await;
+        }));
+        let result = self.serve_clients(shutdown).await;
+        let _ = stop_peers.send(());
+        match peer_task.await {
+            Ok(Err(e)) => tracing::warn!("peer transport: {e}"),
+            Err(e) => tracing::warn!("peer transport task: {e}"),
+            Ok(Ok(())) => {}
+        }
+        replication.host.shutdown().await;
+        result
+    }
+
+    async fn serve_clients(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let mut builder = Server::builder()
             .timeout(Duration::from_secs(30))
             .concurrency_limit_per_connection(self.cfg.max_concurrent_requests);
@@ -79,13 +139,21 @@ pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
     let store = Arc::new(node::open_store(&cfg)?);
     let sealer = node::open_sealer(&cfg)?;
     let mut partitions = Vec::new();
+    let mut log_keys = BTreeMap::new();
     for &id in &cfg.partitions {
-        let keys = node::load_or_create_partition(&store, sealer.as_ref(), id)?;
+        let keys =
+            node::load_or_create_partition(&store, sealer.as_ref(), id, cfg.replication.is_none())?;
+        let record_key = keys.record_key(id);
+        log_keys.insert(id, keys.log_key(id));
         let mut core_cfg = CoreConfig::new(&partition_server_id(id));
         core_cfg.session_ttl_ms = cfg.session_ttl_secs * 1000;
         core_cfg.min_ksf = cfg.min_client_ksf;
         core_cfg.max_sessions_per_account = cfg.max_sessions_per_account;
-        partitions.push(PartitionState::new(id, keys.hpke, keys.opaque, core_cfg));
+        let mut part = PartitionState::new(id, keys.hpke, keys.opaque, core_cfg);
+        if cfg.replication.is_some() {
+            part = part.with_record_key(record_key);
+        }
+        partitions.push(part);
     }
     if let Some(addr) = cfg.metrics_listen {
         crate::metrics::install(addr).map_err(ServeError::Metrics)?;
@@ -98,25 +166,100 @@ pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
         cfg.replay_entries_per_account,
         crate::service::now_ms(),
     );
-    let service = VaultService::new(
+    let (records, replication): (Arc<dyn RecordStore>, _) = match &cfg.replication {
+        None => (store, None),
+        Some(r) => {
+            let host = Arc::new(open_host(&cfg, r, &sealer, &log_keys).await?);
+            let listener = bind_addr(r.peer_listen).await?;
+            bootstrap(&host, r).await?;
+            let records = RaftRecords::new(host.clone(), tokio::runtime::Handle::current());
+            (Arc::new(records), Some(Replication { host, listener }))
+        }
+    };
+    let mut service = VaultService::new(
         cfg.node_id.clone(),
         partitions,
-        store,
+        records,
         sealer,
         cfg.max_concurrent_requests,
         admission,
     );
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
+    if let Some(r) = &replication {
+        service = service.replicated(r.host.clone());
+    }
+    let listener = bind_addr(cfg.listen).await?;
     Ok(BoundNode {
         cfg,
         service,
         listener,
+        replication,
     })
+}
+
+async fn bind_addr(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+async fn open_host(
+    cfg: &VaultConfig,
+    r: &ReplicationConfig,
+    sealer: &Arc<dyn lockbox_hsm::Sealer>,
+    log_keys: &BTreeMap<u32, LogKey>,
+) -> Result<Host, ServeError> {
+    let [election_min_ms, election_max_ms] = r.election_timeout_ms;
+    let timing = Timing {
+        heartbeat_ms: r.heartbeat_ms,
+        election_min_ms,
+        election_max_ms,
+        ..Timing::default()
+    };
+    let tls = match &r.tls {
+        None => None,
+        Some(t) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|source| ServeError::PeerTls {
+                    path: path.display().to_string(),
+                    source,
+                })
+            };
+            Some(PeerTls::from_pem(
+                &read(&t.cert)?,
+                &read(&t.key)?,
+                &read(&t.ca)?,
+            ))
+        }
+    };
+    let host = Host::open(&HostConfig {
+        id: r.raft_id,
+        db_path: cfg.data_dir.join("raft.redb"),
+        marks: node::open_marks(cfg, sealer, r.raft_id)?,
+        log_keys: log_keys.clone(),
+        groups: cfg.partitions.clone(),
+        timing,
+        tls,
+    })
+    .await?;
+    Ok(host)
+}
+
+/// A new cluster's first membership, made by the one node configured to, on its first start
+/// only: a node that has taken part before (it has a rollback mark) never bootstraps again.
+async fn bootstrap(host: &Host, r: &ReplicationConfig) -> Result<(), ServeError> {
+    if !(r.bootstrap && host.is_new()) {
+        return Ok(());
+    }
+    let members = r
+        .members
+        .iter()
+        .map(|m| (m.id, BasicNode::new(&m.addr)))
+        .collect();
+    tracing::info!(
+        members = r.members.len(),
+        "bootstrapping the partitions' groups"
+    );
+    Ok(host.bootstrap(&members).await?)
 }
 
 async fn purge_loop(service: VaultService) {

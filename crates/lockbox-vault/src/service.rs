@@ -6,9 +6,10 @@
 //! decide, and commits with a compare-and-set on `seq`; the loser of a race drops its outcome
 //! (including any KE2) and re-runs on the fresh record. So two KE1s never share one decrement.
 
-use lockbox_hsm::Sealer;
+use lockbox_hsm::{MemorySealer, Sealer};
 use lockbox_proto::envelope::{self, PartitionPublicKey, PartitionSecretKey, Sealed};
 use lockbox_proto::pb::{self, vault_server::Vault as VaultRpc};
+use lockbox_raft::{Forwarded, Host, Role};
 use lockbox_vault_core::{
     AccountId, KsfParams, Outcome, Record, Reply, Request, Vault, VaultConfig as CoreConfig,
     VaultError, VaultSecrets,
@@ -19,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 use tonic::{Request as RpcRequest, Response as RpcResponse, Status};
+use zeroize::Zeroizing;
 
 use crate::admission::{Admission, Denied};
 use crate::metrics as m;
@@ -35,6 +37,9 @@ pub struct PartitionState {
     hpke_public: PartitionPublicKey,
     opaque_public: [u8; 32],
     core: Mutex<Vault>,
+    /// Replicated: records are sealed under a key made from the partition's secrets, which
+    /// every replica holds, not under this node's own sealer (the others could not open them).
+    record_key: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl PartitionState {
@@ -46,7 +51,27 @@ impl PartitionState {
             hpke,
             opaque_public: opaque.public_key(),
             core: Mutex::new(Vault::new(opaque, cfg, &mut OsRng)),
+            record_key: None,
         }
+    }
+
+    /// Seal this partition's records under `key` (the same on every replica).
+    pub fn with_record_key(mut self, key: Zeroizing<[u8; 32]>) -> Self {
+        self.record_key = Some(key);
+        self
+    }
+
+    /// The sealer for `account`'s record: a key of its own, derived from the partition's record
+    /// key, so that random 96-bit nonces stay far inside their bound however busy the partition.
+    fn account_sealer(&self, account: &AccountId) -> Result<Option<MemorySealer>, Failure> {
+        let Some(key) = &self.record_key else {
+            return Ok(None);
+        };
+        let mut info = lockbox_crypto::labels::RECORD_KEY.to_vec();
+        info.extend_from_slice(account.as_bytes());
+        let mut derived = Zeroizing::new([0u8; 32]);
+        lockbox_crypto::hkdf_expand(key.as_ref(), None, &info, derived.as_mut());
+        Ok(Some(MemorySealer::new(derived)?))
     }
 
     /// The partition's core. A panic in another request must not take the partition down for
@@ -77,6 +102,8 @@ struct Inner {
     sealer: Arc<dyn Sealer>,
     permits: tokio::sync::Semaphore,
     admission: Admission,
+    /// Replicated: the node's Raft groups, which say who leads each partition.
+    replicas: Option<Arc<Host>>,
 }
 
 impl core::fmt::Debug for VaultService {
@@ -109,8 +136,97 @@ impl VaultService {
                 sealer,
                 permits,
                 admission,
+                replicas: None,
             }),
         }
+    }
+
+    /// Serve the partitions replicated: requests run on the partition's leader, and a follower
+    /// hands what it receives to the leader over the peer transport.
+    pub fn replicated(self, host: Arc<Host>) -> Self {
+        let Ok(mut inner) = Arc::try_unwrap(self.inner) else {
+            panic!("VaultService::replicated is called before the service is shared");
+        };
+        inner.replicas = Some(host);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    fn partition(&self, id: u32) -> Result<Arc<PartitionState>, Status> {
+        self.inner
+            .partitions
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("partition {id} is not served here")))
+    }
+
+    /// Runs a request on this node: opens it, decides it, commits what it writes, seals the
+    /// answer.
+    async fn run_here(&self, sealed: pb::SealedRequest) -> Result<pb::SealedResponse, Status> {
+        let part = self.partition(sealed.partition)?;
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
+        let envelope = Sealed {
+            enc: sealed.enc.to_vec(),
+            ciphertext: sealed.ciphertext.to_vec(),
+        };
+        let (plain, responder) =
+            envelope::open_request(&part.hpke, part.id, &sealed.account, &envelope)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let inner = Arc::clone(&self.inner);
+        let outer = Outer {
+            account: sealed.account.to_vec(),
+            class: sealed.class,
+            enc: envelope.enc.as_slice().try_into().expect("checked length"),
+        };
+        let response = tokio::task::spawn_blocking(move || inner.execute(&part, &outer, &plain))
+            .await
+            .map_err(|_| Status::internal("request task failed"))??;
+        let ciphertext = responder.seal(&response.encode_to_vec(), &mut OsRng);
+        Ok(pb::SealedResponse {
+            ciphertext: ciphertext.into(),
+        })
+    }
+
+    /// Where a request for `partition` runs: here, or on the leader at this peer address.
+    fn route(&self, partition: u32) -> Result<Option<String>, Status> {
+        let Some(host) = &self.inner.replicas else {
+            return Ok(None);
+        };
+        match host.role(partition) {
+            None | Some(Role::Leader) => Ok(None),
+            Some(Role::Follower {
+                leader: Some((_, addr)),
+            }) => Ok(Some(addr)),
+            Some(Role::Follower { leader: None }) => Err(Status::unavailable(format!(
+                "partition {partition} has no leader at the moment; try again"
+            ))),
+        }
+    }
+
+    /// Runs a request a follower forwarded: only while this node leads, and never forwarded on.
+    async fn run_forwarded(&self, group: u32, payload: Vec<u8>) -> Result<Vec<u8>, Status> {
+        let sealed = pb::SealedRequest::decode(payload.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("forwarded request: {e}")))?;
+        sealed
+            .check_shape()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if sealed.partition != group {
+            return Err(Status::invalid_argument(
+                "forwarded request names another partition than its group",
+            ));
+        }
+        if self.route(group)?.is_some() {
+            return Err(Status::unavailable(format!(
+                "leadership of partition {group} moved; try again"
+            )));
+        }
+        Ok(self.run_here(sealed).await?.encode_to_vec())
     }
 
     /// Drops expired login/registration sessions in every partition.
@@ -134,40 +250,18 @@ impl VaultRpc for VaultService {
         sealed
             .check_shape()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let part = self
-            .inner
-            .partitions
-            .get(&sealed.partition)
-            .cloned()
-            .ok_or_else(|| {
-                Status::not_found(format!("partition {} is not served here", sealed.partition))
-            })?;
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Status::unavailable("shutting down"))?;
-        let envelope = Sealed {
-            enc: sealed.enc.to_vec(),
-            ciphertext: sealed.ciphertext.to_vec(),
+        self.partition(sealed.partition)?;
+        let Some(leader) = self.route(sealed.partition)? else {
+            return self.run_here(sealed).await.map(RpcResponse::new);
         };
-        let (plain, responder) =
-            envelope::open_request(&part.hpke, part.id, &sealed.account, &envelope)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let inner = Arc::clone(&self.inner);
-        let outer = Outer {
-            account: sealed.account.to_vec(),
-            class: sealed.class,
-            enc: envelope.enc.as_slice().try_into().expect("checked length"),
-        };
-        let response = tokio::task::spawn_blocking(move || inner.execute(&part, &outer, &plain))
-            .await
-            .map_err(|_| Status::internal("request task failed"))?;
-        let ciphertext = responder.seal(&response.encode_to_vec(), &mut OsRng);
-        Ok(RpcResponse::new(pb::SealedResponse {
-            ciphertext: ciphertext.into(),
-        }))
+        let host = self.inner.replicas.as_ref().expect("routed by replicas");
+        metrics::counter!(m::FORWARDED).increment(1);
+        let answer = host
+            .forward(sealed.partition, &leader, sealed.encode_to_vec())
+            .await?;
+        let response = pb::SealedResponse::decode(answer.as_slice())
+            .map_err(|_| Status::internal("the leader's answer does not decode"))?;
+        Ok(RpcResponse::new(response))
     }
 
     async fn info(
@@ -199,9 +293,23 @@ struct Outer {
     enc: [u8; ENC_LEN],
 }
 
+impl lockbox_raft::ForwardHandler for VaultService {
+    fn handle(&self, group: u32, payload: Vec<u8>) -> Forwarded {
+        let this = self.clone();
+        Box::pin(async move { this.run_forwarded(group, payload).await })
+    }
+}
+
 impl Inner {
-    /// Runs one opened request to a response. Blocking: storage, sealing and OPAQUE math.
-    fn execute(&self, part: &PartitionState, outer: &Outer, plain: &[u8]) -> pb::Response {
+    /// Runs one opened request to a response. Blocking: storage, sealing and OPAQUE math. A
+    /// partition between leaders is `UNAVAILABLE` in the clear, not a sealed refusal: the
+    /// device retries that (docs/vault-protocol.md, "Retries").
+    fn execute(
+        &self,
+        part: &PartitionState,
+        outer: &Outer,
+        plain: &[u8],
+    ) -> Result<pb::Response, Status> {
         let started = Instant::now();
         let (op, result) = match self.admit(outer, plain) {
             Ok(req) => {
@@ -211,11 +319,21 @@ impl Inner {
             Err(e @ Failure::Denied(_)) => ("denied", Err(e)),
             Err(e) => ("malformed", Err(e)),
         };
+        if let Err(Failure::Storage(e)) = &result
+            && e.is_replication()
+        {
+            metrics::counter!(m::REQUESTS, "op" => op, "result" => "no_leader").increment(1);
+            tracing::info!(partition = part.id, error = %e, "request not run: no leader here");
+            return Err(Status::unavailable(format!(
+                "partition {}: {e}; try again",
+                part.id
+            )));
+        }
         let response = to_response(result);
         let label = result_label(&response);
         metrics::counter!(m::REQUESTS, "op" => op, "result" => label).increment(1);
         metrics::histogram!(m::REQUEST_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
-        response
+        Ok(response)
     }
 
     /// Decodes the request and admits it: the account token is checked before anything else
@@ -235,7 +353,7 @@ impl Inner {
     fn run(&self, part: &PartitionState, request: Request) -> Result<Reply, Failure> {
         let account = request.account().clone();
         for _ in 0..MAX_CAS_RETRIES {
-            let (seq, stored) = self.load(part.id, &account)?;
+            let (seq, stored) = self.load(part, &account)?;
             let outcome =
                 part.core()
                     .handle(stored.as_ref(), request.clone(), &mut OsRng, now_ms())?;
@@ -243,10 +361,7 @@ impl Inner {
                 Outcome::Reply(reply) => return Ok(reply),
                 Outcome::WriteThenReply { write, pending } => (write, pending),
             };
-            let sealed = self.sealer.seal(
-                &record_aad(part.id, seq + 1, &account),
-                &write.record().encode(),
-            )?;
+            let sealed = self.seal_record(part, seq + 1, &account, &write.record().encode())?;
             match self.store.commit(part.id, account.as_bytes(), seq, &sealed) {
                 Ok(_) => {
                     let reply = part.core().release(pending, write.committed())?;
@@ -269,13 +384,34 @@ impl Inner {
         Err(Failure::Contended)
     }
 
-    fn load(&self, partition: u32, account: &AccountId) -> Result<(u64, Option<Record>), Failure> {
+    fn seal_record(
+        &self,
+        part: &PartitionState,
+        seq: u64,
+        account: &AccountId,
+        plain: &[u8],
+    ) -> Result<Vec<u8>, Failure> {
+        let aad = record_aad(part.id, seq, account);
+        Ok(match part.account_sealer(account)? {
+            Some(sealer) => sealer.seal(&aad, plain)?,
+            None => self.sealer.seal(&aad, plain)?,
+        })
+    }
+
+    fn load(
+        &self,
+        part: &PartitionState,
+        account: &AccountId,
+    ) -> Result<(u64, Option<Record>), Failure> {
+        let partition = part.id;
         let Some(stored) = self.store.load(partition, account.as_bytes())? else {
             return Ok((0, None));
         };
-        let plain = self
-            .sealer
-            .unseal(&record_aad(partition, stored.seq, account), &stored.sealed)?;
+        let aad = record_aad(partition, stored.seq, account);
+        let plain = match part.account_sealer(account)? {
+            Some(sealer) => sealer.unseal(&aad, &stored.sealed)?,
+            None => self.sealer.unseal(&aad, &stored.sealed)?,
+        };
         let record = Record::decode(&plain).map_err(|e| Failure::CorruptRecord(e.to_string()))?;
         Ok((stored.seq, Some(record)))
     }
@@ -578,7 +714,10 @@ mod tests {
             class: pb::RequestClass::Other.into(),
             enc: [7; ENC_LEN],
         };
-        let response = svc.inner.execute(&part, &outer, &status.encode_to_vec());
+        let response = svc
+            .inner
+            .execute(&part, &outer, &status.encode_to_vec())
+            .unwrap();
         assert!(
             matches!(response.result, Some(pb::response::Result::Status(_))),
             "{response:?}"

@@ -29,6 +29,26 @@ pub enum StorageError {
     Db(String),
     #[error("vault database is corrupt: {0}")]
     Corrupt(&'static str),
+    /// Replicated: this node does not lead the partition (now). Nothing was written.
+    #[error("this node does not lead partition {0}")]
+    NotLeader(u32),
+    /// Replicated: no quorum answered the read. Nothing was decided.
+    #[error("partition unavailable: {0}")]
+    Unavailable(String),
+    /// Replicated: the write entered the log but its commit was not seen; it may yet apply.
+    #[error("write outcome unknown: {0}")]
+    Unknown(String),
+}
+
+impl StorageError {
+    /// Whether the request may succeed if the device sends it again (to whichever node leads
+    /// now): the partition is between leaders, not broken.
+    pub fn is_replication(&self) -> bool {
+        matches!(
+            self,
+            Self::NotLeader(_) | Self::Unavailable(_) | Self::Unknown(_)
+        )
+    }
 }
 
 fn db_err(e: impl std::fmt::Display) -> StorageError {

@@ -51,7 +51,7 @@ impl Node {
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await
             .expect("bind");
-        let peers = host.peer_server();
+        let peers = host.peer_server(None);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let _ = peers

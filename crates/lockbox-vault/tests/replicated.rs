@@ -1,0 +1,279 @@
+//! Five replicated vault nodes in this process, each with its own data directory, rollback
+//! mark and ports, talking real gRPC on loopback: requests reach any node, run on the
+//! partition's leader, and what they spent survives losing any two nodes.
+
+mod common;
+
+use common::{FLEET, KSF, new_key};
+use lockbox_client::{ClientError, VaultClient};
+use lockbox_raft::{Host, Role};
+use lockbox_token::{Issuer, MintingSource};
+use lockbox_vault::node::{self, PartitionKeys};
+use lockbox_vault::{ServeError, VaultConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PART: u32 = 0;
+
+struct Replica {
+    root: PathBuf,
+    addr: SocketAddr,
+    running: Option<Running>,
+}
+
+struct Running {
+    host: Arc<Host>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Replica {
+    fn config(&self) -> VaultConfig {
+        VaultConfig::load(&self.root.join("vault.toml")).expect("vault.toml")
+    }
+
+    async fn try_start(&mut self) -> Result<(), ServeError> {
+        let bound = lockbox_vault::bind(self.config()).await?;
+        let host = bound.replicas().expect("replicated");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(bound.serve(async {
+            let _ = stopped.await;
+        }));
+        self.running = Some(Running { host, stop, task });
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        let r = self.running.take().expect("running");
+        let _ = r.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), r.task)
+            .await
+            .expect("node stops")
+            .expect("task")
+            .expect("clean exit");
+    }
+
+    fn role(&self) -> Option<Role> {
+        self.running.as_ref()?.host.role(PART)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+struct Fleet {
+    nodes: Vec<Replica>,
+    issuer: Arc<Issuer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Writes five node configs, installs one partition's secrets on all of them (the fleet
+    /// ceremony's step) and starts them; node 1 bootstraps the group.
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = Arc::new(Issuer::generate().unwrap());
+        let peers: Vec<SocketAddr> = (0..5).map(|_| free_addr()).collect();
+        let members: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{{ id = {}, addr = \"{a}\" }}", i + 1))
+            .collect();
+        let keys = PartitionKeys::generate();
+        let mut nodes = Vec::new();
+        for (i, peer) in peers.iter().enumerate() {
+            let id = i as u64 + 1;
+            let root = dir.path().join(format!("node-{id}"));
+            std::fs::create_dir_all(&root).unwrap();
+            let addr = free_addr();
+            let text = format!(
+                "node_id = \"node-{id}\"\nlisten = \"{addr}\"\ndata_dir = \"data\"\npartitions = [{PART}]\n\
+                 min_client_ksf = {{ m_cost_kib = {m}, t_cost = {t}, p_cost = {p} }}\n{auth}\n\
+                 [replication]\nraft_id = {id}\npeer_listen = \"{peer}\"\nbootstrap = {boot}\n\
+                 heartbeat_ms = 100\nelection_timeout_ms = [800, 1600]\nmembers = [{members}]\n",
+                auth = lockbox_vault::config::AuthConfig::toml_section(&issuer, FLEET),
+                m = KSF.m_cost_kib(),
+                t = KSF.t_cost(),
+                p = KSF.p_cost(),
+                boot = id == 1,
+                members = members.join(", "),
+            );
+            std::fs::write(root.join("vault.toml"), text).unwrap();
+            let replica = Replica {
+                root,
+                addr,
+                running: None,
+            };
+            let cfg = replica.config();
+            let store = node::open_store(&cfg).unwrap();
+            let sealer = node::open_sealer(&cfg).unwrap();
+            node::install_partition(&store, sealer.as_ref(), PART, &keys).unwrap();
+            nodes.push(replica);
+        }
+        for n in &mut nodes {
+            n.try_start().await.expect("node starts");
+        }
+        let fleet = Self {
+            nodes,
+            issuer,
+            _dir: dir,
+        };
+        fleet.leader().await;
+        fleet
+    }
+
+    /// The index of the node that leads, once one does and the others know it.
+    async fn leader(&self) -> usize {
+        for _ in 0..600 {
+            let leaders: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].role() == Some(Role::Leader))
+                .collect();
+            let followers_know = self
+                .nodes
+                .iter()
+                .all(|n| !matches!(n.role(), Some(Role::Follower { leader: None })));
+            if let [one] = leaders[..]
+                && followers_know
+            {
+                return one;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader within 30 s");
+    }
+
+    async fn client(&self, i: usize) -> VaultClient {
+        let target = VaultClient::discover(&self.nodes[i].url(), PART)
+            .await
+            .expect("discover");
+        let tokens = MintingSource::new(self.issuer.clone(), FLEET, Duration::from_secs(600));
+        VaultClient::connect(target)
+            .await
+            .expect("connect")
+            .with_token_source(Arc::new(tokens))
+    }
+}
+
+/// What a client sees through node `i` once the partition has settled: retried while the
+/// group is between leaders (UNAVAILABLE), the way a device retries.
+async fn attempts_via(fleet: &Fleet, i: usize, account: &[u8]) -> (u8, u8) {
+    let c = fleet.client(i).await;
+    for _ in 0..100 {
+        match c.status(account).await {
+            Ok(s) => return s.attempts().expect("active record"),
+            Err(ClientError::Unavailable(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("status: {e}"),
+        }
+    }
+    panic!("no status within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_follower_accepts_runs_on_the_leader_and_survives_losing_two_nodes() {
+    let mut fleet = Fleet::start().await;
+    let leader = fleet.leader().await;
+    let follower = (leader + 1) % 5;
+    let key = new_key();
+
+    // Enrolled and guessed through a follower: it hands both to the leader.
+    let c = fleet.client(follower).await;
+    c.enroll(b"alice", b"pw", &key, 5, KSF).await.unwrap();
+    let wrong = c.recover(b"alice", b"nope").await.unwrap_err();
+    assert_eq!(wrong, ClientError::WrongPassword { attempts_left: 4 });
+    for i in 0..5 {
+        assert_eq!(
+            attempts_via(&fleet, i, b"alice").await,
+            (4, 5),
+            "via node {i}"
+        );
+    }
+
+    // Lose the leader and one more: the three left elect a leader that has every spent attempt.
+    let other = (leader + 2) % 5;
+    fleet.nodes[leader].stop().await;
+    fleet.nodes[other].stop().await;
+    let survivor = (leader + 3) % 5;
+    assert_eq!(attempts_via(&fleet, survivor, b"alice").await, (4, 5));
+    let new_leader = fleet.leader().await;
+    assert!(new_leader != leader && new_leader != other);
+    let c = fleet.client(survivor).await;
+    let wrong = c.recover(b"alice", b"nope2").await.unwrap_err();
+    assert_eq!(wrong, ClientError::WrongPassword { attempts_left: 3 });
+
+    // The two come back from their disks, catch up, and with two others gone the count holds.
+    fleet.nodes[leader].try_start().await.unwrap();
+    fleet.nodes[other].try_start().await.unwrap();
+    fleet.leader().await;
+    let (a, b) = (new_leader, (new_leader + 1) % 5);
+    fleet.nodes[a].stop().await;
+    fleet.nodes[b].stop().await;
+    let up = (0..5).find(|&i| fleet.nodes[i].running.is_some()).unwrap();
+    assert_eq!(attempts_via(&fleet, up, b"alice").await, (3, 5));
+    let c = fleet.client(up).await;
+    assert_eq!(c.recover(b"alice", b"pw").await.unwrap(), key);
+    assert_eq!(attempts_via(&fleet, up, b"alice").await, (5, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_restored_from_an_old_copy_of_its_disk_refuses_to_start() {
+    let mut fleet = Fleet::start().await;
+    let key = new_key();
+    let leader = fleet.leader().await;
+    let c = fleet.client(leader).await;
+    c.enroll(b"bob", b"pw", &key, 3, KSF).await.unwrap();
+    let victim = (leader + 1) % 5;
+    // Wait until the victim has applied the enrollment, then copy its whole data directory.
+    let data = fleet.nodes[victim].root.join("data");
+    let old = fleet.nodes[victim].root.join("data.old");
+    fleet.nodes[victim].stop().await;
+    copy_dir(&data, &old);
+    fleet.nodes[victim].try_start().await.unwrap();
+    fleet.leader().await;
+
+    // Spend every guess: the record is destroyed, with the victim voting along.
+    for _ in 0..3 {
+        let e = c.recover(b"bob", b"nope").await.unwrap_err();
+        assert!(e.is_auth_failure() || e.is_destroyed(), "{e:?}");
+    }
+    let status = fleet.client(victim).await.status(b"bob").await.unwrap();
+    assert!(status.is_destroyed(), "{status:?}");
+
+    // Put the old copy back: the node must not take part.
+    fleet.nodes[victim].stop().await;
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::rename(&old, &data).unwrap();
+    let refused = fleet.nodes[victim].try_start().await.unwrap_err();
+    let msg = refused.to_string();
+    assert!(msg.contains("refusing to start"), "{msg}");
+
+    // The rest still answer with the truth: destroyed stays destroyed.
+    let up = (victim + 1) % 5;
+    let status = fleet.client(up).await.status(b"bob").await.unwrap();
+    assert!(status.is_destroyed(), "{status:?}");
+    assert!(c.recover(b"bob", b"pw").await.is_err());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
