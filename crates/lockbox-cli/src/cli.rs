@@ -174,8 +174,9 @@ pub enum DevCommand {
     },
     /// Run a whole dev fleet on loopback: vault nodes, the fleet ceremony, a gateway
     ///
-    /// Writes into DIR a dev issuer key, one vault.toml per node (partition P on node
-    /// P % NODES + 1), the fleet (DIR/fleet), gateway.toml and client.toml (the gateway, the
+    /// Writes into DIR a dev issuer key, one vault.toml per node (every node holds a replica
+    /// of every partition: one Raft group of NODES voters per partition, node 1 bootstraps
+    /// them), the fleet (DIR/fleet), gateway.toml and client.toml (the gateway, the
     /// pinned fleet keys and the issuer key, for `lockbox --config DIR/client.toml ...`), then
     /// starts every node and the gateway (logs in DIR/nodes/N/log and DIR/gateway.log, pids
     /// beside them). Prints `ready` on stdout once all answer, and runs until SIGINT or
@@ -185,13 +186,13 @@ pub enum DevCommand {
         /// A new or empty directory for everything the cluster writes
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
-        /// Vault nodes (1-16)
-        #[arg(long, value_name = "N", default_value_t = 3,
-              value_parser = clap::value_parser!(u32).range(1..=16))]
+        /// Vault nodes (1-9); the cluster survives losing fewer than half of them
+        #[arg(long, value_name = "N", default_value_t = 5,
+              value_parser = clap::value_parser!(u32).range(1..=9))]
         nodes: u32,
-        /// Partitions (at least one per node, at most 256)
-        #[arg(long, value_name = "P", default_value_t = 4,
-              value_parser = clap::value_parser!(u32).range(1..=256))]
+        /// Partitions, each one Raft group (at most 64)
+        #[arg(long, value_name = "P", default_value_t = 8,
+              value_parser = clap::value_parser!(u32).range(1..=64))]
         partitions: u32,
         /// Seal with SoftHSM2 tokens (one per node, dev PINs) instead of software key files
         #[arg(long, value_name = "KIND", value_parser = ["softhsm"])]

@@ -180,7 +180,7 @@ fn a_device_with_only_client_toml_uses_the_cluster_which_stops_on_sigterm() {
         .arg(cluster.dir.join("fleet")));
     common::assert_exit(&verified, 0);
 
-    // Partition 0 is on node 1, partition 1 on node 2.
+    // Partitions 0 and 1, each replicated on both nodes.
     round_trips(&client, &[0, 1]);
 
     cluster.signal(Signal::SIGTERM);

@@ -13,6 +13,7 @@ pub const REQUESTS: &str = "lockbox_gateway_requests_total";
 pub const LIMITED: &str = "lockbox_gateway_limited_total";
 pub const UPSTREAM_SECONDS: &str = "lockbox_gateway_upstream_seconds";
 pub const TRACKED: &str = "lockbox_gateway_tracked";
+pub const REPLICA_REFUSED: &str = "lockbox_gateway_replica_refused_total";
 
 /// Serves `/metrics` on `addr`. Must run inside a tokio runtime; once per process.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
@@ -29,5 +30,9 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         "Vault latency seen by the gateway"
     );
     describe_gauge!(TRACKED, "Keys held by the limit tables");
+    describe_counter!(
+        REPLICA_REFUSED,
+        "Replicas that refused the connection, so the call went to the next"
+    );
     Ok(())
 }

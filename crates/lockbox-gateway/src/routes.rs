@@ -1,7 +1,8 @@
 //! Where a sealed request goes: its partition's replicas, over bounded connection pools.
 //! Channels connect lazily, so a gateway starts (and serves other partitions) while a node is
-//! down; a request to an unreachable replica fails with `Unavailable` and is not retried here:
-//! the device reseals and retries (docs/vault-protocol.md, "Retries").
+//! down. A replica that refuses the connection got nothing, so the request goes to the next
+//! one; any other failure is `Unavailable` and is not retried here: the device reseals and
+//! retries (docs/vault-protocol.md, "Retries").
 
 use lockbox_proto::pb::vault_client::VaultClient;
 use std::collections::HashMap;
@@ -72,11 +73,13 @@ impl Routes {
         Ok(Self { partitions })
     }
 
-    /// A replica of `partition`, taking turns, or `None` if this fleet has no such partition.
-    pub fn pick(&self, partition: u32) -> Option<VaultClient<Channel>> {
+    /// Every replica of `partition`, starting with the next in turn, or `None` if this fleet
+    /// has no such partition.
+    pub fn pick(&self, partition: u32) -> Option<Vec<VaultClient<Channel>>> {
         let r = self.partitions.get(&partition)?;
-        let i = r.next.fetch_add(1, Ordering::Relaxed) % r.clients.len();
-        Some(r.clients[i].clone())
+        let n = r.clients.len();
+        let first = r.next.fetch_add(1, Ordering::Relaxed) % n;
+        Some((0..n).map(|k| r.clients[(first + k) % n].clone()).collect())
     }
 }
 

@@ -94,12 +94,21 @@ impl GatewayService {
                 });
             }
         }
-        let mut replica = inner
+        let replicas = inner
             .routes
             .pick(partition)
             .ok_or(Refusal::NoPartition(partition))?;
         let started = Instant::now();
-        let answer = replica.call(sealed).await;
+        let mut answer = Err(Status::unavailable("no replica"));
+        for mut replica in replicas {
+            answer = replica.call(sealed.clone()).await;
+            match &answer {
+                Err(s) if lockbox_proto::never_delivered(s) => {
+                    metrics::counter!(m::REPLICA_REFUSED).increment(1);
+                }
+                _ => break,
+            }
+        }
         metrics::histogram!(m::UPSTREAM_SECONDS).record(started.elapsed().as_secs_f64());
         answer
             .map(Response::into_inner)

@@ -41,6 +41,25 @@ pub mod raft_pb {
 
 /// The wall clock as Unix milliseconds: what envelopes carry in `sent_at_ms` and manifests in
 /// their times, for every side (device, gateway, node, tools) to read the same way.
+/// Whether a failed call never reached the server: the connection was refused, so nothing was
+/// delivered and the same request may go elsewhere. Any other failure may follow a delivery.
+/// Only a local failure carries its cause; a status relayed from another hop never counts.
+pub fn never_delivered(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 pub fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

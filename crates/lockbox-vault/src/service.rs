@@ -28,6 +28,11 @@ use crate::replay::ENC_LEN;
 use crate::request::{self, RequestError};
 use crate::storage::{RecordStore, StorageError};
 
+/// How long a follower holds a request while its partition has no reachable leader (an
+/// election): well past the default election timeout, well inside the device's call timeout.
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+const LEADER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How often a request re-runs after losing a compare-and-set race before giving up.
 const MAX_CAS_RETRIES: usize = 16;
 
@@ -251,23 +256,47 @@ impl VaultRpc for VaultService {
             .check_shape()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.partition(sealed.partition)?;
-        let Some(leader) = self.route(sealed.partition)? else {
-            return self.run_here(sealed).await.map(RpcResponse::new);
-        };
-        let host = self.inner.replicas.as_ref().expect("routed by replicas");
-        metrics::counter!(m::FORWARDED).increment(1);
-        let answer = host
-            .forward(sealed.partition, &leader, sealed.encode_to_vec())
-            .await?;
-        let response = pb::SealedResponse::decode(answer.as_slice())
-            .map_err(|_| Status::internal("the leader's answer does not decode"))?;
-        Ok(RpcResponse::new(response))
+        let started = Instant::now();
+        loop {
+            let leader = match self.route(sealed.partition) {
+                Ok(None) => return self.run_here(sealed).await.map(RpcResponse::new),
+                Ok(Some(leader)) => leader,
+                Err(_) if started.elapsed() < LEADER_WAIT => {
+                    tokio::time::sleep(LEADER_POLL).await;
+                    continue;
+                }
+                Err(status) => return Err(status),
+            };
+            let host = self.inner.replicas.as_ref().expect("routed by replicas");
+            metrics::counter!(m::FORWARDED).increment(1);
+            let answer = host
+                .forward(sealed.partition, &leader, sealed.encode_to_vec())
+                .await;
+            match answer {
+                Ok(answer) => {
+                    let response = pb::SealedResponse::decode(answer.as_slice())
+                        .map_err(|_| Status::internal("the leader's answer does not decode"))?;
+                    return Ok(RpcResponse::new(response));
+                }
+                // The leader this node knew is gone, and nothing reached it: wait for the
+                // election, and hand the request to the one elected.
+                Err(s) if lockbox_proto::never_delivered(&s) && started.elapsed() < LEADER_WAIT => {
+                    tokio::time::sleep(LEADER_POLL).await;
+                }
+                Err(s) => return Err(s),
+            }
+        }
     }
 
     async fn info(
         &self,
         _request: RpcRequest<pb::InfoRequest>,
     ) -> Result<RpcResponse<pb::InfoResponse>, Status> {
+        // A replicated node that knows no leader for a partition could serve none of its
+        // requests: it is not ready, and says so (a dev cluster waits for this).
+        for &id in self.inner.partitions.keys() {
+            self.route(id)?;
+        }
         let mut partitions: Vec<_> = self
             .inner
             .partitions

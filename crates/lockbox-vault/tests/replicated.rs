@@ -277,3 +277,60 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A gateway that lists every replica passes over the ones that refuse connections (dead
+/// machines): nothing reached them, so the same envelope goes to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_passes_over_dead_replicas() {
+    let mut fleet = Fleet::start().await;
+    let leader = fleet.leader().await;
+    let key = new_key();
+    fleet
+        .client(leader)
+        .await
+        .enroll(b"carol", b"pw", &key, 5, KSF)
+        .await
+        .unwrap();
+    let replicas: Vec<String> = fleet
+        .nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.url()))
+        .collect();
+    let config = fleet._dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n{}[[partitions]]\nid = {PART}\nreplicas = [{}]\n",
+            lockbox_vault::config::AuthConfig::toml_section(&fleet.issuer, FLEET),
+            replicas.join(", ")
+        ),
+    )
+    .unwrap();
+    let gateway = lockbox_gateway::bind(lockbox_gateway::GatewayConfig::load(&config).unwrap())
+        .await
+        .unwrap();
+    let gateway_url = format!("http://{}", gateway.local_addr());
+    tokio::spawn(gateway.serve(std::future::pending()));
+
+    let other = (leader + 1) % 5;
+    fleet.nodes[leader].stop().await;
+    fleet.nodes[other].stop().await;
+    let up = (leader + 2) % 5;
+    assert_eq!(attempts_via(&fleet, up, b"carol").await, (5, 5));
+    fleet.leader().await;
+
+    let mut target = VaultClient::discover(&fleet.nodes[up].url(), PART)
+        .await
+        .unwrap();
+    target.endpoint = gateway_url;
+    let tokens = MintingSource::new(fleet.issuer.clone(), FLEET, Duration::from_secs(600));
+    let c = VaultClient::connect(target)
+        .await
+        .unwrap()
+        .with_token_source(Arc::new(tokens));
+    for i in 0..10 {
+        let status = c.status(b"carol").await;
+        assert!(status.is_ok(), "call {i} through the gateway: {status:?}");
+    }
+    assert_eq!(c.recover(b"carol", b"pw").await.unwrap(), key);
+}

@@ -24,6 +24,7 @@ const ALICE: &str = "+15550123456";
 const PASSWORD: &[u8] = b"correct horse battery staple";
 const NEW_PASSWORD: &[u8] = b"tr0ub4dor&3 is not a password";
 const ATTEMPTS: u8 = 5;
+const NODES: u32 = 5;
 
 /// What every step needs: where things are, and the fleet the phones pin.
 struct Story {
@@ -129,16 +130,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     step(
         2,
-        "A Backup Key Vault on this machine: 3 vault nodes and a gateway",
+        "A Backup Key Vault on this machine: 5 vault nodes and a gateway",
     );
-    let cluster = cluster::start(&ClusterOptions {
+    let mut cluster = cluster::start(&ClusterOptions {
         dir: work.join("cluster"),
-        nodes: 3,
-        partitions: 4,
+        nodes: NODES,
+        partitions: 8,
         hsm: false,
     })?;
+    println!("   8 partitions, each a Raft group replicated on all 5 nodes (it survives losing 2)");
     println!(
-        "   the fleet ceremony sealed each partition's keys to its node and signed manifest 1"
+        "   the fleet ceremony sealed each partition's keys to its replicas and signed manifest 1"
     );
     println!("   (fleet key + an independent witness); phones pin both public keys");
     println!("   gateway {}", cluster.gateway_url());
@@ -155,7 +157,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         &story.ctx("new-phone").home,
         story.ctx("new-phone").dev_tokens()?,
     )?;
-    step(7, "Change the password on the new phone");
+    lose_two_nodes(&story, &mut cluster, &new)?;
+    step(8, "Change the password on the new phone");
     new.change_password(PASSWORD, NEW_PASSWORD)?;
     println!("   the old password proved once more, the new one registered over the same key");
     rotate(&story, &mut new)?;
@@ -237,10 +240,68 @@ fn lose_the_phone(story: &Story) -> Result<()> {
     Ok(())
 }
 
-/// Step 8: a new key; the old backups go only after the new one verified.
+/// Step 7: two of the five nodes die; the three left elect leaders that know every spent
+/// attempt, and a recovery still works.
+fn lose_two_nodes(story: &Story, cluster: &mut cluster::Cluster, device: &Device) -> Result<()> {
+    step(
+        7,
+        "Two of the five vault nodes die: the vault still answers, and the counter holds",
+    );
+    match story.restore("fourth-phone", ALICE, b"correct horse battery stapel") {
+        Err(DeviceError::Vault(ClientError::WrongPassword { attempts_left })) => {
+            ensure!(
+                attempts_left == ATTEMPTS - 1,
+                "{attempts_left} attempts left"
+            );
+            println!(
+                "   first, a mistyped password on a fourth phone ({attempts_left} attempts left)"
+            );
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => bail!("a wrong password restored the backup"),
+    }
+    for i in [1, 2] {
+        let pid = cluster.kill_node(i)?;
+        println!("   SIGKILL node-{i} (pid {pid}): no shutdown, as when a machine dies");
+    }
+    let started = std::time::Instant::now();
+    let attempts = loop {
+        // Until the survivors have elected leaders for the partitions the dead nodes led.
+        if let Ok(s) = device.status()
+            && let Some(a) = s.vault.and_then(|v| v.attempts())
+        {
+            break a;
+        }
+        ensure!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the three surviving nodes did not answer within 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    ensure!(
+        attempts == (ATTEMPTS - 1, ATTEMPTS),
+        "the surviving nodes say {attempts:?}: a spent guess was forgotten"
+    );
+    println!(
+        "   the 3 survivors answered after {:.1} s: still {} of {ATTEMPTS} attempts left",
+        started.elapsed().as_secs_f64(),
+        attempts.0
+    );
+    let phone = story.restore("fourth-phone", ALICE, PASSWORD)?;
+    story.check_restored("fourth-phone")?;
+    let attempts = phone.status()?.vault.and_then(|v| v.attempts());
+    ensure!(
+        attempts == Some((ATTEMPTS, ATTEMPTS)),
+        "attempts after success: {attempts:?}"
+    );
+    println!("   the right password, on 3 of 5 nodes: attempts back to {ATTEMPTS} of {ATTEMPTS}");
+    Ok(())
+}
+
+/// Step 9: a new key; the old backups go only after the new one verified.
 fn rotate(story: &Story, device: &mut Device) -> Result<()> {
     step(
-        8,
+        9,
         "Rotate the key: new key, new backup verified in the cloud, old backups deleted",
     );
     let rotated = device.rotate_key(Some(NEW_PASSWORD), None, &mut |_| {}, &Cancel::new())?;
@@ -258,10 +319,10 @@ fn rotate(story: &Story, device: &mut Device) -> Result<()> {
     Ok(())
 }
 
-/// Step 9: a thief guessing another account's password destroys the record, for good.
+/// Step 10: a thief guessing another account's password destroys the record, for good.
 fn thief(story: &Story) -> Result<()> {
     step(
-        9,
+        10,
         "A thief guesses bob's password: after 3 wrong guesses the key is destroyed",
     );
     const BOB: &str = "+15550199999";
@@ -299,10 +360,10 @@ fn thief(story: &Story) -> Result<()> {
     Ok(())
 }
 
-/// Step 10: a storage provider that flips one byte is caught, and nothing is restored.
+/// Step 11: a storage provider that flips one byte is caught, and nothing is restored.
 fn tampered(story: &Story, device: &Device) -> Result<()> {
     step(
-        10,
+        11,
         "A storage provider that flips one byte is caught, and nothing is restored",
     );
     let latest = device
