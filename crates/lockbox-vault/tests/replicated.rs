@@ -334,3 +334,91 @@ async fn a_gateway_passes_over_dead_replicas() {
     }
     assert_eq!(c.recover(b"carol", b"pw").await.unwrap(), key);
 }
+
+/// The leader spends the attempt and answers KE2, then dies before the KE3. The new leader
+/// has the spent attempt (it was committed before KE2 left) and no session to finish: the
+/// attempt is spent exactly once, neither given back nor spent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_lost_between_ke1_and_ke3_has_spent_the_attempt_exactly_once() {
+    let mut fleet = Fleet::start().await;
+    let leader = fleet.leader().await;
+    let follower = (leader + 1) % 5;
+    let key = new_key();
+    let c = fleet.client(follower).await;
+    c.enroll(b"dave", b"pw", &key, 5, KSF).await.unwrap();
+    let pending = c.login_start(b"dave", b"pw").await.unwrap();
+    assert_eq!(pending.attempts_left(), 4);
+
+    fleet.nodes[leader].stop().await;
+    let finished = c.login_finish(pending).await;
+    assert!(
+        finished.is_err(),
+        "a KE3 finished on a leader that never saw the KE1"
+    );
+    assert_eq!(attempts_via(&fleet, follower, b"dave").await, (4, 5));
+    let new_leader = fleet.leader().await;
+    assert_ne!(new_leader, leader);
+    // A fresh login is one more attempt, and its success gives them all back.
+    let pending = c.login_start(b"dave", b"pw").await.unwrap();
+    assert_eq!(pending.attempts_left(), 3);
+    assert_eq!(c.login_finish(pending).await.unwrap(), key);
+    assert_eq!(attempts_via(&fleet, follower, b"dave").await, (5, 5));
+}
+
+/// A thousand guesses at one account (limit 10) sent concurrently to every node while the
+/// leader is stopped twice: at most 10 KE2s ever come back, and the record ends destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_guesses_across_failovers_get_at_most_the_limit() {
+    const GUESSES: usize = 1000;
+    const LIMIT: u8 = 10;
+    let mut fleet = Fleet::start().await;
+    let leader = fleet.leader().await;
+    fleet
+        .client(leader)
+        .await
+        .enroll(b"erin", b"pw", &new_key(), LIMIT, KSF)
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        clients.push(Arc::new(fleet.client(i).await));
+    }
+    let ke2s = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for g in 0..GUESSES {
+        let (c, ke2s, gate) = (clients[g % 5].clone(), ke2s.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            let guess = format!("guess-{g}");
+            if c.login_start(b"erin", guess.as_bytes()).await.is_ok() {
+                ke2s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    // Two failovers while the guesses run.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let l = fleet.leader().await;
+        fleet.nodes[l].stop().await;
+        fleet.leader().await;
+        fleet.nodes[l].try_start().await.unwrap();
+    }
+    while tasks.join_next().await.is_some() {}
+    let got = ke2s.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        got <= usize::from(LIMIT),
+        "{got} KE2s for a limit of {LIMIT}"
+    );
+    assert!(got > 0, "no guess was ever answered");
+    // Whatever KE2s were lost in flight, their attempts were spent: the next KE1 destroys.
+    let up = fleet.leader().await;
+    let c = fleet.client(up).await;
+    let last = c.login_start(b"erin", b"pw").await;
+    assert!(
+        matches!(last, Err(ClientError::Destroyed)),
+        "{last:?} after {got} KE2s"
+    );
+    assert!(c.status(b"erin").await.unwrap().is_destroyed());
+    eprintln!("{got} of {GUESSES} guesses got a KE2 (limit {LIMIT})");
+}
