@@ -213,6 +213,48 @@ pub enum VaultCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// List or change the members of the partitions' Raft groups, through this node
+    ///
+    /// Run on a vault node with its config: the command speaks to the node's peer port with the
+    /// node's own peer certificate (`[replication.tls]`), and changes go to each partition's
+    /// leader. A node id is never used twice: a node that lost its state, or was removed,
+    /// comes back with an empty Raft state and a new, higher `raft_id`.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Every partition's voters, learners and leader, as this node sees them
+    List {
+        /// The node's TOML config
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a started node to every partition this node hosts: it catches up as a learner,
+    /// then votes
+    Add {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The new node's `raft_id` (above every id the cluster has used)
+        #[arg(long, value_name = "ID")]
+        id: u64,
+        /// The new node's peer address (`peer_advertise`, or `peer_listen`)
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: String,
+    },
+    /// Remove a node from every partition this node hosts; its id is spent for good
+    Remove {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_name = "ID")]
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -242,3 +242,47 @@ fn a_node_that_dies_stops_the_cluster_which_names_it() {
         assert!(is_gone(pid), "pid {pid} outlived the cluster");
     }
 }
+
+/// `lockbox vault members`: the operator lists the groups through any node, removes one
+/// member (the partitions keep serving on the other two), and cannot reuse a spent id.
+#[test]
+fn members_are_listed_removed_and_ids_never_reused() {
+    let cluster = Cluster::start(&["--nodes", "3", "--partitions", "2"]);
+    let config = cluster.dir.join("nodes/2/vault.toml");
+    let members = |args: &[&str]| {
+        run(lockbox()
+            .args(["vault", "members"])
+            .args(args)
+            .arg("--config")
+            .arg(&config))
+    };
+    let listed = members(&["list", "--json"]);
+    common::assert_exit(&listed, 0);
+    let groups: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    for g in groups {
+        assert_eq!(g["voters"].as_array().unwrap().len(), 3, "{g}");
+        assert!(g["leader"].is_u64(), "{g}");
+        assert_eq!(g["highest_id"], 3);
+    }
+
+    let reused = members(&["add", "--id", "2", "--addr", "127.0.0.1:9"]);
+    assert_fails_with(&reused, 1, "ids up to 3 have been used");
+    let removed = members(&["remove", "--id", "3"]);
+    common::assert_exit(&removed, 0);
+    let listed = members(&["list", "--json"]);
+    let groups: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    for g in groups.as_array().unwrap() {
+        let voters: Vec<u64> = g["voters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v[0].as_u64().unwrap())
+            .collect();
+        assert_eq!(voters, [1, 2], "{g}");
+    }
+    let again = members(&["add", "--id", "3", "--addr", "127.0.0.1:9"]);
+    assert_fails_with(&again, 1, "ids up to 3 have been used");
+    round_trips(&cluster.client_toml(), &[0, 1]);
+}

@@ -13,6 +13,7 @@ use crate::chain::LogKey;
 use crate::db::{CommitStats, DbError, NodeDb};
 use crate::log::{LogOpenError, LogStore};
 use crate::mark::{self, RolledBack};
+use crate::members::{self, GroupMembers, MemberError};
 use crate::net::{Channels, ForwardHandler, Groups, Network, PeerTls, RaftService};
 use crate::sm::{StateMachine, load_record};
 use crate::types::{Command, GroupId, NodeId, Outcome, Raft, Stored};
@@ -232,7 +233,8 @@ impl Host {
     /// it leads; without it, such requests are refused.
     pub fn peer_server(&self, forward: Option<Arc<dyn ForwardHandler>>) -> PeerServer {
         PeerServer {
-            service: RaftService::new(self.groups.clone(), forward).into_server(),
+            service: RaftService::new(self.id, self.groups.clone(), self.db.clone(), forward)
+                .into_server(),
             tls: self.tls.clone(),
         }
     }
@@ -253,16 +255,48 @@ impl Host {
         Some(Role::Follower { leader })
     }
 
+    /// `group`'s membership as this replica sees it.
+    pub fn members(&self, group: GroupId) -> Option<GroupMembers> {
+        Some(members::list(&self.raft(group)?, &self.db, group))
+    }
+
+    /// Adds node `id` at peer address `addr` to `group` (this replica must lead it): as a
+    /// learner until it has caught up, then as a voter. `id` must be above every id the group
+    /// has ever had.
+    pub async fn add_member(
+        &self,
+        group: GroupId,
+        id: NodeId,
+        addr: String,
+    ) -> Result<GroupMembers, MemberError> {
+        let raft = self
+            .raft(group)
+            .ok_or(MemberError::NotMember { group, id: self.id })?;
+        members::add(&raft, &self.db, group, id, addr).await
+    }
+
+    /// Removes node `id` from `group` (this replica must lead it).
+    pub async fn remove_member(
+        &self,
+        group: GroupId,
+        id: NodeId,
+    ) -> Result<GroupMembers, MemberError> {
+        let raft = self
+            .raft(group)
+            .ok_or(MemberError::NotMember { group, id: self.id })?;
+        members::remove(&raft, &self.db, group, id).await
+    }
+
     /// Hands a client request for `group` to the replica at `addr` (its leader) over the peer
     /// transport, and returns that replica's answer.
     pub async fn forward(
         &self,
         group: GroupId,
-        addr: &str,
+        leader: (NodeId, &str),
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, tonic::Status> {
         let wait = self.timing.commit_wait * 3;
-        self.channels.forward(addr, group, payload, wait).await
+        self.channels.forward(leader, group, payload, wait).await
     }
 
     /// Makes every group's first membership `members`. Run once, on one node, when a cluster is

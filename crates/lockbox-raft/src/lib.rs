@@ -22,6 +22,7 @@ pub mod db;
 pub mod host;
 pub mod log;
 pub mod mark;
+pub mod members;
 pub mod net;
 pub mod sm;
 pub mod types;
@@ -31,6 +32,7 @@ pub use db::{CommitStats, DbError, NodeDb};
 pub use host::{
     Committed, Host, HostConfig, HostError, PeerServer, ProposeError, ReadError, Role, Timing,
 };
-pub use net::{ForwardHandler, Forwarded, PeerTls};
+pub use members::{GroupMembers, MemberError, MemberRequest};
+pub use net::{ForwardHandler, Forwarded, MemberReply, PeerTls, ask_members};
 pub use openraft::BasicNode;
 pub use types::{Command, GroupId, NodeId, Outcome, Stored, TypeConfig};

@@ -33,6 +33,8 @@ use tonic::transport::{
     Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
 };
 
+use crate::db::NodeDb;
+use crate::members::{self, GroupMembers, MemberError, MemberRequest};
 use crate::types::{GroupId, NodeId, Raft, TypeConfig};
 
 /// Largest snapshot a node accepts. A snapshot is received into memory, so a chunk at a huge
@@ -127,7 +129,7 @@ impl Channels {
     /// its leader, and returns that node's answer.
     pub async fn forward(
         &self,
-        addr: &str,
+        (target, addr): (NodeId, &str),
         group: GroupId,
         payload: Vec<u8>,
         timeout: Duration,
@@ -141,10 +143,39 @@ impl Channels {
         let mut request = tonic::Request::new(RaftMessage {
             group,
             payload: payload.into(),
+            target,
         });
         request.set_timeout(timeout);
         Ok(client.forward(request).await?.into_inner().payload.to_vec())
     }
+}
+
+/// What a membership request got: the group's members, or why not.
+pub type MemberReply = Result<GroupMembers, MemberError>;
+
+/// Sends an operator's membership request for `group` to the node at `addr` (its peer
+/// address, under the peer transport's mutual TLS).
+pub async fn ask_members(
+    addr: &str,
+    tls: Option<PeerTls>,
+    group: GroupId,
+    req: &MemberRequest,
+) -> Result<MemberReply, tonic::Status> {
+    let ch = Channels::new(tls)
+        .get(addr)
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let payload =
+        postcard::to_stdvec(req).map_err(|e| tonic::Status::internal(format!("encode: {e}")))?;
+    let reply = RaftClient::new(ch)
+        .members(RaftMessage {
+            group,
+            payload: payload.into(),
+            target: 0,
+        })
+        .await?
+        .into_inner();
+    postcard::from_bytes(&reply.payload)
+        .map_err(|e| tonic::Status::internal(format!("membership reply: {e}")))
 }
 
 /// The answer to a forwarded request, as the handler produces it.
@@ -221,6 +252,7 @@ impl Peer {
         let mut request = tonic::Request::new(RaftMessage {
             group: self.group,
             payload: payload.into(),
+            target: self.target,
         });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
@@ -302,7 +334,9 @@ impl Groups {
 /// The gRPC service that hands each message to its group's Raft.
 #[derive(Clone)]
 pub struct RaftService {
+    id: NodeId,
     groups: Groups,
+    db: NodeDb,
     forward: Option<Arc<dyn ForwardHandler>>,
 }
 
@@ -316,8 +350,18 @@ impl core::fmt::Debug for RaftService {
 }
 
 impl RaftService {
-    pub fn new(groups: Groups, forward: Option<Arc<dyn ForwardHandler>>) -> Self {
-        Self { groups, forward }
+    pub fn new(
+        id: NodeId,
+        groups: Groups,
+        db: NodeDb,
+        forward: Option<Arc<dyn ForwardHandler>>,
+    ) -> Self {
+        Self {
+            id,
+            groups,
+            db,
+            forward,
+        }
     }
 
     /// The tonic server for this service, with the transport's message limits.
@@ -327,7 +371,19 @@ impl RaftService {
             .max_encoding_message_size(MAX_RAFT_MESSAGE)
     }
 
+    /// A message for another node id is refused before anything reads it.
+    fn for_me(&self, msg: &RaftMessage) -> Result<(), tonic::Status> {
+        if msg.target == self.id {
+            return Ok(());
+        }
+        Err(tonic::Status::failed_precondition(format!(
+            "this is node {}, not node {}",
+            self.id, msg.target
+        )))
+    }
+
     fn open<Req: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<(Raft, Req), tonic::Status> {
+        self.for_me(msg)?;
         let raft = self.groups.get(msg.group).ok_or_else(|| {
             tonic::Status::not_found(format!("no replica of group {}", msg.group))
         })?;
@@ -343,6 +399,7 @@ fn reply<T: Serialize>(group: GroupId, result: &T) -> RpcReply {
     Ok(tonic::Response::new(RaftMessage {
         group,
         payload: payload.into(),
+        target: 0,
     }))
 }
 
@@ -403,12 +460,29 @@ impl RaftRpc for RaftService {
         .await
     }
 
+    async fn members(&self, request: tonic::Request<RaftMessage>) -> RpcReply {
+        let mut msg = request.into_inner();
+        if msg.target == 0 {
+            msg.target = self.id;
+        }
+        let (raft, req) = self.open::<MemberRequest>(&msg)?;
+        let answer: MemberReply = match req {
+            MemberRequest::List => Ok(members::list(&raft, &self.db, msg.group)),
+            MemberRequest::Add { id, addr } => {
+                members::add(&raft, &self.db, msg.group, id, addr).await
+            }
+            MemberRequest::Remove { id } => members::remove(&raft, &self.db, msg.group, id).await,
+        };
+        reply(msg.group, &answer)
+    }
+
     async fn forward(&self, request: tonic::Request<RaftMessage>) -> RpcReply {
         let handler = self
             .forward
             .as_ref()
             .ok_or_else(|| tonic::Status::unimplemented("this node runs no forwarded requests"))?;
         let msg = request.into_inner();
+        self.for_me(&msg)?;
         if self.groups.get(msg.group).is_none() {
             return Err(tonic::Status::not_found(format!(
                 "no replica of group {}",
@@ -419,6 +493,7 @@ impl RaftRpc for RaftService {
         Ok(tonic::Response::new(RaftMessage {
             group: msg.group,
             payload: payload.into(),
+            target: 0,
         }))
     }
 }

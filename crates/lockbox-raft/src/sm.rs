@@ -15,7 +15,7 @@ use std::io::Cursor;
 use crate::db::{DbError, NodeDb};
 use crate::log::{META, decode, encode, meta_key, put_meta, read_meta};
 use crate::types::{
-    Command, Entry, GroupId, LogId, Outcome, Snapshot, SnapshotMeta, StorageError, Stored,
+    Command, Entry, GroupId, LogId, NodeId, Outcome, Snapshot, SnapshotMeta, StorageError, Stored,
     StoredMembership, TypeConfig,
 };
 
@@ -66,17 +66,25 @@ pub(crate) fn applied_on_disk(db: &NodeDb, group: GroupId) -> Result<Option<LogI
     Ok(read_meta::<Applied>(db, group, TAG_APPLIED)?.and_then(|a| a.last))
 }
 
+/// The highest node id any applied membership of `group` ever named: a new member's id must be
+/// above it, so that no id is ever used twice (a removed node's id stays spent).
+pub(crate) fn highest_member_id(db: &NodeDb, group: GroupId) -> Result<NodeId, DbError> {
+    Ok(read_meta::<Applied>(db, group, TAG_APPLIED)?.map_or(0, |a| a.highest_id))
+}
+
 /// What the state machine records about itself, beside the records.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Applied {
     last: Option<LogId>,
     membership: StoredMembership,
+    highest_id: NodeId,
 }
 
-/// A snapshot as stored and sent: its meta and every record of the group.
+/// A snapshot as stored and sent: every record of the group, and the highest member id.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
     records: Vec<(Vec<u8>, Vec<u8>)>,
+    highest_id: NodeId,
 }
 
 fn apply_cas(txn: &WriteTransaction, group: GroupId, cmd: &Command) -> Result<Outcome, DbError> {
@@ -213,7 +221,7 @@ fn read_snapshot_state(
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(DbError::from_display(e)),
     }
-    let last = applied.last;
+    let (last, highest_id) = (applied.last, applied.highest_id);
     let snapshot_id: SnapshotId = format!(
         "g{group}-{}-{serial}",
         last.map_or_else(|| "none".to_string(), |l| l.index.to_string())
@@ -223,7 +231,13 @@ fn read_snapshot_state(
         last_membership: applied.membership,
         snapshot_id,
     };
-    Ok((meta, encode(&SnapshotBody { records })?))
+    Ok((
+        meta,
+        encode(&SnapshotBody {
+            records,
+            highest_id,
+        })?,
+    ))
 }
 
 fn replace_records(
@@ -272,6 +286,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         EntryPayload::Blank => Outcome::NoOp,
                         EntryPayload::Normal(cmd) => apply_cas(txn, group, cmd)?,
                         EntryPayload::Membership(m) => {
+                            let named = m.nodes().map(|(id, _)| *id).max().unwrap_or(0);
+                            applied.highest_id = applied.highest_id.max(named);
                             applied.membership =
                                 StoredMembership::new(Some(entry.log_id), m.clone());
                             Outcome::NoOp
@@ -307,9 +323,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let body: SnapshotBody = decode(&data).map_err(snap_err)?;
+        let named = meta
+            .last_membership
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .max()
+            .unwrap_or(0);
         let applied = Applied {
             last: meta.last_log_id,
             membership: meta.last_membership.clone(),
+            highest_id: body.highest_id.max(named),
         };
         let group = self.group;
         let stored = encode(&(meta, &data)).map_err(snap_err)?;
@@ -390,7 +414,11 @@ mod tests {
         assert!(!purge.is_finished(), "the purge waits for the install");
         assert_eq!(read_meta::<LogId>(&db, 7, TAG_PURGED).unwrap(), None);
 
-        let body = encode(&SnapshotBody { records: vec![] }).unwrap();
+        let body = encode(&SnapshotBody {
+            records: vec![],
+            highest_id: 0,
+        })
+        .unwrap();
         sm.install_snapshot(&meta(50), Box::new(Cursor::new(body)))
             .await
             .unwrap();

@@ -68,6 +68,7 @@ fn forged(prev: LogId<NodeId>, term: u64) -> AppendEntriesRequest<TypeConfig> {
 
 async fn send(
     endpoint: Endpoint,
+    target: NodeId,
     req: &AppendEntriesRequest<TypeConfig>,
 ) -> Result<AppendEntriesResponse<NodeId>, String> {
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
@@ -75,6 +76,7 @@ async fn send(
         .append_entries(RaftMessage {
             group: G,
             payload: postcard::to_stdvec(req).unwrap().into(),
+            target,
         })
         .await
         .map_err(|s| s.to_string())?
@@ -135,7 +137,7 @@ async fn a_stranger_cannot_speak_raft_to_a_node_only_a_certified_peer_can() {
         ),
     ];
     for (how, endpoint) in attempts {
-        let got = send(endpoint, &req).await;
+        let got = send(endpoint, victim.id, &req).await;
         assert!(
             got.is_err(),
             "{how}: the node took a stranger's AppendEntries: {got:?}"
@@ -155,7 +157,7 @@ async fn a_stranger_cannot_speak_raft_to_a_node_only_a_certified_peer_can() {
     // The control: the same message with a node certificate is obeyed. (That is the trust the
     // node CA carries; it must sign only vault nodes.)
     let insider = tls_endpoint(&https, &node_ca, Some(issue(&node_ca)));
-    let got = send(insider, &req).await;
+    let got = send(insider, victim.id, &req).await;
     assert!(
         matches!(got, Ok(AppendEntriesResponse::Success)),
         "the forged message is a real threat: {got:?}"
@@ -202,6 +204,7 @@ async fn a_snapshot_chunk_past_the_limit_is_refused_before_it_is_buffered() {
         .install_snapshot(RaftMessage {
             group: G,
             payload: postcard::to_stdvec(&req).unwrap().into(),
+            target: victim.id,
         })
         .await;
     let status = refused.expect_err("a chunk past the limit must be refused");

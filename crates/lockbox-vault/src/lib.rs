@@ -28,4 +28,4 @@ pub mod service;
 pub mod storage;
 
 pub use config::VaultConfig;
-pub use server::{BoundNode, ServeError, bind};
+pub use server::{BoundNode, ServeError, bind, peer_tls};

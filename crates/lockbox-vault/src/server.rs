@@ -215,22 +215,7 @@ async fn open_host(
         election_max_ms,
         ..Timing::default()
     };
-    let tls = match &r.tls {
-        None => None,
-        Some(t) => {
-            let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|source| ServeError::PeerTls {
-                    path: path.display().to_string(),
-                    source,
-                })
-            };
-            Some(PeerTls::from_pem(
-                &read(&t.cert)?,
-                &read(&t.key)?,
-                &read(&t.ca)?,
-            ))
-        }
-    };
+    let tls = peer_tls(r)?;
     let host = Host::open(&HostConfig {
         id: r.raft_id,
         db_path: cfg.data_dir.join("raft.redb"),
@@ -242,6 +227,24 @@ async fn open_host(
     })
     .await?;
     Ok(host)
+}
+
+/// The peer transport's mutual TLS from `[replication.tls]` (none: plain, loopback only).
+pub fn peer_tls(r: &ReplicationConfig) -> Result<Option<PeerTls>, ServeError> {
+    let Some(t) = &r.tls else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServeError::PeerTls {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    Ok(Some(PeerTls::from_pem(
+        &read(&t.cert)?,
+        &read(&t.key)?,
+        &read(&t.ca)?,
+    )))
 }
 
 /// A new cluster's first membership, made by the one node configured to, on its first start

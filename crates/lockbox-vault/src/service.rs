@@ -198,16 +198,16 @@ impl VaultService {
         })
     }
 
-    /// Where a request for `partition` runs: here, or on the leader at this peer address.
-    fn route(&self, partition: u32) -> Result<Option<String>, Status> {
+    /// Where a request for `partition` runs: here, or on the leader (its id and peer address).
+    fn route(&self, partition: u32) -> Result<Option<(u64, String)>, Status> {
         let Some(host) = &self.inner.replicas else {
             return Ok(None);
         };
         match host.role(partition) {
             None | Some(Role::Leader) => Ok(None),
             Some(Role::Follower {
-                leader: Some((_, addr)),
-            }) => Ok(Some(addr)),
+                leader: Some(leader),
+            }) => Ok(Some(leader)),
             Some(Role::Follower { leader: None }) => Err(Status::unavailable(format!(
                 "partition {partition} has no leader at the moment; try again"
             ))),
@@ -270,7 +270,11 @@ impl VaultRpc for VaultService {
             let host = self.inner.replicas.as_ref().expect("routed by replicas");
             metrics::counter!(m::FORWARDED).increment(1);
             let answer = host
-                .forward(sealed.partition, &leader, sealed.encode_to_vec())
+                .forward(
+                    sealed.partition,
+                    (leader.0, &leader.1),
+                    sealed.encode_to_vec(),
+                )
                 .await;
             match answer {
                 Ok(answer) => {

@@ -6,7 +6,7 @@ mod common;
 
 use common::{FLEET, KSF, new_key};
 use lockbox_client::{ClientError, VaultClient};
-use lockbox_raft::{Host, Role};
+use lockbox_raft::{Host, MemberError, MemberRequest, Role};
 use lockbox_token::{Issuer, MintingSource};
 use lockbox_vault::node::{self, PartitionKeys};
 use lockbox_vault::{ServeError, VaultConfig};
@@ -152,6 +152,20 @@ impl Fleet {
         panic!("no leader within 30 s");
     }
 
+    /// Until node `i` has applied `account`'s record as the leader has.
+    async fn wait_applied(&self, i: usize, account: &[u8]) {
+        let leader = self.leader().await;
+        let host = |n: usize| &self.nodes[n].running.as_ref().expect("running").host;
+        for _ in 0..600 {
+            let want = host(leader).local_record(PART, account).unwrap();
+            if host(i).local_record(PART, account).unwrap() == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {i} did not apply the leader's record within 30 s");
+    }
+
     async fn client(&self, i: usize) -> VaultClient {
         let target = VaultClient::discover(&self.nodes[i].url(), PART)
             .await
@@ -249,6 +263,8 @@ async fn a_replica_restored_from_an_old_copy_of_its_disk_refuses_to_start() {
     }
     let status = fleet.client(victim).await.status(b"bob").await.unwrap();
     assert!(status.is_destroyed(), "{status:?}");
+    // The victim holds (so it acknowledged) the destroying write: a rollback must be caught.
+    fleet.wait_applied(victim, b"bob").await;
 
     // Put the old copy back: the node must not take part.
     fleet.nodes[victim].stop().await;
@@ -263,6 +279,63 @@ async fn a_replica_restored_from_an_old_copy_of_its_disk_refuses_to_start() {
     let status = fleet.client(up).await.status(b"bob").await.unwrap();
     assert!(status.is_destroyed(), "{status:?}");
     assert!(c.recover(b"bob", b"pw").await.is_err());
+
+    // The operator brings the machine back as a new member: its Raft state and mark wiped, a
+    // new id, added through the leader; the old id is removed and can never come back.
+    let old_id = victim as u64 + 1;
+    std::fs::remove_file(data.join("raft.redb")).unwrap();
+    std::fs::remove_file(fleet.nodes[victim].root.join("data.raft-mark")).unwrap();
+    let toml = fleet.nodes[victim].root.join("vault.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let text = text
+        .replace(&format!("raft_id = {old_id}"), "raft_id = 6")
+        .replace("bootstrap = true", "bootstrap = false");
+    std::fs::write(&toml, text).unwrap();
+    // (The leader is found first: a node that is no member yet knows none.)
+    let leader = fleet.leader().await;
+    fleet.nodes[victim].try_start().await.unwrap();
+    let peer = fleet.nodes[victim]
+        .config()
+        .replication
+        .unwrap()
+        .peer_addr();
+    let at = fleet.nodes[leader]
+        .config()
+        .replication
+        .unwrap()
+        .peer_addr();
+    let ask = |req| {
+        let at = at.clone();
+        async move {
+            lockbox_raft::ask_members(&at, None, PART, &req)
+                .await
+                .unwrap()
+        }
+    };
+    let added = ask(MemberRequest::Add { id: 6, addr: peer }).await.unwrap();
+    assert!(added.voters.iter().any(|(id, _)| *id == 6), "{added:?}");
+    let removed = ask(MemberRequest::Remove { id: old_id }).await.unwrap();
+    assert_eq!(removed.voters.len(), 5, "{removed:?}");
+    assert!(removed.voters.iter().all(|(id, _)| *id != old_id));
+    let again = ask(MemberRequest::Add {
+        id: old_id,
+        addr: "127.0.0.1:1".into(),
+    })
+    .await;
+    assert!(
+        matches!(again, Err(MemberError::IdSpent { highest: 6, .. })),
+        "{again:?}"
+    );
+    // The new member caught up: it holds the destroyed record, as the leader does.
+    let host = &fleet.nodes[victim].running.as_ref().unwrap().host;
+    let theirs = fleet.nodes[leader]
+        .running
+        .as_ref()
+        .unwrap()
+        .host
+        .local_record(PART, b"bob");
+    assert_eq!(host.local_record(PART, b"bob").unwrap(), theirs.unwrap());
+    assert!(host.local_record(PART, b"bob").unwrap().is_some());
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -66,6 +66,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => with_ctx(&|c| backup::prune(&args, c)),
         Command::Demo(args) => demo::run(&args),
         Command::Vault(VaultCommand::Serve { config }) => vault::serve(&config),
+        Command::Vault(VaultCommand::Members { command }) => vault::members(command),
         Command::Gateway(GatewayCommand::Serve { config }) => gateway::serve(&config),
         Command::Fleet(FleetCommand::Init {
             dir,

@@ -1,6 +1,8 @@
-//! `lockbox vault serve`: one vault node process.
+//! `lockbox vault serve`: one vault node process; `lockbox vault members`: its Raft groups'
+//! membership.
 
 use anyhow::{Context, Result};
+use lockbox_raft::{GroupMembers, MemberError, MemberRequest};
 use lockbox_vault::VaultConfig;
 use std::io::Write;
 use std::path::Path;
@@ -39,5 +41,88 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
+    }
+}
+
+/// `lockbox vault members list|add|remove`.
+pub fn members(command: crate::cli::MembersCommand) -> Result<()> {
+    use crate::cli::MembersCommand as M;
+    let (config, request) = match &command {
+        M::List { config, .. } => (config, MemberRequest::List),
+        M::Add { config, id, addr } => (
+            config,
+            MemberRequest::Add {
+                id: *id,
+                addr: addr.clone(),
+            },
+        ),
+        M::Remove { config, id } => (config, MemberRequest::Remove { id: *id }),
+    };
+    let cfg = VaultConfig::load(config)?;
+    let r = cfg.replication.clone().with_context(|| {
+        format!(
+            "{} has no [replication]: a single node has no members",
+            config.display()
+        )
+    })?;
+    let tls = lockbox_vault::peer_tls(&r)?;
+    let here = r.peer_addr();
+    let groups = server_runtime()?.block_on(async {
+        let mut out = Vec::new();
+        for &group in &cfg.partitions {
+            out.push(ask(&here, tls.clone(), group, &request).await?);
+        }
+        anyhow::Ok(out)
+    })?;
+    match command {
+        M::List { json: true, .. } => println!("{}", serde_json::to_string_pretty(&groups)?),
+        _ => print_members(&groups),
+    }
+    Ok(())
+}
+
+/// Asks this node, and the group's leader when this node is not it.
+async fn ask(
+    here: &str,
+    tls: Option<lockbox_raft::PeerTls>,
+    group: u32,
+    request: &MemberRequest,
+) -> Result<GroupMembers> {
+    let context = || format!("partition {group}");
+    let answer = lockbox_raft::ask_members(here, tls.clone(), group, request)
+        .await
+        .with_context(|| format!("cannot reach this node's peer port {here}"))?;
+    match answer {
+        Err(MemberError::NotLeader {
+            leader: Some((_, addr)),
+            ..
+        }) => lockbox_raft::ask_members(&addr, tls, group, request)
+            .await
+            .with_context(|| format!("cannot reach the leader at {addr}"))?
+            .with_context(context),
+        other => other.with_context(context),
+    }
+}
+
+fn print_members(groups: &[GroupMembers]) {
+    println!("partition  leader  voters  learners  ids used up to");
+    for g in groups {
+        let ids = |v: &[(u64, String)]| {
+            let ids: Vec<String> = v.iter().map(|(id, addr)| format!("{id}@{addr}")).collect();
+            if ids.is_empty() {
+                "-".to_string()
+            } else {
+                ids.join(",")
+            }
+        };
+        let leader = g.leader.map_or("-".to_string(), |l| l.to_string());
+        println!(
+            "{:<10} {:<7} {}  {}  {}",
+            g.group,
+            leader,
+            ids(&g.voters),
+            ids(&g.learners),
+            g.highest_id
+        );
     }
 }
