@@ -39,8 +39,6 @@ pub mod raft_pb {
     tonic::include_proto!("lockbox.raft.v1");
 }
 
-/// The wall clock as Unix milliseconds: what envelopes carry in `sent_at_ms` and manifests in
-/// their times, for every side (device, gateway, node, tools) to read the same way.
 /// Whether a failed call never reached the server: the connection was refused, so nothing was
 /// delivered and the same request may go elsewhere. Any other failure may follow a delivery.
 /// Only a local failure carries its cause; a status relayed from another hop never counts.
@@ -60,6 +58,8 @@ pub fn never_delivered(status: &tonic::Status) -> bool {
     false
 }
 
+/// The wall clock as Unix milliseconds: what envelopes carry in `sent_at_ms` and manifests in
+/// their times, for every side (device, gateway, node, tools) to read the same way.
 pub fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

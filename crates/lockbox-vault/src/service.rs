@@ -106,6 +106,7 @@ struct Inner {
     store: Arc<dyn RecordStore>,
     sealer: Arc<dyn Sealer>,
     permits: tokio::sync::Semaphore,
+    holds: tokio::sync::Semaphore,
     admission: Admission,
     /// Replicated: the node's Raft groups, which say who leads each partition.
     replicas: Option<Arc<Host>>,
@@ -133,6 +134,7 @@ impl VaultService {
             .map(|p| (p.id, Arc::new(p)))
             .collect();
         let permits = tokio::sync::Semaphore::new(max_concurrent);
+        let holds = tokio::sync::Semaphore::new(max_concurrent);
         Self {
             inner: Arc::new(Inner {
                 node_id,
@@ -140,6 +142,7 @@ impl VaultService {
                 store,
                 sealer,
                 permits,
+                holds,
                 admission,
                 replicas: None,
             }),
@@ -166,16 +169,30 @@ impl VaultService {
             .ok_or_else(|| Status::not_found(format!("partition {id} is not served here")))
     }
 
-    /// Runs a request on this node: opens it, decides it, commits what it writes, seals the
-    /// answer.
-    async fn run_here(&self, sealed: pb::SealedRequest) -> Result<pb::SealedResponse, Status> {
-        let part = self.partition(sealed.partition)?;
-        let _permit = self
-            .inner
+    /// One of the node's `max_concurrent_requests` slots for running a request here.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        self.inner
             .permits
             .acquire()
             .await
-            .map_err(|_| Status::unavailable("shutting down"))?;
+            .map_err(|_| Status::unavailable("shutting down"))
+    }
+
+    /// One of as many slots for a request this follower holds through an election or hands to
+    /// the leader. A pool of its own: were forwards to take running slots, two nodes each
+    /// leading some partitions could fill each other's slots with forwards waiting on the other.
+    async fn hold(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        self.inner
+            .holds
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))
+    }
+
+    /// Runs a request on this node (the caller holds a permit): opens it, decides it, commits
+    /// what it writes, seals the answer.
+    async fn run_here(&self, sealed: pb::SealedRequest) -> Result<pb::SealedResponse, Status> {
+        let part = self.partition(sealed.partition)?;
         let envelope = Sealed {
             enc: sealed.enc.to_vec(),
             ciphertext: sealed.ciphertext.to_vec(),
@@ -226,6 +243,7 @@ impl VaultService {
                 "forwarded request names another partition than its group",
             ));
         }
+        let _permit = self.permit().await?;
         if self.route(group)?.is_some() {
             return Err(Status::unavailable(format!(
                 "leadership of partition {group} moved; try again"
@@ -257,16 +275,28 @@ impl VaultRpc for VaultService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.partition(sealed.partition)?;
         let started = Instant::now();
+        // Taken before any hold or forward: a flood of requests (even junk, which only the
+        // leader opens) ties up at most this many slots, never unbounded memory and tasks.
+        let mut held = None;
         loop {
             let leader = match self.route(sealed.partition) {
-                Ok(None) => return self.run_here(sealed).await.map(RpcResponse::new),
+                Ok(None) => {
+                    let _permit = self.permit().await?;
+                    return self.run_here(sealed).await.map(RpcResponse::new);
+                }
                 Ok(Some(leader)) => leader,
                 Err(_) if started.elapsed() < LEADER_WAIT => {
+                    if held.is_none() {
+                        held = Some(self.hold().await?);
+                    }
                     tokio::time::sleep(LEADER_POLL).await;
                     continue;
                 }
                 Err(status) => return Err(status),
             };
+            if held.is_none() {
+                held = Some(self.hold().await?);
+            }
             let host = self.inner.replicas.as_ref().expect("routed by replicas");
             metrics::counter!(m::FORWARDED).increment(1);
             let answer = host
@@ -356,9 +386,10 @@ impl Inner {
             && e.is_replication()
         {
             metrics::counter!(m::REQUESTS, "op" => op, "result" => "no_leader").increment(1);
+            // The detail (members, addresses, who leads) is for the operator's log only.
             tracing::info!(partition = part.id, error = %e, "request not run: no leader here");
             return Err(Status::unavailable(format!(
-                "partition {}: {e}; try again",
+                "partition {} is between leaders; try again",
                 part.id
             )));
         }

@@ -495,3 +495,33 @@ async fn a_thousand_concurrent_guesses_across_failovers_get_at_most_the_limit() 
     assert!(c.status(b"erin").await.unwrap().is_destroyed());
     eprintln!("{got} of {GUESSES} guesses got a KE2 (limit {LIMIT})");
 }
+
+/// With three of five nodes gone no request can run; the answer says so, and names neither the
+/// members nor their addresses (the detail is in the operator's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_quorum_the_answer_is_unavailable_and_names_no_member() {
+    let mut fleet = Fleet::start().await;
+    let leader = fleet.leader().await;
+    fleet
+        .client(leader)
+        .await
+        .enroll(b"frank", b"pw", &new_key(), 5, KSF)
+        .await
+        .unwrap();
+    let clients = [
+        fleet.client(leader).await,
+        fleet.client((leader + 1) % 5).await,
+    ];
+    for k in 2..5 {
+        fleet.nodes[(leader + k) % 5].stop().await;
+    }
+    for c in &clients {
+        match c.status(b"frank").await {
+            Err(ClientError::Unavailable(message)) => {
+                assert!(!message.contains("127.0.0.1"), "{message}");
+                assert!(!message.contains("voters"), "{message}");
+            }
+            other => panic!("without a quorum: {other:?}"),
+        }
+    }
+}
