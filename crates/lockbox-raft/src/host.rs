@@ -13,7 +13,6 @@ use crate::chain::LogKey;
 use crate::db::{CommitStats, DbError, NodeDb};
 use crate::log::{LogOpenError, LogStore};
 use crate::mark::{self, RolledBack};
-use crate::members::{self, GroupMembers, MemberError};
 use crate::net::{Channels, ForwardHandler, Groups, Network, PeerTls, RaftService};
 use crate::sm::{StateMachine, load_record};
 use crate::types::{Command, GroupId, NodeId, Outcome, Raft, Stored};
@@ -253,38 +252,6 @@ impl Host {
             Some((l, node.addr.clone()))
         });
         Some(Role::Follower { leader })
-    }
-
-    /// `group`'s membership as this replica sees it.
-    pub fn members(&self, group: GroupId) -> Option<GroupMembers> {
-        Some(members::list(&self.raft(group)?, &self.db, group))
-    }
-
-    /// Adds node `id` at peer address `addr` to `group` (this replica must lead it): as a
-    /// learner until it has caught up, then as a voter. `id` must be above every id the group
-    /// has ever had.
-    pub async fn add_member(
-        &self,
-        group: GroupId,
-        id: NodeId,
-        addr: String,
-    ) -> Result<GroupMembers, MemberError> {
-        let raft = self
-            .raft(group)
-            .ok_or(MemberError::NotMember { group, id: self.id })?;
-        members::add(&raft, &self.db, group, id, addr).await
-    }
-
-    /// Removes node `id` from `group` (this replica must lead it).
-    pub async fn remove_member(
-        &self,
-        group: GroupId,
-        id: NodeId,
-    ) -> Result<GroupMembers, MemberError> {
-        let raft = self
-            .raft(group)
-            .ok_or(MemberError::NotMember { group, id: self.id })?;
-        members::remove(&raft, &self.db, group, id).await
     }
 
     /// Hands a client request for `group` to the replica at `addr` (its leader) over the peer

@@ -7,7 +7,7 @@
 //! The operations run on the group's leader; elsewhere they answer [`MemberError::NotLeader`]
 //! with the leader's address, and the caller asks there.
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -109,13 +109,6 @@ async fn lead(raft: &Raft, group: GroupId) -> Result<(), MemberError> {
     }
 }
 
-fn write_err(
-    group: GroupId,
-    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-) -> MemberError {
-    raft_err(group, e)
-}
-
 pub(crate) async fn add(
     raft: &Raft,
     db: &NodeDb,
@@ -132,10 +125,10 @@ pub(crate) async fn add(
     tokio::time::timeout(CATCH_UP_WITHIN, learner)
         .await
         .map_err(|_| raft_err(group, "the new member did not catch up in time"))?
-        .map_err(|e| write_err(group, e))?;
+        .map_err(|e| raft_err(group, e))?;
     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
-        .map_err(|e| write_err(group, e))?;
+        .map_err(|e| raft_err(group, e))?;
     Ok(list(raft, db, group))
 }
 
@@ -156,6 +149,6 @@ pub(crate) async fn remove(
     };
     raft.change_membership(change, false)
         .await
-        .map_err(|e| write_err(group, e))?;
+        .map_err(|e| raft_err(group, e))?;
     Ok(list(raft, db, group))
 }

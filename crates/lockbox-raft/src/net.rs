@@ -382,11 +382,16 @@ impl RaftService {
         )))
     }
 
-    fn open<Req: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<(Raft, Req), tonic::Status> {
+    /// The Raft of the group a message for this node is about.
+    fn group(&self, msg: &RaftMessage) -> Result<Raft, tonic::Status> {
         self.for_me(msg)?;
-        let raft = self.groups.get(msg.group).ok_or_else(|| {
-            tonic::Status::not_found(format!("no replica of group {}", msg.group))
-        })?;
+        self.groups
+            .get(msg.group)
+            .ok_or_else(|| tonic::Status::not_found(format!("no replica of group {}", msg.group)))
+    }
+
+    fn open<Req: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<(Raft, Req), tonic::Status> {
+        let raft = self.group(msg)?;
         let req = postcard::from_bytes(&msg.payload)
             .map_err(|e| tonic::Status::invalid_argument(format!("raft payload: {e}")))?;
         Ok((raft, req))
@@ -482,13 +487,7 @@ impl RaftRpc for RaftService {
             .as_ref()
             .ok_or_else(|| tonic::Status::unimplemented("this node runs no forwarded requests"))?;
         let msg = request.into_inner();
-        self.for_me(&msg)?;
-        if self.groups.get(msg.group).is_none() {
-            return Err(tonic::Status::not_found(format!(
-                "no replica of group {}",
-                msg.group
-            )));
-        }
+        self.group(&msg)?;
         let payload = handler.handle(msg.group, msg.payload.to_vec()).await?;
         Ok(tonic::Response::new(RaftMessage {
             group: msg.group,

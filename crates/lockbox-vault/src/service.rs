@@ -284,19 +284,17 @@ impl VaultRpc for VaultService {
                     let _permit = self.permit().await?;
                     return self.run_here(sealed).await.map(RpcResponse::new);
                 }
-                Ok(Some(leader)) => leader,
-                Err(_) if started.elapsed() < LEADER_WAIT => {
-                    if held.is_none() {
-                        held = Some(self.hold().await?);
-                    }
-                    tokio::time::sleep(LEADER_POLL).await;
-                    continue;
-                }
+                Ok(Some(leader)) => Some(leader),
+                Err(_) if started.elapsed() < LEADER_WAIT => None,
                 Err(status) => return Err(status),
             };
             if held.is_none() {
                 held = Some(self.hold().await?);
             }
+            let Some(leader) = leader else {
+                tokio::time::sleep(LEADER_POLL).await;
+                continue;
+            };
             let host = self.inner.replicas.as_ref().expect("routed by replicas");
             metrics::counter!(m::FORWARDED).increment(1);
             let answer = host
@@ -448,6 +446,20 @@ impl Inner {
         Err(Failure::Contended)
     }
 
+    /// Runs `op` with the sealer of `account`'s record: the account's key under the partition
+    /// record key when replicated, else the node's own sealer.
+    fn with_record_sealer<T>(
+        &self,
+        part: &PartitionState,
+        account: &AccountId,
+        op: impl FnOnce(&dyn Sealer) -> Result<T, lockbox_hsm::SealError>,
+    ) -> Result<T, Failure> {
+        Ok(match part.account_sealer(account)? {
+            Some(sealer) => op(&sealer)?,
+            None => op(self.sealer.as_ref())?,
+        })
+    }
+
     fn seal_record(
         &self,
         part: &PartitionState,
@@ -456,10 +468,7 @@ impl Inner {
         plain: &[u8],
     ) -> Result<Vec<u8>, Failure> {
         let aad = record_aad(part.id, seq, account);
-        Ok(match part.account_sealer(account)? {
-            Some(sealer) => sealer.seal(&aad, plain)?,
-            None => self.sealer.seal(&aad, plain)?,
-        })
+        self.with_record_sealer(part, account, |s| s.seal(&aad, plain))
     }
 
     fn load(
@@ -472,10 +481,7 @@ impl Inner {
             return Ok((0, None));
         };
         let aad = record_aad(partition, stored.seq, account);
-        let plain = match part.account_sealer(account)? {
-            Some(sealer) => sealer.unseal(&aad, &stored.sealed)?,
-            None => self.sealer.unseal(&aad, &stored.sealed)?,
-        };
+        let plain = self.with_record_sealer(part, account, |s| s.unseal(&aad, &stored.sealed))?;
         let record = Record::decode(&plain).map_err(|e| Failure::CorruptRecord(e.to_string()))?;
         Ok((stored.seq, Some(record)))
     }
