@@ -7,13 +7,8 @@ use lockbox_client::TokenSource;
 use lockbox_crypto::BackupKey;
 use lockbox_hsm::{HsmPin, Pkcs11Config, Pkcs11Sealer, Sealer, SoftwareSealer};
 use lockbox_token::{Issuer, MintingSource};
-use lockbox_vault::admission::Admission;
 use lockbox_vault::config::{AuthConfig, DEV_AUDIENCE};
-use lockbox_vault_core::client::{ClientEnrollment, ClientRecovery};
-use lockbox_vault_core::{
-    AccountId, AttemptLimit, KsfParams, Outcome, Record, Reply, Request, Vault, VaultConfig,
-    VaultSecrets,
-};
+use lockbox_vault_core::KsfParams;
 use rand_core::OsRng;
 use std::path::Path;
 use std::process::Command;
@@ -23,136 +18,33 @@ use std::time::{Duration, Instant};
 /// Client Argon2 cost is outside the measured server time; light parameters keep runs short.
 const KSF: KsfParams = KsfParams::INSECURE_TEST_ONLY;
 
-fn commit(vault: &mut Vault, record: &mut Option<Record>, outcome: Outcome) -> Result<Reply> {
-    Ok(match outcome {
-        Outcome::Reply(reply) => reply,
-        Outcome::WriteThenReply { write, pending } => {
-            *record = Some(write.record().clone());
-            vault.release(pending, write.committed())?
-        }
-    })
-}
-
-/// Server-side OPAQUE login (KE1 → KE2 and KE3 → verify, with the record writes it decides),
-/// repeated for `secs`; prints logins per second.
+/// The single-core server ceiling ([`lockbox_bench::ceiling`]), run for `secs`.
 pub fn opaque(secs: f64) -> Result<()> {
-    let secrets = VaultSecrets::generate(&mut OsRng);
-    let mut config = VaultConfig::new(b"bench");
-    config.min_ksf = KSF;
-    let identity = secrets.identity(b"bench");
-    let mut vault = Vault::new(secrets, config, &mut OsRng);
-    let account = AccountId::new(b"bench-account")?;
-    let mut record = None;
-    let (msg, client) =
-        ClientEnrollment::start(b"pw", account.clone(), identity.clone(), &mut OsRng)?;
-    let req = Request::RegisterStart {
-        account: account.clone(),
-        registration_request: msg,
-    };
-    let out = vault.handle(record.as_ref(), req, &mut OsRng, 0)?;
-    let Reply::RegistrationStarted { session, response } = commit(&mut vault, &mut record, out)?
-    else {
-        bail!("unexpected reply to RegisterStart");
-    };
-    let key = BackupKey::generate(&mut OsRng);
-    let upload = client.finish(&response, &key, AttemptLimit::DEFAULT, KSF, &mut OsRng)?;
-    let out = vault.handle(
-        record.as_ref(),
-        upload.into_request(account.clone(), session),
-        &mut OsRng,
-        0,
-    )?;
-    commit(&mut vault, &mut record, out)?;
-
-    // What the node does before the core sees a request: verify the account token (one per
-    // request, minted fresh by the device's identity provider) and check the replay cache.
-    let issuer = Issuer::generate()?;
-    let admission = Admission::new(issuer.verifier(DEV_AUDIENCE)?, 300_000, 1 << 20, 1 << 20, 0);
-    let now = time::OffsetDateTime::now_utc();
-    let token = issuer.mint(
-        account.as_bytes(),
-        DEV_AUDIENCE,
-        now,
-        Duration::from_secs(3600),
-    )?;
-    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
-    let admit = |n: u64| -> Result<Duration> {
-        let mut enc = [0u8; 32];
-        enc[..8].copy_from_slice(&n.to_le_bytes());
-        let t = Instant::now();
-        admission.admit(account.as_bytes(), &token, &enc, now_ms, now_ms)?;
-        Ok(t.elapsed())
-    };
-
-    let (mut server, mut admitted, mut logins) = (Duration::ZERO, Duration::ZERO, 0u64);
-    let wall = Instant::now();
-    let mut now = 0u64;
-    while wall.elapsed().as_secs_f64() < secs {
-        // Each login leaves its authenticated session behind; let it expire before the next
-        // (the per-account session quota would refuse the 17th otherwise).
-        now += 60_001;
-        let (ke1, client) =
-            ClientRecovery::start(b"pw", account.clone(), identity.clone(), &mut OsRng)?;
-        admitted += admit(2 * logins)? + admit(2 * logins + 1)?;
-        let t = Instant::now();
-        let out = vault.handle(
-            record.as_ref(),
-            Request::LoginStart {
-                account: account.clone(),
-                ke1,
-            },
-            &mut OsRng,
-            now,
-        )?;
-        let reply = commit(&mut vault, &mut record, out)?;
-        server += t.elapsed();
-        let Reply::LoginStarted {
-            session, ke2, ksf, ..
-        } = reply
-        else {
-            bail!("no KE2")
-        };
-        let (ke3, opening) = client.finish(&ke2, ksf, &mut OsRng)?;
-        let t = Instant::now();
-        let req = Request::LoginFinish {
-            account: account.clone(),
-            session: session.as_bytes().to_vec(),
-            ke3,
-        };
-        let out = vault.handle(record.as_ref(), req, &mut OsRng, now)?;
-        let reply = commit(&mut vault, &mut record, out)?;
-        server += t.elapsed();
-        let Reply::Recovered {
-            sealed_wrapped_key, ..
-        } = reply
-        else {
-            bail!("login failed")
-        };
-        anyhow::ensure!(
-            opening.open(&sealed_wrapped_key)? == key,
-            "recovered a different key"
-        );
-        logins += 1;
-    }
-    let per = server / logins as u32;
-    let per_admitted = (server + admitted) / logins as u32;
-    println!("### Server-side OPAQUE login on one core ({logins} logins)\n");
+    let c = lockbox_bench::ceiling::measure(secs).map_err(anyhow::Error::from_boxed)?;
+    println!(
+        "### Server-side OPAQUE login on one core ({} logins)\n",
+        c.logins
+    );
     println!("| measure | value |\n|---|---:|");
     println!(
-        "| server time per login (KE1→KE2 + KE3→verify) | {:.3} ms |",
-        per.as_secs_f64() * 1e3
+        "| core per login (KE1→KE2 + KE3→verify) | {:.3} ms |",
+        c.part_ms(c.core)
     );
     println!(
-        "| logins per second per core | {:.0} |",
-        1.0 / per.as_secs_f64()
+        "| logins per second per core, core only | {:.0} |",
+        c.core_only_per_s()
     );
     println!(
         "| admission per login (2 account-token checks + replay cache) | {:.3} ms |",
-        (admitted / logins as u32).as_secs_f64() * 1e3
+        c.part_ms(c.admission)
     );
     println!(
-        "| logins per second per core, admission included | {:.0} |\n",
-        1.0 / per_admitted.as_secs_f64()
+        "| envelopes (2 opened, 2 answered) and record seals (2) per login | {:.3} ms |",
+        c.part_ms(c.sealing)
+    );
+    println!(
+        "| logins per second per core, all of it | {:.0} |\n",
+        c.logins_per_s()
     );
     Ok(())
 }

@@ -140,6 +140,9 @@ pub enum Command {
     /// Run or manage a Backup Key Vault node
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Measure a running fleet under load
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +200,41 @@ pub enum DevCommand {
         /// Seal with SoftHSM2 tokens (one per node, dev PINs) instead of software key files
         #[arg(long, value_name = "KIND", value_parser = ["softhsm"])]
         hsm: Option<String>,
+        /// Configure for load (`lockbox bench vault`, chaos tests): the vault accepts a light
+        /// client Argon2id and the gateway's rate limits are off. Never for real accounts
+        #[arg(long)]
+        bench: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Load a running fleet through its gateway and report throughput and latency
+    ///
+    /// Reaches the fleet as a device does (the config's gateway and pinned fleet keys; dev
+    /// tokens from its `dev_issuer_key`), enrolls ACCOUNTS fresh accounts with real OPAQUE
+    /// registrations, then runs, each for at most SECONDS with CONCURRENCY tasks: status reads,
+    /// recoveries with the right password (each key checked), and wrong guesses (at most 4 per
+    /// account, so no record is destroyed). Prints per phase: operations/s, p50, p99, p99.9 and
+    /// errors, and the single-core server ceiling measured in the same run (in process, no
+    /// network). Client Argon2id is lowered for load generation, so the fleet must accept it:
+    /// start it with `lockbox dev cluster --bench`.
+    Vault {
+        /// Accounts to enroll
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        accounts: usize,
+        /// Concurrent tasks
+        #[arg(long, value_name = "C", default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds per timed phase
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds for the single-core ceiling
+        #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+        ceiling_duration: f64,
+        /// Also write the report as JSON to FILE (`-` for stdout, then without the table)
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
 }
 

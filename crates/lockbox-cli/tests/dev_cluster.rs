@@ -3,19 +3,17 @@
 //! stops and says so when one of its processes dies.
 
 mod common;
+mod device_cluster;
 
 use common::{assert_fails_with, lockbox, run};
 use lockbox_client::VaultClient;
 use lockbox_crypto::{BackupKey, OsRng};
-use lockbox_proto::manifest::{FleetPublicKey, Pin, WitnessPublicKey};
-use lockbox_token::{Issuer, MintingSource};
 use lockbox_vault_core::KsfParams;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::Arc;
 
 const FLEET: &str = "lockbox-dev";
 
@@ -100,24 +98,10 @@ fn is_gone(pid: Pid) -> bool {
     kill(pid, None) == Err(nix::errno::Errno::ESRCH)
 }
 
-/// What a device knows: client.toml's pins, and the dev issuer it names.
-fn device(client: &toml::Table) -> (String, Pin, Arc<MintingSource>) {
-    let s = |k: &str| client[k].as_str().unwrap().to_owned();
-    let pin = Pin {
-        fleet: FleetPublicKey::from_hex(&s("fleet_public_key")).unwrap(),
-        witness: WitnessPublicKey::from_hex(&s("witness_public_key")).unwrap(),
-        fleet_id: s("fleet_id"),
-    };
-    let key = std::fs::read_to_string(s("dev_issuer_key")).unwrap();
-    let issuer = Issuer::from_secret_bytes(&hex::decode(key.trim()).unwrap()).unwrap();
-    let tokens = MintingSource::new(Arc::new(issuer), FLEET, std::time::Duration::from_secs(600));
-    (s("gateway"), pin, Arc::new(tokens))
-}
-
 /// Enrolls and recovers one account per partition in `partitions` (as the manifest places
 /// them), through the gateway in client.toml, with only its pins trusted.
 fn round_trips(client: &toml::Table, partitions: &[u32]) {
-    let (gateway, pin, tokens) = device(client);
+    let (gateway, pin, tokens) = device_cluster::device(client);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -285,4 +269,70 @@ fn members_are_listed_removed_and_ids_never_reused() {
     let again = members(&["add", "--id", "3", "--addr", "127.0.0.1:9"]);
     assert_fails_with(&again, 1, "ids up to 3 have been used");
     round_trips(&cluster.client_toml(), &[0, 1]);
+}
+
+/// `lockbox bench vault` with `--json -`: its report, parsed.
+fn bench(cluster: &Cluster, accounts: &str) -> std::process::Output {
+    run(lockbox()
+        .arg("--config")
+        .arg(cluster.dir.join("client.toml"))
+        .args([
+            "bench",
+            "vault",
+            "--accounts",
+            accounts,
+            "--concurrency",
+            "4",
+        ])
+        .args([
+            "--duration",
+            "1",
+            "--ceiling-duration",
+            "0.2",
+            "--json",
+            "-",
+        ]))
+}
+
+#[test]
+fn bench_vault_loads_a_bench_cluster_through_its_gateway() {
+    let cluster = Cluster::start(&["--nodes", "3", "--partitions", "2", "--bench"]);
+    let out = bench(&cluster, "6");
+    common::assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases = &report["phases"];
+    assert_eq!(phases["enroll"]["ok"], 6, "{report}");
+    assert_eq!(phases["enroll"]["errors"], 0, "{report}");
+    // Every recovery checked its key; wrong guesses are answered as wrong, at most 4 each.
+    assert!(phases["recover"]["ok"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(phases["recover"]["errors"], 0, "{report}");
+    let wrong = phases["wrong_guess"]["ok"].as_u64().unwrap();
+    assert!((1..=24).contains(&wrong), "{report}");
+    assert!(phases["status"]["ok"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["recoveries_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["recovery_p99_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["ceiling_logins_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert_eq!(report["partitions"], 2, "{report}");
+    let note = report["client_argon2id"]["note"].as_str().unwrap();
+    assert!(note.contains("load generation only"), "{report}");
+}
+
+#[test]
+fn bench_vault_refuses_a_cluster_that_keeps_the_argon2id_floor() {
+    let cluster = Cluster::start(&["--nodes", "1", "--partitions", "1"]);
+    let out = bench(&cluster, "2");
+    assert_fails_with(
+        &out,
+        1,
+        "start the fleet for load with `lockbox dev cluster --bench`",
+    );
 }

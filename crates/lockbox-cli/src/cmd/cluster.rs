@@ -50,6 +50,8 @@ pub struct ClusterOptions {
     pub partitions: u32,
     /// Seal with SoftHSM2 tokens (one per node) instead of software key files.
     pub hsm: bool,
+    /// Configured for load: light client Argon2id accepted, gateway rate limits off.
+    pub bench: bool,
 }
 
 /// A running cluster. Dropping it stops every process it started.
@@ -121,7 +123,7 @@ pub fn start(opts: &ClusterOptions) -> Result<Cluster> {
     let nodes = write_nodes(&dir, opts, &issuer, &ports[1..=n], &ports[n + 1..])?;
     fleet_init(&dir, &nodes, &gateway_url, &env)?;
     let pins = Pins::load(&dir.join("fleet"))?;
-    write_gateway(&dir, ports[0], &issuer)?;
+    write_gateway(&dir, ports[0], &issuer, opts.bench)?;
     let client_config = write_client(&dir, &gateway_url, &pins)?;
     let mut cluster = Cluster {
         rt,
@@ -595,8 +597,31 @@ struct NodeToml {
     data_dir: &'static str,
     partitions: Vec<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    replay_entries_per_account: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sealer: Option<Pkcs11Toml>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_client_ksf: Option<KsfToml>,
     replication: ReplicationToml,
+}
+
+/// The client Argon2id floor a `--bench` cluster accepts (the benchmark's own parameters).
+#[derive(Serialize)]
+struct KsfToml {
+    m_cost_kib: u32,
+    t_cost: u32,
+    p_cost: u32,
+}
+
+impl KsfToml {
+    fn bench() -> Self {
+        let k = lockbox_bench::load::KSF;
+        Self {
+            m_cost_kib: k.m_cost_kib(),
+            t_cost: k.t_cost(),
+            p_cost: k.p_cost(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -642,6 +667,9 @@ fn write_nodes(
                 module: lockbox_hsm::softhsm::MODULE,
                 token_label: format!("node-{i}"),
             }),
+            min_client_ksf: opts.bench.then(KsfToml::bench),
+            // A benchmark recovers a few accounts far more often than any device would.
+            replay_entries_per_account: opts.bench.then_some(100_000),
             replication: ReplicationToml {
                 raft_id: member.id,
                 peer_listen: member.addr.clone(),
@@ -697,12 +725,33 @@ fn fleet_init(dir: &Path, nodes: &[NodePlan], gateway_url: &str, env: &ChildEnv)
 struct GatewayToml {
     listen: String,
     manifest_log: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<LimitsToml>,
 }
 
-fn write_gateway(dir: &Path, port: u16, issuer: &Issuer) -> Result<()> {
+/// The gateway's rate limits, all off (0 disables a rate; logins never back off).
+#[derive(Serialize)]
+struct LimitsToml {
+    global_per_second: u32,
+    client_per_second: u32,
+    account_per_minute: u32,
+    login_free: u32,
+}
+
+impl LimitsToml {
+    const OFF: Self = Self {
+        global_per_second: 0,
+        client_per_second: 0,
+        account_per_minute: 0,
+        login_free: u32::MAX,
+    };
+}
+
+fn write_gateway(dir: &Path, port: u16, issuer: &Issuer, bench: bool) -> Result<()> {
     let gateway = GatewayToml {
         listen: format!("127.0.0.1:{port}"),
         manifest_log: dir.join("fleet").join("manifests"),
+        limits: bench.then_some(LimitsToml::OFF),
     };
     let path = dir.join("gateway.toml");
     let text = format!(

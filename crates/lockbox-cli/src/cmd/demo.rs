@@ -137,6 +137,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         nodes: NODES,
         partitions: 8,
         hsm: false,
+        bench: false,
     })?;
     println!("   8 partitions, each a Raft group replicated on all 5 nodes (it survives losing 2)");
     println!(

@@ -1,6 +1,7 @@
 //! One module per subcommand group; each takes parsed arguments and the loaded config.
 
 mod backup;
+mod bench;
 mod cluster;
 mod crypt;
 mod demo;
@@ -15,8 +16,8 @@ mod vault;
 use anyhow::{Context, Result};
 
 use crate::cli::{
-    Cli, Command, DevCommand, FleetCommand, GatewayCommand, KeyCommand, PasswordCommand,
-    VaultCommand,
+    BenchCommand, Cli, Command, DevCommand, FleetCommand, GatewayCommand, KeyCommand,
+    PasswordCommand, VaultCommand,
 };
 use crate::config::Config;
 
@@ -104,11 +105,31 @@ pub fn run(cli: Cli) -> Result<()> {
             nodes,
             partitions,
             hsm,
+            bench,
         }) => cluster::run(&cluster::ClusterOptions {
             dir,
             nodes,
             partitions,
             hsm: hsm.is_some(),
+            bench,
+        }),
+        Command::Bench(BenchCommand::Vault {
+            accounts,
+            concurrency,
+            duration,
+            ceiling_duration,
+            json,
+        }) => with_ctx(&|c| {
+            bench::vault(
+                &bench::VaultArgs {
+                    accounts,
+                    concurrency,
+                    duration,
+                    ceiling_duration,
+                    json: json.as_deref(),
+                },
+                c,
+            )
         }),
     }
 }

@@ -6,6 +6,11 @@ use crate::common::{assert_exit, lockbox, run};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockbox_proto::manifest::{FleetPublicKey, Pin, WitnessPublicKey};
+use lockbox_token::{Issuer, MintingSource};
 
 /// A running `lockbox dev cluster`, stopped with SIGTERM on drop.
 pub struct Cluster {
@@ -15,12 +20,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(dir: &Path, nodes: u32, partitions: u32) -> Cluster {
+        let (nodes, partitions) = (nodes.to_string(), partitions.to_string());
+        Self::start_with(dir, &["--nodes", &nodes, "--partitions", &partitions])
+    }
+
+    /// `lockbox dev cluster --dir DIR/cluster ARGS…`, once it has said `ready`.
+    pub fn start_with(dir: &Path, args: &[&str]) -> Cluster {
         let d = dir.join("cluster");
         let mut child = lockbox()
             .args(["dev", "cluster", "--dir"])
             .arg(&d)
-            .args(["--nodes", &nodes.to_string()])
-            .args(["--partitions", &partitions.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -38,6 +48,29 @@ impl Cluster {
             config: d.join("client.toml"),
         }
     }
+}
+
+impl Cluster {
+    /// The directory the cluster wrote (configs, data, logs).
+    pub fn dir(&self) -> &Path {
+        self.config
+            .parent()
+            .expect("client.toml is in the cluster dir")
+    }
+}
+
+/// What a device knows: client.toml's gateway and pins, and the dev issuer it names.
+pub fn device(client: &toml::Table) -> (String, Pin, Arc<MintingSource>) {
+    let s = |k: &str| client[k].as_str().unwrap().to_owned();
+    let pin = Pin {
+        fleet: FleetPublicKey::from_hex(&s("fleet_public_key")).unwrap(),
+        witness: WitnessPublicKey::from_hex(&s("witness_public_key")).unwrap(),
+        fleet_id: s("fleet_id"),
+    };
+    let key = std::fs::read_to_string(s("dev_issuer_key")).unwrap();
+    let issuer = Issuer::from_secret_bytes(&hex::decode(key.trim()).unwrap()).unwrap();
+    let tokens = MintingSource::new(Arc::new(issuer), &s("fleet_id"), Duration::from_secs(600));
+    (s("gateway"), pin, Arc::new(tokens))
 }
 
 impl Drop for Cluster {
