@@ -146,11 +146,23 @@ impl Drop for Gateway {
 
 /// Spawns a server command and waits for its `listening on ADDR` line.
 pub fn spawn_listening(mut cmd: Command) -> (Child, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn lockbox");
+    cmd.stderr(Stdio::inherit());
+    listening(cmd)
+}
+
+/// [`spawn_listening`] with the server's log appended to `log`.
+pub fn spawn_logged(mut cmd: Command, log: &Path) -> (Child, String) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    cmd.stderr(file);
+    listening(cmd)
+}
+
+fn listening(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn lockbox");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
