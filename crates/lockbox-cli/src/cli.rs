@@ -201,7 +201,8 @@ pub enum DevCommand {
         #[arg(long, value_name = "KIND", value_parser = ["softhsm"])]
         hsm: Option<String>,
         /// Configure for load (`lockbox bench vault`, chaos tests): the vault accepts a light
-        /// client Argon2id and the gateway's rate limits are off. Never for real accounts
+        /// client Argon2id and keeps 100,000 replay entries per account, and the gateway's rate
+        /// limits are off. Never for real accounts
         #[arg(long)]
         bench: bool,
     },

@@ -56,6 +56,15 @@ pub async fn bind(cfg: GatewayConfig) -> Result<BoundGateway, ServeError> {
         Some(log) => Routes::new(&log.routes(), &cfg.upstream)?,
         None => Routes::new(&cfg.partitions, &cfg.upstream)?,
     };
+    let l = &cfg.limits;
+    if l.global_per_second == 0 || l.client_per_second == 0 || l.account_per_minute == 0 {
+        tracing::warn!(
+            global_per_second = l.global_per_second,
+            client_per_second = l.client_per_second,
+            account_per_minute = l.account_per_minute,
+            "a rate limit is off: nothing here slows a flood of requests down"
+        );
+    }
     let service = GatewayService::new(verifier, Limits::new(&cfg.limits), routes, log);
     if let Some(addr) = cfg.metrics_listen {
         crate::metrics::install(addr).map_err(ServeError::Metrics)?;

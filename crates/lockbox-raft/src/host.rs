@@ -34,7 +34,7 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 250,
+            heartbeat_ms: 500,
             election_min_ms: 1500,
             election_max_ms: 3000,
             snapshot_every: 10_000,

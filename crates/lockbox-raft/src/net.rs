@@ -6,9 +6,10 @@
 //! can speak Raft to it (an unauthenticated AppendEntries would let anyone rewrite a replica's
 //! log). Plain gRPC is for tests on loopback.
 //!
-//! A payload is the openraft request, or the result of handling it, in postcard. A transport
-//! failure is `Unreachable` (openraft backs off and retries); a reply that does not decode is a
-//! `Network` error; an error the remote Raft returned comes back as that error.
+//! A payload is the openraft request, or the result of handling it, in postcard. A peer that
+//! cannot be reached is `Unreachable` (openraft backs off, 500 ms, then retries); a call that
+//! timed out on a slow but live peer, or a reply that does not decode, is a `Network` error
+//! (retried without the backoff); an error the remote Raft returned comes back as that error.
 
 use lockbox_proto::raft_pb::RaftMessage;
 use lockbox_proto::raft_pb::raft_client::RaftClient;
@@ -260,11 +261,23 @@ impl Peer {
             Rpc::Vote => client.vote(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
         }
-        .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?
+        .map_err(transport_error)?
         .into_inner();
         let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&reply.payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// A loaded follower answers an append late (its fsync queue is long), and openraft's append
+/// timeout is the heartbeat interval: taking that for unreachability paused replication to it
+/// for the whole backoff, which under load cost more than the slow append itself.
+fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BasicNode, E> {
+    match status.code() {
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+            RPCError::Network(NetworkError::new(&status))
+        }
+        _ => RPCError::Unreachable(Unreachable::new(&status)),
     }
 }
 

@@ -46,7 +46,7 @@
 //! mark_file = "/var/lib/lockbox/vault-1.raft-mark"  # software sealer only; default beside
 //!                                       # data_dir, never inside it (a PKCS#11 sealer keeps
 //!                                       # the mark in its token)
-//! heartbeat_ms = 250
+//! heartbeat_ms = 500
 //! election_timeout_ms = [1500, 3000]
 //! [replication.tls]                     # required unless peer_listen is a loopback address
 //! cert = "node-peer.pem"                # signed by the node CA
@@ -141,10 +141,11 @@ pub struct PeerTlsConfig {
 }
 
 fn default_heartbeat() -> u64 {
-    250
+    lockbox_raft::Timing::default().heartbeat_ms
 }
 fn default_election() -> [u64; 2] {
-    [1500, 3000]
+    let t = lockbox_raft::Timing::default();
+    [t.election_min_ms, t.election_max_ms]
 }
 
 impl ReplicationConfig {

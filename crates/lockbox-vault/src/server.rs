@@ -138,6 +138,16 @@ pub async fn bind(cfg: VaultConfig) -> Result<BoundNode, ServeError> {
     // The store creates data_dir, where the default software sealer keeps its key file.
     let store = Arc::new(node::open_store(&cfg)?);
     let sealer = node::open_sealer(&cfg)?;
+    if !cfg
+        .min_client_ksf
+        .at_least(&lockbox_vault_core::KsfParams::PRODUCTION_FLOOR)
+    {
+        tracing::warn!(
+            floor = ?cfg.min_client_ksf,
+            "min_client_ksf is below the production floor: passwords enrolled here are cheap to \
+             guess offline if a record ever leaks; for tests and benchmarks only"
+        );
+    }
     let mut partitions = Vec::new();
     let mut log_keys = BTreeMap::new();
     for &id in &cfg.partitions {
