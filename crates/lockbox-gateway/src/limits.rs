@@ -144,8 +144,14 @@ impl Strikes {
             return Err(self.next_ms - now_ms);
         }
         self.count = self.count.saturating_add(1);
-        self.last_ms = now_ms;
-        self.next_ms = now_ms.saturating_add(p.delay_after(self.count));
+        self.last_ms = self.last_ms.max(now_ms);
+        // Concurrent starts read the clock before they take the table's lock, so `now_ms` may be
+        // a little older than the last admit's: a free start must not set a wait they then
+        // "owe" (that refused free logins with "retry in 2 ms").
+        let delay = p.delay_after(self.count);
+        if delay > 0 {
+            self.next_ms = self.next_ms.max(now_ms.saturating_add(delay));
+        }
         Ok(())
     }
 
@@ -387,8 +393,17 @@ mod tests {
         let later = now + 120_000;
         s.admit(&P, later).unwrap();
         assert_eq!(s.count, 3);
-        assert_eq!(s.next_ms, later);
+        assert!(s.next_ms <= later, "a free start left a wait");
         assert!(s.is_spent(&P, later + 3 * 60_000));
+    }
+
+    #[test]
+    fn free_starts_read_a_clock_a_little_behind_are_not_refused() {
+        let mut s = Strikes::default();
+        s.admit(&P, 1_000_002).unwrap();
+        // Read before the first took the lock: two ms older, still free.
+        s.admit(&P, 1_000_000).unwrap();
+        assert_eq!(s.count, 2);
     }
 
     fn tight() -> LimitsConfig {

@@ -338,6 +338,63 @@ async fn a_replica_restored_from_an_old_copy_of_its_disk_refuses_to_start() {
     assert!(host.local_record(PART, b"bob").unwrap().is_some());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_rolled_back_at_once_both_refuse_and_the_quorum_keeps_the_truth() {
+    let mut fleet = Fleet::start().await;
+    let key = new_key();
+    let leader = fleet.leader().await;
+    let c = fleet.client(leader).await;
+    c.enroll(b"carol", b"pw", &key, 4, KSF).await.unwrap();
+    // Two followers' disks, copied while they are stopped (whole), with 4 attempts left.
+    let victims = [(leader + 1) % 5, (leader + 2) % 5];
+    for &v in &victims {
+        fleet.wait_applied(v, b"carol").await;
+        let root = fleet.nodes[v].root.clone();
+        fleet.nodes[v].stop().await;
+        copy_dir(&root.join("data"), &root.join("data.old"));
+        fleet.nodes[v].try_start().await.unwrap();
+    }
+    fleet.leader().await;
+
+    // Two wrong guesses, acknowledged by both victims too.
+    for _ in 0..2 {
+        let e = c.recover(b"carol", b"nope").await.unwrap_err();
+        assert!(e.is_auth_failure(), "{e:?}");
+    }
+    for &v in &victims {
+        fleet.wait_applied(v, b"carol").await;
+        assert_eq!(attempts_via(&fleet, v, b"carol").await, (2, 4));
+    }
+
+    // Both old copies back at once: neither may take part.
+    for &v in &victims {
+        let root = fleet.nodes[v].root.clone();
+        fleet.nodes[v].stop().await;
+        std::fs::remove_dir_all(root.join("data")).unwrap();
+        std::fs::rename(root.join("data.old"), root.join("data")).unwrap();
+    }
+    for &v in &victims {
+        let refused = fleet.nodes[v].try_start().await.unwrap_err();
+        assert!(
+            refused.to_string().contains("refusing to start"),
+            "{refused}"
+        );
+    }
+
+    // The other three are a quorum and tell the truth: 2 left, not the 4 on the old disks; the
+    // last two guesses destroy the record, and it stays destroyed.
+    let up: Vec<usize> = (0..5).filter(|i| !victims.contains(i)).collect();
+    assert_eq!(attempts_via(&fleet, up[0], b"carol").await, (2, 4));
+    let c = fleet.client(up[1]).await;
+    for _ in 0..2 {
+        let e = c.recover(b"carol", b"nope").await.unwrap_err();
+        assert!(e.is_auth_failure() || e.is_destroyed(), "{e:?}");
+    }
+    let status = fleet.client(up[2]).await.status(b"carol").await.unwrap();
+    assert!(status.is_destroyed(), "{status:?}");
+    assert!(c.recover(b"carol", b"pw").await.unwrap_err().is_destroyed());
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
