@@ -187,10 +187,11 @@ fn unknown(e: &ClientError, what: &str) -> Option<Reply> {
     use lockbox_proto::pb::error::Code;
     match e {
         ClientError::Unavailable(_) | ClientError::Envelope { .. } => None,
-        // A session the new leader does not have (it was on the dead one), or a step the
-        // vault refused as a replay of one whose answer was lost.
+        // A session the new leader does not have (it was on the dead one), a step the vault
+        // refused as a replay of one whose answer was lost, or an envelope sealed before the
+        // restarted node that got it came up (refused unopened).
         ClientError::Rejected {
-            code: Code::NoSession | Code::SessionExpired | Code::Replayed,
+            code: Code::NoSession | Code::SessionExpired | Code::Replayed | Code::Stale,
             ..
         } => None,
         e => panic!("{what} of an enrolled account failed as it never may: {e}"),

@@ -29,6 +29,19 @@ struct Running {
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
 
+fn addr_in_use(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::AddrInUse
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -81,6 +94,17 @@ impl Fleet {
     /// Writes five node configs, installs one partition's secrets on all of them (the fleet
     /// ceremony's step) and starts them; node 1 bootstraps the group.
     async fn start() -> Self {
+        // A port found free can be taken by another test's process before the node binds it:
+        // then the whole fleet is made again on new ports.
+        for _ in 0..5 {
+            if let Some(fleet) = Self::try_build().await {
+                return fleet;
+            }
+        }
+        panic!("no free ports for a fleet after 5 tries");
+    }
+
+    async fn try_build() -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let issuer = Arc::new(Issuer::generate().unwrap());
         let peers: Vec<SocketAddr> = (0..5).map(|_| free_addr()).collect();
@@ -120,8 +144,17 @@ impl Fleet {
             node::install_partition(&store, sealer.as_ref(), PART, &keys).unwrap();
             nodes.push(replica);
         }
-        for n in &mut nodes {
-            n.try_start().await.expect("node starts");
+        for i in 0..nodes.len() {
+            match nodes[i].try_start().await {
+                Ok(()) => {}
+                Err(e) if addr_in_use(&e) => {
+                    for n in &mut nodes[..i] {
+                        n.stop().await;
+                    }
+                    return None;
+                }
+                Err(e) => panic!("node starts: {e:?}"),
+            }
         }
         let fleet = Self {
             nodes,
@@ -129,7 +162,7 @@ impl Fleet {
             _dir: dir,
         };
         fleet.leader().await;
-        fleet
+        Some(fleet)
     }
 
     /// The index of the node that leads, once one does and the others know it.
