@@ -13,7 +13,7 @@ use crate::chain::LogKey;
 use crate::db::{CommitStats, DbError, NodeDb};
 use crate::log::{LogOpenError, LogStore};
 use crate::mark::{self, RolledBack};
-use crate::net::{Channels, ForwardHandler, Groups, Network, PeerTls, RaftService};
+use crate::net::{Channels, ForwardHandler, Groups, Network, PeerTls, RaftService, Wire};
 use crate::sm::{StateMachine, load_record};
 use crate::types::{Command, GroupId, NodeId, Outcome, Raft, Stored};
 
@@ -164,6 +164,16 @@ fn raft_config(timing: &Timing) -> Result<Arc<openraft::Config>, HostError> {
 impl Host {
     /// Opens the node database and starts a Raft for each group, from what the disk holds.
     pub async fn open(cfg: &HostConfig) -> Result<Self, HostError> {
+        Self::start(cfg, Channels::new(cfg.tls.clone())).await
+    }
+
+    /// Like [`Self::open`], with every Raft message sent on `wire` instead of gRPC (a
+    /// simulation's network). What arrives for this node goes to [`Self::peer_service`].
+    pub async fn open_on_wire(cfg: &HostConfig, wire: Arc<dyn Wire>) -> Result<Self, HostError> {
+        Self::start(cfg, Channels::on_wire(wire)).await
+    }
+
+    async fn start(cfg: &HostConfig, channels: Channels) -> Result<Self, HostError> {
         let db = NodeDb::open(&cfg.db_path, cfg.marks.clone())?;
         let config = raft_config(&cfg.timing)?;
         let mut logs = Vec::new();
@@ -192,7 +202,7 @@ impl Host {
                 HostError::Raft(format!("cannot store the first rollback mark: {e}"))
             })?;
         }
-        let (groups, channels) = (Groups::default(), Channels::new(cfg.tls.clone()));
+        let groups = Groups::default();
         for (group, log) in logs {
             let raft = Raft::new(
                 cfg.id,
@@ -232,10 +242,15 @@ impl Host {
     /// it leads; without it, such requests are refused.
     pub fn peer_server(&self, forward: Option<Arc<dyn ForwardHandler>>) -> PeerServer {
         PeerServer {
-            service: RaftService::new(self.id, self.groups.clone(), self.db.clone(), forward)
-                .into_server(),
+            service: self.peer_service(forward).into_server(),
             tls: self.tls.clone(),
         }
+    }
+
+    /// What answers the Raft messages that arrive for this node: behind [`Self::peer_server`],
+    /// or at the end of a simulation's [`Wire`].
+    pub fn peer_service(&self, forward: Option<Arc<dyn ForwardHandler>>) -> RaftService {
+        RaftService::new(self.id, self.groups.clone(), self.db.clone(), forward)
     }
 
     /// Whether this replica leads `group` now, and if not, who does. A leader that has been

@@ -5,7 +5,7 @@
 //! Does: keep each group's log, vote and state machine (sealed records, with the
 //! compare-and-set on the record sequence decided when an entry is applied) in redb; snapshot
 //! and compact the log; carry Raft messages between nodes over one gRPC service, multiplexed by
-//! group, under mutual TLS; propose a write and return the outcome its apply decided once a
+//! group, under mutual TLS (or, in a simulation, on the test's own [`Wire`]); propose a write and return the outcome its apply decided once a
 //! quorum committed it; read linearizably through the leader; keep the node's rollback mark
 //! ([`mark`]) ahead of every acknowledgement and refuse a disk found behind it; MAC-chain the
 //! log on disk ([`chain`]) and refuse an altered entry.
@@ -32,7 +32,10 @@ pub use db::{CommitStats, DbError, NodeDb};
 pub use host::{
     Committed, Host, HostConfig, HostError, PeerServer, ProposeError, ReadError, Role, Timing,
 };
+pub use lockbox_proto::raft_pb::RaftMessage;
 pub use members::{GroupMembers, MemberError, MemberRequest};
-pub use net::{ForwardHandler, Forwarded, MemberReply, PeerTls, ask_members};
+pub use net::{
+    ForwardHandler, Forwarded, MemberReply, PeerTls, RaftService, Rpc, Wire, WireCall, ask_members,
+};
 pub use openraft::BasicNode;
 pub use types::{Command, GroupId, NodeId, Outcome, Stored, TypeConfig};

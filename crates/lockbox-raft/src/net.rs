@@ -6,6 +6,9 @@
 //! can speak Raft to it (an unauthenticated AppendEntries would let anyone rewrite a replica's
 //! log). Plain gRPC is for tests on loopback.
 //!
+//! Messages travel on a [`Wire`]: the nodes' gRPC in production; a simulation test lays its own
+//! in-memory wire, which loses, delays, duplicates and reorders them by a seed.
+//!
 //! A payload is the openraft request, or the result of handling it, in postcard. A peer that
 //! cannot be reached is `Unreachable` (openraft backs off, 500 ms, then retries); a call that
 //! timed out on a slow but live peer, or a reply that does not decode, is a `Network` error
@@ -91,11 +94,32 @@ impl PeerTls {
     }
 }
 
-/// One HTTP/2 channel per peer address, shared by every group on this node.
+/// Which of the transport's Raft calls a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+/// A call in flight on a [`Wire`].
+pub type WireCall = Pin<Box<dyn Future<Output = Result<RaftMessage, tonic::Status>> + Send>>;
+
+/// Carries one Raft message to the node at `addr` and brings back its answer, or the status a
+/// gRPC call would have ended with: `Unavailable` for a peer that cannot be reached,
+/// `DeadlineExceeded` once `timeout` has passed. The receiving end hands the message to that
+/// node's [`RaftService::dispatch`].
+pub trait Wire: Send + Sync + core::fmt::Debug + 'static {
+    fn call(&self, addr: &str, rpc: Rpc, msg: RaftMessage, timeout: Duration) -> WireCall;
+}
+
+/// One HTTP/2 channel per peer address, shared by every group on this node; or, in a
+/// simulation, the [`Wire`] that stands in for them.
 #[derive(Debug, Clone, Default)]
 pub struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
     tls: Option<PeerTls>,
+    wire: Option<Arc<dyn Wire>>,
 }
 
 impl Channels {
@@ -103,6 +127,15 @@ impl Channels {
         Self {
             by_addr: Arc::default(),
             tls,
+            wire: None,
+        }
+    }
+
+    /// Raft messages go on `wire` instead of gRPC.
+    pub fn on_wire(wire: Arc<dyn Wire>) -> Self {
+        Self {
+            wire: Some(wire),
+            ..Self::default()
         }
     }
 
@@ -205,14 +238,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        Peer {
-            group: self.group,
-            target,
-            client: self.channels.get(&node.addr).map(|ch| {
+        let link = match &self.channels.wire {
+            Some(wire) => Link::Wire {
+                wire: wire.clone(),
+                addr: node.addr.clone(),
+            },
+            None => Link::Grpc(self.channels.get(&node.addr).map(|ch| {
                 RaftClient::new(ch)
                     .max_decoding_message_size(MAX_RAFT_MESSAGE)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE)
-            }),
+            })),
+        };
+        Peer {
+            group: self.group,
+            target,
+            link,
         }
     }
 }
@@ -222,14 +262,36 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     group: GroupId,
     target: NodeId,
-    client: Result<RaftClient<Channel>, TransportError>,
+    link: Link,
 }
 
-#[derive(Clone, Copy)]
-enum Rpc {
-    Append,
-    Vote,
-    Snapshot,
+#[derive(Debug)]
+enum Link {
+    Grpc(Result<RaftClient<Channel>, TransportError>),
+    Wire { wire: Arc<dyn Wire>, addr: String },
+}
+
+impl Link {
+    async fn send(
+        &mut self,
+        rpc: Rpc,
+        msg: RaftMessage,
+        timeout: Duration,
+    ) -> Result<RaftMessage, tonic::Status> {
+        let client = match self {
+            Self::Wire { wire, addr } => return wire.call(addr, rpc, msg, timeout).await,
+            Self::Grpc(Err(e)) => return Err(tonic::Status::unavailable(e.to_string())),
+            Self::Grpc(Ok(client)) => client,
+        };
+        let mut request = tonic::Request::new(msg);
+        request.set_timeout(timeout);
+        let reply = match rpc {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        }?;
+        Ok(reply.into_inner())
+    }
 }
 
 impl Peer {
@@ -244,25 +306,18 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = match &mut self.client {
-            Ok(c) => c,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
-        };
         let payload =
             postcard::to_stdvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftMessage {
+        let msg = RaftMessage {
             group: self.group,
             payload: payload.into(),
             target: self.target,
-        });
-        request.set_timeout(option.hard_ttl());
-        let reply = match rpc {
-            Rpc::Append => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::Snapshot => client.install_snapshot(request).await,
-        }
-        .map_err(transport_error)?
-        .into_inner();
+        };
+        let reply = self
+            .link
+            .send(rpc, msg, option.hard_ttl())
+            .await
+            .map_err(transport_error)?;
         let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&reply.payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -382,6 +437,17 @@ impl RaftService {
         RaftServer::new(self)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE)
+    }
+
+    /// Runs one Raft message that arrived on a [`Wire`], as the gRPC server would.
+    pub async fn dispatch(&self, rpc: Rpc, msg: RaftMessage) -> Result<RaftMessage, tonic::Status> {
+        let request = tonic::Request::new(msg);
+        let reply = match rpc {
+            Rpc::Append => RaftRpc::append_entries(self, request).await,
+            Rpc::Vote => RaftRpc::vote(self, request).await,
+            Rpc::Snapshot => RaftRpc::install_snapshot(self, request).await,
+        }?;
+        Ok(reply.into_inner())
     }
 
     /// A message for another node id is refused before anything reads it.
