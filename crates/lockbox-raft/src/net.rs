@@ -7,7 +7,7 @@
 //! log). Plain gRPC is for tests on loopback.
 //!
 //! Messages travel on a [`Wire`]: the nodes' gRPC in production; a simulation test lays its own
-//! in-memory wire, which loses, delays, duplicates and reorders them by a seed.
+//! in-memory wire, which loses, delays and reorders them by a seed.
 //!
 //! A payload is the openraft request, or the result of handling it, in postcard. A peer that
 //! cannot be reached is `Unreachable` (openraft backs off, 500 ms, then retries); a call that

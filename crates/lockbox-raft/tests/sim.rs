@@ -37,13 +37,14 @@ const CLIENTS: u64 = 6;
 const STEPS: u32 = 12;
 const DEFAULT_SEEDS: u64 = 3;
 
-/// Short enough that a bounded run sees many elections; long enough that a loaded 2-core
-/// machine still elects (the election timeout is well above an fsync'd append there).
+/// Short enough that a bounded run sees many elections. openraft waits one heartbeat for an
+/// append's answer, which must cover the wire's delay (up to 20 ms there and back) and a
+/// loaded follower's fsync; a late one is retried, not fatal.
 fn timing() -> Timing {
     Timing {
-        heartbeat_ms: 50,
-        election_min_ms: 300,
-        election_max_ms: 600,
+        heartbeat_ms: 100,
+        election_min_ms: 400,
+        election_max_ms: 800,
         snapshot_every: 40,
         commit_wait: Duration::from_secs(2),
     }
@@ -82,7 +83,7 @@ impl Sim {
             })
             .collect();
         let sim = Self {
-            net: Net::new(seed, 15),
+            net: Net::new(seed, 10),
             nodes,
             hosts: Arc::default(),
             _dir: dir,
@@ -297,12 +298,15 @@ impl History {
 }
 
 /// A client: read a record from whoever leads, then write the list it read plus its own op,
-/// at the sequence it read (or, now and then, at an older one, to draw conflicts).
+/// at the sequence it read (or, now and then, at an older one, to draw conflicts). While two
+/// hosts believe they lead, it sometimes writes through the other one: what it read is still
+/// the record's true history at that sequence. `doubled` counts the ops that met two leaders.
 async fn client(
     hosts: Hosts,
     mut rng: ChaCha8Rng,
     ops: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    doubled: Arc<AtomicU64>,
 ) -> HashMap<usize, History> {
     let mut seen: HashMap<usize, History> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
@@ -315,6 +319,9 @@ async fn client(
             continue;
         }
         let host = believers.swap_remove((rng.next_u64() % believers.len() as u64) as usize);
+        if !believers.is_empty() {
+            doubled.fetch_add(1, Ordering::Relaxed);
+        }
         let history = seen.entry(r).or_default();
         let Some((seq, list)) = history.read(&host, group, account).await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -323,12 +330,21 @@ async fn client(
         // A sequence the record has left can never match again: a sure conflict, unless it
         // was read at 0. (A guess ahead could apply, and the list would no longer be the
         // history.)
-        let expected = match rng.next_u64() % 8 {
-            0 => seq.saturating_sub(1),
-            _ => seq,
+        let (expected, list) = match rng.next_u64() % 8 {
+            0 if seq > 0 => (seq - 1, list[..list.len() - 1].to_vec()),
+            _ => (seq, list),
+        };
+        let writer = match believers.len() {
+            0 => host,
+            n if rng.next_u64().is_multiple_of(2) => {
+                believers.swap_remove((rng.next_u64() % n as u64) as usize)
+            }
+            _ => host,
         };
         let op = ops.fetch_add(1, Ordering::Relaxed);
-        history.cas(&host, group, account, op, expected, list).await;
+        history
+            .cas(&writer, group, account, op, expected, list)
+            .await;
     }
     seen
 }
@@ -343,19 +359,17 @@ async fn finish(
     account: &[u8],
     h: &mut History,
 ) -> Result<(u64, Vec<u64>, Arc<Host>), String> {
-    for _ in 0..600 {
-        let Some(host) = leaders(&sim.hosts, group).pop() else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let Some((seq, list)) = h.read(&host, group, account).await else {
-            continue;
-        };
-        let op = ops.fetch_add(1, Ordering::Relaxed);
-        if let Reply::Applied(_) = h.cas(&host, group, account, op, seq, list).await
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(host) = leaders(&sim.hosts, group).pop()
             && let Some((seq, list)) = h.read(&host, group, account).await
         {
-            return Ok((seq, list, host));
+            let op = ops.fetch_add(1, Ordering::Relaxed);
+            if let Reply::Applied(_) = h.cas(&host, group, account, op, seq, list).await
+                && let Some((seq, list)) = h.read(&host, group, account).await
+            {
+                return Ok((seq, list, host));
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -367,14 +381,16 @@ async fn finish(
 /// Runs one seed: its report, and how many client writes applied while the faults lasted.
 async fn run(seed: u64) -> Result<(String, usize), String> {
     let sim = Sim::start(seed).await;
+    let doubled = Arc::new(AtomicU64::new(0));
     let (ops, stop) = (
         Arc::new(AtomicU64::new(1)),
         Arc::new(AtomicBool::new(false)),
     );
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let rng = ChaCha8Rng::seed_from_u64(wire::mix(seed ^ (c + 1)));
-            tokio::spawn(client(sim.hosts.clone(), rng, ops.clone(), stop.clone()))
+            let rng = ChaCha8Rng::seed_from_u64(wire::mix(wire::mix(seed) ^ (c + 1)));
+            let (ops, stop, doubled) = (ops.clone(), stop.clone(), doubled.clone());
+            tokio::spawn(client(sim.hosts.clone(), rng, ops, stop, doubled))
         })
         .collect();
     let mut schedule = Vec::new();
@@ -424,10 +440,12 @@ async fn run(seed: u64) -> Result<(String, usize), String> {
     }
     let t = &sim.net.traffic;
     report.push(format!(
-        "messages: {} delivered, {} lost, {} refused; schedule: {}",
+        "messages: {} delivered ({} snapshot chunks), {} lost, {} refused; {} ops met two leaders; schedule: {}",
         t.delivered.load(Ordering::Relaxed),
+        t.snapshots.load(Ordering::Relaxed),
         t.lost.load(Ordering::Relaxed),
         t.refused.load(Ordering::Relaxed),
+        doubled.load(Ordering::Relaxed),
         schedule.join("; ")
     ));
     for id in sim.running() {
@@ -495,7 +513,11 @@ async fn seeded_faults_never_break_linearizability_and_every_replica_converges()
         println!(
             "simulation seed {seed} (replay: LOCKBOX_SIM_SEED={seed} cargo test -p lockbox-raft --test sim)"
         );
-        match run(seed).await {
+        let bounded = tokio::time::timeout(Duration::from_secs(300), run(seed));
+        match bounded
+            .await
+            .unwrap_or_else(|_| Err("did not finish within 5 minutes".into()))
+        {
             Ok((report, applied)) => {
                 println!("{report}");
                 progress += applied;

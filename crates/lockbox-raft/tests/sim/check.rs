@@ -75,7 +75,7 @@ pub fn check(seq: u64, list: &[u64], writes: &[Write], reads: &[Read]) -> Result
         check_reply(w, &position, list)?;
     }
     for w in writes.iter().filter(|w| w.reply != Reply::NotApplied) {
-        check_order(w, &position, writes)?;
+        check_order(w, &position, writes, reads)?;
     }
     for r in reads {
         check_read(r, list, &position, writes, reads)?;
@@ -128,7 +128,11 @@ fn check_reply(w: &Write, position: &HashMap<u64, u64>, list: &[u64]) -> Result<
         Reply::Applied(s) if position.get(&w.op) != Some(&s) => Err(format!(
             "op {} was acknowledged at sequence {s}, which holds {:?}",
             w.op,
-            list.get(s as usize - 1)
+            s.checked_sub(1).and_then(|i| list.get(i as usize))
+        )),
+        Reply::Conflict(found) if found > list.len() as u64 => Err(format!(
+            "op {} was told of sequence {found}, which the record never reached",
+            w.op
         )),
         Reply::Conflict(found) if found == w.expected => Err(format!(
             "op {} was refused as a conflict at the very sequence it expected ({found})",
@@ -138,17 +142,18 @@ fn check_reply(w: &Write, position: &HashMap<u64, u64>, list: &[u64]) -> Result<
     }
 }
 
-/// The latest position acknowledged before `at`.
-fn acked_before(writes: &[Write], at: Instant) -> u64 {
-    writes
+/// The latest sequence anyone was told of before `at`: by an acknowledgement, a conflict, or
+/// a read.
+fn observed_before(writes: &[Write], reads: &[Read], at: Instant) -> u64 {
+    let told = writes
         .iter()
         .filter(|w| w.end < at)
         .filter_map(|w| match w.reply {
-            Reply::Applied(s) => Some(s),
+            Reply::Applied(s) | Reply::Conflict(s) => Some(s),
             _ => None,
-        })
-        .max()
-        .unwrap_or(0)
+        });
+    let read = reads.iter().filter(|r| r.end < at).map(|r| r.seq);
+    told.chain(read).max().unwrap_or(0)
 }
 
 /// Every write at a position up to `upto` was called before `at`.
@@ -169,15 +174,20 @@ fn all_called_before(
     Ok(())
 }
 
-fn check_order(w: &Write, position: &HashMap<u64, u64>, writes: &[Write]) -> Result<(), String> {
-    let before = acked_before(writes, w.start);
+fn check_order(
+    w: &Write,
+    position: &HashMap<u64, u64>,
+    writes: &[Write],
+    reads: &[Read],
+) -> Result<(), String> {
+    let before = observed_before(writes, reads, w.start);
     match (position.get(&w.op), w.reply) {
         (Some(&p), _) if p <= before => Err(format!(
-            "op {} applied at {p}, though sequence {before} was acknowledged before it was called",
+            "op {} applied at {p}, though sequence {before} was seen before it was called",
             w.op
         )),
         (_, Reply::Conflict(found)) if found < before => Err(format!(
-            "op {} saw sequence {found}, though {before} was acknowledged before it was called",
+            "op {} saw sequence {found}, though {before} was seen before it was called",
             w.op
         )),
         (_, Reply::Conflict(found)) => all_called_before(found, w.end, position, writes),
@@ -199,21 +209,10 @@ fn check_read(
             r.seq, r.list
         ));
     }
-    let acked = acked_before(writes, r.start);
-    if r.seq < acked {
+    let seen = observed_before(writes, reads, r.start);
+    if r.seq < seen {
         return Err(format!(
-            "stale read: sequence {} after {acked} was acknowledged",
-            r.seq
-        ));
-    }
-    let earlier = reads
-        .iter()
-        .filter(|e| e.end < r.start)
-        .map(|e| e.seq)
-        .max();
-    if let Some(earlier) = earlier.filter(|&e| r.seq < e) {
-        return Err(format!(
-            "stale read: sequence {} after a read of {earlier} had returned",
+            "stale read: sequence {} after {seen} was seen",
             r.seq
         ));
     }
@@ -327,6 +326,46 @@ mod tests {
                 vec![],
             ),
             ("phantom op", 1, vec![9], vec![], vec![]),
+            (
+                "read behind a conflict",
+                1,
+                vec![1],
+                vec![
+                    write(1, 0, 0, 100, Reply::Unknown),
+                    write(2, 0, 10, 20, Reply::Conflict(1)),
+                ],
+                vec![read(30, 31, &[])],
+            ),
+            (
+                "conflict behind a read",
+                2,
+                vec![1, 2],
+                vec![
+                    write(1, 0, 0, 100, Reply::Unknown),
+                    write(2, 1, 0, 100, Reply::Unknown),
+                    write(3, 0, 10, 20, Reply::Conflict(1)),
+                ],
+                vec![read(0, 5, &[1, 2])],
+            ),
+            (
+                "conflict behind a conflict",
+                2,
+                vec![1, 2],
+                vec![
+                    write(1, 0, 0, 100, Reply::Unknown),
+                    write(2, 1, 0, 100, Reply::Unknown),
+                    write(3, 0, 10, 20, Reply::Conflict(2)),
+                    write(4, 0, 30, 40, Reply::Conflict(1)),
+                ],
+                vec![],
+            ),
+            (
+                "conflict past the end",
+                1,
+                vec![1],
+                vec![ok.clone(), write(2, 0, 20, 30, Reply::Conflict(9))],
+                vec![],
+            ),
         ];
         for (name, seq, list, writes, reads) in cases {
             assert!(

@@ -4,8 +4,11 @@
 //!
 //! A message's fate is a function of the seed, the link (from, to, call) and how many messages
 //! that link carried before it, not of which task asked first, so the faults a seed injects
-//! repeat on a replay as far as each link's traffic does. A lost request or reply is only
-//! noticed by the caller when its timeout runs out, as on a real network.
+//! repeat on a replay only as far as each link's traffic does (heartbeats follow the clock, so
+//! after the first difference the fates differ; the nemesis' schedule replays exactly). A lost
+//! request or reply is only noticed by the caller when its timeout runs out, as on a real
+//! network; a request keeps going after its caller gave up, and may arrive late, after newer
+//! ones, as it could over gRPC, whose handler also runs on when the caller has gone.
 
 use lockbox_raft::{NodeId, RaftMessage, RaftService, Rpc, Wire, WireCall};
 use std::collections::{HashMap, HashSet};
@@ -38,6 +41,7 @@ struct Fate {
 #[derive(Debug, Default)]
 pub struct Traffic {
     pub delivered: AtomicU64,
+    pub snapshots: AtomicU64,
     pub lost: AtomicU64,
     pub refused: AtomicU64,
 }
@@ -152,22 +156,35 @@ impl Wire for Endpoint {
                     "simulated: no route to the node",
                 ));
             };
-            let trip = async {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let carrier = net.clone();
+            tokio::spawn(async move {
                 tokio::time::sleep(fate.there).await;
                 if fate.lose_request {
-                    std::future::pending::<()>().await;
+                    return;
                 }
                 let reply = service.dispatch(rpc, msg).await;
                 tokio::time::sleep(fate.back).await;
-                if fate.lose_reply || net.is_cut(to, from) {
-                    std::future::pending::<()>().await;
+                if !fate.lose_reply && !carrier.is_cut(to, from) {
+                    let _ = answer.send(reply);
                 }
-                reply
-            };
-            match tokio::time::timeout(timeout, trip).await {
-                Ok(reply) => {
+            });
+            let deadline = tokio::time::Instant::now() + timeout;
+            match tokio::time::timeout_at(deadline, answered).await {
+                Ok(Ok(reply)) => {
                     net.traffic.delivered.fetch_add(1, Ordering::Relaxed);
+                    if rpc == Rpc::Snapshot {
+                        net.traffic.snapshots.fetch_add(1, Ordering::Relaxed);
+                    }
                     reply
+                }
+                Ok(Err(_)) => {
+                    // Lost on the way: the caller hears nothing until its timeout.
+                    tokio::time::sleep_until(deadline).await;
+                    net.traffic.lost.fetch_add(1, Ordering::Relaxed);
+                    Err(tonic::Status::deadline_exceeded(
+                        "simulated: lost in the network",
+                    ))
                 }
                 Err(_) => {
                     net.traffic.lost.fetch_add(1, Ordering::Relaxed);
