@@ -5,8 +5,9 @@
 //! Does: keep each group's log, vote and state machine (sealed records, with the
 //! compare-and-set on the record sequence decided when an entry is applied) in redb; snapshot
 //! and compact the log; carry Raft messages between nodes over one gRPC service, multiplexed by
-//! group, under mutual TLS (or, in a simulation, on the test's own [`Wire`]); propose a write and return the outcome its apply decided once a
-//! quorum committed it; read linearizably through the leader; keep the node's rollback mark
+//! group, under mutual TLS (or, in a simulation, on the test's own [`Wire`]); propose a write
+//! and return the outcome its apply decided once a quorum committed it; read linearizably
+//! through the leader; keep the node's rollback mark
 //! ([`mark`]) ahead of every acknowledgement and refuse a disk found behind it; MAC-chain the
 //! log on disk ([`chain`]) and refuse an altered entry.
 //! Not yet: authenticate the applied state on disk (see docs/decisions.md).

@@ -6,8 +6,8 @@
 //! can speak Raft to it (an unauthenticated AppendEntries would let anyone rewrite a replica's
 //! log). Plain gRPC is for tests on loopback.
 //!
-//! Messages travel on a [`Wire`]: the nodes' gRPC in production; a simulation test lays its own
-//! in-memory wire, which loses, delays and reorders them by a seed.
+//! A simulation test puts a [`Wire`] of its own in gRPC's place: an in-memory network that
+//! loses, delays and reorders messages by a seed, ending at each node's [`RaftService`].
 //!
 //! A payload is the openraft request, or the result of handling it, in postcard. A peer that
 //! cannot be reached is `Unreachable` (openraft backs off, 500 ms, then retries); a call that

@@ -1,14 +1,15 @@
 //! Simulation: five real hosts (openraft, the redb log and state machine, the rollback mark)
 //! in this process, their Raft messages on a seeded in-memory network ([`wire`]) that delays,
 //! loses and reorders them, while a seeded nemesis cuts links (isolated nodes, minority
-//! splits, one-way cuts), changes the loss rate, and crashes and restarts nodes from their
-//! disks. Clients meanwhile read records linearizably and compare-and-set them. Once the
+//! splits, one-way cuts), changes the loss rate, and stops nodes (cleanly: the page cache
+//! stays) and restarts them from their disks. Clients meanwhile read records linearizably and compare-and-set them. Once the
 //! network heals, every record's history must be linearizable ([`check`]), every replica
 //! must hold the same records, and a new write must apply.
 //!
 //! Each seed's run is bounded (a fixed number of nemesis steps); CI runs a few seeds drawn
-//! from the OS and prints each. `LOCKBOX_SIM_SEED=S` replays seed S (the nemesis' schedule and
-//! each link's fates repeat; thread timing does not), `LOCKBOX_SIM_SEEDS=N` runs N seeds.
+//! from the OS and prints each. `LOCKBOX_SIM_SEED=S` replays seed S (the nemesis' schedule
+//! exactly, each link's fates until its traffic first differs; thread timing not at all),
+//! `LOCKBOX_SIM_SEEDS=N` runs N seeds.
 
 #[path = "sim/check.rs"]
 mod check;
@@ -50,17 +51,13 @@ fn timing() -> Timing {
     }
 }
 
-struct SimNode {
-    id: NodeId,
-    cfg: HostConfig,
-}
-
-/// The running hosts, shared with the clients.
-type Hosts = Arc<RwLock<HashMap<NodeId, Arc<Host>>>>;
+/// The running hosts, shared with the clients; in id order, so a seed's picks repeat.
+type Hosts = Arc<RwLock<BTreeMap<NodeId, Arc<Host>>>>;
 
 struct Sim {
     net: Arc<Net>,
-    nodes: Vec<SimNode>,
+    /// Node `id`'s configuration at `id - 1`.
+    nodes: Vec<HostConfig>,
     hosts: Hosts,
     _dir: tempfile::TempDir,
 }
@@ -69,17 +66,14 @@ impl Sim {
     async fn start(seed: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (1..=NODES)
-            .map(|id| SimNode {
+            .map(|id| HostConfig {
                 id,
-                cfg: HostConfig {
-                    id,
-                    db_path: dir.path().join(format!("node-{id}.redb")),
-                    marks: common::file_mark(id, dir.path()),
-                    log_keys: GROUPS.iter().map(|&g| (g, common::log_key(g))).collect(),
-                    groups: GROUPS.to_vec(),
-                    timing: timing(),
-                    tls: None,
-                },
+                db_path: dir.path().join(format!("node-{id}.redb")),
+                marks: common::file_mark(id, dir.path()),
+                log_keys: GROUPS.iter().map(|&g| (g, common::log_key(g))).collect(),
+                groups: GROUPS.to_vec(),
+                timing: timing(),
+                tls: None,
             })
             .collect();
         let sim = Self {
@@ -104,7 +98,7 @@ impl Sim {
     }
 
     /// Waits until every node of every group knows a leader: the cluster exists before any
-    /// fault (a bootstrapping node crashed at once would leave only itself knowing the members).
+    /// fault (a bootstrapping node stopped at once would leave only itself knowing the members).
     async fn settle(&self) {
         for _ in 0..600 {
             let hosts: Vec<_> = self.hosts.read().unwrap().values().cloned().collect();
@@ -129,24 +123,21 @@ impl Sim {
     }
 
     fn running(&self) -> Vec<NodeId> {
-        let mut ids: Vec<_> = self.hosts.read().unwrap().keys().copied().collect();
-        ids.sort_unstable();
-        ids
+        self.hosts.read().unwrap().keys().copied().collect()
     }
 
     /// Starts node `id` from its disk. A refusal (rolled back, altered log) fails the run: no
     /// fault here touches a disk, so a host that will not reopen has lost track of its own state.
     async fn boot(&self, id: NodeId) {
-        let node = &self.nodes[id as usize - 1];
-        let host = Host::open_on_wire(&node.cfg, self.net.endpoint(node.id))
+        let host = Host::open_on_wire(&self.nodes[id as usize - 1], self.net.endpoint(id))
             .await
             .unwrap_or_else(|e| panic!("node {id} does not restart from its own disk: {e}"));
         self.net.up(id, host.peer_service(None));
         self.hosts.write().unwrap().insert(id, Arc::new(host));
     }
 
-    /// Takes node `id` off the network and stops it; its disk stays.
-    async fn crash(&self, id: NodeId) {
+    /// Takes node `id` off the network and shuts it down; its disk stays.
+    async fn stop(&self, id: NodeId) {
         self.net.down(id);
         let host = self.hosts.write().unwrap().remove(&id).expect("running");
         host.shutdown().await;
@@ -195,8 +186,8 @@ async fn nemesis(sim: &Sim, rng: &mut ChaCha8Rng, log: &mut Vec<String>) {
             _ => {
                 let running = sim.running();
                 if running.contains(&node) && running.len() as u64 > NODES - 2 {
-                    sim.crash(node).await;
-                    format!("crash {node}")
+                    sim.stop(node).await;
+                    format!("stop {node}")
                 } else if !running.contains(&node) {
                     sim.boot(node).await;
                     format!("restart {node}")
@@ -224,11 +215,10 @@ struct History {
 /// heard of it yet.
 fn leaders(hosts: &Hosts, group: GroupId) -> Vec<Arc<Host>> {
     let hosts = hosts.read().unwrap();
-    let mut ids: Vec<_> = hosts.keys().copied().collect();
-    ids.sort_unstable();
-    ids.into_iter()
-        .map(|id| hosts[&id].clone())
+    hosts
+        .values()
         .filter(|h| h.role(group) == Some(Role::Leader))
+        .cloned()
         .collect()
 }
 
@@ -334,12 +324,10 @@ async fn client(
             0 if seq > 0 => (seq - 1, list[..list.len() - 1].to_vec()),
             _ => (seq, list),
         };
-        let writer = match believers.len() {
-            0 => host,
-            n if rng.next_u64().is_multiple_of(2) => {
-                believers.swap_remove((rng.next_u64() % n as u64) as usize)
-            }
-            _ => host,
+        let writer = if !believers.is_empty() && rng.next_u64().is_multiple_of(2) {
+            believers.swap_remove((rng.next_u64() % believers.len() as u64) as usize)
+        } else {
+            host
         };
         let op = ops.fetch_add(1, Ordering::Relaxed);
         history
@@ -449,7 +437,7 @@ async fn run(seed: u64) -> Result<(String, usize), String> {
         schedule.join("; ")
     ));
     for id in sim.running() {
-        sim.crash(id).await;
+        sim.stop(id).await;
     }
     Ok((report.join("\n"), applied))
 }

@@ -263,6 +263,13 @@ mod tests {
     #[test]
     fn each_broken_rule_is_caught() {
         let ok = write(1, 0, 0, 10, Reply::Applied(1));
+        // Two writes of unknown outcome that made the record's history [1, 2].
+        let unknown_pair = || {
+            vec![
+                write(1, 0, 0, 100, Reply::Unknown),
+                write(2, 1, 0, 100, Reply::Unknown),
+            ]
+        };
         type Case = (&'static str, u64, Vec<u64>, Vec<Write>, Vec<Read>);
         let cases: Vec<Case> = vec![
             ("lost ack", 0, vec![], vec![ok.clone()], vec![]),
@@ -340,23 +347,25 @@ mod tests {
                 "conflict behind a read",
                 2,
                 vec![1, 2],
-                vec![
-                    write(1, 0, 0, 100, Reply::Unknown),
-                    write(2, 1, 0, 100, Reply::Unknown),
-                    write(3, 0, 10, 20, Reply::Conflict(1)),
-                ],
+                [
+                    unknown_pair(),
+                    vec![write(3, 0, 10, 20, Reply::Conflict(1))],
+                ]
+                .concat(),
                 vec![read(0, 5, &[1, 2])],
             ),
             (
                 "conflict behind a conflict",
                 2,
                 vec![1, 2],
-                vec![
-                    write(1, 0, 0, 100, Reply::Unknown),
-                    write(2, 1, 0, 100, Reply::Unknown),
-                    write(3, 0, 10, 20, Reply::Conflict(2)),
-                    write(4, 0, 30, 40, Reply::Conflict(1)),
-                ],
+                [
+                    unknown_pair(),
+                    vec![
+                        write(3, 0, 10, 20, Reply::Conflict(2)),
+                        write(4, 0, 30, 40, Reply::Conflict(1)),
+                    ],
+                ]
+                .concat(),
                 vec![],
             ),
             (

@@ -170,29 +170,19 @@ impl Wire for Endpoint {
                 }
             });
             let deadline = tokio::time::Instant::now() + timeout;
-            match tokio::time::timeout_at(deadline, answered).await {
-                Ok(Ok(reply)) => {
-                    net.traffic.delivered.fetch_add(1, Ordering::Relaxed);
-                    if rpc == Rpc::Snapshot {
-                        net.traffic.snapshots.fetch_add(1, Ordering::Relaxed);
-                    }
-                    reply
+            if let Ok(Ok(reply)) = tokio::time::timeout_at(deadline, answered).await {
+                net.traffic.delivered.fetch_add(1, Ordering::Relaxed);
+                if rpc == Rpc::Snapshot {
+                    net.traffic.snapshots.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Err(_)) => {
-                    // Lost on the way: the caller hears nothing until its timeout.
-                    tokio::time::sleep_until(deadline).await;
-                    net.traffic.lost.fetch_add(1, Ordering::Relaxed);
-                    Err(tonic::Status::deadline_exceeded(
-                        "simulated: lost in the network",
-                    ))
-                }
-                Err(_) => {
-                    net.traffic.lost.fetch_add(1, Ordering::Relaxed);
-                    Err(tonic::Status::deadline_exceeded(
-                        "simulated: lost in the network",
-                    ))
-                }
+                return reply;
             }
+            // Lost on the way, or late: either way the caller hears nothing until its timeout.
+            tokio::time::sleep_until(deadline).await;
+            net.traffic.lost.fetch_add(1, Ordering::Relaxed);
+            Err(tonic::Status::deadline_exceeded(
+                "simulated: lost in the network",
+            ))
         })
     }
 }
