@@ -335,3 +335,50 @@ fn bench_vault_refuses_a_cluster_that_keeps_the_argon2id_floor() {
         "start the fleet for load with `lockbox dev cluster --bench`",
     );
 }
+
+/// `lockbox demo` runs a dev cluster, which takes SIGINT so that it can stop its processes: a
+/// Ctrl-C during the demo must still end the demo, with an error, and leave no process behind.
+#[test]
+fn demo_stops_on_ctrl_c_and_leaves_no_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("demo");
+    let stderr = tmp.path().join("demo.stderr");
+    let mut child = lockbox()
+        .arg("demo")
+        .arg("--workdir")
+        .arg(&work)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut before = String::new();
+    // Once the gateway's address is printed, the cluster runs and its pid files are written.
+    while !before.contains("   gateway http") {
+        let read = out.read_line(&mut before).unwrap();
+        assert!(read > 0, "the demo ended before its cluster ran: {before}");
+    }
+    let cluster = work.join("cluster");
+    let pids: Vec<Pid> = (1..=5)
+        .map(|i| format!("nodes/{i}/pid"))
+        .chain(["gateway.pid".to_string()])
+        .map(|f| {
+            let text = std::fs::read_to_string(cluster.join(&f)).unwrap();
+            Pid::from_raw(text.trim().parse().unwrap())
+        })
+        .collect();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let mut after = String::new();
+    std::io::Read::read_to_string(&mut out, &mut after).unwrap();
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        !after.contains("Demo complete"),
+        "the demo ran on after Ctrl-C: {after}"
+    );
+    assert_eq!(status.code(), Some(1), "{after}\n{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    for pid in pids {
+        assert!(is_gone(pid), "{pid} outlived the demo");
+    }
+}

@@ -183,6 +183,20 @@ impl Cluster {
         Ok(pid)
     }
 
+    /// Fails if SIGINT or SIGTERM arrived since the cluster started. The cluster takes both
+    /// signals (so that it can stop its processes), so a program that runs one between its own
+    /// steps asks here after each: its Ctrl-C then stops it, and dropping the cluster stops
+    /// the processes.
+    pub fn check_interrupted(&mut self) -> Result<()> {
+        let signals = &mut self.signals;
+        let arrived = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::ZERO, signals.next()).await })
+            .is_ok();
+        ensure!(!arrived, "interrupted; stopping the dev cluster");
+        Ok(())
+    }
+
     /// Runs until SIGINT or SIGTERM (then stops every process: `Ok`) or until a process exits
     /// on its own (then stops the others: an error naming it).
     pub fn wait_for_exit_or_signal(mut self) -> Result<()> {

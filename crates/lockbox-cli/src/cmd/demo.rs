@@ -152,17 +152,23 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         cfg,
         original,
     };
+    // The cluster takes Ctrl-C: each step ends by asking whether one came.
     let old = enable_and_back_up(&story, &chats)?;
+    cluster.check_interrupted()?;
     lose_the_phone(&story)?;
+    cluster.check_interrupted()?;
     let mut new = Device::open(
         &story.ctx("new-phone").home,
         story.ctx("new-phone").dev_tokens()?,
     )?;
     lose_two_nodes(&story, &mut cluster, &new)?;
+    cluster.check_interrupted()?;
     step(8, "Change the password on the new phone");
     new.change_password(PASSWORD, NEW_PASSWORD)?;
     println!("   the old password proved once more, the new one registered over the same key");
+    cluster.check_interrupted()?;
     rotate(&story, &mut new)?;
+    cluster.check_interrupted()?;
     let err = old
         .restore_latest(&story.work.join("lost-key"), &mut |_| {}, &Cancel::new())
         .err()
@@ -170,7 +176,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let err = anyhow::Error::from(err);
     ensure!(exit::classify(&err) == Exit::Auth, "unexpected: {err:#}");
     println!("   the lost phone's key opens nothing in the cloud any more (exit status 2)");
+    cluster.check_interrupted()?;
     thief(&story)?;
+    cluster.check_interrupted()?;
     tampered(&story, &new)?;
     drop(cluster);
     println!(
