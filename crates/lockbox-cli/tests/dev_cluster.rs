@@ -372,8 +372,9 @@ fn demo_stops_on_ctrl_c_and_leaves_no_process() {
     std::io::Read::read_to_string(&mut out, &mut after).unwrap();
     let status = child.wait().unwrap();
     let err = std::fs::read_to_string(&stderr).unwrap();
+    // The signal came during step 2; the check after steps 3–4 must end it before step 5.
     assert!(
-        !after.contains("Demo complete"),
+        !after.contains("\n5. "),
         "the demo ran on after Ctrl-C: {after}"
     );
     assert_eq!(status.code(), Some(1), "{after}\n{err}");

@@ -180,6 +180,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     thief(&story)?;
     cluster.check_interrupted()?;
     tampered(&story, &new)?;
+    cluster.check_interrupted()?;
     drop(cluster);
     println!(
         "\nDemo complete: every step above was checked. Files are in {}",
@@ -285,6 +286,7 @@ fn lose_two_nodes(story: &Story, cluster: &mut cluster::Cluster, device: &Device
             started.elapsed() < std::time::Duration::from_secs(60),
             "the three surviving nodes did not answer within 60 s"
         );
+        cluster.check_interrupted()?;
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     ensure!(
