@@ -58,6 +58,10 @@ pub enum ArchiveError {
     /// A file shrank while it was being archived.
     #[error("{0:?}: file changed while being archived")]
     FileChanged(PathBuf),
+    /// The chunk store behind a tree failed ([`crate::ChunkSink`], [`crate::ChunkSource`]); the
+    /// original error is kept for the caller to downcast.
+    #[error("{0}")]
+    Chunks(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// [`crate::WriteOptions`] are out of range.
     #[error("invalid archive options: {0}")]
     InvalidOptions(&'static str),

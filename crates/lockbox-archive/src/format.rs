@@ -14,6 +14,14 @@ pub const MAX_BLOCK_SIZE: usize = 1 << 20;
 /// Largest entry path or symlink target, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
 
+/// First bytes of every tree: an archive whose file data are references to chunks stored
+/// elsewhere (the incremental repository's snapshots).
+pub const TREE_MAGIC: [u8; 8] = *b"LBXTREE\0";
+/// Tree format version written by this crate, the only one it reads.
+pub const TREE_VERSION: u8 = 1;
+/// Largest chunk a tree may reference.
+pub const MAX_CHUNK_SIZE: usize = 8 << 20;
+
 pub(crate) const TAG_DIR: u8 = 1;
 pub(crate) const TAG_FILE: u8 = 2;
 pub(crate) const TAG_SYMLINK: u8 = 3;
@@ -22,6 +30,7 @@ pub(crate) const TAG_END: u8 = 0xFF;
 pub(crate) const BLOCK_END: u8 = 0;
 pub(crate) const BLOCK_RAW: u8 = 1;
 pub(crate) const BLOCK_ZSTD: u8 = 2;
+pub(crate) const BLOCK_REF: u8 = 3;
 
 /// Permission bits kept in the archive (rwx for all, setuid, setgid, sticky).
 pub(crate) const MODE_MASK: u32 = 0o7777;

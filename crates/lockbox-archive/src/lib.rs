@@ -18,6 +18,7 @@
 //! be reached through a symlink. It trusts the local filesystem and the `zstd` library.
 #![forbid(unsafe_code)]
 
+mod chunks;
 mod error;
 mod format;
 mod mount;
@@ -27,8 +28,12 @@ mod restore;
 mod walk;
 mod writer;
 
+pub use chunks::{CHUNK_ID_LEN, ChunkRef, ChunkSink, ChunkSource, FileToChunk};
 pub use error::ArchiveError;
-pub use format::{MAGIC, MAX_BLOCK_SIZE, MAX_PATH_LEN, Mtime, VERSION, validate_path};
+pub use format::{
+    MAGIC, MAX_BLOCK_SIZE, MAX_CHUNK_SIZE, MAX_PATH_LEN, Mtime, TREE_MAGIC, TREE_VERSION, VERSION,
+    validate_path,
+};
 pub use reader::{ArchiveReader, Entry, EntryKind};
-pub use restore::{check_destination, restore};
-pub use writer::{ArchiveStats, WriteOptions, scan_size, write_dir};
+pub use restore::{check_destination, restore, restore_tree};
+pub use writer::{ArchiveStats, WriteOptions, scan_size, write_dir, write_tree};

@@ -4,11 +4,12 @@
 use std::io::{ErrorKind, Read};
 use std::path::Path;
 
+use crate::chunks::{CHUNK_ID_LEN, ChunkRef};
 use crate::ArchiveError;
 use crate::error::show_path;
 use crate::format::{
-    BLOCK_END, BLOCK_RAW, BLOCK_ZSTD, MAGIC, MAX_BLOCK_SIZE, MAX_PATH_LEN, MODE_MASK, Mtime,
-    TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, VERSION, is_ancestor_or_self, parent, path_order,
+    BLOCK_END, BLOCK_RAW, BLOCK_REF, BLOCK_ZSTD, MAGIC, MAX_CHUNK_SIZE, MAX_BLOCK_SIZE, MAX_PATH_LEN, MODE_MASK, Mtime,
+    TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, TREE_MAGIC, TREE_VERSION, VERSION, is_ancestor_or_self, parent, path_order,
     validate_path,
 };
 
@@ -50,6 +51,13 @@ impl Entry {
     }
 }
 
+/// What a stream holds as file data: blocks of the data itself, or references to chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    Archive,
+    Tree,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Entries,
@@ -68,6 +76,7 @@ enum State {
 /// Header fields are read with many small `read` calls: pass a buffered reader (or a slice).
 pub struct ArchiveReader<R: Read> {
     input: R,
+    flavor: Flavor,
     state: State,
     bytes_read: u64,
     /// Path of the previous entry, for the ordering (and so duplicate) check.
@@ -76,12 +85,14 @@ pub struct ArchiveReader<R: Read> {
     open_dir: Vec<u8>,
     stored: Vec<u8>,
     block: Vec<u8>,
+    chunk: Option<ChunkRef>,
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl<R: Read> std::fmt::Debug for ArchiveReader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArchiveReader")
+            .field("flavor", &self.flavor)
             .field("state", &self.state)
             .field("bytes_read", &self.bytes_read)
             .finish_non_exhaustive()
@@ -89,16 +100,32 @@ impl<R: Read> std::fmt::Debug for ArchiveReader<R> {
 }
 
 impl<R: Read> ArchiveReader<R> {
-    /// Read and check the magic and version.
+    /// Read and check the magic and version of an archive.
     pub fn new(input: R) -> Result<Self, ArchiveError> {
+        Self::open(input, Flavor::Archive)
+    }
+
+    /// Read and check the magic and version of a tree, whose file data are chunk references
+    /// (read them with [`read_ref`](Self::read_ref)).
+    pub fn new_tree(input: R) -> Result<Self, ArchiveError> {
+        Self::open(input, Flavor::Tree)
+    }
+
+    pub(crate) fn open(input: R, flavor: Flavor) -> Result<Self, ArchiveError> {
+        let (expect_magic, expect_version) = match flavor {
+            Flavor::Archive => (MAGIC, VERSION),
+            Flavor::Tree => (TREE_MAGIC, TREE_VERSION),
+        };
         let mut reader = ArchiveReader {
             input,
+            flavor,
             state: State::Entries,
             bytes_read: 0,
             prev: Vec::new(),
             open_dir: Vec::new(),
             stored: Vec::new(),
             block: Vec::new(),
+            chunk: None,
             decompressor: None,
         };
         let mut magic = [0u8; MAGIC.len()];
@@ -106,11 +133,11 @@ impl<R: Read> ArchiveReader<R> {
             ArchiveError::Truncated => ArchiveError::NotAnArchive,
             other => other,
         })?;
-        if magic != MAGIC {
+        if magic != expect_magic {
             return Err(ArchiveError::NotAnArchive);
         }
         let version = reader.u8()?;
-        if version != VERSION {
+        if version != expect_version {
             return Err(ArchiveError::UnsupportedVersion(version));
         }
         Ok(reader)
@@ -143,8 +170,28 @@ impl<R: Read> ArchiveReader<R> {
     /// The next block of the current file's data, `Ok(None)` once its declared size was read
     /// and verified (or when no file data is pending).
     pub fn read_block(&mut self) -> Result<Option<&[u8]>, ArchiveError> {
+        self.expect_flavor(Flavor::Archive)?;
         let more = self.guard(|r| r.next_block(true))?;
         Ok(more.then_some(self.block.as_slice()))
+    }
+
+    /// In a tree: the next chunk of the current file's data, `Ok(None)` once the chunks add up
+    /// to its declared size (or when no file data is pending).
+    pub fn read_ref(&mut self) -> Result<Option<ChunkRef>, ArchiveError> {
+        self.expect_flavor(Flavor::Tree)?;
+        let more = self.guard(|r| r.next_block(true))?;
+        Ok(if more { self.chunk.take() } else { None })
+    }
+
+    fn expect_flavor(&self, flavor: Flavor) -> Result<(), ArchiveError> {
+        if self.flavor != flavor {
+            let what = match flavor {
+                Flavor::Archive => "blocks read from a tree (use read_ref)",
+                Flavor::Tree => "chunk references read from an archive (use read_block)",
+            };
+            return Err(ArchiveError::malformed(what));
+        }
+        Ok(())
     }
 
     /// Skip the rest of the current file's data (still checking the block structure and sizes).
@@ -269,7 +316,20 @@ impl<R: Read> ArchiveReader<R> {
             self.state = State::Entries;
             return Ok(false);
         }
-        let raw_len = self.block_len()?;
+        let allowed = match self.flavor {
+            Flavor::Archive => kind == BLOCK_RAW || kind == BLOCK_ZSTD,
+            Flavor::Tree => kind == BLOCK_REF,
+        };
+        if !allowed {
+            return Err(ArchiveError::malformed(format!(
+                "unknown block type {kind:#04x}"
+            )));
+        }
+        let max = match self.flavor {
+            Flavor::Archive => MAX_BLOCK_SIZE,
+            Flavor::Tree => MAX_CHUNK_SIZE,
+        };
+        let raw_len = self.length_up_to(max)?;
         if raw_len as u64 > remaining {
             return Err(ArchiveError::malformed(
                 "file data longer than its declared size",
@@ -278,6 +338,11 @@ impl<R: Read> ArchiveReader<R> {
         match kind {
             BLOCK_RAW => self.read_raw(raw_len, decode)?,
             BLOCK_ZSTD => self.read_zstd(raw_len, decode)?,
+            BLOCK_REF => {
+                let id = self.array::<CHUNK_ID_LEN>()?;
+                let len = u32::try_from(raw_len).unwrap_or(u32::MAX);
+                self.chunk = Some(ChunkRef { id, len });
+            }
             _ => {
                 return Err(ArchiveError::malformed(format!(
                     "unknown block type {kind:#04x}"
@@ -291,8 +356,12 @@ impl<R: Read> ArchiveReader<R> {
     }
 
     fn block_len(&mut self) -> Result<usize, ArchiveError> {
+        self.length_up_to(MAX_BLOCK_SIZE)
+    }
+
+    fn length_up_to(&mut self, max: usize) -> Result<usize, ArchiveError> {
         let len = usize::try_from(self.u32()?).unwrap_or(usize::MAX);
-        if len == 0 || len > MAX_BLOCK_SIZE {
+        if len == 0 || len > max {
             return Err(ArchiveError::malformed("block length out of range"));
         }
         Ok(len)

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::format::Mtime;
 use crate::mount;
 use crate::partial::{self, parent_of};
-use crate::reader::{ArchiveReader, Entry, EntryKind};
+use crate::chunks::ChunkSource;
+use crate::reader::{ArchiveReader, Entry, EntryKind, Flavor};
 use crate::{ArchiveError, ArchiveStats};
 
 /// Restored permission bits: setuid and setgid are dropped, a restore never creates set-id
@@ -28,10 +29,81 @@ pub fn restore<R: Read>(
     dest: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveStats, ArchiveError> {
+    restore_with(input, dest, &mut Body::Inline, progress)
+}
+
+/// [`restore`] for a tree: each file's data comes from `source`, chunk by chunk, in the order
+/// the tree lists them. Same atomicity and safety.
+pub fn restore_tree<R: Read>(
+    input: R,
+    dest: &Path,
+    source: &mut dyn ChunkSource,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveStats, ArchiveError> {
+    let mut body = Body::Chunks {
+        source,
+        buf: Vec::new(),
+    };
+    restore_with(input, dest, &mut body, progress)
+}
+
+/// Where restored file data come from.
+enum Body<'a> {
+    /// From the archive's own blocks.
+    Inline,
+    /// From a chunk source, as the tree's references name them.
+    Chunks {
+        source: &'a mut dyn ChunkSource,
+        buf: Vec<u8>,
+    },
+}
+
+impl Body<'_> {
+    fn flavor(&self) -> Flavor {
+        match self {
+            Body::Inline => Flavor::Archive,
+            Body::Chunks { .. } => Flavor::Tree,
+        }
+    }
+
+    /// The next piece of the current file, `None` at its end.
+    fn next_piece<'b, R: Read>(
+        &'b mut self,
+        reader: &'b mut ArchiveReader<R>,
+    ) -> Result<Option<&'b [u8]>, ArchiveError> {
+        match self {
+            Body::Inline => reader.read_block(),
+            Body::Chunks { source, buf } => {
+                let Some(chunk) = reader.read_ref()? else {
+                    return Ok(None);
+                };
+                source.read_chunk(&chunk, buf)?;
+                if buf.len() != chunk.len as usize {
+                    return Err(ArchiveError::Chunks(
+                        format!(
+                            "chunk store gave {} bytes for a chunk of {}",
+                            buf.len(),
+                            chunk.len
+                        )
+                        .into(),
+                    ));
+                }
+                Ok(Some(buf.as_slice()))
+            }
+        }
+    }
+}
+
+fn restore_with<R: Read>(
+    input: R,
+    dest: &Path,
+    body: &mut Body<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveStats, ArchiveError> {
     check_destination(dest)?;
     partial::sweep(parent_of(dest));
     let staging = Staging::create(dest)?;
-    let stats = extract(input, &staging.path, progress)?;
+    let stats = extract(input, &staging.path, body, progress)?;
     staging.commit(dest)?;
     Ok(stats)
 }
@@ -117,10 +189,12 @@ struct PendingDir {
 fn extract<R: Read>(
     input: R,
     root: &Path,
+    body: &mut Body<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveStats, ArchiveError> {
     // Headers are parsed with small reads; buffer them (errors still pass through unchanged).
-    let mut reader = ArchiveReader::new(std::io::BufReader::with_capacity(64 * 1024, input))?;
+    let buffered = std::io::BufReader::with_capacity(64 * 1024, input);
+    let mut reader = ArchiveReader::open(buffered, body.flavor())?;
     let mut stats = ArchiveStats::default();
     let mut dirs = Vec::new();
     // The reader guarantees each entry's parent is a directory entry before it, which was
@@ -141,7 +215,7 @@ fn extract<R: Read>(
                 stats.dirs += 1;
             }
             EntryKind::File { .. } => {
-                write_file(&mut reader, &entry, &path, &mut stats, progress)?;
+                write_file(&mut reader, body, &entry, &path, &mut stats, progress)?;
                 stats.files += 1;
             }
             EntryKind::Symlink { target } => {
@@ -160,6 +234,7 @@ fn extract<R: Read>(
 
 fn write_file<R: Read>(
     reader: &mut ArchiveReader<R>,
+    body: &mut Body<'_>,
     entry: &Entry,
     path: &Path,
     stats: &mut ArchiveStats,
@@ -172,7 +247,7 @@ fn write_file<R: Read>(
         .mode(0o600)
         .open(path)
         .map_err(ArchiveError::io(path))?;
-    while let Some(block) = reader.read_block()? {
+    while let Some(block) = body.next_piece(reader)? {
         file.write_all(block).map_err(ArchiveError::io(path))?;
         stats.bytes_out += block.len() as u64;
         progress(stats.bytes_out);

@@ -7,8 +7,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::ArchiveError;
+use crate::chunks::{ChunkRef, ChunkSink, FileToChunk};
 use crate::format::{
-    BLOCK_END, BLOCK_RAW, BLOCK_ZSTD, MAGIC, MAX_BLOCK_SIZE, MAX_PATH_LEN, MODE_MASK, Mtime,
+    BLOCK_END, BLOCK_RAW, BLOCK_REF, BLOCK_ZSTD, MAGIC, MAX_CHUNK_SIZE, TREE_MAGIC, TREE_VERSION, MAX_BLOCK_SIZE, MAX_PATH_LEN, MODE_MASK, Mtime,
     TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, VERSION, encode_bytes, encode_common,
 };
 use crate::walk::{Node, Walker};
@@ -85,39 +86,89 @@ pub fn write_dir<W: Write>(
     }
     let compressor = zstd::bulk::Compressor::new(opts.compression_level)
         .map_err(|_| ArchiveError::InvalidOptions("unsupported zstd compression level"))?;
-    let mut walker = Walker::new(root)?;
-    let mut w = Encoder::new(out, opts.block_size, compressor);
-    emit(&mut w.out, &mut w.stats, &MAGIC)?;
-    emit(&mut w.out, &mut w.stats, &[VERSION])?;
-    while let Some(node) = walker.next_node()? {
-        w.entry(&node, progress)?;
-    }
-    emit(&mut w.out, &mut w.stats, &[TAG_END])?;
-    w.out.flush().map_err(ArchiveError::Output)?;
-    Ok((w.out, w.stats))
+    let w = Encoder::new(out, opts.block_size, compressor);
+    w.write(root, (&MAGIC, VERSION), progress)
 }
 
-struct Encoder<W> {
+/// Write the tree below `root` into `out`: the same walk and entries as [`write_dir`], but
+/// each regular file's data goes to `sink`, and the tree records the chunk references it
+/// gives back. Returns `out` and the counters (`bytes_in` = file bytes chunked or reused).
+pub fn write_tree<W: Write>(
+    root: &Path,
+    out: W,
+    sink: &mut dyn ChunkSink,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(W, ArchiveStats), ArchiveError> {
+    let w = Encoder::with_body(
+        out,
+        Body::Chunks {
+            sink,
+            refs: Vec::new(),
+        },
+    );
+    w.write(root, (&TREE_MAGIC, TREE_VERSION), progress)
+}
+
+struct Encoder<'a, W> {
     out: W,
     stats: ArchiveStats,
+    frame: Vec<u8>,
+    body: Body<'a>,
+}
+
+/// How file data are written: as blocks of the data, or as chunk references.
+enum Body<'a> {
+    Blocks(BlockCoder),
+    Chunks {
+        sink: &'a mut dyn ChunkSink,
+        refs: Vec<ChunkRef>,
+    },
+}
+
+struct BlockCoder {
     block_size: usize,
     compressor: zstd::bulk::Compressor<'static>,
-    frame: Vec<u8>,
     input: Vec<u8>,
     packed: Vec<u8>,
 }
 
-impl<W: Write> Encoder<W> {
+impl<'a, W: Write> Encoder<'a, W> {
     fn new(out: W, block_size: usize, compressor: zstd::bulk::Compressor<'static>) -> Self {
+        Self::with_body(
+            out,
+            Body::Blocks(BlockCoder {
+                block_size,
+                compressor,
+                input: vec![0; block_size],
+                packed: Vec::with_capacity(block_size),
+            }),
+        )
+    }
+
+    fn with_body(out: W, body: Body<'a>) -> Self {
         Encoder {
             out,
             stats: ArchiveStats::default(),
-            block_size,
-            compressor,
             frame: Vec::new(),
-            input: vec![0; block_size],
-            packed: Vec::with_capacity(block_size),
+            body,
         }
+    }
+
+    fn write(
+        mut self,
+        root: &Path,
+        (magic, version): (&[u8; 8], u8),
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(W, ArchiveStats), ArchiveError> {
+        let mut walker = Walker::new(root)?;
+        emit(&mut self.out, &mut self.stats, magic)?;
+        emit(&mut self.out, &mut self.stats, &[version])?;
+        while let Some(node) = walker.next_node()? {
+            self.entry(&node, progress)?;
+        }
+        emit(&mut self.out, &mut self.stats, &[TAG_END])?;
+        self.out.flush().map_err(ArchiveError::Output)?;
+        Ok((self.out, self.stats))
     }
 
     fn entry(&mut self, node: &Node, progress: &mut dyn FnMut(u64)) -> Result<(), ArchiveError> {
@@ -169,6 +220,116 @@ impl<W: Write> Encoder<W> {
         file: File,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), ArchiveError> {
+        match &mut self.body {
+            Body::Blocks(coder) => {
+                let sink = Emit {
+                    out: &mut self.out,
+                    stats: &mut self.stats,
+                    frame: &mut self.frame,
+                };
+                coder.file_data(node, file, sink, progress)?;
+            }
+            Body::Chunks { sink, refs } => {
+                let out = Emit {
+                    out: &mut self.out,
+                    stats: &mut self.stats,
+                    frame: &mut self.frame,
+                };
+                chunk_file(node, file, &mut **sink, refs, out)?;
+                self.stats.bytes_in += node.meta.len();
+                progress(self.stats.bytes_in);
+            }
+        }
+        emit(&mut self.out, &mut self.stats, &[BLOCK_END])
+    }
+}
+
+/// The output and its counters, lent to whatever writes file data.
+struct Emit<'o, W> {
+    out: &'o mut W,
+    stats: &'o mut ArchiveStats,
+    frame: &'o mut Vec<u8>,
+}
+
+impl<W: Write> Emit<'_, W> {
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+        emit(self.out, self.stats, bytes)
+    }
+
+    fn frame(&mut self) -> Result<(), ArchiveError> {
+        emit(self.out, self.stats, self.frame)
+    }
+}
+
+/// Hands a file to the sink and writes its references. A sink that read the file must have
+/// read all of it: fewer bytes means the file shrank since the walk.
+fn chunk_file<W: Write>(
+    node: &Node,
+    file: File,
+    sink: &mut dyn ChunkSink,
+    refs: &mut Vec<ChunkRef>,
+    mut out: Emit<'_, W>,
+) -> Result<(), ArchiveError> {
+    let size = node.meta.len();
+    let mut data = Counted {
+        inner: file.take(size),
+        read: 0,
+    };
+    refs.clear();
+    let info = FileToChunk {
+        path: &node.full,
+        rel: &node.rel,
+        meta: &node.meta,
+    };
+    sink.chunk_file(&info, &mut data, refs)?;
+    if data.read != 0 && data.read != size {
+        return Err(ArchiveError::FileChanged(node.full.clone()));
+    }
+    let total: u64 = refs.iter().map(|r| u64::from(r.len)).sum();
+    let bad_len = refs
+        .iter()
+        .any(|r| r.len == 0 || r.len as usize > MAX_CHUNK_SIZE);
+    if total != size || bad_len {
+        return Err(ArchiveError::Chunks(
+            format!(
+                "the chunk store returned {} bytes of chunks for {:?}, which has {size}",
+                total, node.full
+            )
+            .into(),
+        ));
+    }
+    for chunk in refs.iter() {
+        out.frame.clear();
+        out.frame.push(BLOCK_REF);
+        out.frame.extend_from_slice(&chunk.len.to_be_bytes());
+        out.frame.extend_from_slice(&chunk.id);
+        out.frame()?;
+    }
+    Ok(())
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl BlockCoder {
+    fn file_data<W: Write>(
+        &mut self,
+        node: &Node,
+        file: File,
+        mut out: Emit<'_, W>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ArchiveError> {
         let mut remaining = node.meta.len();
         let mut reader = file.take(remaining);
         let mut policy = CompressPolicy::for_path(&node.full);
@@ -182,14 +343,19 @@ impl<W: Write> Encoder<W> {
                     _ => ArchiveError::io(&node.full)(e),
                 })?;
             remaining -= want as u64;
-            self.block(want, &mut policy)?;
-            self.stats.bytes_in += want as u64;
-            progress(self.stats.bytes_in);
+            self.block(want, &mut policy, &mut out)?;
+            out.stats.bytes_in += want as u64;
+            progress(out.stats.bytes_in);
         }
-        emit(&mut self.out, &mut self.stats, &[BLOCK_END])
+        Ok(())
     }
 
-    fn block(&mut self, len: usize, policy: &mut CompressPolicy) -> Result<(), ArchiveError> {
+    fn block<W: Write>(
+        &mut self,
+        len: usize,
+        policy: &mut CompressPolicy,
+        out: &mut Emit<'_, W>,
+    ) -> Result<(), ArchiveError> {
         let compressed = policy.should_try() && self.try_compress(len);
         policy.record(compressed);
         let (kind, payload) = if compressed {
@@ -197,15 +363,14 @@ impl<W: Write> Encoder<W> {
         } else {
             (BLOCK_RAW, &self.input[..len])
         };
-        let frame = &mut self.frame;
-        frame.clear();
-        frame.push(kind);
-        frame.extend_from_slice(&be_u32(len));
+        out.frame.clear();
+        out.frame.push(kind);
+        out.frame.extend_from_slice(&be_u32(len));
         if compressed {
-            frame.extend_from_slice(&be_u32(payload.len()));
+            out.frame.extend_from_slice(&be_u32(payload.len()));
         }
-        emit(&mut self.out, &mut self.stats, frame)?;
-        emit(&mut self.out, &mut self.stats, payload)
+        out.frame()?;
+        out.bytes(payload)
     }
 
     /// Compress into a buffer capped at the size worth keeping: too big fails, so we store raw.

@@ -86,6 +86,19 @@ pub enum StoreError {
     #[error("upload of {object} to {url} was aborted before it finished")]
     UploadAborted { url: String, object: String },
 
+    /// A put that must not replace an object found one there.
+    #[error("{object} already exists in {url}")]
+    AlreadyExists { url: String, object: String },
+
+    /// The storage returned fewer bytes than the range asked for.
+    #[error("{url} returned {got} of {wanted} bytes of {object}: the object is shorter than expected")]
+    ShortRead {
+        url: String,
+        object: String,
+        wanted: u64,
+        got: u64,
+    },
+
     /// The background task driving a transfer died (runtime shut down or task panicked).
     #[error("transfer task for {object} at {url} stopped unexpectedly: {reason}")]
     TaskFailed {

@@ -1,0 +1,196 @@
+//! Named objects under the store's prefix, for callers that keep their own layout (the
+//! incremental repository: `config`, `packs/…`, `index/…`, `snapshots/…`, `catalog/…`).
+//!
+//! Names are checked ([`ObjectName`]): `/`-separated components of ASCII letters, digits, `-`,
+//! `_` and `.`, none empty, `.` or `..`, so a name can never reach outside the prefix. Every put
+//! is atomic: a reader sees the whole object or none of it.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::{Store, StoreError};
+
+/// Longest object name accepted, in bytes.
+pub const MAX_OBJECT_NAME_LEN: usize = 512;
+
+/// A checked object name relative to the store's prefix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectName(String);
+
+impl ObjectName {
+    pub fn new(name: impl Into<String>) -> Result<Self, StoreError> {
+        let name = name.into();
+        let invalid = |reason: &str| StoreError::InvalidName {
+            reason: format!("object name `{}`: {reason}", name.escape_default()),
+        };
+        if name.is_empty() || name.len() > MAX_OBJECT_NAME_LEN {
+            return Err(invalid("must be 1 to 512 bytes"));
+        }
+        for part in name.split('/') {
+            if part.is_empty() || part == "." || part == ".." {
+                return Err(invalid("has an empty, `.` or `..` component"));
+            }
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if !part.chars().all(allowed) {
+                return Err(invalid("may hold only ASCII letters, digits, `-`, `_`, `.`"));
+            }
+        }
+        Ok(ObjectName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One object found by [`Store::list_objects`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: ObjectName,
+    pub size: u64,
+}
+
+/// Whether a put may replace an object already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutIf {
+    /// Replace whatever is there.
+    Always,
+    /// Only if no object has the name; otherwise [`StoreError::AlreadyExists`].
+    Absent,
+}
+
+impl Store {
+    /// Stores `bytes` as `name`, atomically.
+    pub async fn put_object(
+        &self,
+        name: &ObjectName,
+        bytes: Bytes,
+        when: PutIf,
+    ) -> Result<(), StoreError> {
+        let store = self.backend().for_write(self.url())?;
+        let mode = match when {
+            PutIf::Always => PutMode::Overwrite,
+            PutIf::Absent => PutMode::Create,
+        };
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        match store
+            .put_opts(&self.path_of(name), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StoreError::AlreadyExists {
+                url: self.url().to_owned(),
+                object: name.to_string(),
+            }),
+            Err(e) => Err(self.error(format!("writing {name}"), e)),
+        }
+    }
+
+    /// The whole object `name`.
+    pub async fn get_object(&self, name: &ObjectName) -> Result<Bytes, StoreError> {
+        let store = self.backend().existing(self.url())?;
+        let read = async { store.get(&self.path_of(name)).await?.bytes().await };
+        read.await
+            .map_err(|e| self.error(format!("reading {name}"), e))
+    }
+
+    /// Bytes `range` of the object `name`; fewer than asked is an error.
+    pub async fn get_object_range(
+        &self,
+        name: &ObjectName,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        let store = self.backend().existing(self.url())?;
+        let want = range.end.saturating_sub(range.start);
+        let bytes = store
+            .get_range(&self.path_of(name), range.clone())
+            .await
+            .map_err(|e| self.error(format!("reading {name} bytes {range:?}"), e))?;
+        if bytes.len() as u64 != want {
+            return Err(StoreError::ShortRead {
+                url: self.url().to_owned(),
+                object: name.to_string(),
+                wanted: want,
+                got: bytes.len() as u64,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Every object whose name starts with `dir/`, sorted by name. Objects whose names are
+    /// not valid [`ObjectName`]s (staging files, foreign objects) are skipped. A folder or
+    /// bucket that does not exist lists as empty.
+    pub async fn list_objects(&self, dir: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let dir_name = ObjectName::new(dir)?;
+        let store = match self.backend().existing(self.url()) {
+            Err(StoreError::NotFound { .. }) => return Ok(Vec::new()),
+            other => other?,
+        };
+        let root = self.backend().prefix();
+        let listed: Vec<_> = store
+            .list(Some(&self.path_of(&dir_name)))
+            .try_collect()
+            .await
+            .map_err(|e| self.error(format!("listing {dir}/"), e))?;
+        let mut found: Vec<ObjectInfo> = listed
+            .into_iter()
+            .filter_map(|meta| {
+                let rel = meta.location.prefix_match(&root)?;
+                let rel: Vec<_> = rel.map(|p| p.as_ref().to_owned()).collect();
+                let name = ObjectName::new(rel.join("/")).ok()?;
+                Some(ObjectInfo {
+                    name,
+                    size: meta.size,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    /// Deletes `name`; an object already gone is not an error.
+    pub async fn delete_object(&self, name: &ObjectName) -> Result<(), StoreError> {
+        let store = self.backend().existing(self.url())?;
+        match store.delete(&self.path_of(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(format!("deleting {name}"), e)),
+        }
+    }
+
+    fn path_of(&self, name: &ObjectName) -> Path {
+        let mut path = self.backend().prefix();
+        for part in name.0.split('/') {
+            path = path.join(part);
+        }
+        path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_leave_the_prefix() {
+        for bad in ["", "/a", "a/", "a//b", "../a", "a/./b", "a b", "a\\b", "ä"] {
+            assert!(ObjectName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["config", "packs/ab/abcdef", "catalog/00000000000000000001.v1"] {
+            assert_eq!(ObjectName::new(good).unwrap().as_str(), good);
+        }
+        assert!(ObjectName::new("a".repeat(MAX_OBJECT_NAME_LEN + 1)).is_err());
+    }
+}
