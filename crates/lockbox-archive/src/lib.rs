@@ -36,4 +36,4 @@ pub use format::{
 };
 pub use reader::{ArchiveReader, Entry, EntryKind};
 pub use restore::{check_destination, restore, restore_tree};
-pub use writer::{ArchiveStats, WriteOptions, scan_size, write_dir, write_tree};
+pub use writer::{ArchiveStats, WriteOptions, scan_size, worth_compressing, write_dir, write_tree};

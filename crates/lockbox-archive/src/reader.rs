@@ -4,13 +4,13 @@
 use std::io::{ErrorKind, Read};
 use std::path::Path;
 
-use crate::chunks::{CHUNK_ID_LEN, ChunkRef};
 use crate::ArchiveError;
+use crate::chunks::{CHUNK_ID_LEN, ChunkRef};
 use crate::error::show_path;
 use crate::format::{
-    BLOCK_END, BLOCK_RAW, BLOCK_REF, BLOCK_ZSTD, MAGIC, MAX_CHUNK_SIZE, MAX_BLOCK_SIZE, MAX_PATH_LEN, MODE_MASK, Mtime,
-    TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, TREE_MAGIC, TREE_VERSION, VERSION, is_ancestor_or_self, parent, path_order,
-    validate_path,
+    BLOCK_END, BLOCK_RAW, BLOCK_REF, BLOCK_ZSTD, MAGIC, MAX_BLOCK_SIZE, MAX_CHUNK_SIZE,
+    MAX_PATH_LEN, MODE_MASK, Mtime, TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, TREE_MAGIC,
+    TREE_VERSION, VERSION, is_ancestor_or_self, parent, path_order, validate_path,
 };
 
 /// What an entry is.

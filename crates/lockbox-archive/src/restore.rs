@@ -5,10 +5,10 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::chunks::ChunkSource;
 use crate::format::Mtime;
 use crate::mount;
 use crate::partial::{self, parent_of};
-use crate::chunks::ChunkSource;
 use crate::reader::{ArchiveReader, Entry, EntryKind, Flavor};
 use crate::{ArchiveError, ArchiveStats};
 

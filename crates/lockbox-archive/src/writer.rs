@@ -9,8 +9,9 @@ use std::path::Path;
 use crate::ArchiveError;
 use crate::chunks::{ChunkRef, ChunkSink, FileToChunk};
 use crate::format::{
-    BLOCK_END, BLOCK_RAW, BLOCK_REF, BLOCK_ZSTD, MAGIC, MAX_CHUNK_SIZE, TREE_MAGIC, TREE_VERSION, MAX_BLOCK_SIZE, MAX_PATH_LEN, MODE_MASK, Mtime,
-    TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, VERSION, encode_bytes, encode_common,
+    BLOCK_END, BLOCK_RAW, BLOCK_REF, BLOCK_ZSTD, MAGIC, MAX_BLOCK_SIZE, MAX_CHUNK_SIZE,
+    MAX_PATH_LEN, MODE_MASK, Mtime, TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, TREE_MAGIC,
+    TREE_VERSION, VERSION, encode_bytes, encode_common,
 };
 use crate::walk::{Node, Walker};
 
@@ -390,6 +391,15 @@ impl BlockCoder {
     }
 }
 
+/// Whether a file's data may be worth compressing: false for known media and archive
+/// extensions, which are compressed already.
+pub fn worth_compressing(path: &Path) -> bool {
+    !path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| MEDIA_EXTENSIONS.iter().any(|m| m.eq_ignore_ascii_case(e)))
+}
+
 /// Per-file decision whether to try zstd on the next block.
 #[derive(Debug)]
 struct CompressPolicy {
@@ -400,12 +410,8 @@ struct CompressPolicy {
 
 impl CompressPolicy {
     fn for_path(path: &Path) -> Self {
-        let media = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| MEDIA_EXTENSIONS.iter().any(|m| m.eq_ignore_ascii_case(e)));
         CompressPolicy {
-            enabled: !media,
+            enabled: worth_compressing(path),
             blocks: 0,
             failures: 0,
         }

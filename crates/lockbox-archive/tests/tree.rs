@@ -116,8 +116,13 @@ fn trees_and_archives_are_not_mistaken_for_each_other() {
     build(src.path());
     let mut store = MapStore::new(4096);
     let (tree, _) = write_tree(src.path(), Vec::new(), &mut store, &mut |_| {}).unwrap();
-    let (archive, _) = write_dir(src.path(), Vec::new(), &WriteOptions::default(), &mut |_| {})
-        .unwrap();
+    let (archive, _) = write_dir(
+        src.path(),
+        Vec::new(),
+        &WriteOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(matches!(
         ArchiveReader::new(tree.as_slice()),
         Err(ArchiveError::NotAnArchive)
@@ -181,7 +186,11 @@ fn a_tree_with_bad_file_data_restores_nothing() {
         data.push(0);
     }
     let err = restore_tree(tree.as_slice(), &dest, &mut store, &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("chunk store gave 10 bytes for a chunk of 9"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("chunk store gave 10 bytes for a chunk of 9"),
+        "{err}"
+    );
     assert!(!dest.exists());
 }
 

@@ -47,6 +47,31 @@ pub const RECORD_KEY: &[u8] = b"lockbox/v1/record-key";
 /// partition)`.
 pub const PARTITION_LOG_KEY: &[u8] = b"lockbox/v1/partition-log-key";
 
+/// Incremental repository: `repo_key = HKDF-SHA256(ikm = K, salt = repo_id, info = REPO)`. Every
+/// key below is expanded from it, so nothing of one repository opens in another.
+pub const REPO: &[u8] = b"lockbox/v1/repo";
+/// Expanded from the repository key: the HMAC-SHA256 key that names chunks (chunk id = MAC of
+/// the chunk's bytes), so the storage cannot test whether a user holds a known file.
+pub const REPO_CHUNK_ID: &[u8] = b"lockbox/v1/repo/chunk-id";
+/// Expanded from the repository key: the base of the per-pack keys.
+pub const REPO_PACK: &[u8] = b"lockbox/v1/repo/pack";
+/// Per-pack AES-256-GCM key: `HKDF(ikm = pack base, salt = pack_id, info = REPO_PACK_KEY)`.
+pub const REPO_PACK_KEY: &[u8] = b"lockbox/v1/repo/pack-key";
+/// Expanded from the repository key: the base of the per-index-object keys.
+pub const REPO_INDEX: &[u8] = b"lockbox/v1/repo/index";
+/// Per-index-object AES-256-GCM key: `HKDF(ikm = index base, salt = index_id, info = this)`.
+pub const REPO_INDEX_KEY: &[u8] = b"lockbox/v1/repo/index-key";
+/// Expanded from the repository key: the HMAC-SHA256 key of catalog entries.
+pub const REPO_CATALOG_MAC: &[u8] = b"lockbox/v1/repo/catalog-mac";
+/// Expanded from the repository key: the HMAC-SHA256 key of the repository's config object.
+pub const REPO_CONFIG_MAC: &[u8] = b"lockbox/v1/repo/config-mac";
+/// Expanded from the repository key: the key-check value in the config object, which tells
+/// "wrong key" from "corrupt config".
+pub const REPO_KEY_CHECK: &[u8] = b"lockbox/v1/repo/key-check";
+/// Expanded from the repository key: the seed of the content-defined chunker's gear table, so
+/// chunk boundaries (and so chunk sizes the storage sees) depend on the key, not only on content.
+pub const REPO_CHUNKER_SEED: &[u8] = b"lockbox/v1/repo/chunker-seed";
+
 /// All labels, for the test that proves they are distinct.
 pub const ALL: &[&[u8]] = &[
     BACKUP,
@@ -66,6 +91,16 @@ pub const ALL: &[&[u8]] = &[
     PARTITION_RECORD_KEY,
     RECORD_KEY,
     PARTITION_LOG_KEY,
+    REPO,
+    REPO_CHUNK_ID,
+    REPO_PACK,
+    REPO_PACK_KEY,
+    REPO_INDEX,
+    REPO_INDEX_KEY,
+    REPO_CATALOG_MAC,
+    REPO_CONFIG_MAC,
+    REPO_KEY_CHECK,
+    REPO_CHUNKER_SEED,
 ];
 
 #[cfg(test)]

@@ -12,9 +12,11 @@
 mod key;
 pub mod labels;
 mod recovery;
+mod repo;
 mod secret;
 
 pub use key::{BACKUP_ID_LEN, BackupId, BackupKey, CHUNK_TAG_LEN, KEY_CHECK_LEN, StreamKeys};
 pub use rand_core::{CryptoRng, OsRng, RngCore};
 pub use recovery::{RecoveryCode, RecoveryCodeError};
+pub use repo::{REPO_ID_LEN, RepoKeys};
 pub use secret::{Secret32, hkdf_expand};

@@ -91,7 +91,9 @@ pub enum StoreError {
     AlreadyExists { url: String, object: String },
 
     /// The storage returned fewer bytes than the range asked for.
-    #[error("{url} returned {got} of {wanted} bytes of {object}: the object is shorter than expected")]
+    #[error(
+        "{url} returned {got} of {wanted} bytes of {object}: the object is shorter than expected"
+    )]
     ShortRead {
         url: String,
         object: String,

@@ -42,8 +42,8 @@ mod upload;
 
 pub use download::DownloadReader;
 pub use error::StoreError;
-pub use objects::{MAX_OBJECT_NAME_LEN, ObjectInfo, ObjectName, PutIf};
 pub use name::{BackupName, ID_LEN, MAX_CREATED_UNIX_MS};
+pub use objects::{MAX_OBJECT_NAME_LEN, ObjectInfo, ObjectName, PutIf};
 pub use options::{MAX_PART_SIZE, MIN_PART_SIZE, RETRIES_ENV, RETRIES_ENV_LIMIT, StoreOptions};
 pub use store::{BackupInfo, Store};
 pub use upload::UploadWriter;

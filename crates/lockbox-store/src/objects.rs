@@ -36,7 +36,9 @@ impl ObjectName {
             }
             let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
             if !part.chars().all(allowed) {
-                return Err(invalid("may hold only ASCII letters, digits, `-`, `_`, `.`"));
+                return Err(invalid(
+                    "may hold only ASCII letters, digits, `-`, `_`, `.`",
+                ));
             }
         }
         Ok(ObjectName(name))
@@ -188,7 +190,11 @@ mod tests {
         for bad in ["", "/a", "a/", "a//b", "../a", "a/./b", "a b", "a\\b", "ä"] {
             assert!(ObjectName::new(bad).is_err(), "{bad:?} accepted");
         }
-        for good in ["config", "packs/ab/abcdef", "catalog/00000000000000000001.v1"] {
+        for good in [
+            "config",
+            "packs/ab/abcdef",
+            "catalog/00000000000000000001.v1",
+        ] {
             assert_eq!(ObjectName::new(good).unwrap().as_str(), good);
         }
         assert!(ObjectName::new("a".repeat(MAX_OBJECT_NAME_LEN + 1)).is_err());

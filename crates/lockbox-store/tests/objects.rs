@@ -32,17 +32,25 @@ fn objects_round_trip(store: &Store, rt: &Runtime) {
     let names: Vec<_> = listed.iter().map(|o| (o.name.as_str(), o.size)).collect();
     assert_eq!(names, [("packs/aa/one", 10), ("packs/bb/two", 6)]);
 
-    assert_eq!(&rt.block_on(store.get_object(&a)).unwrap()[..], b"0123456789");
+    assert_eq!(
+        &rt.block_on(store.get_object(&a)).unwrap()[..],
+        b"0123456789"
+    );
     assert_eq!(
         &rt.block_on(store.get_object_range(&a, 2..5)).unwrap()[..],
         b"234"
     );
     let err = rt.block_on(store.get_object_range(&a, 8..20)).unwrap_err();
     assert!(
-        matches!(err, StoreError::ShortRead { .. } | StoreError::Storage { .. }),
+        matches!(
+            err,
+            StoreError::ShortRead { .. } | StoreError::Storage { .. }
+        ),
         "{err:?}"
     );
-    let err = rt.block_on(store.get_object(&name("packs/none"))).unwrap_err();
+    let err = rt
+        .block_on(store.get_object(&name("packs/none")))
+        .unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
 
     // Absent: a second writer of the same name is refused and the first object stays.
@@ -53,7 +61,10 @@ fn objects_round_trip(store: &Store, rt: &Runtime) {
         .block_on(store.put_object(&entry, Bytes::from_static(b"other"), PutIf::Absent))
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
-    assert_eq!(&rt.block_on(store.get_object(&entry)).unwrap()[..], b"first");
+    assert_eq!(
+        &rt.block_on(store.get_object(&entry)).unwrap()[..],
+        b"first"
+    );
 
     rt.block_on(store.delete_object(&a)).unwrap();
     rt.block_on(store.delete_object(&a)).unwrap();

@@ -1,0 +1,125 @@
+//! [`RepoError`]: every way a repository operation fails, grouped by fault.
+
+use lockbox_archive::ArchiveError;
+use lockbox_store::StoreError;
+
+/// What a failure means for the user: the exit status a command maps it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Wrong key (exit 2).
+    Auth,
+    /// Tampered, truncated, swapped or rolled back (exit 3).
+    Integrity,
+    /// Anything else: storage, local disk, usage (exit 1).
+    Other,
+}
+
+/// Everything that can go wrong reading or writing a repository.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// No config object: nothing was ever backed up here incrementally.
+    #[error("{url} holds no lockbox repository (no config object)")]
+    NoRepository { url: String },
+    /// The config's key-check value does not match this key.
+    #[error("{url}: wrong key for this repository (the key-check value does not match)")]
+    WrongKey { url: String },
+    /// A format version this build does not read.
+    #[error("{object}: unsupported repository format version {version}; a newer lockbox made it")]
+    UnsupportedVersion { object: String, version: u8 },
+    /// An object does not authenticate, or is cut short, or does not parse: altered or
+    /// truncated in storage.
+    #[error("{object} is corrupt: {what}")]
+    Corrupt { object: String, what: String },
+    /// A chunk decrypted but its bytes are not the chunk named: blobs were swapped.
+    #[error("chunk {chunk} read from {object} holds other data: swapped or altered in storage")]
+    ChunkMismatch { chunk: String, object: String },
+    /// A snapshot names a chunk that no index knows.
+    #[error("chunk {chunk} is in no index of this repository: its pack or index is missing")]
+    MissingChunk { chunk: String },
+    /// The catalog's chain is broken: an entry dropped, reordered, replaced or altered.
+    #[error("the catalog is not intact at entry {seq}: {what}")]
+    CatalogBroken { seq: u64, what: String },
+    /// The catalog ends before the newest entry this device (or the vault) knows of.
+    #[error(
+        "the catalog was rolled back: it ends at entry {found}, but entry {expected} was written (the storage is hiding newer backups)"
+    )]
+    RolledBack { found: u64, expected: u64 },
+    /// A snapshot object that does not belong where the catalog put it.
+    #[error("snapshot {snapshot} is not this repository's: {what}")]
+    ForeignSnapshot { snapshot: String, what: String },
+    /// The snapshot asked for is not in the catalog.
+    #[error("no snapshot {id} in the catalog of {url}")]
+    NoSuchSnapshot { url: String, id: String },
+    /// The catalog lists no snapshot yet.
+    #[error("no snapshot yet in {url}")]
+    NoSnapshot { url: String },
+    /// A snapshot id prefix matches several.
+    #[error("snapshot id prefix `{prefix}` is ambiguous")]
+    AmbiguousSnapshot { prefix: String },
+    /// Another backup took the catalog's next entry first, every time we tried.
+    #[error("the catalog of {url} kept changing under this backup; try again")]
+    Contended { url: String },
+    /// Chunking or pack sizes outside what the format allows.
+    #[error("invalid repository sizes {0:?}")]
+    InvalidSizes(crate::Sizes),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Archive(ArchiveError),
+}
+
+impl RepoError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::WrongKey { .. } => Fault::Auth,
+            Self::Corrupt { .. }
+            | Self::ChunkMismatch { .. }
+            | Self::MissingChunk { .. }
+            | Self::CatalogBroken { .. }
+            | Self::RolledBack { .. }
+            | Self::ForeignSnapshot { .. } => Fault::Integrity,
+            Self::Archive(e) if archive_is_integrity(e) => Fault::Integrity,
+            _ => Fault::Other,
+        }
+    }
+
+    pub(crate) fn corrupt(object: impl Into<String>, what: impl Into<String>) -> Self {
+        Self::Corrupt {
+            object: object.into(),
+            what: what.into(),
+        }
+    }
+}
+
+/// A malformed tree inside an authenticated snapshot means a writer bug or a forged key; either
+/// way the data cannot be trusted.
+fn archive_is_integrity(e: &ArchiveError) -> bool {
+    matches!(
+        e,
+        ArchiveError::Malformed(_)
+            | ArchiveError::Truncated
+            | ArchiveError::NotAnArchive
+            | ArchiveError::UnsafePath(_)
+    )
+}
+
+impl From<ArchiveError> for RepoError {
+    /// Errors of the repository's own that crossed the archive writer or reader come back out
+    /// as themselves.
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::Chunks(inner) => match inner.downcast::<RepoError>() {
+                Ok(repo) => *repo,
+                Err(other) => RepoError::Archive(ArchiveError::Chunks(other)),
+            },
+            other => RepoError::Archive(other),
+        }
+    }
+}
+
+impl From<RepoError> for ArchiveError {
+    fn from(e: RepoError) -> Self {
+        ArchiveError::Chunks(Box::new(e))
+    }
+}

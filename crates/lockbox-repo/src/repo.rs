@@ -1,0 +1,807 @@
+//! [`Repository`]: the blocking shell over the formats: open or create, back up, list, restore.
+//! Storage calls run on the tokio runtime whose handle it is given (call it from outside that
+//! runtime, as the device library does).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{Read, Write};
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use lockbox_archive::{
+    ArchiveError, ArchiveStats, ChunkRef, ChunkSink, ChunkSource, FileToChunk, check_destination,
+    restore_tree, worth_compressing, write_tree,
+};
+use lockbox_crypto::{BackupKey, OsRng, RepoKeys, Secret32};
+use lockbox_format::{
+    DEFAULT_CHUNK_SIZE, DecryptReader, EncoderParams, EncryptWriter, FormatError,
+};
+use lockbox_store::{ObjectName, PutIf, Store, StoreError};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::RepoError;
+use crate::catalog::{self, Catalog, CatalogMark, SnapshotEntry};
+use crate::config::{CONFIG_OBJECT, Config, Sizes};
+use crate::ids::{ChunkId, DeviceId, IndexId, PackId, RepoId, SnapshotId};
+use crate::index::{self, Index, IndexedPack};
+use crate::pack::{self, BlobEntry, Pack, PackBuilder};
+use crate::snapshot::{SNAP_HEADER_LEN, SnapshotHeader, snapshot_object};
+use crate::wire::MAC_LEN;
+
+/// Objects fetched at once when loading the catalog or the index.
+const READS_IN_FLIGHT: usize = 8;
+/// Sealed packs uploading at once while the next fills: bounds memory at about
+/// `(UPLOADS_IN_FLIGHT + 1) * pack_target`.
+const UPLOADS_IN_FLIGHT: usize = 3;
+/// How often a backup retries its catalog entry when another writer took the place first.
+const CATALOG_ATTEMPTS: usize = 5;
+/// A compressed chunk is kept only if it is at most this percentage of the chunk.
+const KEEP_PERCENT: usize = 97;
+
+/// An open repository.
+pub struct Repository {
+    store: Store,
+    rt: Handle,
+    key: BackupKey,
+    keys: RepoKeys,
+    config: Config,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("url", &self.store.url())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one backup stored and reused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Bytes of file data in the snapshot.
+    pub bytes: u64,
+    /// Chunks (and their bytes) stored by this backup.
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    /// Chunks (and their bytes) already in the repository, or repeated within this backup.
+    pub reused_chunks: u64,
+    pub reused_bytes: u64,
+    pub packs: u64,
+    /// Bytes this backup uploaded: packs, index, snapshot and catalog entry.
+    pub uploaded_bytes: u64,
+}
+
+/// What [`Repository::check`] went through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub snapshots: u64,
+    /// Distinct chunks the snapshots reference, all found in the index.
+    pub chunks: u64,
+    /// Packs the index names, all present in the storage at their full length.
+    pub packs: u64,
+    /// With `read_data`: packs downloaded and chunks opened and verified against their ids.
+    pub packs_read: u64,
+    pub chunks_read: u64,
+}
+
+/// A finished backup: the snapshot, the catalog's new end (for the caller to keep), counters.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    pub snapshot: SnapshotEntry,
+    pub mark: CatalogMark,
+    pub stats: BackupStats,
+}
+
+impl Repository {
+    /// Opens the repository at `store`: reads and authenticates its config.
+    pub fn open(store: Store, rt: Handle, key: &BackupKey) -> Result<Self, RepoError> {
+        let name = object(CONFIG_OBJECT)?;
+        let bytes = match rt.block_on(store.get_object(&name)) {
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NoRepository {
+                    url: store.url().to_owned(),
+                });
+            }
+            other => other?,
+        };
+        let (config, keys) = Config::decode(key, store.url(), &bytes)?;
+        Ok(Repository {
+            store,
+            rt,
+            key: key.clone(),
+            keys,
+            config,
+        })
+    }
+
+    /// Creates a repository at `store` (or opens the one another run created first).
+    pub fn init(
+        store: Store,
+        rt: Handle,
+        key: &BackupKey,
+        sizes: Sizes,
+    ) -> Result<Self, RepoError> {
+        if !sizes.is_valid() {
+            return Err(RepoError::InvalidSizes(sizes));
+        }
+        let repo_id = RepoId::generate(&mut OsRng);
+        let keys = key.repo_keys(&repo_id.0);
+        let config = Config { repo_id, sizes };
+        let bytes = Bytes::from(config.encode(&keys));
+        match rt.block_on(store.put_object(&object(CONFIG_OBJECT)?, bytes, PutIf::Absent)) {
+            Err(StoreError::AlreadyExists { .. }) => Self::open(store, rt, key),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(Repository {
+                store,
+                rt,
+                key: key.clone(),
+                keys,
+                config,
+            }),
+        }
+    }
+
+    /// [`open`](Self::open), or [`init`](Self::init) with default sizes where there is none.
+    pub fn open_or_init(store: Store, rt: Handle, key: &BackupKey) -> Result<Self, RepoError> {
+        match Self::open(store.clone(), rt.clone(), key) {
+            Err(RepoError::NoRepository { .. }) => Self::init(store, rt, key, Sizes::default()),
+            other => other,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn id(&self) -> RepoId {
+        self.config.repo_id
+    }
+
+    pub fn url(&self) -> &str {
+        self.store.url()
+    }
+
+    /// Reads and verifies the whole catalog. Objects under `catalog/` whose names are not
+    /// entry names are ignored; an entry that does not verify fails the whole catalog.
+    pub fn catalog(&self) -> Result<Catalog, RepoError> {
+        let listed = self
+            .rt
+            .block_on(self.store.list_objects(catalog::CATALOG_DIR))?;
+        let named: Vec<(u64, ObjectName)> = listed
+            .into_iter()
+            .filter_map(|o| Some((catalog::parse_entry_name(o.name.as_str())?, o.name)))
+            .collect();
+        let objects = self.fetch_all(named)?;
+        Catalog::verify(&self.keys, self.id(), objects)
+    }
+
+    /// Reads and opens every index object.
+    pub fn load_index(&self) -> Result<Index, RepoError> {
+        let listed = self.rt.block_on(self.store.list_objects("index"))?;
+        let named: Vec<(IndexId, ObjectName)> = listed
+            .into_iter()
+            .filter_map(|o| {
+                let id = IndexId::from_hex(o.name.as_str().strip_prefix("index/")?)?;
+                Some((id, o.name))
+            })
+            .collect();
+        let mut index = Index::default();
+        for (id, bytes) in self.fetch_all(named)? {
+            index.merge(&index::decode_index(&self.keys, &id, &bytes)?);
+        }
+        Ok(index)
+    }
+
+    fn fetch_all<T: Send>(
+        &self,
+        named: Vec<(T, ObjectName)>,
+    ) -> Result<Vec<(T, Vec<u8>)>, RepoError> {
+        let store = &self.store;
+        let reads = named.into_iter().map(|(tag, name)| async move {
+            let bytes = store.get_object(&name).await?;
+            Ok::<_, StoreError>((tag, bytes.to_vec()))
+        });
+        let all = self.rt.block_on(
+            futures::stream::iter(reads)
+                .buffered(READS_IN_FLIGHT)
+                .try_collect(),
+        )?;
+        Ok(all)
+    }
+
+    /// Backs up the tree below `root` as a new snapshot by `device`, made at `now_unix_ms`.
+    /// `mark` is where this device last saw the catalog end: a catalog that ends before it is
+    /// refused, never extended. Packs land first, then their index, then the snapshot, then
+    /// its catalog entry, so a backup cut short at any point lists nothing it did not store.
+    pub fn backup(
+        &self,
+        root: &Path,
+        device: DeviceId,
+        mark: Option<&CatalogMark>,
+        now_unix_ms: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Backup, RepoError> {
+        let mut catalog = self.catalog()?;
+        if let Some(mark) = mark {
+            catalog.check_mark(mark)?;
+        }
+        let index = self.load_index()?;
+        let mut sink = Sink::new(self, &index);
+        let written = write_tree(root, Vec::new(), &mut sink, progress);
+        let landed = sink.finish();
+        let (tree, tree_stats) = written?;
+        let (packs, mut stats) = landed?;
+        stats.files = tree_stats.files;
+        stats.dirs = tree_stats.dirs;
+        stats.symlinks = tree_stats.symlinks;
+        stats.bytes = tree_stats.bytes_in;
+        if !packs.is_empty() {
+            let (id, bytes) = index::encode_index(&self.keys, &packs, &mut OsRng);
+            stats.uploaded_bytes += bytes.len() as u64;
+            self.put(&index::index_object(&id), bytes, PutIf::Absent)?;
+        }
+        let header = SnapshotHeader {
+            repo: self.id(),
+            device,
+            created_unix_ms: now_unix_ms,
+            files: stats.files,
+            bytes: stats.bytes,
+        };
+        let (id, sealed) = self.seal_snapshot(&header, &tree, now_unix_ms)?;
+        stats.uploaded_bytes += sealed.len() as u64;
+        self.put(&snapshot_object(&id), sealed, PutIf::Absent)?;
+        let entry = SnapshotEntry {
+            seq: 0,
+            id,
+            device,
+            created_unix_ms: now_unix_ms,
+            files: stats.files,
+            bytes: stats.bytes,
+        };
+        for _ in 0..CATALOG_ATTEMPTS {
+            let seq = catalog.len() + 1;
+            let bytes = catalog.next_entry(&self.keys, &entry);
+            let mac: [u8; MAC_LEN] = bytes[bytes.len() - MAC_LEN..].try_into().expect("MAC");
+            let len = bytes.len() as u64;
+            match self.put(&catalog::entry_object(seq), bytes, PutIf::Absent) {
+                Ok(()) => {
+                    stats.uploaded_bytes += len;
+                    let mark = CatalogMark {
+                        repo: self.id(),
+                        seq,
+                        mac,
+                    };
+                    let snapshot = SnapshotEntry { seq, ..entry };
+                    return Ok(Backup {
+                        snapshot,
+                        mark,
+                        stats,
+                    });
+                }
+                Err(RepoError::Store(StoreError::AlreadyExists { .. })) => {
+                    catalog = self.catalog()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RepoError::Contended {
+            url: self.url().to_owned(),
+        })
+    }
+
+    fn seal_snapshot(
+        &self,
+        header: &SnapshotHeader,
+        tree: &[u8],
+        now_unix_ms: u64,
+    ) -> Result<(SnapshotId, Vec<u8>), RepoError> {
+        let params = EncoderParams {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            created_unix_ms: now_unix_ms,
+        };
+        let io = |e: std::io::Error| RepoError::Archive(ArchiveError::Output(e));
+        let mut writer =
+            EncryptWriter::new(Vec::new(), &self.key, params, &mut OsRng).map_err(io)?;
+        let id = SnapshotId(writer.header().backup_id.0);
+        writer.write_all(&header.encode()).map_err(io)?;
+        writer.write_all(tree).map_err(io)?;
+        let (sealed, _) = writer.finish().map_err(io)?;
+        Ok((id, sealed))
+    }
+
+    fn put(&self, name: &str, bytes: Vec<u8>, when: PutIf) -> Result<(), RepoError> {
+        let name = object(name)?;
+        Ok(self
+            .rt
+            .block_on(self.store.put_object(&name, Bytes::from(bytes), when))?)
+    }
+
+    /// Restores `snapshot` (an entry of a verified catalog) into `dest`, which must be absent or
+    /// an empty directory: atomically, every chunk verified against its id.
+    pub fn restore(
+        &self,
+        snapshot: &SnapshotEntry,
+        dest: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ArchiveStats, RepoError> {
+        check_destination(dest)?;
+        let index = self.load_index()?;
+        let object_name = snapshot_object(&snapshot.id);
+        let sealed = match self
+            .rt
+            .block_on(self.store.get_object(&object(&object_name)?))
+        {
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::corrupt(
+                    object_name,
+                    "is missing from the storage",
+                ));
+            }
+            other => other?,
+        };
+        let mut reader = DecryptReader::new(&sealed[..], &self.key);
+        self.check_snapshot(&mut reader, snapshot, &object_name)?;
+        let mut source = Source {
+            repo: self,
+            index: &index,
+            pack_keys: HashMap::new(),
+            decompressor: None,
+        };
+        restore_tree(reader, dest, &mut source, progress)
+            .map_err(|e| snapshot_error(e, &object_name))
+    }
+
+    /// The snapshot's stream must be the one the catalog names, and its header must say this
+    /// repository and the device and time of its catalog entry.
+    fn check_snapshot(
+        &self,
+        reader: &mut DecryptReader<&[u8]>,
+        entry: &SnapshotEntry,
+        object_name: &str,
+    ) -> Result<(), RepoError> {
+        let foreign = |what: String| RepoError::ForeignSnapshot {
+            snapshot: entry.id.short(),
+            what,
+        };
+        let stream_id = match reader.header() {
+            Ok(h) => h.backup_id.0,
+            Err(e) => match FormatError::from_io(&e) {
+                Some(f) if f.is_wrong_key() => {
+                    return Err(foreign("it is sealed under another key".into()));
+                }
+                _ => return Err(RepoError::corrupt(object_name, e.to_string())),
+            },
+        };
+        if stream_id != entry.id.0 {
+            return Err(foreign(format!(
+                "its object holds snapshot {}: swapped",
+                SnapshotId(stream_id).short()
+            )));
+        }
+        let mut head = [0u8; SNAP_HEADER_LEN];
+        reader
+            .read_exact(&mut head)
+            .map_err(|e| RepoError::corrupt(object_name, e.to_string()))?;
+        let header = SnapshotHeader::decode(&head)
+            .ok_or_else(|| RepoError::corrupt(object_name, "no snapshot header"))?;
+        if header.repo != self.id() {
+            return Err(foreign(format!(
+                "it was made in repository {}",
+                header.repo
+            )));
+        }
+        if header.device != entry.device || header.created_unix_ms != entry.created_unix_ms {
+            return Err(foreign(
+                "its device or time differs from its catalog entry".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Repository {
+    /// Verifies the catalog, every index, every snapshot (its stream, header and tree) and that
+    /// every chunk a snapshot references is indexed, and that every indexed pack is stored at
+    /// its full length. With `read_data`, also downloads every pack, checks its own header
+    /// against the index, and opens and verifies every chunk in it. Stops at the first fault.
+    pub fn check(&self, read_data: bool) -> Result<CheckReport, RepoError> {
+        let catalog = self.catalog()?;
+        let index = self.load_index()?;
+        let mut report = CheckReport::default();
+        let mut referenced = HashSet::new();
+        for entry in catalog.snapshots() {
+            self.check_tree(&entry, &index, &mut referenced)?;
+            report.snapshots += 1;
+        }
+        report.chunks = referenced.len() as u64;
+        let stored: HashMap<String, u64> = self
+            .rt
+            .block_on(self.store.list_objects("packs"))?
+            .into_iter()
+            .map(|o| (o.name.to_string(), o.size))
+            .collect();
+        for pack in index.packs() {
+            let name = pack::pack_object(&pack.id);
+            match stored.get(&name) {
+                None => return Err(RepoError::corrupt(name, "is missing from the storage")),
+                Some(size) if *size < u64::from(pack.len) => {
+                    return Err(RepoError::corrupt(
+                        name,
+                        "is shorter than its index says: truncated",
+                    ));
+                }
+                Some(size) if *size > u64::from(pack.len) => {
+                    return Err(RepoError::corrupt(
+                        name,
+                        "is longer than its index says: altered",
+                    ));
+                }
+                Some(_) => {}
+            }
+            report.packs += 1;
+            if read_data {
+                report.chunks_read += self.check_pack(pack)?;
+                report.packs_read += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    fn check_tree(
+        &self,
+        entry: &SnapshotEntry,
+        index: &Index,
+        referenced: &mut HashSet<ChunkId>,
+    ) -> Result<(), RepoError> {
+        let object_name = snapshot_object(&entry.id);
+        let sealed = match self
+            .rt
+            .block_on(self.store.get_object(&object(&object_name)?))
+        {
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::corrupt(
+                    object_name,
+                    "is missing from the storage",
+                ));
+            }
+            other => other?,
+        };
+        let mut reader = DecryptReader::new(&sealed[..], &self.key);
+        self.check_snapshot(&mut reader, entry, &object_name)?;
+        let tree = std::io::BufReader::new(reader);
+        let mut tree = lockbox_archive::ArchiveReader::new_tree(tree)
+            .map_err(|e| snapshot_error(e, &object_name))?;
+        let mut walk = |tree: &mut lockbox_archive::ArchiveReader<_>| -> Result<(), ArchiveError> {
+            while tree.next_entry()?.is_some() {
+                while let Some(chunk) = tree.read_ref()? {
+                    let id = ChunkId(chunk.id);
+                    match index.get(&id) {
+                        Some(loc) if loc.blob.raw_len == chunk.len => {}
+                        Some(loc) => {
+                            return Err(RepoError::ChunkMismatch {
+                                chunk: id.short(),
+                                object: pack::pack_object(&loc.pack),
+                            }
+                            .into());
+                        }
+                        None => return Err(RepoError::MissingChunk { chunk: id.short() }.into()),
+                    }
+                    referenced.insert(id);
+                }
+            }
+            Ok(())
+        };
+        walk(&mut tree).map_err(|e| snapshot_error(e, &object_name))
+    }
+
+    /// Downloads one pack, compares its header with the index, verifies every chunk.
+    fn check_pack(&self, indexed: &IndexedPack) -> Result<u64, RepoError> {
+        let pack = &indexed.id;
+        let name = pack::pack_object(pack);
+        let bytes = self.rt.block_on(self.store.get_object(&object(&name)?))?;
+        let own = pack::read_pack(&self.keys, pack, &bytes)?;
+        if own != indexed.blobs {
+            return Err(RepoError::corrupt(
+                &name,
+                "its header and the index disagree on what it holds",
+            ));
+        }
+        let mut source = Source {
+            repo: self,
+            index: &Index::default(),
+            pack_keys: HashMap::new(),
+            decompressor: None,
+        };
+        let key = self.keys.pack_key(&pack.0);
+        let mut buf = Vec::new();
+        for blob in &own {
+            let sealed = bytes
+                .get(blob.range().start as usize..blob.range().end as usize)
+                .ok_or_else(|| RepoError::corrupt(&name, "a blob lies past its end"))?;
+            let stored = pack::open_blob(&key, pack, blob, sealed)?;
+            source.verify(&stored, blob, &name, &mut buf)?;
+        }
+        Ok(own.len() as u64)
+    }
+}
+
+fn object(name: &str) -> Result<ObjectName, RepoError> {
+    Ok(ObjectName::new(name)?)
+}
+
+/// Errors of a snapshot's stream, which reach the tree reader as input errors.
+fn snapshot_error(e: ArchiveError, object_name: &str) -> RepoError {
+    if let ArchiveError::Input(io) = &e
+        && FormatError::from_io(io).is_some()
+    {
+        return RepoError::corrupt(object_name, io.to_string());
+    }
+    e.into()
+}
+
+/// Chunks, dedups, seals and packs file data while the tree is written; uploads packs in the
+/// background, a few at a time.
+struct Sink<'r> {
+    repo: &'r Repository,
+    index: &'r Index,
+    fresh: HashSet<ChunkId>,
+    pack: Option<PackBuilder>,
+    uploads: VecDeque<JoinHandle<Result<IndexedPack, StoreError>>>,
+    landed: Vec<IndexedPack>,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    packed: Vec<u8>,
+    stats: BackupStats,
+}
+
+impl<'r> Sink<'r> {
+    fn new(repo: &'r Repository, index: &'r Index) -> Self {
+        Sink {
+            repo,
+            index,
+            fresh: HashSet::new(),
+            pack: None,
+            uploads: VecDeque::new(),
+            landed: Vec::new(),
+            compressor: zstd::bulk::Compressor::new(3).ok(),
+            packed: Vec::new(),
+            stats: BackupStats::default(),
+        }
+    }
+
+    fn add_chunk(&mut self, data: &[u8], try_zstd: bool) -> Result<ChunkRef, RepoError> {
+        let id = ChunkId::of(&self.repo.keys, data);
+        let len = data.len() as u32;
+        if self.index.contains(&id) || self.fresh.contains(&id) {
+            self.stats.reused_chunks += 1;
+            self.stats.reused_bytes += u64::from(len);
+            return Ok(ChunkRef { id: id.0, len });
+        }
+        let compressed = try_zstd && self.compress(data);
+        let stored = if compressed { &self.packed[..] } else { data };
+        let sizes = self.repo.config.sizes;
+        let pack = self.pack.get_or_insert_with(|| {
+            PackBuilder::new(
+                &self.repo.keys,
+                sizes.pack_target as usize + (1 << 20),
+                &mut OsRng,
+            )
+        });
+        pack.add(id, stored, compressed, len);
+        self.fresh.insert(id);
+        self.stats.new_chunks += 1;
+        self.stats.new_bytes += u64::from(len);
+        if pack.len() >= sizes.pack_target as usize {
+            self.flush()?;
+        }
+        Ok(ChunkRef { id: id.0, len })
+    }
+
+    fn compress(&mut self, data: &[u8]) -> bool {
+        let Some(compressor) = &mut self.compressor else {
+            return false;
+        };
+        let limit = data.len() * KEEP_PERCENT / 100;
+        self.packed.clear();
+        self.packed.reserve(limit);
+        compressor
+            .compress_to_buffer(data, &mut self.packed)
+            .is_ok()
+            && !self.packed.is_empty()
+            && self.packed.len() <= limit
+    }
+
+    /// Seals the current pack and starts its upload, waiting for the oldest one if too many
+    /// are in flight.
+    fn flush(&mut self) -> Result<(), RepoError> {
+        let Some(pack) = self.pack.take() else {
+            return Ok(());
+        };
+        let pack = pack.finish();
+        self.stats.packs += 1;
+        self.stats.uploaded_bytes += pack.bytes.len() as u64;
+        let store = self.repo.store.clone();
+        let name = object(&pack::pack_object(&pack.id))?;
+        let Pack { id, bytes, entries } = pack;
+        let indexed = IndexedPack {
+            id,
+            len: u32::try_from(bytes.len()).expect("packs stay far below 4 GiB"),
+            blobs: entries,
+        };
+        self.uploads.push_back(self.repo.rt.spawn(async move {
+            store
+                .put_object(&name, Bytes::from(bytes), PutIf::Absent)
+                .await?;
+            Ok(indexed)
+        }));
+        while self.uploads.len() > UPLOADS_IN_FLIGHT {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
+
+    fn wait_one(&mut self) -> Result<(), RepoError> {
+        let Some(upload) = self.uploads.pop_front() else {
+            return Ok(());
+        };
+        let pack = self
+            .repo
+            .rt
+            .block_on(upload)
+            .map_err(|e| StoreError::TaskFailed {
+                url: self.repo.url().to_owned(),
+                object: "a pack".into(),
+                reason: e.to_string(),
+            })??;
+        self.landed.push(pack);
+        Ok(())
+    }
+
+    /// Uploads the last pack and waits for every upload; the packs that landed and the counters.
+    fn finish(mut self) -> Result<(Vec<IndexedPack>, BackupStats), RepoError> {
+        let flushed = self.flush();
+        // Wait for every upload even after a failure, so none outlives the backup.
+        let mut first_error = flushed.err();
+        while !self.uploads.is_empty() {
+            if let Err(e) = self.wait_one() {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((self.landed, self.stats)),
+        }
+    }
+}
+
+impl ChunkSink for Sink<'_> {
+    fn chunk_file(
+        &mut self,
+        file: &FileToChunk<'_>,
+        data: &mut dyn Read,
+        refs: &mut Vec<ChunkRef>,
+    ) -> Result<(), ArchiveError> {
+        let sizes = self.repo.config.sizes;
+        let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
+            data,
+            sizes.chunk_min as usize,
+            sizes.chunk_avg as usize,
+            sizes.chunk_max as usize,
+            fastcdc::v2020::Normalization::Level1,
+            self.repo.keys.chunker_seed,
+        );
+        let try_zstd = worth_compressing(file.path);
+        for chunk in chunker {
+            let chunk = chunk.map_err(|e| ArchiveError::Io {
+                path: file.path.to_path_buf(),
+                source: match e {
+                    fastcdc::v2020::Error::IoError(io) => io,
+                    other => std::io::Error::other(other.to_string()),
+                },
+            })?;
+            refs.push(self.add_chunk(&chunk.data, try_zstd)?);
+        }
+        Ok(())
+    }
+}
+
+/// Fetches, opens and verifies chunks for a restore.
+struct Source<'r> {
+    repo: &'r Repository,
+    index: &'r Index,
+    pack_keys: HashMap<PackId, Secret32>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl Source<'_> {
+    fn fetch(&mut self, chunk: &ChunkRef, buf: &mut Vec<u8>) -> Result<(), RepoError> {
+        let id = ChunkId(chunk.id);
+        let missing = || RepoError::MissingChunk { chunk: id.short() };
+        let loc = *self.index.get(&id).ok_or_else(missing)?;
+        let object_name = pack::pack_object(&loc.pack);
+        if loc.blob.raw_len != chunk.len {
+            return Err(RepoError::ChunkMismatch {
+                chunk: id.short(),
+                object: object_name,
+            });
+        }
+        let name = object(&object_name)?;
+        let sealed = match self
+            .repo
+            .rt
+            .block_on(self.repo.store.get_object_range(&name, loc.blob.range()))
+        {
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::corrupt(
+                    object_name,
+                    "is missing from the storage",
+                ));
+            }
+            Err(StoreError::ShortRead { .. }) => {
+                return Err(RepoError::corrupt(
+                    object_name,
+                    "is shorter than its index says: truncated",
+                ));
+            }
+            other => other?,
+        };
+        let keys = &self.repo.keys;
+        let key = self
+            .pack_keys
+            .entry(loc.pack)
+            .or_insert_with(|| keys.pack_key(&loc.pack.0));
+        let stored = pack::open_blob(key, &loc.pack, &loc.blob, &sealed)?;
+        self.verify(&stored, &loc.blob, &object_name, buf)
+    }
+
+    /// Puts the chunk `blob` stored as `stored` into `buf`, decompressed and checked against
+    /// its id.
+    fn verify(
+        &mut self,
+        stored: &[u8],
+        blob: &BlobEntry,
+        object_name: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), RepoError> {
+        buf.clear();
+        if blob.compressed {
+            self.decompress(stored, blob.raw_len as usize, buf)
+                .ok_or_else(|| {
+                    RepoError::corrupt(
+                        object_name,
+                        format!("chunk {} does not decompress", blob.id),
+                    )
+                })?;
+        } else {
+            buf.extend_from_slice(stored);
+        }
+        if ChunkId::of(&self.repo.keys, buf) != blob.id || buf.len() != blob.raw_len as usize {
+            return Err(RepoError::ChunkMismatch {
+                chunk: blob.id.short(),
+                object: object_name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn decompress(&mut self, stored: &[u8], raw_len: usize, buf: &mut Vec<u8>) -> Option<()> {
+        let d = match &mut self.decompressor {
+            Some(d) => d,
+            slot => slot.insert(zstd::bulk::Decompressor::new().ok()?),
+        };
+        buf.reserve_exact(raw_len);
+        // Capped at raw_len: a bomb fails instead of growing memory.
+        let n = d.decompress_to_buffer(stored, buf).ok()?;
+        (n == raw_len).then_some(())
+    }
+}
+
+impl ChunkSource for Source<'_> {
+    fn read_chunk(&mut self, chunk: &ChunkRef, buf: &mut Vec<u8>) -> Result<(), ArchiveError> {
+        Ok(self.fetch(chunk, buf)?)
+    }
+}

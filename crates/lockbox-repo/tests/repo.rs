@@ -1,0 +1,421 @@
+//! Backups into a repository in a local folder, and back: round trips, dedup on stored bytes,
+//! and what the storage can and cannot do to them.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use common::{Fixture, messages, noise, objects, small, stored_bytes, tree};
+use lockbox_crypto::BackupKey;
+use lockbox_repo::{Fault, RepoError, Repository, Sizes};
+
+fn build(root: &std::path::Path) {
+    fs::create_dir_all(root.join("Databases")).unwrap();
+    fs::create_dir_all(root.join("Media/Images")).unwrap();
+    fs::create_dir(root.join("empty")).unwrap();
+    fs::write(root.join("Databases/msgstore.db"), messages(1, 40_000)).unwrap();
+    fs::write(root.join("Databases/empty.db-wal"), b"").unwrap();
+    for i in 0..4 {
+        fs::write(
+            root.join(format!("Media/Images/IMG-{i}.jpg")),
+            noise(i + 10, 300_000),
+        )
+        .unwrap();
+    }
+    fs::write(
+        root.join(std::ffi::OsStr::from_encoded_bytes_unchecked_safe(
+            b"caf\xe9.txt",
+        )),
+        b"latin-1 name",
+    )
+    .unwrap();
+    symlink("Databases/msgstore.db", root.join("latest")).unwrap();
+}
+
+/// `OsStr::from_bytes` without `unsafe`.
+trait FromBytes {
+    fn from_encoded_bytes_unchecked_safe(b: &[u8]) -> &std::ffi::OsStr;
+}
+impl FromBytes for std::ffi::OsStr {
+    fn from_encoded_bytes_unchecked_safe(b: &[u8]) -> &std::ffi::OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(b)
+    }
+}
+
+#[test]
+fn a_tree_round_trips_and_the_catalog_lists_it() {
+    let f = Fixture::new();
+    let src = f.folder("src");
+    build(&src);
+    let repo = f.init("repo", small());
+    let backup = repo
+        .backup(&src, f.device, None, 1_700_000_000_000, &mut |_| {})
+        .unwrap();
+    assert_eq!(backup.snapshot.seq, 1);
+    assert_eq!(backup.mark.seq, 1);
+    assert_eq!(backup.stats.files, 7);
+    assert!(backup.stats.packs > 1, "{:?}", backup.stats);
+
+    // A new handle (another process, say) sees the same catalog.
+    let repo = f.open("repo");
+    let catalog = repo.catalog().unwrap();
+    assert_eq!(catalog.snapshots(), vec![backup.snapshot]);
+    catalog.check_mark(&backup.mark).unwrap();
+
+    let dest = f.folder("back");
+    repo.restore(&catalog.latest().unwrap(), &dest, &mut |_| {})
+        .unwrap();
+    assert_eq!(tree(&dest), tree(&src));
+}
+
+#[test]
+fn the_daily_change_stores_little_more_than_what_changed() {
+    let f = Fixture::new();
+    let src = f.folder("src");
+    build(&src);
+    let before = f.folder("before");
+    fs::create_dir(&before).unwrap();
+    let repo = f.init("repo", small());
+    let first = repo.backup(&src, f.device, None, 1, &mut |_| {}).unwrap();
+    let old_tree = tree(&src);
+    let after_first = stored_bytes(&f.folder("repo"));
+
+    // A day: messages appended to the database, two new photos.
+    let mut db = fs::read(src.join("Databases/msgstore.db")).unwrap();
+    let appended = messages(2, 2_000);
+    db.extend_from_slice(&appended);
+    fs::write(src.join("Databases/msgstore.db"), &db).unwrap();
+    for i in 0..2 {
+        fs::write(
+            src.join(format!("Media/Images/NEW-{i}.jpg")),
+            noise(100 + i, 200_000),
+        )
+        .unwrap();
+    }
+    let changed = appended.len() as u64 + 400_000;
+    let second = repo
+        .backup(&src, f.device, Some(&first.mark), 2, &mut |_| {})
+        .unwrap();
+    let grew = stored_bytes(&f.folder("repo")) - after_first;
+    // Slack: one chunk of the database before the append point (at most chunk_max) and the
+    // per-backup objects.
+    let bound = changed * 12 / 10 + 64 * 1024 + 16 * 1024;
+    assert!(
+        grew <= bound,
+        "stored {grew} bytes for {changed} changed (bound {bound})"
+    );
+    assert!(second.stats.reused_bytes > 1_000_000, "{:?}", second.stats);
+    assert_eq!(second.snapshot.seq, 2);
+
+    // Both snapshots restore as they were.
+    let catalog = repo.catalog().unwrap();
+    let snaps = catalog.snapshots();
+    assert_eq!(snaps.len(), 2);
+    repo.restore(&snaps[0], &f.folder("one"), &mut |_| {})
+        .unwrap();
+    repo.restore(&snaps[1], &f.folder("two"), &mut |_| {})
+        .unwrap();
+    assert_eq!(tree(&f.folder("one")), old_tree);
+    assert_eq!(tree(&f.folder("two")), tree(&src));
+}
+
+#[test]
+fn identical_files_are_stored_once() {
+    let f = Fixture::new();
+    let src = f.folder("src");
+    fs::create_dir(&src).unwrap();
+    let photo = noise(5, 500_000);
+    for i in 0..5 {
+        fs::write(src.join(format!("copy-{i}.jpg")), &photo).unwrap();
+    }
+    let repo = f.init("repo", small());
+    let b = repo.backup(&src, f.device, None, 1, &mut |_| {}).unwrap();
+    assert_eq!(b.stats.new_bytes, 500_000);
+    assert_eq!(b.stats.reused_bytes, 4 * 500_000);
+    let packs: u64 = objects(&f.folder("repo"), "packs")
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        packs < 520_000,
+        "packs hold {packs} bytes for one 500,000-byte file"
+    );
+}
+
+#[test]
+fn the_wrong_key_is_told_apart_from_damage() {
+    let f = Fixture::new();
+    f.init("repo", Sizes::default());
+    let err = Repository::open(
+        f.store("repo"),
+        f.rt.handle().clone(),
+        &BackupKey::from_bytes([8; 32]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RepoError::WrongKey { .. }), "{err:?}");
+    assert_eq!(err.fault(), Fault::Auth);
+
+    // Damage to the sizes, the key-check value or the MAC is damage, not a wrong key.
+    let config = f.folder("repo/config");
+    let good = fs::read(&config).unwrap();
+    for at in [45, good.len() - 40, good.len() - 1] {
+        flip(&config, at);
+        let err = Repository::open(f.store("repo"), f.rt.handle().clone(), &f.key).unwrap_err();
+        assert!(
+            matches!(err, RepoError::Corrupt { .. }),
+            "byte {at}: {err:?}"
+        );
+        assert_eq!(err.fault(), Fault::Integrity);
+        fs::write(&config, &good).unwrap();
+    }
+    f.open("repo");
+
+    let err = Repository::open(f.store("none"), f.rt.handle().clone(), &f.key).unwrap_err();
+    assert!(matches!(err, RepoError::NoRepository { .. }), "{err:?}");
+}
+
+/// Backs up `build`'s tree twice (one change between), returns the fixture and repository.
+fn two_snapshots() -> (Fixture, Repository) {
+    let f = Fixture::new();
+    let src = f.folder("src");
+    build(&src);
+    let repo = f.init("repo", small());
+    repo.backup(&src, f.device, None, 1, &mut |_| {}).unwrap();
+    fs::write(src.join("Databases/new.db"), messages(9, 5_000)).unwrap();
+    repo.backup(&src, f.device, None, 2, &mut |_| {}).unwrap();
+    (f, repo)
+}
+
+fn restore_latest(f: &Fixture, repo: &Repository) -> Result<(), RepoError> {
+    let latest = repo.catalog()?.latest().unwrap();
+    let dest = f.folder("dest");
+    let result = repo.restore(&latest, &dest, &mut |_| {}).map(|_| ());
+    if result.is_err() {
+        assert!(!dest.exists(), "a failed restore left {dest:?}");
+    }
+    result
+}
+
+fn flip(path: &std::path::Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] ^= 0x40;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn an_altered_blob_fails_the_restore_and_leaves_nothing() {
+    let (f, repo) = two_snapshots();
+    for pack in objects(&f.folder("repo"), "packs") {
+        flip(&pack, 100);
+    }
+    let err = restore_latest(&f, &repo).unwrap_err();
+    assert!(matches!(err, RepoError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("does not authenticate"), "{err}");
+    assert_eq!(err.fault(), Fault::Integrity);
+}
+
+#[test]
+fn a_truncated_pack_is_reported_as_such() {
+    let (f, repo) = two_snapshots();
+    for pack in objects(&f.folder("repo"), "packs") {
+        let len = fs::metadata(&pack).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&pack)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    }
+    let err = restore_latest(&f, &repo).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert_eq!(err.fault(), Fault::Integrity);
+}
+
+#[test]
+fn an_altered_index_is_refused() {
+    let (f, repo) = two_snapshots();
+    let index = objects(&f.folder("repo"), "index");
+    assert_eq!(index.len(), 2);
+    flip(&index[0], 60);
+    let err = repo.load_index().unwrap_err();
+    assert!(matches!(err, RepoError::Corrupt { .. }), "{err:?}");
+    assert_eq!(err.fault(), Fault::Integrity);
+}
+
+#[test]
+fn an_index_swapped_for_another_is_refused() {
+    let (f, repo) = two_snapshots();
+    let index = objects(&f.folder("repo"), "index");
+    let other = fs::read(&index[1]).unwrap();
+    fs::write(&index[0], other).unwrap();
+    let err = repo.load_index().unwrap_err();
+    assert!(err.to_string().contains("another index"), "{err}");
+}
+
+#[test]
+fn a_catalog_entry_dropped_reordered_or_rolled_back_is_caught() {
+    let (f, repo) = two_snapshots();
+    let mark = repo.catalog().unwrap().mark();
+    let entries = objects(&f.folder("repo"), "catalog");
+    assert_eq!(entries.len(), 2);
+    let (one, two) = (
+        fs::read(&entries[0]).unwrap(),
+        fs::read(&entries[1]).unwrap(),
+    );
+
+    // Reordered: entry 2's bytes under entry 1's name and the other way round.
+    fs::write(&entries[0], &two).unwrap();
+    fs::write(&entries[1], &one).unwrap();
+    let err = repo.catalog().unwrap_err();
+    assert!(
+        matches!(err, RepoError::CatalogBroken { seq: 1, .. }),
+        "{err:?}"
+    );
+
+    // Entry 1 dropped: a gap.
+    fs::remove_file(&entries[0]).unwrap();
+    fs::write(&entries[1], &two).unwrap();
+    let err = repo.catalog().unwrap_err();
+    assert!(
+        matches!(err, RepoError::CatalogBroken { seq: 1, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("missing"), "{err}");
+
+    // The newest entry hidden: the chain is whole, the device's mark catches it.
+    fs::write(&entries[0], &one).unwrap();
+    fs::remove_file(&entries[1]).unwrap();
+    let catalog = repo.catalog().unwrap();
+    assert_eq!(catalog.len(), 1);
+    let err = catalog.check_mark(&mark).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::RolledBack {
+                found: 1,
+                expected: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.fault(), Fault::Integrity);
+    // And a backup on top of the rolled-back catalog is refused, not forked.
+    let err = repo
+        .backup(&f.folder("src"), f.device, Some(&mark), 3, &mut |_| {})
+        .unwrap_err();
+    assert!(matches!(err, RepoError::RolledBack { .. }), "{err:?}");
+}
+
+#[test]
+fn catalog_entries_and_snapshots_of_another_repository_are_refused() {
+    let (f, repo) = two_snapshots();
+    // Another repository under the same key, with two snapshots of its own.
+    let other = f.init("other", small());
+    let src = f.folder("src");
+    other.backup(&src, f.device, None, 5, &mut |_| {}).unwrap();
+    other.backup(&src, f.device, None, 6, &mut |_| {}).unwrap();
+
+    let ours = objects(&f.folder("repo"), "catalog");
+    let theirs = objects(&f.folder("other"), "catalog");
+    let saved = fs::read(&ours[1]).unwrap();
+    fs::copy(&theirs[1], &ours[1]).unwrap();
+    let err = repo.catalog().unwrap_err();
+    assert!(
+        matches!(err, RepoError::CatalogBroken { seq: 2, .. }),
+        "{err:?}"
+    );
+    fs::write(&ours[1], saved).unwrap();
+
+    // Our latest snapshot's object replaced by theirs (same key, valid stream).
+    let latest = repo.catalog().unwrap().latest().unwrap();
+    let ours = f
+        .folder("repo")
+        .join(format!("snapshots/{}", latest.id.hex()));
+    let theirs = &objects(&f.folder("other"), "snapshots")[0];
+    fs::copy(theirs, &ours).unwrap();
+    let err = restore_latest(&f, &repo).unwrap_err();
+    assert!(matches!(err, RepoError::ForeignSnapshot { .. }), "{err:?}");
+    assert!(err.to_string().contains("swapped"), "{err}");
+}
+
+#[test]
+fn a_snapshot_under_another_key_is_refused() {
+    let (f, repo) = two_snapshots();
+    let stranger = Fixture {
+        key: BackupKey::from_bytes([9; 32]),
+        ..Fixture::new()
+    };
+    let src = f.folder("src");
+    let theirs = stranger.init("repo", small());
+    theirs.backup(&src, f.device, None, 1, &mut |_| {}).unwrap();
+    let latest = repo.catalog().unwrap().latest().unwrap();
+    let ours = f
+        .folder("repo")
+        .join(format!("snapshots/{}", latest.id.hex()));
+    fs::copy(&objects(&stranger.folder("repo"), "snapshots")[0], &ours).unwrap();
+    let err = restore_latest(&f, &repo).unwrap_err();
+    assert!(err.to_string().contains("another key"), "{err}");
+    assert_eq!(err.fault(), Fault::Integrity);
+}
+
+#[test]
+fn junk_in_the_bucket_is_ignored() {
+    let (f, repo) = two_snapshots();
+    let root = f.folder("repo");
+    fs::write(root.join("catalog/README"), b"x").unwrap();
+    fs::write(root.join("index/not-an-id"), b"x").unwrap();
+    fs::write(root.join("lockbox-junk.lbx"), b"x").unwrap();
+    assert_eq!(repo.catalog().unwrap().len(), 2);
+    restore_latest(&f, &repo).unwrap();
+}
+
+#[test]
+fn a_second_device_handle_continues_the_same_chain() {
+    let (f, _) = two_snapshots();
+    let repo = f.open("repo");
+    let src = f.folder("src");
+    let third = repo
+        .backup(&src, lockbox_repo::DeviceId([2; 16]), None, 3, &mut |_| {})
+        .unwrap();
+    assert_eq!(third.snapshot.seq, 3);
+    let catalog = repo.catalog().unwrap();
+    assert_eq!(catalog.len(), 3);
+    catalog.check_mark(&third.mark).unwrap();
+}
+
+#[test]
+fn check_finds_missing_truncated_and_altered_packs() {
+    let (f, repo) = two_snapshots();
+    let report = repo.check(true).unwrap();
+    assert_eq!(report.snapshots, 2);
+    assert!(
+        report.packs > 1 && report.packs == report.packs_read,
+        "{report:?}"
+    );
+    assert!(report.chunks_read >= report.chunks, "{report:?}");
+
+    let packs = objects(&f.folder("repo"), "packs");
+    // A flipped bit inside a blob: only reading the data finds it.
+    flip(&packs[0], 100);
+    repo.check(false).unwrap();
+    let err = repo.check(true).unwrap_err();
+    assert!(err.to_string().contains("does not authenticate"), "{err}");
+    flip(&packs[0], 100);
+
+    let len = fs::metadata(&packs[1]).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&packs[1])
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let err = repo.check(false).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+
+    fs::remove_file(&packs[1]).unwrap();
+    let err = repo.check(false).unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert_eq!(err.fault(), Fault::Integrity);
+}
