@@ -113,6 +113,13 @@ pub enum Command {
     Disable(DisableArgs),
     /// List the backups at a storage URL, oldest first
     List(ListArgs),
+    /// Verify this device's incremental repository: catalog, index, snapshots and packs
+    ///
+    /// Checks that the catalog's chain is whole and does not end before this device last saw
+    /// it, that every index and snapshot authenticates, that every chunk a snapshot names is
+    /// indexed, and that every pack is stored at its full length. With --read-data, every
+    /// pack is downloaded and every chunk opened and verified against its id.
+    Check(CheckArgs),
     /// Delete old backups, keeping the newest N whose headers verify under the key
     ///
     /// Objects that do not verify (planted, damaged, made under another key) are reported and
@@ -577,6 +584,14 @@ pub struct BackupArgs {
     /// under the key, this one included
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
+    /// Make an incremental snapshot in the device's repository: only chunks the repository
+    /// does not hold yet are uploaded (an enabled device only, for now; `--keep` does not
+    /// prune snapshots yet)
+    #[arg(long, conflicts_with_all = ["to", "keep"])]
+    pub incremental: bool,
+    /// With --incremental: print the result as JSON on stdout
+    #[arg(long, requires = "incremental")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -584,6 +599,23 @@ pub struct ListArgs {
     /// Storage URL
     #[arg(long, value_name = "URL")]
     pub from: Option<String>,
+    /// List this device's incremental snapshots from the repository's authenticated catalog
+    /// (checked against where this device last saw it end)
+    #[arg(long, conflicts_with = "from")]
+    pub snapshots: bool,
+    /// With --snapshots: print them as JSON on stdout
+    #[arg(long, requires = "snapshots")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also download every pack and verify every chunk in it (reads the whole repository)
+    #[arg(long)]
+    pub read_data: bool,
+    /// Print the report as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -600,6 +632,10 @@ pub struct RestoreArgs {
     /// verifies under the key
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
+    /// Restore an incremental snapshot of this device's repository: the one whose id starts
+    /// with ID, or the newest with `--snapshot latest`
+    #[arg(long, value_name = "ID", conflicts_with_all = ["backup", "from", "with_password"])]
+    pub snapshot: Option<String>,
     /// Get the backup key from the Backup Key Vault with your password instead of a recovery
     /// code (spends one attempt)
     #[arg(

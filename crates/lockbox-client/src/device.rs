@@ -28,6 +28,8 @@ pub enum DeviceError {
     Vault(#[from] ClientError),
     #[error("{0}")]
     Backup(#[from] BackupError),
+    #[error("{0}")]
+    Repo(#[from] lockbox_repo::RepoError),
     #[error(
         "{} holds no enabled device: run `lockbox enable`, or `lockbox restore` on a new phone",
         .0.display()
@@ -85,6 +87,11 @@ impl DeviceError {
         match self {
             Self::Vault(e) => Some(vault_fault(e)),
             Self::Backup(e) => e.fault(),
+            Self::Repo(e) => Some(match e.fault() {
+                lockbox_repo::Fault::Auth => Fault::Auth,
+                lockbox_repo::Fault::Integrity => Fault::Integrity,
+                lockbox_repo::Fault::Other => Fault::Other,
+            }),
             Self::KeyMismatch(_) => Some(Fault::Integrity),
             _ => Some(Fault::Other),
         }
@@ -178,10 +185,10 @@ pub struct Disabled {
 
 /// One device: its home, its key and its way to the vault.
 pub struct Device {
-    home: Home,
+    pub(crate) home: Home,
     settings: Settings,
-    key: BackupKey,
-    rt: tokio::runtime::Runtime,
+    pub(crate) key: BackupKey,
+    pub(crate) rt: tokio::runtime::Runtime,
     tokens: Option<Arc<dyn TokenSource>>,
 }
 
@@ -592,7 +599,7 @@ impl Device {
         }
     }
 
-    fn store(&self) -> Result<Store, DeviceError> {
+    pub(crate) fn store(&self) -> Result<Store, DeviceError> {
         Ok(Store::open(&self.settings.store).map_err(BackupError::from)?)
     }
 
@@ -605,7 +612,7 @@ impl Device {
         }
     }
 
-    fn source_dir(&self, dir: Option<&Path>) -> Result<PathBuf, DeviceError> {
+    pub(crate) fn source_dir(&self, dir: Option<&Path>) -> Result<PathBuf, DeviceError> {
         let dir = dir
             .map(Path::to_path_buf)
             .or_else(|| self.settings.source_dir.clone())
@@ -613,7 +620,7 @@ impl Device {
         std::path::absolute(&dir).map_err(DeviceError::io(&dir))
     }
 
-    fn remember_dir(&mut self, dir: PathBuf) -> Result<(), DeviceError> {
+    pub(crate) fn remember_dir(&mut self, dir: PathBuf) -> Result<(), DeviceError> {
         if self.settings.source_dir.as_ref() != Some(&dir) {
             self.settings.source_dir = Some(dir);
             self.home.save_settings(&self.settings)?;

@@ -5,12 +5,14 @@
 //! HOME/key           K as a recovery code, mode 0600
 //! HOME/key.next      K' while a key rotation is under way, mode 0600
 //! HOME/manifest.hw   the highest fleet manifest accepted (sequence and hash)
+//! HOME/repo.mark     this device's id in the repository, and where it last saw the catalog end
 //! ```
 //! Every file is replaced by write-to-temporary, fsync, rename, so a crash leaves either the old
 //! or the new content, never a torn file.
 
 use lockbox_crypto::{BackupKey, RecoveryCode};
 use lockbox_proto::manifest::{FleetPublicKey, HighWater, Pin, WitnessPublicKey};
+use lockbox_repo::{CatalogMark, DeviceId, RepoId};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -23,6 +25,58 @@ const SETTINGS: &str = "device.toml";
 const KEY: &str = "key";
 const NEXT_KEY: &str = "key.next";
 const HIGH_WATER: &str = "manifest.hw";
+const REPO_MARK: &str = "repo.mark";
+
+/// What a device remembers of its repository: its own id there, and the catalog's end as it
+/// last wrote or saw it (so a storage that hides newer snapshots is caught).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoState {
+    pub device: DeviceId,
+    pub mark: Option<CatalogMark>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RepoStateFile {
+    device: String,
+    repo: Option<String>,
+    seq: Option<u64>,
+    mac: Option<String>,
+}
+
+impl RepoState {
+    fn to_toml(&self) -> String {
+        let file = RepoStateFile {
+            device: self.device.hex(),
+            repo: self.mark.map(|m| m.repo.hex()),
+            seq: self.mark.map(|m| m.seq),
+            mac: self.mark.map(|m| hex::encode(m.mac)),
+        };
+        toml::to_string(&file).expect("plain strings and integers serialize")
+    }
+
+    fn from_toml(text: &str) -> Option<Self> {
+        let file: RepoStateFile = toml::from_str(text).ok()?;
+        let mut device = [0u8; 16];
+        hex::decode_to_slice(&file.device, &mut device).ok()?;
+        let mark = match (file.repo, file.seq, file.mac) {
+            (Some(repo), Some(seq), Some(mac)) => {
+                let mut m = [0u8; 32];
+                hex::decode_to_slice(mac, &mut m).ok()?;
+                Some(CatalogMark {
+                    repo: RepoId::from_hex(&repo)?,
+                    seq,
+                    mac: m,
+                })
+            }
+            (None, None, None) => None,
+            _ => return None,
+        };
+        Some(RepoState {
+            device: DeviceId(device),
+            mark,
+        })
+    }
+}
 
 /// How the backup key is protected when the phone is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,9 +233,29 @@ impl Home {
         self.replace(HIGH_WATER, &high.to_bytes())
     }
 
+    /// The repository state, or a fresh device id (not yet saved) on first use.
+    pub fn repo_state(&self) -> Result<RepoState, DeviceError> {
+        let path = self.dir.join(REPO_MARK);
+        match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RepoState {
+                device: DeviceId::generate(&mut lockbox_crypto::OsRng),
+                mark: None,
+            }),
+            Err(e) => Err(DeviceError::io(&path)(e)),
+            Ok(text) => RepoState::from_toml(&text).ok_or_else(|| DeviceError::Settings {
+                path,
+                message: "not a repository mark (device id, repository, sequence, MAC)".into(),
+            }),
+        }
+    }
+
+    pub fn save_repo_state(&self, state: &RepoState) -> Result<(), DeviceError> {
+        self.replace(REPO_MARK, state.to_toml().as_bytes())
+    }
+
     /// Removes everything this home holds (the key last), leaving the directory.
     pub fn wipe(&self) -> Result<(), DeviceError> {
-        for name in [SETTINGS, HIGH_WATER, NEXT_KEY, KEY] {
+        for name in [SETTINGS, HIGH_WATER, REPO_MARK, NEXT_KEY, KEY] {
             let path = self.dir.join(name);
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {

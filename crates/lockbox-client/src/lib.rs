@@ -28,6 +28,7 @@ mod device;
 mod error;
 pub mod fleet;
 pub mod home;
+mod snapshots;
 
 pub use backup::{Cancel, Fault, Progress, Step};
 pub use device::{

@@ -193,6 +193,28 @@ impl Catalog {
     }
 }
 
+/// The fields of an authenticated entry after its magic and version.
+pub(crate) fn parse_entry(fields: &[u8]) -> Option<(RepoId, [u8; MAC_LEN], SnapshotEntry)> {
+    let mut c = Cursor::new(fields);
+    let entry_repo = RepoId(c.array().ok()?);
+    let entry_seq = c.u64().ok()?;
+    let entry_prev: [u8; MAC_LEN] = c.array().ok()?;
+    let device = DeviceId(c.array().ok()?);
+    let created_unix_ms = c.u64().ok()?;
+    if c.u8().ok()? != OP_SNAPSHOT {
+        return None;
+    }
+    let snapshot = SnapshotEntry {
+        seq: entry_seq,
+        id: SnapshotId(c.array().ok()?),
+        device,
+        created_unix_ms,
+        files: c.u64().ok()?,
+        bytes: c.u64().ok()?,
+    };
+    c.is_empty().then_some((entry_repo, entry_prev, snapshot))
+}
+
 fn decode_entry(
     keys: &RepoKeys,
     repo: RepoId,
@@ -219,28 +241,8 @@ fn decode_entry(
             "it does not authenticate: altered, or written under another key or for another repository",
         ));
     }
-    let mut c = Cursor::new(&body[9..]);
-    let parsed = (|| {
-        let entry_repo = RepoId(c.array().ok()?);
-        let entry_seq = c.u64().ok()?;
-        let entry_prev: [u8; MAC_LEN] = c.array().ok()?;
-        let device = DeviceId(c.array().ok()?);
-        let created_unix_ms = c.u64().ok()?;
-        if c.u8().ok()? != OP_SNAPSHOT {
-            return None;
-        }
-        let snapshot = SnapshotEntry {
-            seq: entry_seq,
-            id: SnapshotId(c.array().ok()?),
-            device,
-            created_unix_ms,
-            files: c.u64().ok()?,
-            bytes: c.u64().ok()?,
-        };
-        c.is_empty().then_some((entry_repo, entry_prev, snapshot))
-    })();
     let (entry_repo, entry_prev, snapshot) =
-        parsed.ok_or_else(|| broken("authenticated but does not parse"))?;
+        parse_entry(&body[9..]).ok_or_else(|| broken("authenticated but does not parse"))?;
     // The MAC key is bound to the repository already; the id inside says so in plain words.
     if entry_repo != repo {
         return Err(broken("it belongs to another repository"));

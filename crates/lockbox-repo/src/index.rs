@@ -153,7 +153,7 @@ pub(crate) fn decode_index(
     parse_body(&body).ok_or_else(|| corrupt("authenticated but does not parse"))
 }
 
-fn parse_body(body: &[u8]) -> Option<Vec<IndexedPack>> {
+pub(crate) fn parse_body(body: &[u8]) -> Option<Vec<IndexedPack>> {
     let mut c = Cursor::new(body);
     let packs = c.u32().ok()? as usize;
     let mut out = Vec::with_capacity(packs.min(body.len() / 40));

@@ -36,3 +36,29 @@ pub use ids::{ChunkId, DeviceId, IndexId, PackId, RepoId, SnapshotId};
 pub use index::{Index, IndexedPack, Location};
 pub use pack::BlobEntry;
 pub use repo::{Backup, BackupStats, CheckReport, Repository};
+
+/// Entry points for the fuzz targets (`fuzz/fuzz_targets/repo_decode.rs`): every decoder of
+/// repository objects, on arbitrary bytes. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use lockbox_crypto::BackupKey;
+
+    use crate::ids::{IndexId, PackId, RepoId};
+
+    /// Runs every decoder over `data`, both the checks before authentication (under a fixed
+    /// key, which arbitrary bytes never pass) and the parsers of authenticated contents.
+    pub fn decode_all(data: &[u8]) {
+        let key = BackupKey::from_bytes([1; 32]);
+        let keys = key.repo_keys(&[2; 32]);
+        let _ = crate::pack::read_pack(&keys, &PackId([3; 32]), data);
+        let _ = crate::pack::parse_header(data, u64::from(u32::MAX));
+        let _ = crate::index::decode_index(&keys, &IndexId([3; 32]), data);
+        let _ = crate::index::parse_body(data);
+        let _ = crate::config::Config::decode(&key, "fuzz", data);
+        let _ = crate::catalog::Catalog::verify(&keys, RepoId([2; 32]), vec![(1, data.to_vec())]);
+        let _ = crate::catalog::parse_entry(data);
+        if let Some(head) = data.first_chunk::<{ crate::snapshot::SNAP_HEADER_LEN }>() {
+            let _ = crate::snapshot::SnapshotHeader::decode(head);
+        }
+    }
+}

@@ -238,19 +238,23 @@ pub(crate) fn read_pack(
         &body[offset..],
     )
     .ok_or_else(|| corrupt("its header does not authenticate: truncated or altered"))?;
-    let mut c = Cursor::new(&header);
-    let count = c.u32().map_err(|_| corrupt("empty header"))? as usize;
+    parse_header(&header, offset as u64).map_err(corrupt)
+}
+
+/// The entries of an authenticated pack header whose blobs end at `blobs_end`.
+pub(crate) fn parse_header(header: &[u8], blobs_end: u64) -> Result<Vec<BlobEntry>, &'static str> {
+    let mut c = Cursor::new(header);
+    let count = c.u32().map_err(|_| "empty header")? as usize;
     let mut entries = Vec::with_capacity(count.min(header.len() / ENTRY_LEN));
     for _ in 0..count {
-        let e =
-            BlobEntry::decode(&mut c).ok_or_else(|| corrupt("a header entry does not parse"))?;
-        if e.range().end > offset as u64 {
-            return Err(corrupt("a header entry points past the blobs"));
+        let e = BlobEntry::decode(&mut c).ok_or("a header entry does not parse")?;
+        if e.range().end > blobs_end {
+            return Err("a header entry points past the blobs");
         }
         entries.push(e);
     }
     if !c.is_empty() {
-        return Err(corrupt("trailing bytes in its header"));
+        return Err("trailing bytes in its header");
     }
     Ok(entries)
 }

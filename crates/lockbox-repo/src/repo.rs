@@ -314,6 +314,16 @@ impl Repository {
         Ok((id, sealed))
     }
 
+    /// An object the catalog or an index names: its absence is damage, not a usage error.
+    fn get_listed(&self, name: &str) -> Result<Bytes, RepoError> {
+        match self.rt.block_on(self.store.get_object(&object(name)?)) {
+            Err(e) if e.is_not_found() => {
+                Err(RepoError::corrupt(name, "is missing from the storage"))
+            }
+            other => Ok(other?),
+        }
+    }
+
     fn put(&self, name: &str, bytes: Vec<u8>, when: PutIf) -> Result<(), RepoError> {
         let name = object(name)?;
         Ok(self
@@ -332,18 +342,7 @@ impl Repository {
         check_destination(dest)?;
         let index = self.load_index()?;
         let object_name = snapshot_object(&snapshot.id);
-        let sealed = match self
-            .rt
-            .block_on(self.store.get_object(&object(&object_name)?))
-        {
-            Err(e) if e.is_not_found() => {
-                return Err(RepoError::corrupt(
-                    object_name,
-                    "is missing from the storage",
-                ));
-            }
-            other => other?,
-        };
+        let sealed = self.get_listed(&object_name)?;
         let mut reader = DecryptReader::new(&sealed[..], &self.key);
         self.check_snapshot(&mut reader, snapshot, &object_name)?;
         let mut source = Source {
@@ -459,18 +458,7 @@ impl Repository {
         referenced: &mut HashSet<ChunkId>,
     ) -> Result<(), RepoError> {
         let object_name = snapshot_object(&entry.id);
-        let sealed = match self
-            .rt
-            .block_on(self.store.get_object(&object(&object_name)?))
-        {
-            Err(e) if e.is_not_found() => {
-                return Err(RepoError::corrupt(
-                    object_name,
-                    "is missing from the storage",
-                ));
-            }
-            other => other?,
-        };
+        let sealed = self.get_listed(&object_name)?;
         let mut reader = DecryptReader::new(&sealed[..], &self.key);
         self.check_snapshot(&mut reader, entry, &object_name)?;
         let tree = std::io::BufReader::new(reader);
@@ -503,7 +491,7 @@ impl Repository {
     fn check_pack(&self, indexed: &IndexedPack) -> Result<u64, RepoError> {
         let pack = &indexed.id;
         let name = pack::pack_object(pack);
-        let bytes = self.rt.block_on(self.store.get_object(&object(&name)?))?;
+        let bytes = self.get_listed(&name)?;
         let own = pack::read_pack(&self.keys, pack, &bytes)?;
         if own != indexed.blobs {
             return Err(RepoError::corrupt(

@@ -44,6 +44,9 @@ impl Direct {
 }
 
 pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
+    if args.incremental {
+        return super::snapshot::backup(args, ctx);
+    }
     if args.to.is_none()
         && args.key.key_file.is_none()
         && lockbox_client::home::Home::new(&ctx.home).is_enabled()
@@ -83,6 +86,9 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
 }
 
 pub fn list(args: &ListArgs, ctx: &Ctx<'_>) -> Result<()> {
+    if args.snapshots {
+        return super::snapshot::list(args, ctx);
+    }
     let url = ctx.cfg.storage(args.from.as_deref())?;
     let rt = super::runtime()?;
     let store = Store::open(&url)?;
@@ -104,6 +110,9 @@ pub fn list(args: &ListArgs, ctx: &Ctx<'_>) -> Result<()> {
 }
 
 pub fn restore(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
+    if let Some(id) = &args.snapshot {
+        return super::snapshot::restore(&args.dest, id, ctx);
+    }
     let vault_flags = args.vault.vault.is_some() || ctx.cfg.vault.is_some();
     if args.vault.account.is_some() && !vault_flags {
         return device::restore_new_phone(args, ctx);

@@ -90,7 +90,7 @@ impl Ctx<'_> {
     }
 
     /// The device for a command that never asks the vault (no token is read or minted).
-    fn open_offline(&self) -> Result<Device> {
+    pub(crate) fn open_offline(&self) -> Result<Device> {
         Ok(Device::open(&self.home, None)?)
     }
 

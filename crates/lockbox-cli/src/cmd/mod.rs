@@ -11,6 +11,7 @@ mod fleet;
 mod gateway;
 mod key;
 mod keyvault;
+mod snapshot;
 mod vault;
 
 use anyhow::{Context, Result};
@@ -65,6 +66,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List(args) => with_ctx(&|c| backup::list(&args, c)),
         Command::Restore(args) => with_ctx(&|c| backup::restore(&args, c)),
         Command::Prune(args) => with_ctx(&|c| backup::prune(&args, c)),
+        Command::Check(args) => with_ctx(&|c| snapshot::check(&args, c)),
         Command::Demo(args) => demo::run(&args),
         Command::Vault(VaultCommand::Serve { config }) => vault::serve(&config),
         Command::Vault(VaultCommand::Members { command }) => vault::members(command),

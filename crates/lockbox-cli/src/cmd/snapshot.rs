@@ -1,0 +1,159 @@
+//! Incremental snapshots on an enabled device: `backup --incremental`, `list --snapshots`,
+//! `restore DEST --snapshot ID|latest`, `check [--read-data]`. The work is
+//! `lockbox_client`'s (`Device::backup_snapshot` and friends) over `lockbox_repo`.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use lockbox_repo::SnapshotEntry;
+
+use super::device::Ctx;
+use crate::cli::{BackupArgs, CheckArgs, ListArgs};
+use crate::progress;
+
+fn require_device(ctx: &Ctx<'_>, what: &str) -> Result<()> {
+    if !lockbox_client::home::Home::new(&ctx.home).is_enabled() {
+        bail!(
+            "{what} needs an enabled device (run `lockbox enable` first); incremental snapshots with --to and a key file are not supported yet"
+        );
+    }
+    Ok(())
+}
+
+pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
+    require_device(ctx, "an incremental backup")?;
+    if args.key.key_file.is_some() {
+        bail!("--incremental uses the device's own key; --key-file is for backups with --to");
+    }
+    let mut device = ctx.open_offline()?;
+    let (bar, mut on) = progress::device(ctx.quiet);
+    let backup = device.backup_snapshot(args.dir.as_deref(), &mut on)?;
+    bar.finish_and_clear();
+    let s = &backup.stats;
+    if args.json {
+        let report = serde_json::json!({
+            "snapshot": backup.snapshot.id.hex(),
+            "seq": backup.snapshot.seq,
+            "created_unix_ms": backup.snapshot.created_unix_ms,
+            "files": s.files,
+            "dirs": s.dirs,
+            "symlinks": s.symlinks,
+            "bytes": s.bytes,
+            "new_chunks": s.new_chunks,
+            "new_bytes": s.new_bytes,
+            "reused_chunks": s.reused_chunks,
+            "reused_bytes": s.reused_bytes,
+            "packs": s.packs,
+            "uploaded_bytes": s.uploaded_bytes,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{}", backup.snapshot.id.short());
+    eprintln!(
+        "snapshot {} of {} ({} files, {} bytes): {} new bytes in {} packs, {} bytes reused, {} bytes uploaded",
+        backup.snapshot.seq,
+        device
+            .settings()
+            .source_dir
+            .as_deref()
+            .unwrap_or(Path::new("?"))
+            .display(),
+        s.files,
+        s.bytes,
+        s.new_bytes,
+        s.packs,
+        s.reused_bytes,
+        s.uploaded_bytes
+    );
+    Ok(())
+}
+
+fn entry_json(e: &SnapshotEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id.hex(),
+        "seq": e.seq,
+        "created_unix_ms": e.created_unix_ms,
+        "device": e.device.hex(),
+        "files": e.files,
+        "bytes": e.bytes,
+    })
+}
+
+pub fn list(args: &ListArgs, ctx: &Ctx<'_>) -> Result<()> {
+    require_device(ctx, "listing snapshots")?;
+    let device = ctx.open_offline()?;
+    let (_, catalog) = device.snapshots()?;
+    let snapshots = catalog.snapshots();
+    if args.json {
+        let all: Vec<_> = snapshots.iter().map(entry_json).collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    if snapshots.is_empty() {
+        eprintln!("no snapshots yet at {}", device.settings().store);
+        return Ok(());
+    }
+    println!(
+        "{:>5}  {:<16}  {:<19}  {:>8}  {:>14}",
+        "SEQ", "ID", "CREATED (UTC)", "FILES", "BYTES"
+    );
+    for e in snapshots {
+        println!(
+            "{:>5}  {:<16}  {:<19}  {:>8}  {:>14}",
+            e.seq,
+            e.id.short(),
+            super::format_ms(e.created_unix_ms),
+            e.files,
+            e.bytes
+        );
+    }
+    Ok(())
+}
+
+pub fn restore(dest: &Path, id: &str, ctx: &Ctx<'_>) -> Result<()> {
+    require_device(ctx, "restoring a snapshot")?;
+    let device = ctx.open_offline()?;
+    let id = (id != "latest").then_some(id);
+    let (bar, mut on) = progress::device(ctx.quiet);
+    let (entry, _) = device.restore_snapshot(dest, id, &mut on)?;
+    bar.finish_and_clear();
+    eprintln!(
+        "restored snapshot {} (entry {} of the catalog, made {} UTC) into {}",
+        entry.id.short(),
+        entry.seq,
+        super::format_ms(entry.created_unix_ms),
+        dest.display()
+    );
+    Ok(())
+}
+
+pub fn check(args: &CheckArgs, ctx: &Ctx<'_>) -> Result<()> {
+    require_device(ctx, "checking the repository")?;
+    let device = ctx.open_offline()?;
+    let r = device.check_repository(args.read_data)?;
+    if args.json {
+        let report = serde_json::json!({
+            "ok": true,
+            "snapshots": r.snapshots,
+            "chunks": r.chunks,
+            "packs": r.packs,
+            "packs_read": r.packs_read,
+            "chunks_read": r.chunks_read,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    eprintln!(
+        "repository intact: {} snapshots, {} chunks referenced, {} packs stored{}",
+        r.snapshots,
+        r.chunks,
+        r.packs,
+        if args.read_data {
+            format!(", {} chunks read and verified", r.chunks_read)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

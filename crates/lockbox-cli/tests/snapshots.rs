@@ -1,0 +1,221 @@
+//! Incremental snapshots through the real binary on an enabled device: a daily backup stores
+//! little, the catalog lists and restores, and a storage that rolls back, drops or alters
+//! anything is refused with exit 3 and leaves no restore behind.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{Env, assert_exit, assert_fails_with, lockbox, partial_restores, run};
+
+struct Phone {
+    env: Env,
+    home: PathBuf,
+    chats: PathBuf,
+}
+
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+impl Phone {
+    fn new() -> Self {
+        let env = Env::new();
+        let home = env.p("home");
+        let chats = env.p("chats");
+        fs::create_dir_all(chats.join("Media")).unwrap();
+        let mut db = Vec::new();
+        for i in 0..60_000 {
+            db.extend_from_slice(format!("{i:08}|hello from chat {}\n", i % 97).as_bytes());
+        }
+        fs::write(chats.join("msgstore.db"), db).unwrap();
+        for i in 0..3 {
+            fs::write(
+                chats.join(format!("Media/IMG-{i}.jpg")),
+                noise(i + 1, 1 << 20),
+            )
+            .unwrap();
+        }
+        let out = run(lockbox()
+            .arg("--home")
+            .arg(&home)
+            .args(["enable", "--account", "dana", "--store", &env.store()])
+            .arg("--recovery-code"));
+        assert_exit(&out, 0);
+        Phone { env, home, chats }
+    }
+
+    fn lockbox(&self) -> std::process::Command {
+        let mut c = lockbox();
+        c.arg("--home").arg(&self.home);
+        c
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = run(self.lockbox().args(args));
+        assert_exit(&out, 0);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn backup(&self) -> serde_json::Value {
+        let mut c = self.lockbox();
+        c.args(["backup", "--incremental", "--json"])
+            .arg(&self.chats);
+        let out = run(&mut c);
+        assert_exit(&out, 0);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn restore(&self, dest: &Path, id: &str) -> std::process::Output {
+        run(self
+            .lockbox()
+            .arg("restore")
+            .arg(dest)
+            .args(["--snapshot", id]))
+    }
+
+    fn cloud(&self, under: &str) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = walk(&self.env.p("cloud"))
+            .into_iter()
+            .filter(|p| {
+                p.strip_prefix(self.env.p("cloud"))
+                    .unwrap()
+                    .starts_with(under)
+            })
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    let (mut x, mut y) = (walk(a), walk(b));
+    x.sort();
+    y.sort();
+    assert_eq!(x.len(), y.len());
+    for (p, q) in x.iter().zip(&y) {
+        assert_eq!(p.strip_prefix(a).unwrap(), q.strip_prefix(b).unwrap());
+        assert!(
+            fs::read(p).unwrap() == fs::read(q).unwrap(),
+            "{p:?} differs"
+        );
+    }
+}
+
+#[test]
+fn a_daily_incremental_backup_stores_what_changed_and_restores() {
+    let phone = Phone::new();
+    let first = phone.backup();
+    assert_eq!(first["seq"], 1);
+    let total = first["bytes"].as_u64().unwrap();
+    assert!(total > 4_000_000, "{first}");
+
+    // A day: messages appended, one new photo.
+    let mut db = fs::read(phone.chats.join("msgstore.db")).unwrap();
+    db.extend_from_slice(&b"00060001|a new message\n".repeat(2_000));
+    fs::write(phone.chats.join("msgstore.db"), db).unwrap();
+    fs::write(phone.chats.join("Media/IMG-new.jpg"), noise(99, 2 << 20)).unwrap();
+    let second = phone.backup();
+    assert_eq!(second["seq"], 2);
+    let uploaded = second["uploaded_bytes"].as_u64().unwrap();
+    let changed = 2_000 * 23 + (2 << 20);
+    assert!(
+        uploaded < changed * 12 / 10 + (2 << 20),
+        "uploaded {uploaded} for {changed} changed: {second}"
+    );
+
+    let listed = phone.json(&["list", "--snapshots", "--json"]);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1]["id"], second["snapshot"]);
+
+    let dest = phone.env.p("restored");
+    assert_exit(&phone.restore(&dest, "latest"), 0);
+    same_tree(&dest, &phone.chats);
+    let old = phone.env.p("old");
+    let first_id = first["snapshot"].as_str().unwrap();
+    assert_exit(&phone.restore(&old, &first_id[..12]), 0);
+    assert_eq!(walk(&old).len(), 4);
+
+    let check = phone.json(&["check", "--read-data", "--json"]);
+    assert_eq!(check["snapshots"], 2);
+    assert!(check["chunks_read"].as_u64().unwrap() > 0, "{check}");
+}
+
+#[test]
+fn a_storage_that_hides_the_newest_snapshot_is_caught() {
+    let phone = Phone::new();
+    phone.backup();
+    phone.backup();
+    let entries = phone.cloud("catalog");
+    assert_eq!(entries.len(), 2);
+    fs::remove_file(&entries[1]).unwrap();
+
+    let out = run(phone.lockbox().args(["list", "--snapshots"]));
+    assert_fails_with(&out, 3, "rolled back");
+    let dest = phone.env.p("dest");
+    assert_fails_with(&phone.restore(&dest, "latest"), 3, "rolled back");
+    assert!(!dest.exists());
+    let mut c = phone.lockbox();
+    c.args(["backup", "--incremental"]).arg(&phone.chats);
+    assert_fails_with(&run(&mut c), 3, "rolled back");
+}
+
+#[test]
+fn altered_or_missing_packs_fail_with_exit_3_and_leave_nothing() {
+    let phone = Phone::new();
+    phone.backup();
+    let packs = phone.cloud("packs");
+    assert!(!packs.is_empty());
+    let mut bytes = fs::read(&packs[0]).unwrap();
+    bytes[200] ^= 1;
+    fs::write(&packs[0], &bytes).unwrap();
+
+    assert_exit(&run(phone.lockbox().args(["check"])), 0);
+    assert_fails_with(
+        &run(phone.lockbox().args(["check", "--read-data"])),
+        3,
+        "does not authenticate",
+    );
+    let dest = phone.env.p("dest");
+    assert_fails_with(&phone.restore(&dest, "latest"), 3, "does not authenticate");
+    assert!(!dest.exists());
+    assert!(partial_restores(phone.env.dir.path()).is_empty());
+
+    fs::remove_file(&packs[0]).unwrap();
+    assert_fails_with(&run(phone.lockbox().args(["check"])), 3, "missing");
+}
+
+#[test]
+fn incremental_needs_an_enabled_device() {
+    let env = Env::new();
+    fs::create_dir(env.p("d")).unwrap();
+    let out = run(lockbox()
+        .arg("--home")
+        .arg(env.p("nohome"))
+        .args(["backup", "--incremental"])
+        .arg(env.p("d")));
+    assert_fails_with(&out, 1, "needs an enabled device");
+}
