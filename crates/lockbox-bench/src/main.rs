@@ -45,6 +45,13 @@ enum What {
         #[arg(long, default_value_t = 1024)]
         size_mib: u64,
     },
+    /// Incremental backups: a first backup, then a day's change (messages appended, two new
+    /// photos) and a second: `lockbox backup --incremental` vs `restic backup`, with the bytes
+    /// each stored
+    Incremental {
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+    },
     /// Server-side OPAQUE logins per second on one core (in process, client work excluded)
     Opaque {
         #[arg(long, default_value_t = 5.0)]
@@ -101,9 +108,11 @@ enum What {
     },
 }
 
-struct Sample {
-    secs: f64,
-    rss_kib: u64,
+mod incremental;
+
+pub(crate) struct Sample {
+    pub(crate) secs: f64,
+    pub(crate) rss_kib: u64,
 }
 
 fn main() -> Result<()> {
@@ -137,6 +146,10 @@ fn main() -> Result<()> {
         What::Backup { size_mib } => {
             let (lockbox, scratch) = tools(&cli)?;
             backup(&lockbox, scratch.path(), size_mib, cli.runs)
+        }
+        What::Incremental { size_mib } => {
+            let (lockbox, scratch) = tools(&cli)?;
+            incremental::bench(&lockbox, scratch.path(), size_mib)
         }
     }
 }
@@ -335,7 +348,7 @@ fn measure(runs: usize, mut make: impl FnMut() -> Command) -> Result<Sample> {
     })
 }
 
-fn timed(cmd: Command) -> Result<Sample> {
+pub(crate) fn timed(cmd: Command) -> Result<Sample> {
     let rss_file = tempfile::NamedTempFile::new()?;
     let mut wrapped = Command::new("/usr/bin/time");
     wrapped.arg("-f").arg("%M").arg("-o").arg(rss_file.path());
@@ -390,7 +403,7 @@ fn table(size_mib: u64, rows: &[(&str, &Sample)], subject: &str) {
     println!();
 }
 
-fn write_random(path: &Path, len: u64) -> Result<()> {
+pub(crate) fn write_random(path: &Path, len: u64) -> Result<()> {
     let mut f = std::io::BufWriter::new(File::create(path)?);
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
@@ -406,7 +419,7 @@ fn write_random(path: &Path, len: u64) -> Result<()> {
 
 /// A chat-like directory: ~25% compressible message text in a few files, ~75% incompressible
 /// media in 1–4 MiB files across nested folders.
-fn make_chat_dir(root: &Path, total: u64) -> Result<()> {
+pub(crate) fn make_chat_dir(root: &Path, total: u64) -> Result<()> {
     std::fs::create_dir_all(root.join("Databases"))?;
     let text_target = total / 4;
     let mut text = Vec::new();
@@ -451,7 +464,7 @@ fn new_key(lockbox: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(key)
 }
 
-fn run_ok(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run_ok(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
