@@ -219,3 +219,64 @@ fn incremental_needs_an_enabled_device() {
         .arg(env.p("d")));
     assert_fails_with(&out, 1, "needs an enabled device");
 }
+
+#[test]
+fn a_repository_deleted_by_the_storage_is_not_started_afresh() {
+    let phone = Phone::new();
+    phone.backup();
+    let config = phone.env.p("cloud").join("config");
+    fs::remove_file(&config).unwrap();
+
+    let mut c = phone.lockbox();
+    c.args(["backup", "--incremental"]).arg(&phone.chats);
+    assert_fails_with(&run(&mut c), 3, "is gone");
+    assert!(
+        !config.exists(),
+        "a new repository took the old one's place"
+    );
+    let out = run(phone.lockbox().args(["list", "--snapshots"]));
+    assert_fails_with(&out, 3, "is gone");
+}
+
+#[test]
+fn a_snapshot_stream_posing_as_a_backup_is_never_counted_by_prune() {
+    let phone = Phone::new();
+    let out = run(phone.lockbox().arg("backup").arg(&phone.chats));
+    assert_exit(&out, 0);
+    let real: Vec<PathBuf> = phone
+        .cloud("")
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "lbx"))
+        .collect();
+    assert_eq!(real.len(), 1);
+    let snap = phone.backup();
+
+    // The storage copies the snapshot's stream in under the name its header would give a
+    // backup: newer than the real one, so a prune that believed it would delete the real one.
+    let id = snap["snapshot"].as_str().unwrap();
+    let created = snap["created_unix_ms"].as_u64().unwrap();
+    let stream = phone.env.p("cloud").join("snapshots").join(id);
+    let posing = phone
+        .env
+        .p("cloud")
+        .join(format!("lockbox-{created:013}-{}.lbx", &id[..16]));
+    fs::copy(&stream, &posing).unwrap();
+
+    let out = run(phone
+        .lockbox()
+        .args([
+            "prune",
+            "--keep",
+            "1",
+            "--from",
+            &phone.env.store(),
+            "--key-file",
+        ])
+        .arg(phone.home.join("key")));
+    assert_exit(&out, 0);
+    assert!(real[0].exists(), "prune deleted the real backup");
+    let dest = phone.env.p("dest");
+    let out = run(phone.lockbox().arg("restore").arg(&dest));
+    assert_exit(&out, 0);
+    same_tree(&dest, &phone.chats);
+}

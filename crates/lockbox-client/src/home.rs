@@ -6,6 +6,7 @@
 //! HOME/key.next      K' while a key rotation is under way, mode 0600
 //! HOME/manifest.hw   the highest fleet manifest accepted (sequence and hash)
 //! HOME/repo.mark     this device's id in the repository, and where it last saw the catalog end
+//! HOME/repo.lock     locked while repo.mark is read and replaced
 //! ```
 //! Every file is replaced by write-to-temporary, fsync, rename, so a crash leaves either the old
 //! or the new content, never a torn file.
@@ -26,6 +27,7 @@ const KEY: &str = "key";
 const NEXT_KEY: &str = "key.next";
 const HIGH_WATER: &str = "manifest.hw";
 const REPO_MARK: &str = "repo.mark";
+const REPO_LOCK: &str = "repo.lock";
 
 /// What a device remembers of its repository: its own id there, and the catalog's end as it
 /// last wrote or saw it (so a storage that hides newer snapshots is caught).
@@ -44,6 +46,18 @@ struct RepoStateFile {
 }
 
 impl RepoState {
+    /// Moves the mark to `mark` if that is further along the same repository's catalog; a mark
+    /// never moves back (two runs finishing out of order keep the later one).
+    pub fn advance(&mut self, mark: CatalogMark) {
+        let behind = match &self.mark {
+            None => true,
+            Some(kept) => kept.repo != mark.repo || kept.seq < mark.seq,
+        };
+        if behind {
+            self.mark = Some(mark);
+        }
+    }
+
     fn to_toml(&self) -> String {
         let file = RepoStateFile {
             device: self.device.hex(),
@@ -249,13 +263,35 @@ impl Home {
         }
     }
 
-    pub fn save_repo_state(&self, state: &RepoState) -> Result<(), DeviceError> {
-        self.replace(REPO_MARK, state.to_toml().as_bytes())
+    /// Reads the repository state (a fresh device id on first use), lets `change` change it,
+    /// and saves it if it changed: all under the home's repository lock, so two runs on one
+    /// device never lose each other's mark.
+    pub fn update_repo_state(
+        &self,
+        change: impl FnOnce(&mut RepoState),
+    ) -> Result<RepoState, DeviceError> {
+        let path = self.dir.join(REPO_LOCK);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(DeviceError::io(&path))?;
+        lock.lock().map_err(DeviceError::io(&path))?;
+        let saved = self.dir.join(REPO_MARK).exists();
+        let before = self.repo_state()?;
+        let mut state = before.clone();
+        change(&mut state);
+        if state != before || !saved {
+            self.replace(REPO_MARK, state.to_toml().as_bytes())?;
+        }
+        Ok(state)
     }
 
     /// Removes everything this home holds (the key last), leaving the directory.
     pub fn wipe(&self) -> Result<(), DeviceError> {
-        for name in [SETTINGS, HIGH_WATER, REPO_MARK, NEXT_KEY, KEY] {
+        for name in [SETTINGS, HIGH_WATER, REPO_MARK, REPO_LOCK, NEXT_KEY, KEY] {
             let path = self.dir.join(name);
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {

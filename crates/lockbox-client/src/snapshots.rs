@@ -9,6 +9,7 @@ use lockbox_repo::{Backup, Catalog, CheckReport, Repository, SnapshotEntry};
 
 use crate::backup::{OnProgress, Progress, Step};
 use crate::device::{Device, DeviceError};
+use crate::home::RepoState;
 
 impl Device {
     /// Backs up `dir` (default: the directory of the last backup) as a new snapshot, storing
@@ -24,8 +25,9 @@ impl Device {
         }
         let dir = self.source_dir(dir)?;
         let total = lockbox_archive::scan_size(&dir).ok();
-        let repo = Repository::open_or_init(self.store()?, self.rt.handle().clone(), &self.key)?;
-        let mut state = self.home.repo_state()?;
+        // Saved before the backup, so a first backup's device id is the one kept.
+        let state = self.home.update_repo_state(|_| {})?;
+        let repo = self.open_repository(&state, true)?;
         let mut tick = |bytes| {
             on(Progress {
                 step: Step::Backup,
@@ -40,25 +42,33 @@ impl Device {
             lockbox_proto::unix_now_ms(),
             &mut tick,
         )?;
-        state.mark = Some(backup.mark);
-        self.home.save_repo_state(&state)?;
+        self.home.update_repo_state(|s| s.advance(backup.mark))?;
         self.remember_dir(dir)?;
         Ok(backup)
+    }
+
+    /// The repository this device backs up to: once it has a mark, only that repository (a
+    /// missing or replaced one is an integrity failure, never a fresh start); before, whatever
+    /// is there (created if nothing is and `create`).
+    fn open_repository(&self, state: &RepoState, create: bool) -> Result<Repository, DeviceError> {
+        let (store, rt) = (self.store()?, self.rt.handle().clone());
+        Ok(match &state.mark {
+            Some(mark) => Repository::open_known(store, rt, &self.key, mark.repo)?,
+            None if create => Repository::open_or_init(store, rt, &self.key)?,
+            None => Repository::open(store, rt, &self.key)?,
+        })
     }
 
     /// The verified catalog, checked against where this device last saw it end (and the mark
     /// moved forward to its end now).
     pub fn snapshots(&self) -> Result<(Repository, Catalog), DeviceError> {
-        let repo = Repository::open(self.store()?, self.rt.handle().clone(), &self.key)?;
+        let state = self.home.repo_state()?;
+        let repo = self.open_repository(&state, false)?;
         let catalog = repo.catalog()?;
-        let mut state = self.home.repo_state()?;
         if let Some(mark) = &state.mark {
             catalog.check_mark(mark)?;
         }
-        if state.mark.is_none_or(|m| m.seq < catalog.len()) {
-            state.mark = Some(catalog.mark());
-            self.home.save_repo_state(&state)?;
-        }
+        self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
         Ok((repo, catalog))
     }
 
@@ -94,7 +104,7 @@ impl Device {
     /// Verifies the repository (see [`Repository::check`]) after checking its catalog against
     /// this device's mark.
     pub fn check_repository(&self, read_data: bool) -> Result<CheckReport, DeviceError> {
-        let (repo, _) = self.snapshots()?;
-        Ok(repo.check(read_data)?)
+        let (repo, catalog) = self.snapshots()?;
+        Ok(repo.check(&catalog, read_data)?)
     }
 }

@@ -71,6 +71,10 @@ pub const REPO_KEY_CHECK: &[u8] = b"lockbox/v1/repo/key-check";
 /// Expanded from the repository key: the seed of the content-defined chunker's gear table, so
 /// chunk boundaries (and so chunk sizes the storage sees) depend on the key, not only on content.
 pub const REPO_CHUNKER_SEED: &[u8] = b"lockbox/v1/repo/chunker-seed";
+/// Expanded from the repository key: the key snapshot streams are sealed under (in the backup
+/// stream format, in place of K), so a snapshot never opens as a single-stream backup under K,
+/// nor as a snapshot of another repository.
+pub const REPO_SNAPSHOT: &[u8] = b"lockbox/v1/repo/snapshot";
 
 /// All labels, for the test that proves they are distinct.
 pub const ALL: &[&[u8]] = &[
@@ -101,6 +105,7 @@ pub const ALL: &[&[u8]] = &[
     REPO_CONFIG_MAC,
     REPO_KEY_CHECK,
     REPO_CHUNKER_SEED,
+    REPO_SNAPSHOT,
 ];
 
 #[cfg(test)]

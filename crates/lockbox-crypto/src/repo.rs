@@ -22,6 +22,7 @@ pub struct RepoKeys {
     pub key_check: [u8; KEY_CHECK_LEN],
     /// Secret: seeds the chunker's gear table.
     pub chunker_seed: u64,
+    snapshot: Secret32,
 }
 
 impl core::fmt::Debug for RepoKeys {
@@ -34,6 +35,11 @@ impl RepoKeys {
     /// The AES-256-GCM key of the pack `pack_id`.
     pub fn pack_key(&self, pack_id: &[u8; REPO_ID_LEN]) -> Secret32 {
         derive32(self.pack.expose(), Some(pack_id), labels::REPO_PACK_KEY)
+    }
+
+    /// The key this repository's snapshot streams are sealed under, in place of K.
+    pub fn snapshot_key(&self) -> BackupKey {
+        BackupKey::from_bytes(*self.snapshot.expose())
     }
 
     /// The AES-256-GCM key of the index object `index_id`.
@@ -59,6 +65,7 @@ impl BackupKey {
             config_mac: derive32(ikm, None, labels::REPO_CONFIG_MAC),
             key_check,
             chunker_seed: u64::from_be_bytes(seed),
+            snapshot: derive32(ikm, None, labels::REPO_SNAPSHOT),
         }
     }
 }
@@ -79,6 +86,7 @@ mod tests {
             assert_ne!(a.catalog_mac, other.catalog_mac);
             assert_ne!(a.key_check, other.key_check);
             assert_ne!(a.pack_key(&[3; 32]), other.pack_key(&[3; 32]));
+            assert_ne!(a.snapshot, other.snapshot);
         }
         let all = [
             a.chunk_id.clone(),
@@ -89,6 +97,7 @@ mod tests {
             a.pack_key(&[3; 32]),
             a.pack_key(&[4; 32]),
             a.index_key(&[3; 32]),
+            a.snapshot.clone(),
         ];
         for (i, x) in all.iter().enumerate() {
             for y in &all[i + 1..] {
@@ -112,9 +121,15 @@ mod tests {
             hex::encode(keys.pack_key(&[0x33; 32]).expose()),
             GOLDEN_PACK_KEY
         );
+        assert_eq!(
+            hex::encode(keys.snapshot_key().expose()),
+            GOLDEN_SNAPSHOT_KEY
+        );
     }
     // Computed with an independent HKDF (Python hmac/hashlib) when pinned.
     const GOLDEN_REPO_KEY_CHECK: &str = "eac2109a6cf4b0ab4b9720267bbe20a0";
     const GOLDEN_PACK_KEY: &str =
         "8347124cda2d35e5a533c7676653d1746d5837ae0f88b84aa7b77f612c08f46f";
+    const GOLDEN_SNAPSHOT_KEY: &str =
+        "0fba9f08d67d88d71afe3c9162cf280bb0f4114ac0c3c65cba4004d451dcf4c4";
 }

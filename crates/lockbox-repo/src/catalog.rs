@@ -23,6 +23,9 @@ const CATALOG_MAGIC: [u8; 8] = *b"LBXCATL\0";
 const CATALOG_VERSION: u8 = 1;
 const OP_SNAPSHOT: u8 = 1;
 pub(crate) const CATALOG_DIR: &str = "catalog";
+/// No entry is longer (one is 186 bytes today): a larger object under `catalog/` is refused
+/// unread.
+pub(crate) const MAX_ENTRY_LEN: u64 = 4096;
 
 /// One snapshot as the catalog lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,20 +157,54 @@ impl Catalog {
         Ok(())
     }
 
-    /// The snapshot whose id starts with `prefix` (hex, at least 4 digits).
+    /// The snapshot whose id starts with `prefix` (hex, at least 4 digits). A snapshot listed
+    /// twice (an older lockbox retried an entry whose write had landed) is one snapshot.
     pub fn find(&self, prefix: &str, url: &str) -> Result<SnapshotEntry, RepoError> {
         let prefix = prefix.to_ascii_lowercase();
         let mut hits = self
             .entries
             .iter()
             .filter(|e| prefix.len() >= 4 && e.snapshot.id.hex().starts_with(&prefix));
-        match (hits.next(), hits.next()) {
-            (Some(e), None) => Ok(e.snapshot),
-            (Some(_), Some(_)) => Err(RepoError::AmbiguousSnapshot { prefix }),
-            _ => Err(RepoError::NoSuchSnapshot {
+        let Some(first) = hits.next() else {
+            return Err(RepoError::NoSuchSnapshot {
                 url: url.to_owned(),
                 id: prefix,
-            }),
+            });
+        };
+        if hits.any(|e| e.snapshot.id != first.snapshot.id) {
+            return Err(RepoError::AmbiguousSnapshot { prefix });
+        }
+        Ok(first.snapshot)
+    }
+
+    /// The first entry that added snapshot `id`, and the catalog's mark at that entry.
+    pub(crate) fn entry_of(&self, id: &SnapshotId) -> Option<(SnapshotEntry, CatalogMark)> {
+        let e = self.entries.iter().find(|e| e.snapshot.id == *id)?;
+        Some((e.snapshot, self.mark_at(&e.snapshot, e.mac)))
+    }
+
+    /// `snapshot` as the next entry (after it was written) and the mark there.
+    pub(crate) fn with_entry(
+        &self,
+        keys: &RepoKeys,
+        snapshot: &SnapshotEntry,
+    ) -> (SnapshotEntry, CatalogMark) {
+        let bytes = self.next_entry(keys, snapshot);
+        let mac: [u8; MAC_LEN] = bytes[bytes.len() - MAC_LEN..]
+            .try_into()
+            .expect("an entry ends in its MAC");
+        let snapshot = SnapshotEntry {
+            seq: self.len() + 1,
+            ..*snapshot
+        };
+        (snapshot, self.mark_at(&snapshot, mac))
+    }
+
+    fn mark_at(&self, snapshot: &SnapshotEntry, mac: [u8; MAC_LEN]) -> CatalogMark {
+        CatalogMark {
+            repo: self.repo,
+            seq: snapshot.seq,
+            mac,
         }
     }
 
@@ -229,17 +266,18 @@ fn decode_entry(
     if bytes.len() < MAC_LEN + 9 || bytes[..8] != CATALOG_MAGIC {
         return Err(broken("not a catalog entry (bad magic or truncated)"));
     }
-    if bytes[8] != CATALOG_VERSION {
-        return Err(RepoError::UnsupportedVersion {
-            object: entry_object(seq),
-            version: bytes[8],
-        });
-    }
     let (body, tag) = bytes.split_at(bytes.len() - MAC_LEN);
     if !verify_mac(&keys.catalog_mac, &[body], tag) {
         return Err(broken(
             "it does not authenticate: altered, or written under another key or for another repository",
         ));
+    }
+    // Only after authentication: a flipped version byte is damage, not a newer lockbox.
+    if bytes[8] != CATALOG_VERSION {
+        return Err(RepoError::UnsupportedVersion {
+            object: entry_object(seq),
+            version: bytes[8],
+        });
     }
     let (entry_repo, entry_prev, snapshot) =
         parse_entry(&body[9..]).ok_or_else(|| broken("authenticated but does not parse"))?;

@@ -16,6 +16,8 @@ use crate::wire::{Cursor, MAC_LEN, mac, verify_mac};
 const CONFIG_MAGIC: [u8; 8] = *b"LBXREPO\0";
 const CONFIG_VERSION: u8 = 1;
 pub(crate) const CONFIG_OBJECT: &str = "config";
+/// Longer than any config: a larger object named `config` is refused unread.
+pub(crate) const MAX_CONFIG_LEN: u64 = 4096;
 const BODY_LEN: usize = 8 + 1 + 32 + 4 * 4 + KEY_CHECK_LEN;
 
 /// Content-defined chunking and packing parameters (fixed when the repository is created, so
@@ -99,21 +101,17 @@ impl Config {
         verify_mac(&keys.config_mac, &[&body], &bytes[BODY_LEN..])
     }
 
-    /// Parses and authenticates a config object; returns it with its keys.
+    /// Parses and authenticates a config object; returns it with its keys. With `expected`, a
+    /// config of another repository is refused before any key is tried.
     pub(crate) fn decode(
         key: &BackupKey,
         url: &str,
         bytes: &[u8],
+        expected: Option<RepoId>,
     ) -> Result<(Config, RepoKeys), RepoError> {
         let corrupt = |what: &str| RepoError::corrupt(format!("{url}: config"), what);
         if bytes.len() < 9 || bytes[..8] != CONFIG_MAGIC {
             return Err(corrupt("not a lockbox repository config (bad magic)"));
-        }
-        if bytes[8] != CONFIG_VERSION {
-            return Err(RepoError::UnsupportedVersion {
-                object: format!("{url}: config"),
-                version: bytes[8],
-            });
         }
         if bytes.len() != BODY_LEN + MAC_LEN {
             return Err(corrupt("wrong length: truncated or altered"));
@@ -121,6 +119,15 @@ impl Config {
         let mut c = Cursor::new(&bytes[9..]);
         let field = |r: Result<u32, _>| r.map_err(|_| corrupt("truncated"));
         let repo_id = RepoId(c.array().map_err(|_| corrupt("truncated"))?);
+        if let Some(expected) = expected
+            && expected != repo_id
+        {
+            return Err(RepoError::Replaced {
+                url: url.to_owned(),
+                expected,
+                found: repo_id,
+            });
+        }
         let sizes = Sizes {
             chunk_min: field(c.u32())?,
             chunk_avg: field(c.u32())?,
@@ -139,6 +146,13 @@ impl Config {
                 });
             }
             _ => return Err(corrupt("its MAC does not match: altered")),
+        }
+        // Only after authentication: a flipped version byte is damage, not a newer lockbox.
+        if bytes[8] != CONFIG_VERSION {
+            return Err(RepoError::UnsupportedVersion {
+                object: format!("{url}: config"),
+                version: bytes[8],
+            });
         }
         if !sizes.is_valid() {
             return Err(corrupt("authenticated but its sizes are out of range"));

@@ -24,6 +24,21 @@ pub enum RepoError {
     /// The config's key-check value does not match this key.
     #[error("{url}: wrong key for this repository (the key-check value does not match)")]
     WrongKey { url: String },
+    /// The repository this device backed up to has no config any more: the storage lost or
+    /// deleted it. Never answered by starting a new repository.
+    #[error(
+        "{url}: repository {repo}, which this device backs up to, is gone (its config object is missing)"
+    )]
+    Vanished { url: String, repo: crate::RepoId },
+    /// The storage holds another repository than the one this device backs up to.
+    #[error(
+        "{url} holds repository {found}, but this device backs up to repository {expected}: the repository was replaced"
+    )]
+    Replaced {
+        url: String,
+        expected: crate::RepoId,
+        found: crate::RepoId,
+    },
     /// A format version this build does not read.
     #[error("{object}: unsupported repository format version {version}; a newer lockbox made it")]
     UnsupportedVersion { object: String, version: u8 },
@@ -78,7 +93,9 @@ impl RepoError {
             | Self::MissingChunk { .. }
             | Self::CatalogBroken { .. }
             | Self::RolledBack { .. }
-            | Self::ForeignSnapshot { .. } => Fault::Integrity,
+            | Self::ForeignSnapshot { .. }
+            | Self::Vanished { .. }
+            | Self::Replaced { .. } => Fault::Integrity,
             Self::Archive(e) if archive_is_integrity(e) => Fault::Integrity,
             _ => Fault::Other,
         }

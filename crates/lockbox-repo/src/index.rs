@@ -19,6 +19,9 @@ use crate::wire::{Cursor, nonce, open, seal_into};
 const INDEX_MAGIC: [u8; 8] = *b"LBXINDX\0";
 const INDEX_VERSION: u8 = 1;
 const PREFIX_LEN: usize = 8 + 1 + 32;
+/// No index object is larger (about 20 million chunks, several TiB of new data in one backup):
+/// a larger object under `index/` is refused unread.
+pub(crate) const MAX_INDEX_LEN: u64 = 1 << 30;
 
 /// Where a chunk is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,13 +137,7 @@ pub(crate) fn decode_index(
     if bytes.len() < PREFIX_LEN || bytes[..8] != INDEX_MAGIC {
         return Err(corrupt("not an index (bad magic or truncated)"));
     }
-    if bytes[8] != INDEX_VERSION {
-        return Err(RepoError::UnsupportedVersion {
-            object,
-            version: bytes[8],
-        });
-    }
-    if bytes[..PREFIX_LEN] != prefix(id) {
+    if bytes[9..PREFIX_LEN] != id.0 {
         return Err(corrupt("holds another index's id: renamed or swapped"));
     }
     let body = open(
@@ -150,6 +147,13 @@ pub(crate) fn decode_index(
         &bytes[PREFIX_LEN..],
     )
     .ok_or_else(|| corrupt("does not authenticate: altered, truncated or another key's"))?;
+    // Only after authentication: a flipped version byte is damage, not a newer lockbox.
+    if bytes[8] != INDEX_VERSION {
+        return Err(RepoError::UnsupportedVersion {
+            object,
+            version: bytes[8],
+        });
+    }
     parse_body(&body).ok_or_else(|| corrupt("authenticated but does not parse"))
 }
 

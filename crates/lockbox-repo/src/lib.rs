@@ -54,7 +54,7 @@ pub mod fuzzing {
         let _ = crate::pack::parse_header(data, u64::from(u32::MAX));
         let _ = crate::index::decode_index(&keys, &IndexId([3; 32]), data);
         let _ = crate::index::parse_body(data);
-        let _ = crate::config::Config::decode(&key, "fuzz", data);
+        let _ = crate::config::Config::decode(&key, "fuzz", data, None);
         let _ = crate::catalog::Catalog::verify(&keys, RepoId([2; 32]), vec![(1, data.to_vec())]);
         let _ = crate::catalog::parse_entry(data);
         if let Some(head) = data.first_chunk::<{ crate::snapshot::SNAP_HEADER_LEN }>() {

@@ -213,12 +213,6 @@ pub(crate) fn read_pack(
     if bytes[..8] != PACK_MAGIC {
         return Err(corrupt("not a pack (bad magic)"));
     }
-    if bytes[8] != PACK_VERSION {
-        return Err(RepoError::UnsupportedVersion {
-            object,
-            version: bytes[8],
-        });
-    }
     if bytes[9..PACK_PREFIX_LEN] != id.0 {
         return Err(corrupt("holds another pack's id: renamed or swapped"));
     }
@@ -238,6 +232,13 @@ pub(crate) fn read_pack(
         &body[offset..],
     )
     .ok_or_else(|| corrupt("its header does not authenticate: truncated or altered"))?;
+    // Only after authentication: a flipped version byte is damage, not a newer lockbox.
+    if bytes[8] != PACK_VERSION {
+        return Err(RepoError::UnsupportedVersion {
+            object,
+            version: bytes[8],
+        });
+    }
     parse_header(&header, offset as u64).map_err(corrupt)
 }
 

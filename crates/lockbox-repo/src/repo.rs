@@ -22,12 +22,11 @@ use tokio::task::JoinHandle;
 
 use crate::RepoError;
 use crate::catalog::{self, Catalog, CatalogMark, SnapshotEntry};
-use crate::config::{CONFIG_OBJECT, Config, Sizes};
+use crate::config::{CONFIG_OBJECT, Config, MAX_CONFIG_LEN, Sizes};
 use crate::ids::{ChunkId, DeviceId, IndexId, PackId, RepoId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::pack::{self, BlobEntry, Pack, PackBuilder};
 use crate::snapshot::{SNAP_HEADER_LEN, SnapshotHeader, snapshot_object};
-use crate::wire::MAC_LEN;
 
 /// Objects fetched at once when loading the catalog or the index.
 const READS_IN_FLIGHT: usize = 8;
@@ -43,7 +42,8 @@ const KEEP_PERCENT: usize = 97;
 pub struct Repository {
     store: Store,
     rt: Handle,
-    key: BackupKey,
+    /// Snapshot streams are sealed under this key, derived from K and the repository id.
+    snapshot_key: BackupKey,
     keys: RepoKeys,
     config: Config,
 }
@@ -100,23 +100,53 @@ pub struct Backup {
 impl Repository {
     /// Opens the repository at `store`: reads and authenticates its config.
     pub fn open(store: Store, rt: Handle, key: &BackupKey) -> Result<Self, RepoError> {
+        Self::open_config(store, rt, key, None)
+    }
+
+    /// Opens the repository `repo` at `store`, which the caller backed up to before: a missing
+    /// config or one naming another repository is an integrity failure (the storage deleted or
+    /// replaced it), never a fresh start.
+    pub fn open_known(
+        store: Store,
+        rt: Handle,
+        key: &BackupKey,
+        repo: RepoId,
+    ) -> Result<Self, RepoError> {
+        match Self::open_config(store, rt, key, Some(repo)) {
+            Err(RepoError::NoRepository { url }) => Err(RepoError::Vanished { url, repo }),
+            other => other,
+        }
+    }
+
+    fn open_config(
+        store: Store,
+        rt: Handle,
+        key: &BackupKey,
+        expected: Option<RepoId>,
+    ) -> Result<Self, RepoError> {
         let name = object(CONFIG_OBJECT)?;
-        let bytes = match rt.block_on(store.get_object(&name)) {
+        let too_long = || RepoError::corrupt(format!("{}: config", store.url()), "too long");
+        let bytes = match rt.block_on(store.get_object_bounded(&name, MAX_CONFIG_LEN)) {
             Err(e) if e.is_not_found() => {
                 return Err(RepoError::NoRepository {
                     url: store.url().to_owned(),
                 });
             }
+            Err(StoreError::TooLarge { .. }) => return Err(too_long()),
             other => other?,
         };
-        let (config, keys) = Config::decode(key, store.url(), &bytes)?;
-        Ok(Repository {
+        let (config, keys) = Config::decode(key, store.url(), &bytes, expected)?;
+        Ok(Self::with_keys(store, rt, keys, config))
+    }
+
+    fn with_keys(store: Store, rt: Handle, keys: RepoKeys, config: Config) -> Self {
+        Repository {
             store,
             rt,
-            key: key.clone(),
+            snapshot_key: keys.snapshot_key(),
             keys,
             config,
-        })
+        }
     }
 
     /// Creates a repository at `store` (or opens the one another run created first).
@@ -136,13 +166,7 @@ impl Repository {
         match rt.block_on(store.put_object(&object(CONFIG_OBJECT)?, bytes, PutIf::Absent)) {
             Err(StoreError::AlreadyExists { .. }) => Self::open(store, rt, key),
             Err(e) => Err(e.into()),
-            Ok(()) => Ok(Repository {
-                store,
-                rt,
-                key: key.clone(),
-                keys,
-                config,
-            }),
+            Ok(()) => Ok(Self::with_keys(store, rt, keys, config)),
         }
     }
 
@@ -172,10 +196,19 @@ impl Repository {
         let listed = self
             .rt
             .block_on(self.store.list_objects(catalog::CATALOG_DIR))?;
-        let named: Vec<(u64, ObjectName)> = listed
-            .into_iter()
-            .filter_map(|o| Some((catalog::parse_entry_name(o.name.as_str())?, o.name)))
-            .collect();
+        let mut named = Vec::new();
+        for o in listed {
+            let Some(seq) = catalog::parse_entry_name(o.name.as_str()) else {
+                continue;
+            };
+            if o.size > catalog::MAX_ENTRY_LEN {
+                return Err(RepoError::CatalogBroken {
+                    seq,
+                    what: format!("its object is {} bytes, far more than an entry", o.size),
+                });
+            }
+            named.push((seq, o.name, catalog::MAX_ENTRY_LEN));
+        }
         let objects = self.fetch_all(named)?;
         Catalog::verify(&self.keys, self.id(), objects)
     }
@@ -183,13 +216,24 @@ impl Repository {
     /// Reads and opens every index object.
     pub fn load_index(&self) -> Result<Index, RepoError> {
         let listed = self.rt.block_on(self.store.list_objects("index"))?;
-        let named: Vec<(IndexId, ObjectName)> = listed
-            .into_iter()
-            .filter_map(|o| {
-                let id = IndexId::from_hex(o.name.as_str().strip_prefix("index/")?)?;
-                Some((id, o.name))
-            })
-            .collect();
+        let mut named = Vec::new();
+        for o in listed {
+            let Some(id) = o
+                .name
+                .as_str()
+                .strip_prefix("index/")
+                .and_then(IndexId::from_hex)
+            else {
+                continue;
+            };
+            if o.size > index::MAX_INDEX_LEN {
+                return Err(RepoError::corrupt(
+                    o.name.as_str(),
+                    format!("{} bytes, more than any index object", o.size),
+                ));
+            }
+            named.push((id, o.name, index::MAX_INDEX_LEN));
+        }
         let mut index = Index::default();
         for (id, bytes) in self.fetch_all(named)? {
             index.merge(&index::decode_index(&self.keys, &id, &bytes)?);
@@ -197,14 +241,21 @@ impl Repository {
         Ok(index)
     }
 
+    /// Reads every object `named`, each at most its limit long (an object that grew after it
+    /// was listed is refused, not read whole).
     fn fetch_all<T: Send>(
         &self,
-        named: Vec<(T, ObjectName)>,
+        named: Vec<(T, ObjectName, u64)>,
     ) -> Result<Vec<(T, Vec<u8>)>, RepoError> {
         let store = &self.store;
-        let reads = named.into_iter().map(|(tag, name)| async move {
-            let bytes = store.get_object(&name).await?;
-            Ok::<_, StoreError>((tag, bytes.to_vec()))
+        let reads = named.into_iter().map(|(tag, name, limit)| async move {
+            let bytes = match store.get_object_bounded(&name, limit).await {
+                Err(StoreError::TooLarge { .. }) => {
+                    return Err(RepoError::corrupt(name.as_str(), "too long"));
+                }
+                other => other?,
+            };
+            Ok::<_, RepoError>((tag, bytes.to_vec()))
         });
         let all = self.rt.block_on(
             futures::stream::iter(reads)
@@ -266,17 +317,11 @@ impl Repository {
         for _ in 0..CATALOG_ATTEMPTS {
             let seq = catalog.len() + 1;
             let bytes = catalog.next_entry(&self.keys, &entry);
-            let mac: [u8; MAC_LEN] = bytes[bytes.len() - MAC_LEN..].try_into().expect("MAC");
             let len = bytes.len() as u64;
             match self.put(&catalog::entry_object(seq), bytes, PutIf::Absent) {
                 Ok(()) => {
                     stats.uploaded_bytes += len;
-                    let mark = CatalogMark {
-                        repo: self.id(),
-                        seq,
-                        mac,
-                    };
-                    let snapshot = SnapshotEntry { seq, ..entry };
+                    let (snapshot, mark) = catalog.with_entry(&self.keys, &entry);
                     return Ok(Backup {
                         snapshot,
                         mark,
@@ -284,7 +329,21 @@ impl Repository {
                     });
                 }
                 Err(RepoError::Store(StoreError::AlreadyExists { .. })) => {
+                    // Another writer took the place, or our own write landed and its reply was
+                    // lost. Either way the catalog read again must still hold everything seen
+                    // so far: a storage that answers "taken" and then lists less is rolling it
+                    // back, and this backup must not write into the gap it made.
+                    let seen = catalog.mark();
                     catalog = self.catalog()?;
+                    catalog.check_mark(&seen)?;
+                    if let Some((snapshot, mark)) = catalog.entry_of(&entry.id) {
+                        stats.uploaded_bytes += len;
+                        return Ok(Backup {
+                            snapshot,
+                            mark,
+                            stats,
+                        });
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -306,7 +365,7 @@ impl Repository {
         };
         let io = |e: std::io::Error| RepoError::Archive(ArchiveError::Output(e));
         let mut writer =
-            EncryptWriter::new(Vec::new(), &self.key, params, &mut OsRng).map_err(io)?;
+            EncryptWriter::new(Vec::new(), &self.snapshot_key, params, &mut OsRng).map_err(io)?;
         let id = SnapshotId(writer.header().backup_id.0);
         writer.write_all(&header.encode()).map_err(io)?;
         writer.write_all(tree).map_err(io)?;
@@ -343,7 +402,7 @@ impl Repository {
         let index = self.load_index()?;
         let object_name = snapshot_object(&snapshot.id);
         let sealed = self.get_listed(&object_name)?;
-        let mut reader = DecryptReader::new(&sealed[..], &self.key);
+        let mut reader = DecryptReader::new(&sealed[..], &self.snapshot_key);
         self.check_snapshot(&mut reader, snapshot, &object_name)?;
         let mut source = Source {
             repo: self,
@@ -371,7 +430,9 @@ impl Repository {
             Ok(h) => h.backup_id.0,
             Err(e) => match FormatError::from_io(&e) {
                 Some(f) if f.is_wrong_key() => {
-                    return Err(foreign("it is sealed under another key".into()));
+                    return Err(foreign(
+                        "it is sealed under another key, or for another repository".into(),
+                    ));
                 }
                 _ => return Err(RepoError::corrupt(object_name, e.to_string())),
             },
@@ -408,8 +469,9 @@ impl Repository {
     /// every chunk a snapshot references is indexed, and that every indexed pack is stored at
     /// its full length. With `read_data`, also downloads every pack, checks its own header
     /// against the index, and opens and verifies every chunk in it. Stops at the first fault.
-    pub fn check(&self, read_data: bool) -> Result<CheckReport, RepoError> {
-        let catalog = self.catalog()?;
+    /// `catalog` is the one the caller verified (and checked against its mark): listing it
+    /// again here would let the storage show the check a shorter one.
+    pub fn check(&self, catalog: &Catalog, read_data: bool) -> Result<CheckReport, RepoError> {
         let index = self.load_index()?;
         let mut report = CheckReport::default();
         let mut referenced = HashSet::new();
@@ -459,7 +521,7 @@ impl Repository {
     ) -> Result<(), RepoError> {
         let object_name = snapshot_object(&entry.id);
         let sealed = self.get_listed(&object_name)?;
-        let mut reader = DecryptReader::new(&sealed[..], &self.key);
+        let mut reader = DecryptReader::new(&sealed[..], &self.snapshot_key);
         self.check_snapshot(&mut reader, entry, &object_name)?;
         let tree = std::io::BufReader::new(reader);
         let mut tree = lockbox_archive::ArchiveReader::new_tree(tree)

@@ -219,18 +219,18 @@ fn an_altered_blob_fails_the_restore_and_leaves_nothing() {
 #[test]
 fn a_truncated_pack_is_reported_as_such() {
     let (f, repo) = two_snapshots();
-    for pack in objects(&f.folder("repo"), "packs") {
-        let len = fs::metadata(&pack).unwrap().len();
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&pack)
-            .unwrap()
-            .set_len(len / 2)
-            .unwrap();
+    let packs = objects(&f.folder("repo"), "packs");
+    let originals: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
+    // Cut in half, a blob's range ends past the end; cut to a few bytes, it starts there.
+    for cut in [2, 60] {
+        for (pack, bytes) in packs.iter().zip(&originals) {
+            let len = if cut == 2 { bytes.len() / 2 } else { cut };
+            fs::write(pack, &bytes[..len]).unwrap();
+        }
+        let err = restore_latest(&f, &repo).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "cut {cut}: {err}");
+        assert_eq!(err.fault(), Fault::Integrity, "cut {cut}: {err}");
     }
-    let err = restore_latest(&f, &repo).unwrap_err();
-    assert!(err.to_string().contains("truncated"), "{err}");
-    assert_eq!(err.fault(), Fault::Integrity);
 }
 
 #[test]
@@ -328,7 +328,8 @@ fn catalog_entries_and_snapshots_of_another_repository_are_refused() {
     );
     fs::write(&ours[1], saved).unwrap();
 
-    // Our latest snapshot's object replaced by theirs (same key, valid stream).
+    // Our latest snapshot's object replaced by theirs (same K, valid stream, but sealed under
+    // their repository's snapshot key).
     let latest = repo.catalog().unwrap().latest().unwrap();
     let ours = f
         .folder("repo")
@@ -337,6 +338,15 @@ fn catalog_entries_and_snapshots_of_another_repository_are_refused() {
     fs::copy(theirs, &ours).unwrap();
     let err = restore_latest(&f, &repo).unwrap_err();
     assert!(matches!(err, RepoError::ForeignSnapshot { .. }), "{err:?}");
+    assert!(err.to_string().contains("another repository"), "{err}");
+
+    // And by our own first snapshot: a valid stream of this repository, the wrong one.
+    let first = repo.catalog().unwrap().snapshots()[0];
+    let first = f
+        .folder("repo")
+        .join(format!("snapshots/{}", first.id.hex()));
+    fs::copy(first, &ours).unwrap();
+    let err = restore_latest(&f, &repo).unwrap_err();
     assert!(err.to_string().contains("swapped"), "{err}");
 }
 
@@ -388,7 +398,7 @@ fn a_second_device_handle_continues_the_same_chain() {
 #[test]
 fn check_finds_missing_truncated_and_altered_packs() {
     let (f, repo) = two_snapshots();
-    let report = repo.check(true).unwrap();
+    let report = repo.check(&repo.catalog().unwrap(), true).unwrap();
     assert_eq!(report.snapshots, 2);
     assert!(
         report.packs > 1 && report.packs == report.packs_read,
@@ -399,8 +409,8 @@ fn check_finds_missing_truncated_and_altered_packs() {
     let packs = objects(&f.folder("repo"), "packs");
     // A flipped bit inside a blob: only reading the data finds it.
     flip(&packs[0], 100);
-    repo.check(false).unwrap();
-    let err = repo.check(true).unwrap_err();
+    repo.check(&repo.catalog().unwrap(), false).unwrap();
+    let err = repo.check(&repo.catalog().unwrap(), true).unwrap_err();
     assert!(err.to_string().contains("does not authenticate"), "{err}");
     flip(&packs[0], 100);
 
@@ -411,11 +421,11 @@ fn check_finds_missing_truncated_and_altered_packs() {
         .unwrap()
         .set_len(len - 1)
         .unwrap();
-    let err = repo.check(false).unwrap_err();
+    let err = repo.check(&repo.catalog().unwrap(), false).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
 
     fs::remove_file(&packs[1]).unwrap();
-    let err = repo.check(false).unwrap_err();
+    let err = repo.check(&repo.catalog().unwrap(), false).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
     assert_eq!(err.fault(), Fault::Integrity);
 }

@@ -38,7 +38,7 @@ fn a_repository_on_s3_backs_up_dedups_restores_and_checks() {
     assert_eq!(second.stats.packs, 0);
 
     let repo = Repository::open(server.store("phone/repo"), rt.handle().clone(), &key).unwrap();
-    let report = repo.check(true).unwrap();
+    let report = repo.check(&repo.catalog().unwrap(), true).unwrap();
     assert_eq!(report.snapshots, 2);
     let dest = dir.path().join("back");
     repo.restore(

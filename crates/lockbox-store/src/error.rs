@@ -101,6 +101,15 @@ pub enum StoreError {
         got: u64,
     },
 
+    /// An object is larger than the caller will read whole.
+    #[error("{object} at {url} is {size} bytes, more than the {limit} expected of it")]
+    TooLarge {
+        url: String,
+        object: String,
+        size: u64,
+        limit: u64,
+    },
+
     /// The background task driving a transfer died (runtime shut down or task panicked).
     #[error("transfer task for {object} at {url} stopped unexpectedly: {reason}")]
     TaskFailed {

@@ -109,6 +109,37 @@ impl Store {
             .map_err(|e| self.error(format!("reading {name}"), e))
     }
 
+    /// The whole object `name` if it is at most `limit` bytes, else [`StoreError::TooLarge`]
+    /// without reading its body: junk planted under a name cannot exhaust memory.
+    pub async fn get_object_bounded(
+        &self,
+        name: &ObjectName,
+        limit: u64,
+    ) -> Result<Bytes, StoreError> {
+        let store = self.backend().existing(self.url())?;
+        let fail = |e| self.error(format!("reading {name}"), e);
+        let too_large = |size| StoreError::TooLarge {
+            url: self.url().to_owned(),
+            object: name.to_string(),
+            size,
+            limit,
+        };
+        let found = store.get(&self.path_of(name)).await.map_err(fail)?;
+        if found.meta.size > limit {
+            return Err(too_large(found.meta.size));
+        }
+        // The body is capped too: a provider may send more than the size it stated.
+        let mut body = found.into_stream();
+        let mut out = Vec::with_capacity(usize::try_from(limit.min(1 << 20)).unwrap_or(0));
+        while let Some(piece) = body.try_next().await.map_err(fail)? {
+            if (out.len() + piece.len()) as u64 > limit {
+                return Err(too_large((out.len() + piece.len()) as u64));
+            }
+            out.extend_from_slice(&piece);
+        }
+        Ok(Bytes::from(out))
+    }
+
     /// Bytes `range` of the object `name`; fewer than asked is an error.
     pub async fn get_object_range(
         &self,
@@ -117,19 +148,44 @@ impl Store {
     ) -> Result<Bytes, StoreError> {
         let store = self.backend().existing(self.url())?;
         let want = range.end.saturating_sub(range.start);
-        let bytes = store
-            .get_range(&self.path_of(name), range.clone())
-            .await
-            .map_err(|e| self.error(format!("reading {name} bytes {range:?}"), e))?;
+        let short = |got: u64| StoreError::ShortRead {
+            url: self.url().to_owned(),
+            object: name.to_string(),
+            wanted: want,
+            got,
+        };
+        let path = self.path_of(name);
+        let bytes = match store.get_range(&path, range.clone()).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let e = self.error(format!("reading {name} bytes {range:?}"), e);
+                if e.is_not_found() || e.is_transient() {
+                    return Err(e);
+                }
+                // Providers word a range past the end differently (416, an invalid-range
+                // error): the object's size says whether it was cut short.
+                return match store.head(&path).await {
+                    Ok(meta) if meta.size < range.end => {
+                        Err(short(meta.size.saturating_sub(range.start)))
+                    }
+                    _ => Err(e),
+                };
+            }
+        };
         if bytes.len() as u64 != want {
-            return Err(StoreError::ShortRead {
-                url: self.url().to_owned(),
-                object: name.to_string(),
-                wanted: want,
-                got: bytes.len() as u64,
-            });
+            return Err(short(bytes.len() as u64));
         }
         Ok(bytes)
+    }
+
+    /// The size of the object `name`.
+    pub async fn object_size(&self, name: &ObjectName) -> Result<u64, StoreError> {
+        let store = self.backend().existing(self.url())?;
+        let meta = store
+            .head(&self.path_of(name))
+            .await
+            .map_err(|e| self.error(format!("reading the size of {name}"), e))?;
+        Ok(meta.size)
     }
 
     /// Every object whose name starts with `dir/`, sorted by name. Objects whose names are

@@ -67,6 +67,24 @@ impl Store {
         })
     }
 
+    /// A store over an object store built elsewhere: a wrapper around a provider (fault
+    /// injection in tests, a caching or auditing layer) or a backend lockbox does not build
+    /// itself. `url` names it in messages; objects live at the store's root.
+    pub fn from_object_store(url: &str, store: Arc<dyn ObjectStore>) -> Store {
+        let options = StoreOptions::default();
+        Store {
+            url: url.to_owned(),
+            backend: Backend::Remote {
+                store,
+                prefix: Path::default(),
+            },
+            transfer: Transfer {
+                part_size: options.part_size,
+                max_parts_in_flight: options.max_parts_in_flight,
+            },
+        }
+    }
+
     /// The storage URL as given to `open`.
     pub fn url(&self) -> &str {
         &self.url

@@ -3,6 +3,8 @@
 //!
 //! * [`S3Server`]: `s3s-fs` (S3 protocol, checks SigV4 credentials), from `~/.cargo/bin`.
 //! * `AzureServer` (feature `azure`): Azurite (checks SharedKey credentials), from `.tools/`.
+//! * [`Hostile`]: a provider that lies (fake "already exists", deletions, hidden objects, death
+//!   after N writes) around a local folder, for the attacks and crashes a real server won't stage.
 //!
 //! ```no_run
 //! # use lockbox_store::test_support::{S3Server, StorageServer};
@@ -28,6 +30,9 @@ use crate::{Store, StoreOptions};
 
 #[cfg(feature = "azure")]
 mod azure;
+mod hostile;
+
+pub use hostile::{Hostile, OnPut, PutRule, Tamper};
 
 #[cfg(feature = "azure")]
 pub use azure::{AZURE_ACCOUNT, AZURE_ACCOUNT_KEY, AzureServer, azure_options};
