@@ -448,7 +448,7 @@ pub enum PasswordCommand {
 
 #[derive(Debug, Args)]
 pub struct DisableArgs {
-    /// Delete every backup made under this device's key as well
+    /// Delete every backup made under this device's key as well, and its incremental repository
     #[arg(long)]
     pub delete_backups: bool,
     #[command(flatten)]
@@ -462,8 +462,10 @@ pub enum KeyCommand {
     /// Makes a new key, backs up DIR (default: the last backup's directory) under it, reads
     /// that backup back from the store and verifies every byte, re-deposits the new key in the
     /// vault under the same password (asked for, and proved first), and only then deletes the
-    /// backups made under the old key. Interrupted, it can be run again and finishes the same
-    /// rotation. A recovery-code device prints its new code.
+    /// backups made under the old key, and the old key's incremental repository with its
+    /// snapshots (the next `backup --incremental` starts a new one under the new key).
+    /// Interrupted, it can be run again and finishes the same rotation. A recovery-code device
+    /// prints its new code.
     Rotate {
         #[arg(value_name = "DIR")]
         dir: Option<PathBuf>,

@@ -280,3 +280,30 @@ fn a_snapshot_stream_posing_as_a_backup_is_never_counted_by_prune() {
     assert_exit(&out, 0);
     same_tree(&dest, &phone.chats);
 }
+
+#[test]
+fn a_key_rotation_takes_the_old_snapshots_with_the_old_key_and_backups_go_on() {
+    let phone = Phone::new();
+    phone.backup();
+    phone.backup();
+    let out = run(phone.lockbox().args(["key", "rotate"]).arg(&phone.chats));
+    assert_exit(&out, 0);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("incremental snapshots"), "{said}");
+    for dir in ["config", "catalog", "snapshots", "index", "packs"] {
+        assert!(phone.cloud(dir).is_empty(), "{dir} left behind: {said}");
+    }
+
+    // A new repository under the new key, from sequence 1.
+    let first = phone.backup();
+    assert_eq!(first["seq"], 1, "{first}");
+    let dest = phone.env.p("dest");
+    assert_exit(&phone.restore(&dest, "latest"), 0);
+    same_tree(&dest, &phone.chats);
+
+    let out = run(phone.lockbox().args(["disable", "--delete-backups"]));
+    assert_exit(&out, 0);
+    for dir in ["config", "catalog", "snapshots", "index", "packs"] {
+        assert!(phone.cloud(dir).is_empty(), "{dir} left behind after disable");
+    }
+}

@@ -11,6 +11,7 @@
 //! and a [`Cancel`] stops a long step. Calls block; an app runs them off its UI thread.
 
 use lockbox_crypto::{BackupKey, OsRng, RecoveryCode};
+use lockbox_repo::{RepoError, Repository};
 use lockbox_store::{BackupInfo, Store};
 use lockbox_vault_core::{AttemptLimit, KsfParams};
 use std::path::{Path, PathBuf};
@@ -171,6 +172,8 @@ pub struct Rotated {
     pub backup: BackupInfo,
     /// Old backups deleted after that verification.
     pub deleted: Vec<BackupInfo>,
+    /// Objects of the old key's incremental repository deleted (0: there was none).
+    pub repository_objects: u64,
     /// The new recovery code, for recovery-code protection (the old one no longer restores).
     pub recovery_code: Option<RecoveryCode>,
 }
@@ -179,6 +182,8 @@ pub struct Rotated {
 #[derive(Debug)]
 pub struct Disabled {
     pub deleted: Vec<BackupInfo>,
+    /// Objects of the incremental repository deleted (only with `delete_backups`).
+    pub repository_objects: u64,
     /// When backups were kept but the vault record is gone: the only way left to open them.
     pub recovery_code: Option<RecoveryCode>,
 }
@@ -438,6 +443,9 @@ impl Device {
             let limit = self.settings.max_attempts;
             self.patient(|| vault.enroll(self.account(), p, &next, limit, KsfParams::DEFAULT))?;
         }
+        // The old key's repository goes before the key: its snapshots open under no other, and
+        // a rerun (with K' still pending) can finish deleting it under K.
+        let repository_objects = self.destroy_repository_of(&store, &self.key)?;
         self.home.promote_next_key()?;
         let old = std::mem::replace(&mut self.key, next);
         self.remember_dir(dir)?;
@@ -447,6 +455,7 @@ impl Device {
         Ok(Rotated {
             backup: info,
             deleted,
+            repository_objects,
             recovery_code,
         })
     }
@@ -475,9 +484,13 @@ impl Device {
         };
         // The backups go before the record: a store that fails then leaves a disable that can
         // be run again, not a home whose record is gone.
-        let deleted = match delete_backups {
-            true => self.delete_backups_of(&self.store()?, &self.key)?,
-            false => Vec::new(),
+        let (deleted, repository_objects) = match delete_backups {
+            true => {
+                let store = self.store()?;
+                let deleted = self.delete_backups_of(&store, &self.key)?;
+                (deleted, self.destroy_repository_of(&store, &self.key)?)
+            }
+            false => (Vec::new(), 0),
         };
         if let Some((vault, password)) = vault {
             self.patient(|| vault.delete(self.account(), password))?;
@@ -487,6 +500,7 @@ impl Device {
             .then(|| self.key.recovery_code());
         Ok(Disabled {
             deleted,
+            repository_objects,
             recovery_code,
         })
     }
@@ -641,6 +655,18 @@ impl Device {
                 .map_err(BackupError::from)?;
         }
         Ok(catalog.verified)
+    }
+
+    /// Deletes the incremental repository at `store` if it opens under `key` (one of another
+    /// key is not this device's to delete), then forgets it in the home.
+    fn destroy_repository_of(&self, store: &Store, key: &BackupKey) -> Result<u64, DeviceError> {
+        let deleted = match Repository::open(store.clone(), self.rt.handle().clone(), key) {
+            Ok(repo) => repo.destroy()?,
+            Err(RepoError::NoRepository { .. } | RepoError::WrongKey { .. }) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        self.home.forget_repo()?;
+        Ok(deleted)
     }
 }
 

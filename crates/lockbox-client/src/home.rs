@@ -289,6 +289,15 @@ impl Home {
         Ok(state)
     }
 
+    /// Forgets the repository (its mark and this device's id there) once it was deleted.
+    pub fn forget_repo(&self) -> Result<(), DeviceError> {
+        let path = self.dir.join(REPO_MARK);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(DeviceError::io(&path)(e)),
+            _ => self.sync_dir(),
+        }
+    }
+
     /// Removes everything this home holds (the key last), leaving the directory.
     pub fn wipe(&self) -> Result<(), DeviceError> {
         for name in [SETTINGS, HIGH_WATER, REPO_MARK, REPO_LOCK, NEXT_KEY, KEY] {

@@ -364,9 +364,10 @@ pub fn rotate(dir: Option<&Path>, token: &TokenArgs, ctx: &Ctx<'_>) -> Result<()
     bar.finish_and_clear();
     let rotated = rotated.context("rotating the key")?;
     eprintln!(
-        "new key in use: backup {} made and verified under it; {} backups under the old key deleted",
+        "new key in use: backup {} made and verified under it; {} backups under the old key deleted{}",
         rotated.backup.name.id,
-        rotated.deleted.len()
+        rotated.deleted.len(),
+        repository_note(rotated.repository_objects)
     );
     if let Some(code) = rotated.recovery_code {
         print_code(
@@ -375,6 +376,13 @@ pub fn rotate(dir: Option<&Path>, token: &TokenArgs, ctx: &Ctx<'_>) -> Result<()
         );
     }
     Ok(())
+}
+
+fn repository_note(objects: u64) -> String {
+    match objects {
+        0 => String::new(),
+        n => format!(", and the incremental snapshots with them ({n} objects)"),
+    }
 }
 
 pub fn disable(args: &DisableArgs, ctx: &Ctx<'_>) -> Result<()> {
@@ -392,8 +400,9 @@ pub fn disable(args: &DisableArgs, ctx: &Ctx<'_>) -> Result<()> {
         .vault(|| device.disable(typed.as_ref().map(|p| p.as_bytes()), args.delete_backups))
         .context("disabling backups")?;
     eprintln!(
-        "backups disabled for {account}: {record}home wiped, {} backups deleted",
-        disabled.deleted.len()
+        "backups disabled for {account}: {record}home wiped, {} backups deleted{}",
+        disabled.deleted.len(),
+        repository_note(disabled.repository_objects)
     );
     if let Some(code) = disabled.recovery_code {
         print_code(
