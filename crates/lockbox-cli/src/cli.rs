@@ -587,9 +587,9 @@ pub struct BackupArgs {
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
     /// Make an incremental snapshot in the device's repository: only chunks the repository
-    /// does not hold yet are uploaded (an enabled device only, for now; `--keep` does not
-    /// prune snapshots yet)
-    #[arg(long, conflicts_with_all = ["to", "keep"])]
+    /// does not hold yet are uploaded (an enabled device only, for now). With `--keep N`, the
+    /// snapshots are then pruned to the newest N (see `prune --snapshots`)
+    #[arg(long, conflicts_with = "to")]
     pub incremental: bool,
     /// With --incremental: print the result as JSON on stdout
     #[arg(long, requires = "incremental")]
@@ -660,6 +660,14 @@ pub struct PruneArgs {
     /// How many of the newest backups to keep (at least 1)
     #[arg(long, value_name = "N")]
     pub keep: usize,
+    /// Prune this device's incremental snapshots instead: forget all but the newest N in the
+    /// catalog, delete the chunks only they held, and rewrite packs left mostly empty. Safe to
+    /// interrupt: every kept snapshot stays restorable and the next prune finishes the job
+    #[arg(long, conflicts_with_all = ["from", "key_file"])]
+    pub snapshots: bool,
+    /// With --snapshots: print the report as JSON on stdout
+    #[arg(long, requires = "snapshots")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -304,6 +304,67 @@ fn a_key_rotation_takes_the_old_snapshots_with_the_old_key_and_backups_go_on() {
     let out = run(phone.lockbox().args(["disable", "--delete-backups"]));
     assert_exit(&out, 0);
     for dir in ["config", "catalog", "snapshots", "index", "packs"] {
-        assert!(phone.cloud(dir).is_empty(), "{dir} left behind after disable");
+        assert!(
+            phone.cloud(dir).is_empty(),
+            "{dir} left behind after disable"
+        );
     }
+}
+
+#[test]
+fn prune_keeps_the_newest_snapshots_and_frees_the_rest() {
+    let phone = Phone::new();
+    phone.backup();
+    // Each day's photo replaces the last: older photos live only in older snapshots.
+    for day in 0..2u64 {
+        for f in fs::read_dir(phone.chats.join("Media")).unwrap() {
+            fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        fs::write(
+            phone.chats.join(format!("Media/IMG-day{day}.jpg")),
+            noise(50 + 2 * day, 1 << 20),
+        )
+        .unwrap();
+        phone.backup();
+    }
+    let packs = |p: &Phone| -> u64 {
+        p.cloud("packs")
+            .iter()
+            .map(|f| fs::metadata(f).unwrap().len())
+            .sum()
+    };
+    let before = packs(&phone);
+
+    let report = phone.json(&["prune", "--snapshots", "--keep", "1", "--json"]);
+    assert_eq!(report["forgotten"], 2, "{report}");
+    assert_eq!(report["kept"], 1, "{report}");
+    let after = packs(&phone);
+    // Three 1 MiB photos of the first day and one of the second are gone.
+    assert!(
+        after + (3 << 20) < before,
+        "packs {before} -> {after}: {report}"
+    );
+    let listed = phone.json(&["list", "--snapshots", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let check = phone.json(&["check", "--read-data", "--json"]);
+    assert_eq!(check["snapshots"], 1);
+    let dest = phone.env.p("dest");
+    assert_exit(&phone.restore(&dest, "latest"), 0);
+    same_tree(&dest, &phone.chats);
+
+    // And as part of a backup.
+    let mut c = phone.lockbox();
+    c.args(["backup", "--incremental", "--keep", "1", "--json"])
+        .arg(&phone.chats);
+    let out = run(&mut c);
+    assert_exit(&out, 0);
+    let backup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(backup["pruned"]["forgotten"], 1, "{backup}");
+    assert_fails_with(
+        &run(phone
+            .lockbox()
+            .args(["prune", "--snapshots", "--keep", "0"])),
+        1,
+        "at least one",
+    );
 }

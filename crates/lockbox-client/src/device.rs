@@ -62,6 +62,9 @@ pub enum DeviceError {
     /// vault's key (already the new one) without the newest chats.
     #[error("a key rotation was interrupted; finish it (`lockbox key rotate`) first")]
     RotationPending,
+    /// Another backup or prune of this device's repository is running.
+    #[error("another backup or prune is running on this device; try again when it ends")]
+    Busy,
     /// Enabling would replace the key the vault already guards for the account.
     #[error(
         "the vault already holds a key for {0} (another device's backups depend on it): on a new phone, take it over with `restore --account`; to replace it anyway, enable with --replace"
@@ -660,8 +663,15 @@ impl Device {
     /// Deletes the incremental repository at `store` if it opens under `key` (one of another
     /// key is not this device's to delete), then forgets it in the home.
     fn destroy_repository_of(&self, store: &Store, key: &BackupKey) -> Result<u64, DeviceError> {
+        let _run = self.home.lock_run()?;
+        let device = self.home.repo_state()?.device;
         let deleted = match Repository::open(store.clone(), self.rt.handle().clone(), key) {
-            Ok(repo) => repo.destroy()?,
+            Ok(repo) => {
+                let lock = repo.lock(device, lockbox_repo::Purpose::Prune, true)?;
+                let deleted = repo.destroy()?;
+                lock.release()?;
+                deleted
+            }
             Err(RepoError::NoRepository { .. } | RepoError::WrongKey { .. }) => 0,
             Err(e) => return Err(e.into()),
         };

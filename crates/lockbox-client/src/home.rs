@@ -7,6 +7,7 @@
 //! HOME/manifest.hw   the highest fleet manifest accepted (sequence and hash)
 //! HOME/repo.mark     this device's id in the repository, and where it last saw the catalog end
 //! HOME/repo.lock     locked while repo.mark is read and replaced
+//! HOME/run.lock      locked while a backup or prune of the repository runs on this device
 //! ```
 //! Every file is replaced by write-to-temporary, fsync, rename, so a crash leaves either the old
 //! or the new content, never a torn file.
@@ -28,6 +29,12 @@ const NEXT_KEY: &str = "key.next";
 const HIGH_WATER: &str = "manifest.hw";
 const REPO_MARK: &str = "repo.mark";
 const REPO_LOCK: &str = "repo.lock";
+const RUN_LOCK: &str = "run.lock";
+
+/// Held while this device writes to its repository (a backup or a prune): released when
+/// dropped, or when the process dies.
+#[derive(Debug)]
+pub struct RunLock(#[allow(dead_code)] std::fs::File);
 
 /// What a device remembers of its repository: its own id there, and the catalog's end as it
 /// last wrote or saw it (so a storage that hides newer snapshots is caught).
@@ -263,6 +270,23 @@ impl Home {
         }
     }
 
+    /// Takes this device's run lock, or fails at once if another run holds it.
+    pub fn lock_run(&self) -> Result<RunLock, DeviceError> {
+        let path = self.dir.join(RUN_LOCK);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(DeviceError::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(DeviceError::Busy),
+            Err(std::fs::TryLockError::Error(e)) => Err(DeviceError::io(&path)(e)),
+        }
+    }
+
     /// Reads the repository state (a fresh device id on first use), lets `change` change it,
     /// and saves it if it changed: all under the home's repository lock, so two runs on one
     /// device never lose each other's mark.
@@ -300,7 +324,9 @@ impl Home {
 
     /// Removes everything this home holds (the key last), leaving the directory.
     pub fn wipe(&self) -> Result<(), DeviceError> {
-        for name in [SETTINGS, HIGH_WATER, REPO_MARK, REPO_LOCK, NEXT_KEY, KEY] {
+        for name in [
+            SETTINGS, HIGH_WATER, REPO_MARK, REPO_LOCK, RUN_LOCK, NEXT_KEY, KEY,
+        ] {
             let path = self.dir.join(name);
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {

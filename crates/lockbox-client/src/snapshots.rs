@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use lockbox_archive::ArchiveStats;
-use lockbox_repo::{Backup, Catalog, CheckReport, Repository, SnapshotEntry};
+use lockbox_repo::{Backup, Catalog, CheckReport, PruneReport, Purpose, Repository, SnapshotEntry};
 
 use crate::backup::{OnProgress, Progress, Step};
 use crate::device::{Device, DeviceError};
@@ -25,9 +25,13 @@ impl Device {
         }
         let dir = self.source_dir(dir)?;
         let total = lockbox_archive::scan_size(&dir).ok();
+        let _run = self.home.lock_run()?;
         // Saved before the backup, so a first backup's device id is the one kept.
         let state = self.home.update_repo_state(|_| {})?;
         let repo = self.open_repository(&state, true)?;
+        // This device's own lock in the repository can only be a dead run's: we hold its run
+        // lock.
+        let lock = repo.lock(state.device, Purpose::Backup, true)?;
         let mut tick = |bytes| {
             on(Progress {
                 step: Step::Backup,
@@ -36,12 +40,13 @@ impl Device {
             })
         };
         let backup = repo.backup(
+            &lock,
             &dir,
-            state.device,
             state.mark.as_ref(),
             lockbox_proto::unix_now_ms(),
             &mut tick,
         )?;
+        lock.release()?;
         self.home.update_repo_state(|s| s.advance(backup.mark))?;
         self.remember_dir(dir)?;
         Ok(backup)
@@ -99,6 +104,24 @@ impl Device {
         };
         let stats = repo.restore(&entry, dest, &mut tick)?;
         Ok((entry, stats))
+    }
+
+    /// Forgets all but the newest `keep` snapshots and deletes what only they needed (see
+    /// [`Repository::prune`]), after checking the catalog against this device's mark.
+    pub fn prune_snapshots(&self, keep: usize) -> Result<PruneReport, DeviceError> {
+        let _run = self.home.lock_run()?;
+        let (repo, _) = self.snapshots()?;
+        let state = self.home.repo_state()?;
+        let lock = repo.lock(state.device, Purpose::Prune, true)?;
+        // Read again under the lock: a backup may have finished since.
+        let catalog = repo.catalog()?;
+        if let Some(mark) = &state.mark {
+            catalog.check_mark(mark)?;
+        }
+        let (report, catalog) = repo.prune(&lock, catalog, keep, lockbox_proto::unix_now_ms())?;
+        lock.release()?;
+        self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
+        Ok(report)
     }
 
     /// Verifies the repository (see [`Repository::check`]) after checking its catalog against

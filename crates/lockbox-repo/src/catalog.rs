@@ -7,7 +7,10 @@
 //! entry = "LBXCATL\0" | version 1 | repo_id[32] | seq u64 | prev_mac[32] | device_id[16]
 //!         | created_unix_ms u64 | op u8 | op body | HMAC-SHA256(catalog key, all before)
 //! op 1 (snapshot) body = snapshot_id[32] | files u64 | bytes u64
+//! op 2 (forget)   body = count u32 | snapshot_id[32] * count
 //! ```
+//! The live snapshots are those added and not forgotten by a later entry: `prune` forgets by
+//! appending, so the chain (and rollback detection against a mark) is never cut.
 //! `prev_mac` is the MAC of entry `seq - 1` (zeros for entry 1), so an entry dropped from the
 //! middle, reordered or replaced breaks the chain. Dropping the newest entries keeps the chain
 //! whole: that rollback is caught against a [`CatalogMark`] the device (or the vault) kept.
@@ -22,10 +25,13 @@ use crate::wire::{Cursor, MAC_LEN, mac, verify_mac};
 const CATALOG_MAGIC: [u8; 8] = *b"LBXCATL\0";
 const CATALOG_VERSION: u8 = 1;
 const OP_SNAPSHOT: u8 = 1;
+const OP_FORGET: u8 = 2;
+/// Snapshots one forget entry names at most (it stays below [`MAX_ENTRY_LEN`]).
+pub(crate) const MAX_FORGET: usize = 1000;
 pub(crate) const CATALOG_DIR: &str = "catalog";
-/// No entry is longer (one is 186 bytes today): a larger object under `catalog/` is refused
-/// unread.
-pub(crate) const MAX_ENTRY_LEN: u64 = 4096;
+/// No entry is longer (a snapshot entry is 186 bytes, a forget entry at most about 32 KiB): a
+/// larger object under `catalog/` is refused unread.
+pub(crate) const MAX_ENTRY_LEN: u64 = 64 << 10;
 
 /// One snapshot as the catalog lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +54,25 @@ pub struct CatalogMark {
     pub mac: [u8; MAC_LEN],
 }
 
+/// What one entry does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Adds a snapshot (its `seq` is the entry's).
+    Snapshot(SnapshotEntry),
+    /// Forgets snapshots added before.
+    Forget(Vec<SnapshotId>),
+}
+
+/// The fields every entry has besides its op.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    pub device: DeviceId,
+    pub created_unix_ms: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
-    snapshot: SnapshotEntry,
+    op: Op,
     mac: [u8; MAC_LEN],
 }
 
@@ -98,14 +120,46 @@ impl Catalog {
         Ok(Catalog { repo, entries })
     }
 
-    /// Snapshots, oldest first.
+    /// The live snapshots (added and not forgotten), oldest first.
     pub fn snapshots(&self) -> Vec<SnapshotEntry> {
-        self.entries.iter().map(|e| e.snapshot).collect()
+        let forgotten: std::collections::HashSet<SnapshotId> = self
+            .entries
+            .iter()
+            .filter_map(|e| match &e.op {
+                Op::Forget(ids) => Some(ids.iter().copied()),
+                Op::Snapshot(_) => None,
+            })
+            .flatten()
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.op {
+                Op::Snapshot(s) if !forgotten.contains(&s.id) && seen.insert(s.id) => Some(*s),
+                _ => None,
+            })
+            .collect()
     }
 
-    /// The newest snapshot.
+    /// Snapshots added and then forgotten.
+    pub fn forgotten(&self) -> Vec<SnapshotId> {
+        let live: std::collections::HashSet<SnapshotId> =
+            self.snapshots().iter().map(|s| s.id).collect();
+        let mut out: Vec<SnapshotId> = self
+            .entries
+            .iter()
+            .filter_map(|e| match &e.op {
+                Op::Snapshot(s) if !live.contains(&s.id) => Some(s.id),
+                _ => None,
+            })
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// The newest live snapshot.
     pub fn latest(&self) -> Option<SnapshotEntry> {
-        self.entries.last().map(|e| e.snapshot)
+        self.snapshots().last().copied()
     }
 
     /// Entries so far; the next entry gets `len() + 1`.
@@ -161,55 +215,47 @@ impl Catalog {
     /// twice (an older lockbox retried an entry whose write had landed) is one snapshot.
     pub fn find(&self, prefix: &str, url: &str) -> Result<SnapshotEntry, RepoError> {
         let prefix = prefix.to_ascii_lowercase();
-        let mut hits = self
-            .entries
+        let live = self.snapshots();
+        let mut hits = live
             .iter()
-            .filter(|e| prefix.len() >= 4 && e.snapshot.id.hex().starts_with(&prefix));
-        let Some(first) = hits.next() else {
-            return Err(RepoError::NoSuchSnapshot {
+            .filter(|s| prefix.len() >= 4 && s.id.hex().starts_with(&prefix));
+        match (hits.next(), hits.next()) {
+            (Some(s), None) => Ok(*s),
+            (Some(_), Some(_)) => Err(RepoError::AmbiguousSnapshot { prefix }),
+            _ => Err(RepoError::NoSuchSnapshot {
                 url: url.to_owned(),
                 id: prefix,
-            });
-        };
-        if hits.any(|e| e.snapshot.id != first.snapshot.id) {
-            return Err(RepoError::AmbiguousSnapshot { prefix });
-        }
-        Ok(first.snapshot)
-    }
-
-    /// The first entry that added snapshot `id`, and the catalog's mark at that entry.
-    pub(crate) fn entry_of(&self, id: &SnapshotId) -> Option<(SnapshotEntry, CatalogMark)> {
-        let e = self.entries.iter().find(|e| e.snapshot.id == *id)?;
-        Some((e.snapshot, self.mark_at(&e.snapshot, e.mac)))
-    }
-
-    /// `snapshot` as the next entry (after it was written) and the mark there.
-    pub(crate) fn with_entry(
-        &self,
-        keys: &RepoKeys,
-        snapshot: &SnapshotEntry,
-    ) -> (SnapshotEntry, CatalogMark) {
-        let bytes = self.next_entry(keys, snapshot);
-        let mac: [u8; MAC_LEN] = bytes[bytes.len() - MAC_LEN..]
-            .try_into()
-            .expect("an entry ends in its MAC");
-        let snapshot = SnapshotEntry {
-            seq: self.len() + 1,
-            ..*snapshot
-        };
-        (snapshot, self.mark_at(&snapshot, mac))
-    }
-
-    fn mark_at(&self, snapshot: &SnapshotEntry, mac: [u8; MAC_LEN]) -> CatalogMark {
-        CatalogMark {
-            repo: self.repo,
-            seq: snapshot.seq,
-            mac,
+            }),
         }
     }
 
-    /// The bytes of the next entry, adding `snapshot`.
-    pub(crate) fn next_entry(&self, keys: &RepoKeys, snapshot: &SnapshotEntry) -> Vec<u8> {
+    /// The MAC of entry `seq`, if the catalog reaches it.
+    pub(crate) fn mac_at(&self, seq: u64) -> Option<[u8; MAC_LEN]> {
+        let at = usize::try_from(seq.checked_sub(1)?).ok()?;
+        self.entries.get(at).map(|e| e.mac)
+    }
+
+    /// The catalog with `bytes` (from [`next_entry`](Self::next_entry) for `op`) appended.
+    pub(crate) fn appended(&self, op: Op, bytes: &[u8]) -> Catalog {
+        let mut next = self.clone();
+        let op = match op {
+            Op::Snapshot(s) => Op::Snapshot(SnapshotEntry {
+                seq: self.len() + 1,
+                ..s
+            }),
+            forget => forget,
+        };
+        next.entries.push(Entry {
+            op,
+            mac: bytes[bytes.len() - MAC_LEN..]
+                .try_into()
+                .expect("an entry ends in its MAC"),
+        });
+        next
+    }
+
+    /// The bytes of the next entry: `op`, by `head`.
+    pub(crate) fn next_entry(&self, keys: &RepoKeys, head: Head, op: &Op) -> Vec<u8> {
         let seq = self.len() + 1;
         let prev = self.mark().mac;
         let mut out = Vec::with_capacity(256);
@@ -218,38 +264,61 @@ impl Catalog {
         out.extend_from_slice(&self.repo.0);
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(&prev);
-        out.extend_from_slice(&snapshot.device.0);
-        out.extend_from_slice(&snapshot.created_unix_ms.to_be_bytes());
-        out.push(OP_SNAPSHOT);
-        out.extend_from_slice(&snapshot.id.0);
-        out.extend_from_slice(&snapshot.files.to_be_bytes());
-        out.extend_from_slice(&snapshot.bytes.to_be_bytes());
+        out.extend_from_slice(&head.device.0);
+        out.extend_from_slice(&head.created_unix_ms.to_be_bytes());
+        match op {
+            Op::Snapshot(snapshot) => {
+                out.push(OP_SNAPSHOT);
+                out.extend_from_slice(&snapshot.id.0);
+                out.extend_from_slice(&snapshot.files.to_be_bytes());
+                out.extend_from_slice(&snapshot.bytes.to_be_bytes());
+            }
+            Op::Forget(ids) => {
+                out.push(OP_FORGET);
+                out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+                for id in ids {
+                    out.extend_from_slice(&id.0);
+                }
+            }
+        }
         let tag = mac(&keys.catalog_mac, &[&out]);
         out.extend_from_slice(&tag);
         out
     }
 }
 
-/// The fields of an authenticated entry after its magic and version.
-pub(crate) fn parse_entry(fields: &[u8]) -> Option<(RepoId, [u8; MAC_LEN], SnapshotEntry)> {
+/// The fields of an authenticated entry after its magic and version: repository, sequence,
+/// previous MAC, op.
+pub(crate) fn parse_entry(fields: &[u8]) -> Option<(RepoId, u64, [u8; MAC_LEN], Op)> {
     let mut c = Cursor::new(fields);
     let entry_repo = RepoId(c.array().ok()?);
     let entry_seq = c.u64().ok()?;
     let entry_prev: [u8; MAC_LEN] = c.array().ok()?;
     let device = DeviceId(c.array().ok()?);
     let created_unix_ms = c.u64().ok()?;
-    if c.u8().ok()? != OP_SNAPSHOT {
-        return None;
-    }
-    let snapshot = SnapshotEntry {
-        seq: entry_seq,
-        id: SnapshotId(c.array().ok()?),
-        device,
-        created_unix_ms,
-        files: c.u64().ok()?,
-        bytes: c.u64().ok()?,
+    let op = match c.u8().ok()? {
+        OP_SNAPSHOT => Op::Snapshot(SnapshotEntry {
+            seq: entry_seq,
+            id: SnapshotId(c.array().ok()?),
+            device,
+            created_unix_ms,
+            files: c.u64().ok()?,
+            bytes: c.u64().ok()?,
+        }),
+        OP_FORGET => {
+            let count = c.u32().ok()? as usize;
+            if count > MAX_FORGET {
+                return None;
+            }
+            let ids = (0..count)
+                .map(|_| c.array().ok().map(SnapshotId))
+                .collect::<Option<Vec<_>>>()?;
+            Op::Forget(ids)
+        }
+        _ => return None,
     };
-    c.is_empty().then_some((entry_repo, entry_prev, snapshot))
+    c.is_empty()
+        .then_some((entry_repo, entry_seq, entry_prev, op))
 }
 
 fn decode_entry(
@@ -279,16 +348,15 @@ fn decode_entry(
             version: bytes[8],
         });
     }
-    let (entry_repo, entry_prev, snapshot) =
+    let (entry_repo, entry_seq, entry_prev, op) =
         parse_entry(&body[9..]).ok_or_else(|| broken("authenticated but does not parse"))?;
     // The MAC key is bound to the repository already; the id inside says so in plain words.
     if entry_repo != repo {
         return Err(broken("it belongs to another repository"));
     }
-    if snapshot.seq != seq {
+    if entry_seq != seq {
         return Err(broken(&format!(
-            "it is entry {} stored under the name of entry {seq}: reordered",
-            snapshot.seq
+            "it is entry {entry_seq} stored under the name of entry {seq}: reordered"
         )));
     }
     if !bool::from(entry_prev.ct_eq(prev)) {
@@ -297,7 +365,7 @@ fn decode_entry(
         ));
     }
     Ok(Entry {
-        snapshot,
+        op,
         mac: tag.try_into().expect("MAC_LEN bytes"),
     })
 }
@@ -329,11 +397,27 @@ mod tests {
             files: 3,
             bytes: 1000,
         };
-        let bytes = empty.next_entry(&keys, &entry);
+        let head = Head {
+            device: entry.device,
+            created_unix_ms: entry.created_unix_ms,
+        };
+        let bytes = empty.next_entry(&keys, head, &Op::Snapshot(entry));
         assert_eq!(hex::encode(&bytes), GOLDEN_ENTRY_1);
-        let catalog = Catalog::verify(&keys, repo, vec![(1, bytes)]).unwrap();
+        let catalog = Catalog::verify(&keys, repo, vec![(1, bytes.clone())]).unwrap();
         assert_eq!(catalog.latest().unwrap(), SnapshotEntry { seq: 1, ..entry });
+
+        let head = Head {
+            created_unix_ms: 1_700_000_000_001,
+            ..head
+        };
+        let forget = catalog.next_entry(&keys, head, &Op::Forget(vec![entry.id]));
+        assert_eq!(hex::encode(&forget), GOLDEN_ENTRY_2_FORGET);
+        let catalog = Catalog::verify(&keys, repo, vec![(2, forget), (1, bytes)]).unwrap();
+        assert_eq!(catalog.len(), 2);
+        assert!(catalog.snapshots().is_empty());
+        assert_eq!(catalog.forgotten(), vec![entry.id]);
     }
+    const GOLDEN_ENTRY_2_FORGET: &str = "4c42584341544c00012222222222222222222222222222222222222222222222222222222222222222000000000000000281b8444d8814eac234bfc96085bd844505b89d13ffff9e384fe4b7f0c874f742555555555555555555555555555555550000018bcfe56801020000000144444444444444444444444444444444444444444444444444444444444444447deab1e2f357774e4972a6877b9e7c0571e511aebe8e2069065f046b23015469";
     const GOLDEN_CONFIG: &str = "4c42585245504f0001222222222222222222222222222222222222222222222222222222222222222200010000000400000010000000800000eac2109a6cf4b0ab4b9720267bbe20a07b6e5cc8245cd38eed44968309541f0399797dd5f13cba1969d9f0e3a915d539";
     const GOLDEN_ENTRY_1: &str = "4c42584341544c0001222222222222222222222222222222222222222222222222222222222222222200000000000000010000000000000000000000000000000000000000000000000000000000000000555555555555555555555555555555550000018bcfe56800014444444444444444444444444444444444444444444444444444444444444444000000000000000300000000000003e881b8444d8814eac234bfc96085bd844505b89d13ffff9e384fe4b7f0c874f742";
 }

@@ -75,6 +75,19 @@ pub enum RepoError {
     /// Another backup took the catalog's next entry first, every time we tried.
     #[error("the catalog of {url} kept changing under this backup; try again")]
     Contended { url: String },
+    /// Another writer holds the repository's lock.
+    #[error(
+        "{url} is locked by {purpose} of device {device} (last refreshed at unix ms {refreshed_unix_ms}); try again when it ends"
+    )]
+    Locked {
+        url: String,
+        device: crate::DeviceId,
+        purpose: crate::Purpose,
+        refreshed_unix_ms: u64,
+    },
+    /// `prune` must keep at least one snapshot.
+    #[error("prune must keep at least one snapshot")]
+    KeepNothing,
     /// Chunking or pack sizes outside what the format allows.
     #[error("invalid repository sizes {0:?}")]
     InvalidSizes(crate::Sizes),

@@ -95,3 +95,9 @@ impl DeviceId {
         hex::encode(self.0)
     }
 }
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hex())
+    }
+}

@@ -8,8 +8,12 @@
 //! format; keep an authenticated, chained catalog of snapshots that list, latest and restore go
 //! through, never object names. Restores verify every chunk against its id.
 //!
+//! Prunes: forgets snapshots by appending to the catalog, deletes packs no snapshot needs and
+//! rewrites mostly-empty ones, in an order that a crash at any point leaves restorable. Writers
+//! (backup, prune) hold the repository's lock object.
+//!
 //! Does not: keep the device's high-water mark (the caller stores the [`CatalogMark`] a backup
-//! returns and hands it back), prune (not yet), talk to the vault.
+//! returns and hands it back), talk to the vault.
 //!
 //! Trusts: the key K it is given; `lockbox-crypto` for key derivation, `aws-lc-rs` for
 //! AES-256-GCM, RustCrypto for HMAC-SHA256, `lockbox-format` for the snapshot streams,
@@ -24,7 +28,9 @@ mod config;
 mod error;
 mod ids;
 mod index;
+mod lock;
 mod pack;
+mod prune;
 mod repo;
 mod snapshot;
 mod wire;
@@ -34,7 +40,9 @@ pub use config::{Config, Sizes};
 pub use error::{Fault, RepoError};
 pub use ids::{ChunkId, DeviceId, IndexId, PackId, RepoId, SnapshotId};
 pub use index::{Index, IndexedPack, Location};
+pub use lock::{LOCK_REFRESH, LOCK_STALE_MS, LockHolder, Purpose, RepoLock};
 pub use pack::BlobEntry;
+pub use prune::PruneReport;
 pub use repo::{Backup, BackupStats, CheckReport, Repository};
 
 /// Entry points for the fuzz targets (`fuzz/fuzz_targets/repo_decode.rs`): every decoder of

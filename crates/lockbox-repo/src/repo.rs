@@ -21,12 +21,14 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::RepoError;
-use crate::catalog::{self, Catalog, CatalogMark, SnapshotEntry};
+use crate::catalog::{self, Catalog, CatalogMark, Head, Op, SnapshotEntry};
 use crate::config::{CONFIG_OBJECT, Config, MAX_CONFIG_LEN, Sizes};
-use crate::ids::{ChunkId, DeviceId, IndexId, PackId, RepoId, SnapshotId};
+use crate::ids::{ChunkId, IndexId, PackId, RepoId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
+use crate::lock::RepoLock;
 use crate::pack::{self, BlobEntry, Pack, PackBuilder};
 use crate::snapshot::{SNAP_HEADER_LEN, SnapshotHeader, snapshot_object};
+use crate::wire::MAC_LEN;
 
 /// Objects fetched at once when loading the catalog or the index.
 const READS_IN_FLIGHT: usize = 8;
@@ -44,7 +46,7 @@ pub struct Repository {
     rt: Handle,
     /// Snapshot streams are sealed under this key, derived from K and the repository id.
     snapshot_key: BackupKey,
-    keys: RepoKeys,
+    pub(crate) keys: RepoKeys,
     config: Config,
 }
 
@@ -87,6 +89,13 @@ pub struct CheckReport {
     /// With `read_data`: packs downloaded and chunks opened and verified against their ids.
     pub packs_read: u64,
     pub chunks_read: u64,
+}
+
+/// An entry [`Repository::append`] wrote: its number, the catalog with it, its length.
+pub(crate) struct Appended {
+    pub seq: u64,
+    pub catalog: Catalog,
+    pub len: u64,
 }
 
 /// A finished backup: the snapshot, the catalog's new end (for the caller to keep), counters.
@@ -190,6 +199,14 @@ impl Repository {
         self.store.url()
     }
 
+    pub(crate) fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    pub(crate) fn rt(&self) -> &Handle {
+        &self.rt
+    }
+
     /// Reads and verifies the whole catalog. Objects under `catalog/` whose names are not
     /// entry names are ignored; an entry that does not verify fails the whole catalog.
     pub fn catalog(&self) -> Result<Catalog, RepoError> {
@@ -215,6 +232,15 @@ impl Repository {
 
     /// Reads and opens every index object.
     pub fn load_index(&self) -> Result<Index, RepoError> {
+        let mut index = Index::default();
+        for (_, packs) in self.load_index_objects()? {
+            index.merge(&packs);
+        }
+        Ok(index)
+    }
+
+    /// Every index object, opened, by id (sorted).
+    pub(crate) fn load_index_objects(&self) -> Result<Vec<(IndexId, Vec<IndexedPack>)>, RepoError> {
         let listed = self.rt.block_on(self.store.list_objects("index"))?;
         let mut named = Vec::new();
         for o in listed {
@@ -234,11 +260,10 @@ impl Repository {
             }
             named.push((id, o.name, index::MAX_INDEX_LEN));
         }
-        let mut index = Index::default();
-        for (id, bytes) in self.fetch_all(named)? {
-            index.merge(&index::decode_index(&self.keys, &id, &bytes)?);
-        }
-        Ok(index)
+        self.fetch_all(named)?
+            .into_iter()
+            .map(|(id, bytes)| Ok((id, index::decode_index(&self.keys, &id, &bytes)?)))
+            .collect()
     }
 
     /// Reads every object `named`, each at most its limit long (an object that grew after it
@@ -271,13 +296,15 @@ impl Repository {
     /// its catalog entry, so a backup cut short at any point lists nothing it did not store.
     pub fn backup(
         &self,
+        lock: &RepoLock<'_>,
         root: &Path,
-        device: DeviceId,
         mark: Option<&CatalogMark>,
         now_unix_ms: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Backup, RepoError> {
-        let mut catalog = self.catalog()?;
+        debug_assert!(lock.guards(self), "the lock of another repository");
+        let device = lock.device;
+        let catalog = self.catalog()?;
         if let Some(mark) = mark {
             catalog.check_mark(mark)?;
         }
@@ -314,35 +341,49 @@ impl Repository {
             files: stats.files,
             bytes: stats.bytes,
         };
+        let head = Head {
+            device,
+            created_unix_ms: now_unix_ms,
+        };
+        let appended = self.append(catalog, head, Op::Snapshot(entry))?;
+        stats.uploaded_bytes += appended.len;
+        Ok(Backup {
+            snapshot: SnapshotEntry {
+                seq: appended.seq,
+                ..entry
+            },
+            mark: appended.catalog.mark(),
+            stats,
+        })
+    }
+
+    /// Appends `op` as the catalog's next entry, written only if absent. Told the place is
+    /// taken (another writer, or our own write whose reply was lost), it reads the catalog
+    /// again, which must still hold everything seen so far: a storage that answers "taken" and
+    /// then lists less is rolling it back, and nothing may be written into the gap it made.
+    /// If the entry there is ours, it landed.
+    pub(crate) fn append(
+        &self,
+        mut catalog: Catalog,
+        head: Head,
+        op: Op,
+    ) -> Result<Appended, RepoError> {
         for _ in 0..CATALOG_ATTEMPTS {
             let seq = catalog.len() + 1;
-            let bytes = catalog.next_entry(&self.keys, &entry);
+            let bytes = catalog.next_entry(&self.keys, head, &op);
             let len = bytes.len() as u64;
-            match self.put(&catalog::entry_object(seq), bytes, PutIf::Absent) {
+            let ours: [u8; MAC_LEN] = bytes[bytes.len() - MAC_LEN..].try_into().expect("MAC");
+            match self.put(&catalog::entry_object(seq), bytes.clone(), PutIf::Absent) {
                 Ok(()) => {
-                    stats.uploaded_bytes += len;
-                    let (snapshot, mark) = catalog.with_entry(&self.keys, &entry);
-                    return Ok(Backup {
-                        snapshot,
-                        mark,
-                        stats,
-                    });
+                    let catalog = catalog.appended(op, &bytes);
+                    return Ok(Appended { seq, catalog, len });
                 }
                 Err(RepoError::Store(StoreError::AlreadyExists { .. })) => {
-                    // Another writer took the place, or our own write landed and its reply was
-                    // lost. Either way the catalog read again must still hold everything seen
-                    // so far: a storage that answers "taken" and then lists less is rolling it
-                    // back, and this backup must not write into the gap it made.
                     let seen = catalog.mark();
                     catalog = self.catalog()?;
                     catalog.check_mark(&seen)?;
-                    if let Some((snapshot, mark)) = catalog.entry_of(&entry.id) {
-                        stats.uploaded_bytes += len;
-                        return Ok(Backup {
-                            snapshot,
-                            mark,
-                            stats,
-                        });
+                    if catalog.mac_at(seq) == Some(ours) {
+                        return Ok(Appended { seq, catalog, len });
                     }
                 }
                 Err(e) => return Err(e),
@@ -374,7 +415,7 @@ impl Repository {
     }
 
     /// An object the catalog or an index names: its absence is damage, not a usage error.
-    fn get_listed(&self, name: &str) -> Result<Bytes, RepoError> {
+    pub(crate) fn get_listed(&self, name: &str) -> Result<Bytes, RepoError> {
         match self.rt.block_on(self.store.get_object(&object(name)?)) {
             Err(e) if e.is_not_found() => {
                 Err(RepoError::corrupt(name, "is missing from the storage"))
@@ -383,7 +424,7 @@ impl Repository {
         }
     }
 
-    fn put(&self, name: &str, bytes: Vec<u8>, when: PutIf) -> Result<(), RepoError> {
+    pub(crate) fn put(&self, name: &str, bytes: Vec<u8>, when: PutIf) -> Result<(), RepoError> {
         let name = object(name)?;
         Ok(self
             .rt
@@ -513,7 +554,7 @@ impl Repository {
         Ok(report)
     }
 
-    fn check_tree(
+    pub(crate) fn check_tree(
         &self,
         entry: &SnapshotEntry,
         index: &Index,
@@ -613,7 +654,7 @@ impl Repository {
     }
 }
 
-fn object(name: &str) -> Result<ObjectName, RepoError> {
+pub(crate) fn object(name: &str) -> Result<ObjectName, RepoError> {
     Ok(ObjectName::new(name)?)
 }
 
@@ -629,7 +670,7 @@ fn snapshot_error(e: ArchiveError, object_name: &str) -> RepoError {
 
 /// Chunks, dedups, seals and packs file data while the tree is written; uploads packs in the
 /// background, a few at a time.
-struct Sink<'r> {
+pub(crate) struct Sink<'r> {
     repo: &'r Repository,
     index: &'r Index,
     fresh: HashSet<ChunkId>,
@@ -642,7 +683,7 @@ struct Sink<'r> {
 }
 
 impl<'r> Sink<'r> {
-    fn new(repo: &'r Repository, index: &'r Index) -> Self {
+    pub(crate) fn new(repo: &'r Repository, index: &'r Index) -> Self {
         Sink {
             repo,
             index,
@@ -665,7 +706,25 @@ impl<'r> Sink<'r> {
             return Ok(ChunkRef { id: id.0, len });
         }
         let compressed = try_zstd && self.compress(data);
-        let stored = if compressed { &self.packed[..] } else { data };
+        let stored = std::mem::take(&mut self.packed);
+        let result = self.add_stored(id, if compressed { &stored } else { data }, compressed, len);
+        self.packed = stored;
+        result?;
+        self.fresh.insert(id);
+        self.stats.new_chunks += 1;
+        self.stats.new_bytes += u64::from(len);
+        Ok(ChunkRef { id: id.0, len })
+    }
+
+    /// Seals `stored` (the chunk `id` of `raw_len` bytes, as stored) into the current pack,
+    /// which goes up once full.
+    pub(crate) fn add_stored(
+        &mut self,
+        id: ChunkId,
+        stored: &[u8],
+        compressed: bool,
+        raw_len: u32,
+    ) -> Result<(), RepoError> {
         let sizes = self.repo.config.sizes;
         let pack = self.pack.get_or_insert_with(|| {
             PackBuilder::new(
@@ -674,14 +733,11 @@ impl<'r> Sink<'r> {
                 &mut OsRng,
             )
         });
-        pack.add(id, stored, compressed, len);
-        self.fresh.insert(id);
-        self.stats.new_chunks += 1;
-        self.stats.new_bytes += u64::from(len);
+        pack.add(id, stored, compressed, raw_len);
         if pack.len() >= sizes.pack_target as usize {
             self.flush()?;
         }
-        Ok(ChunkRef { id: id.0, len })
+        Ok(())
     }
 
     fn compress(&mut self, data: &[u8]) -> bool {
@@ -745,7 +801,7 @@ impl<'r> Sink<'r> {
     }
 
     /// Uploads the last pack and waits for every upload; the packs that landed and the counters.
-    fn finish(mut self) -> Result<(Vec<IndexedPack>, BackupStats), RepoError> {
+    pub(crate) fn finish(mut self) -> Result<(Vec<IndexedPack>, BackupStats), RepoError> {
         let flushed = self.flush();
         // Wait for every upload even after a failure, so none outlives the backup.
         let mut first_error = flushed.err();

@@ -8,7 +8,7 @@ use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Fixture, messages, small};
+use common::{BackupAs, Fixture, messages, small};
 use lockbox_repo::{Fault, RepoError, Repository};
 use lockbox_store::test_support::{Hostile, OnPut};
 
@@ -28,7 +28,7 @@ fn hostile_repo(snapshots: u64) -> (Fixture, Arc<Hostile>, Repository) {
         Repository::init(provider.store(URL), f.rt.handle().clone(), &f.key, small()).unwrap();
     for i in 0..snapshots {
         fs::write(src.join("chat.db"), messages(i, 2_000)).unwrap();
-        repo.backup(&src, f.device, None, i + 1, &mut |_| {})
+        repo.backup_as(&src, f.device, None, i + 1, &mut |_| {})
             .unwrap();
     }
     (f, provider, repo)
@@ -49,7 +49,7 @@ fn a_provider_that_answers_taken_and_rolls_back_cannot_move_the_mark_back() {
         OnPut::Pass
     });
     let err = repo
-        .backup(&f.folder("src"), f.device, Some(&mark), 10, &mut |_| {})
+        .backup_as(&f.folder("src"), f.device, Some(&mark), 10, &mut |_| {})
         .unwrap_err();
     assert!(matches!(err, RepoError::RolledBack { .. }), "{err:?}");
     assert_eq!(err.fault(), Fault::Integrity);
@@ -72,7 +72,7 @@ fn a_lost_reply_to_the_catalog_write_does_not_list_the_snapshot_twice() {
     });
     let mark = repo.catalog().unwrap().mark();
     let backup = repo
-        .backup(&f.folder("src"), f.device, Some(&mark), 10, &mut |_| {})
+        .backup_as(&f.folder("src"), f.device, Some(&mark), 10, &mut |_| {})
         .unwrap();
     assert!(once.load(Ordering::SeqCst), "the reply was never lost");
     let catalog = repo.catalog().unwrap();

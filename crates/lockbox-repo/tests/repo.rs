@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use common::{Fixture, messages, noise, objects, small, stored_bytes, tree};
+use common::{BackupAs, Fixture, messages, noise, objects, small, stored_bytes, tree};
 use lockbox_crypto::BackupKey;
 use lockbox_repo::{Fault, RepoError, Repository, Sizes};
 
@@ -51,7 +51,7 @@ fn a_tree_round_trips_and_the_catalog_lists_it() {
     build(&src);
     let repo = f.init("repo", small());
     let backup = repo
-        .backup(&src, f.device, None, 1_700_000_000_000, &mut |_| {})
+        .backup_as(&src, f.device, None, 1_700_000_000_000, &mut |_| {})
         .unwrap();
     assert_eq!(backup.snapshot.seq, 1);
     assert_eq!(backup.mark.seq, 1);
@@ -78,7 +78,9 @@ fn the_daily_change_stores_little_more_than_what_changed() {
     let before = f.folder("before");
     fs::create_dir(&before).unwrap();
     let repo = f.init("repo", small());
-    let first = repo.backup(&src, f.device, None, 1, &mut |_| {}).unwrap();
+    let first = repo
+        .backup_as(&src, f.device, None, 1, &mut |_| {})
+        .unwrap();
     let old_tree = tree(&src);
     let after_first = stored_bytes(&f.folder("repo"));
 
@@ -96,7 +98,7 @@ fn the_daily_change_stores_little_more_than_what_changed() {
     }
     let changed = appended.len() as u64 + 400_000;
     let second = repo
-        .backup(&src, f.device, Some(&first.mark), 2, &mut |_| {})
+        .backup_as(&src, f.device, Some(&first.mark), 2, &mut |_| {})
         .unwrap();
     let grew = stored_bytes(&f.folder("repo")) - after_first;
     // Slack: one chunk of the database before the append point (at most chunk_max) and the
@@ -131,7 +133,9 @@ fn identical_files_are_stored_once() {
         fs::write(src.join(format!("copy-{i}.jpg")), &photo).unwrap();
     }
     let repo = f.init("repo", small());
-    let b = repo.backup(&src, f.device, None, 1, &mut |_| {}).unwrap();
+    let b = repo
+        .backup_as(&src, f.device, None, 1, &mut |_| {})
+        .unwrap();
     assert_eq!(b.stats.new_bytes, 500_000);
     assert_eq!(b.stats.reused_bytes, 4 * 500_000);
     let packs: u64 = objects(&f.folder("repo"), "packs")
@@ -182,9 +186,11 @@ fn two_snapshots() -> (Fixture, Repository) {
     let src = f.folder("src");
     build(&src);
     let repo = f.init("repo", small());
-    repo.backup(&src, f.device, None, 1, &mut |_| {}).unwrap();
+    repo.backup_as(&src, f.device, None, 1, &mut |_| {})
+        .unwrap();
     fs::write(src.join("Databases/new.db"), messages(9, 5_000)).unwrap();
-    repo.backup(&src, f.device, None, 2, &mut |_| {}).unwrap();
+    repo.backup_as(&src, f.device, None, 2, &mut |_| {})
+        .unwrap();
     (f, repo)
 }
 
@@ -303,7 +309,7 @@ fn a_catalog_entry_dropped_reordered_or_rolled_back_is_caught() {
     assert_eq!(err.fault(), Fault::Integrity);
     // And a backup on top of the rolled-back catalog is refused, not forked.
     let err = repo
-        .backup(&f.folder("src"), f.device, Some(&mark), 3, &mut |_| {})
+        .backup_as(&f.folder("src"), f.device, Some(&mark), 3, &mut |_| {})
         .unwrap_err();
     assert!(matches!(err, RepoError::RolledBack { .. }), "{err:?}");
 }
@@ -314,8 +320,12 @@ fn catalog_entries_and_snapshots_of_another_repository_are_refused() {
     // Another repository under the same key, with two snapshots of its own.
     let other = f.init("other", small());
     let src = f.folder("src");
-    other.backup(&src, f.device, None, 5, &mut |_| {}).unwrap();
-    other.backup(&src, f.device, None, 6, &mut |_| {}).unwrap();
+    other
+        .backup_as(&src, f.device, None, 5, &mut |_| {})
+        .unwrap();
+    other
+        .backup_as(&src, f.device, None, 6, &mut |_| {})
+        .unwrap();
 
     let ours = objects(&f.folder("repo"), "catalog");
     let theirs = objects(&f.folder("other"), "catalog");
@@ -359,7 +369,9 @@ fn a_snapshot_under_another_key_is_refused() {
     };
     let src = f.folder("src");
     let theirs = stranger.init("repo", small());
-    theirs.backup(&src, f.device, None, 1, &mut |_| {}).unwrap();
+    theirs
+        .backup_as(&src, f.device, None, 1, &mut |_| {})
+        .unwrap();
     let latest = repo.catalog().unwrap().latest().unwrap();
     let ours = f
         .folder("repo")
@@ -387,7 +399,7 @@ fn a_second_device_handle_continues_the_same_chain() {
     let repo = f.open("repo");
     let src = f.folder("src");
     let third = repo
-        .backup(&src, lockbox_repo::DeviceId([2; 16]), None, 3, &mut |_| {})
+        .backup_as(&src, lockbox_repo::DeviceId([2; 16]), None, 3, &mut |_| {})
         .unwrap();
     assert_eq!(third.snapshot.seq, 3);
     let catalog = repo.catalog().unwrap();

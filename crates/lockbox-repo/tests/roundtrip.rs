@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{Fixture, noise, small, tree};
+use common::{BackupAs, Fixture, noise, small, tree};
 use proptest::prelude::*;
 
 /// A file: its directory (0..3), a name, its content seed and length, and whether it is
@@ -48,10 +48,10 @@ proptest! {
         let src = f.folder("src");
         write(&src, &files, false);
         let repo = f.init("repo", small());
-        let first = repo.backup(&src, f.device, None, 1, &mut |_| {}).unwrap();
+        let first = repo.backup_as(&src, f.device, None, 1, &mut |_| {}).unwrap();
         let before = tree(&src);
         write(&src, &files, true);
-        let second = repo.backup(&src, f.device, Some(&first.mark), 2, &mut |_| {}).unwrap();
+        let second = repo.backup_as(&src, f.device, Some(&first.mark), 2, &mut |_| {}).unwrap();
         let changed: u64 = files.iter().filter(|x| x.4).count() as u64 * 14;
         // New bytes: at most the changed files' last chunks plus what was appended.
         let touched = files.iter().filter(|x| x.4 && x.3 > 0).count() as u64;

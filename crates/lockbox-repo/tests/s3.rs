@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{messages, noise, runtime, small, tree};
+use common::{BackupAs, messages, noise, runtime, small, tree};
 use lockbox_crypto::BackupKey;
 use lockbox_repo::{DeviceId, RepoError, Repository};
 use lockbox_store::test_support::{S3Server, StorageServer};
@@ -29,10 +29,10 @@ fn a_repository_on_s3_backs_up_dedups_restores_and_checks() {
     )
     .unwrap();
     let first = repo
-        .backup(&src, DeviceId([1; 16]), None, 1, &mut |_| {})
+        .backup_as(&src, DeviceId([1; 16]), None, 1, &mut |_| {})
         .unwrap();
     let second = repo
-        .backup(&src, DeviceId([1; 16]), Some(&first.mark), 2, &mut |_| {})
+        .backup_as(&src, DeviceId([1; 16]), Some(&first.mark), 2, &mut |_| {})
         .unwrap();
     assert_eq!(second.stats.new_bytes, 0, "{:?}", second.stats);
     assert_eq!(second.stats.packs, 0);

@@ -172,6 +172,9 @@ fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
 }
 
 pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
+    if args.snapshots {
+        return super::snapshot::prune(args, ctx);
+    }
     let url = ctx.cfg.storage(args.from.as_deref())?;
     let key = keysrc::load_key(&args.key, ctx.cfg)?;
     let d = Direct::open(&url)?;

@@ -1,14 +1,14 @@
 //! Incremental snapshots on an enabled device: `backup --incremental`, `list --snapshots`,
-//! `restore DEST --snapshot ID|latest`, `check [--read-data]`. The work is
+//! `restore DEST --snapshot ID|latest`, `check [--read-data]`, `prune --snapshots --keep N`. The work is
 //! `lockbox_client`'s (`Device::backup_snapshot` and friends) over `lockbox_repo`.
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use lockbox_repo::SnapshotEntry;
+use lockbox_repo::{PruneReport, SnapshotEntry};
 
 use super::device::Ctx;
-use crate::cli::{BackupArgs, CheckArgs, ListArgs};
+use crate::cli::{BackupArgs, CheckArgs, ListArgs, PruneArgs};
 use crate::progress;
 
 fn require_device(ctx: &Ctx<'_>, what: &str) -> Result<()> {
@@ -29,9 +29,13 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
     let (bar, mut on) = progress::device(ctx.quiet);
     let backup = device.backup_snapshot(args.dir.as_deref(), &mut on)?;
     bar.finish_and_clear();
+    let pruned = match args.keep {
+        Some(keep) => Some(device.prune_snapshots(keep)?),
+        None => None,
+    };
     let s = &backup.stats;
     if args.json {
-        let report = serde_json::json!({
+        let mut report = serde_json::json!({
             "snapshot": backup.snapshot.id.hex(),
             "seq": backup.snapshot.seq,
             "created_unix_ms": backup.snapshot.created_unix_ms,
@@ -46,10 +50,16 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
             "packs": s.packs,
             "uploaded_bytes": s.uploaded_bytes,
         });
+        if let Some(p) = &pruned {
+            report["pruned"] = prune_json(p);
+        }
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!("{}", backup.snapshot.id.short());
+    if let Some(p) = &pruned {
+        say_pruned(p);
+    }
     eprintln!(
         "snapshot {} of {} ({} files, {} bytes): {} new bytes in {} packs, {} bytes reused, {} bytes uploaded",
         backup.snapshot.seq,
@@ -67,6 +77,44 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
         s.uploaded_bytes
     );
     Ok(())
+}
+
+pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
+    require_device(ctx, "pruning snapshots")?;
+    let device = ctx.open_offline()?;
+    let report = device.prune_snapshots(args.keep)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&prune_json(&report))?);
+        return Ok(());
+    }
+    say_pruned(&report);
+    Ok(())
+}
+
+fn prune_json(r: &PruneReport) -> serde_json::Value {
+    serde_json::json!({
+        "forgotten": r.forgotten,
+        "kept": r.kept,
+        "packs_deleted": r.packs_deleted,
+        "packs_rewritten": r.packs_rewritten,
+        "packs_written": r.packs_written,
+        "pack_bytes_before": r.pack_bytes_before,
+        "pack_bytes_after": r.pack_bytes_after,
+        "index_objects_deleted": r.index_objects_deleted,
+        "snapshot_objects_deleted": r.snapshot_objects_deleted,
+    })
+}
+
+fn say_pruned(r: &PruneReport) {
+    eprintln!(
+        "pruned: {} snapshots forgotten, {} kept; {} packs deleted, {} rewritten; packs hold {} bytes, were {}",
+        r.forgotten,
+        r.kept,
+        r.packs_deleted,
+        r.packs_rewritten,
+        r.pack_bytes_after,
+        r.pack_bytes_before
+    );
 }
 
 fn entry_json(e: &SnapshotEntry) -> serde_json::Value {

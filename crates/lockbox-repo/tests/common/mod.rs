@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use lockbox_crypto::BackupKey;
-use lockbox_repo::{DeviceId, Repository, Sizes};
+use lockbox_repo::{Backup, CatalogMark, DeviceId, Purpose, RepoError, Repository, Sizes};
 use lockbox_store::Store;
 use tokio::runtime::Runtime;
 
@@ -180,4 +180,33 @@ pub fn objects(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     }
     found.sort();
     found
+}
+
+/// A backup under the repository's lock, taken (over a stale one of the same device) and
+/// released around it.
+pub trait BackupAs {
+    fn backup_as(
+        &self,
+        root: &Path,
+        device: DeviceId,
+        mark: Option<&CatalogMark>,
+        now_unix_ms: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Backup, RepoError>;
+}
+
+impl BackupAs for Repository {
+    fn backup_as(
+        &self,
+        root: &Path,
+        device: DeviceId,
+        mark: Option<&CatalogMark>,
+        now_unix_ms: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Backup, RepoError> {
+        let lock = self.lock(device, Purpose::Backup, true)?;
+        let done = self.backup(&lock, root, mark, now_unix_ms, progress);
+        lock.release()?;
+        done
+    }
 }

@@ -1,0 +1,228 @@
+//! `prune`: forget all but the newest snapshots and collect what no snapshot needs.
+//!
+//! The order is what makes it crash-safe; a prune cut short anywhere leaves every kept snapshot
+//! restorable, and the next prune finishes the job:
+//!
+//! 1. forget entries appended to the catalog (the snapshots vanish from the list at once);
+//! 2. the kept snapshots' trees are read, and every chunk they name must be indexed;
+//! 3. packs whose live blobs are under half their bytes are rewritten into new packs, which
+//!    land before anything names them;
+//! 4. one new index object names every pack that stays, old and new;
+//! 5. the old index objects are deleted (until then, both old and new name existing packs);
+//! 6. only then packs no index names are deleted: emptied, rewritten, and any left unindexed by a
+//!    backup or prune that died after uploading;
+//! 7. snapshot objects the catalog does not list live are deleted.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt};
+use lockbox_crypto::OsRng;
+use lockbox_store::PutIf;
+
+use crate::RepoError;
+use crate::catalog::{Catalog, Head, MAX_FORGET, Op};
+use crate::ids::{ChunkId, IndexId, PackId, SnapshotId};
+use crate::index::{self, Index, IndexedPack};
+use crate::lock::RepoLock;
+use crate::pack::{self, BlobEntry};
+use crate::repo::{Repository, Sink, object};
+use crate::snapshot::snapshot_object;
+
+/// A pack is rewritten when its live blobs fill less than this percentage of it.
+const REPACK_BELOW_PERCENT: u64 = 50;
+/// Deletes in flight at once.
+const DELETES_IN_FLIGHT: usize = 8;
+
+/// What one prune did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Snapshots forgotten by this prune, and live ones kept.
+    pub forgotten: u64,
+    pub kept: u64,
+    /// Packs deleted (emptied, rewritten, or unindexed leftovers), rewritten, and written.
+    pub packs_deleted: u64,
+    pub packs_rewritten: u64,
+    pub packs_written: u64,
+    /// Bytes of packs before and after.
+    pub pack_bytes_before: u64,
+    pub pack_bytes_after: u64,
+    pub index_objects_deleted: u64,
+    pub snapshot_objects_deleted: u64,
+}
+
+/// Which packs stay, which are rewritten (with their live blobs), which go.
+#[derive(Default)]
+struct Plan {
+    keep: Vec<IndexedPack>,
+    rewrite: Vec<(IndexedPack, Vec<BlobEntry>)>,
+    drop: Vec<PackId>,
+}
+
+impl Repository {
+    /// Forgets all but the newest `keep` live snapshots of `catalog` (verified by the caller
+    /// against its mark) and collects what no kept snapshot needs. Returns the report and the
+    /// catalog with the forget entries, for the caller's mark.
+    pub fn prune(
+        &self,
+        lock: &RepoLock<'_>,
+        catalog: Catalog,
+        keep: usize,
+        now_unix_ms: u64,
+    ) -> Result<(PruneReport, Catalog), RepoError> {
+        if keep == 0 {
+            return Err(RepoError::KeepNothing);
+        }
+        let mut report = PruneReport::default();
+        let live = catalog.snapshots();
+        let forget: Vec<SnapshotId> = live[..live.len().saturating_sub(keep)]
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        let head = Head {
+            device: lock.device,
+            created_unix_ms: now_unix_ms,
+        };
+        let mut catalog = catalog;
+        for ids in forget.chunks(MAX_FORGET) {
+            catalog = self
+                .append(catalog, head, Op::Forget(ids.to_vec()))?
+                .catalog;
+        }
+        report.forgotten = forget.len() as u64;
+
+        let objects = self.load_index_objects()?;
+        let mut index = Index::default();
+        for (_, packs) in &objects {
+            index.merge(packs);
+        }
+        let mut referenced = HashSet::new();
+        for snapshot in catalog.snapshots() {
+            self.check_tree(&snapshot, &index, &mut referenced)?;
+            report.kept += 1;
+        }
+        let plan = plan(&objects, &referenced);
+        report.pack_bytes_before = objects
+            .iter()
+            .flat_map(|(_, packs)| packs)
+            .map(|p| (p.id, u64::from(p.len)))
+            .collect::<HashMap<_, _>>()
+            .values()
+            .sum();
+
+        let written = self.rewrite(&plan.rewrite)?;
+        report.packs_rewritten = plan.rewrite.len() as u64;
+        report.packs_written = written.len() as u64;
+        let mut stays = plan.keep;
+        stays.extend(written);
+        report.pack_bytes_after = stays.iter().map(|p| u64::from(p.len)).sum();
+
+        let unchanged = plan.drop.is_empty() && plan.rewrite.is_empty() && objects.len() == 1;
+        if !unchanged {
+            let old: Vec<IndexId> = objects.iter().map(|(id, _)| *id).collect();
+            if !stays.is_empty() {
+                let (id, bytes) = index::encode_index(&self.keys, &stays, &mut OsRng);
+                self.put(&index::index_object(&id), bytes, PutIf::Absent)?;
+            }
+            let names: Vec<String> = old.iter().map(index::index_object).collect();
+            report.index_objects_deleted = self.delete_all(names)?;
+        }
+
+        let indexed: HashSet<String> = stays.iter().map(|p| pack::pack_object(&p.id)).collect();
+        let unindexed = self.listed_except("packs", &indexed)?;
+        report.packs_deleted = self.delete_all(unindexed)?;
+
+        let live: HashSet<String> = catalog
+            .snapshots()
+            .iter()
+            .map(|s| snapshot_object(&s.id))
+            .collect();
+        let dead = self.listed_except("snapshots", &live)?;
+        report.snapshot_objects_deleted = self.delete_all(dead)?;
+        Ok((report, catalog))
+    }
+
+    /// Seals the live blobs of `packs` into new packs; they land before this returns.
+    fn rewrite(
+        &self,
+        packs: &[(IndexedPack, Vec<BlobEntry>)],
+    ) -> Result<Vec<IndexedPack>, RepoError> {
+        let nothing = Index::default();
+        let mut sink = Sink::new(self, &nothing);
+        let copied = packs.iter().try_for_each(|(pack, live)| {
+            let name = pack::pack_object(&pack.id);
+            let bytes = self.get_listed(&name)?;
+            let key = self.keys.pack_key(&pack.id.0);
+            for blob in live {
+                let sealed = bytes
+                    .get(blob.range().start as usize..blob.range().end as usize)
+                    .ok_or_else(|| {
+                        RepoError::corrupt(&name, "is shorter than its index says: truncated")
+                    })?;
+                let stored = pack::open_blob(&key, &pack.id, blob, sealed)?;
+                sink.add_stored(blob.id, &stored, blob.compressed, blob.raw_len)?;
+            }
+            Ok::<_, RepoError>(())
+        });
+        let landed = sink.finish();
+        copied?;
+        Ok(landed?.0)
+    }
+
+    /// The objects under `dir/` whose names are not in `except`.
+    fn listed_except(&self, dir: &str, except: &HashSet<String>) -> Result<Vec<String>, RepoError> {
+        let listed = self.rt().block_on(self.store().list_objects(dir))?;
+        Ok(listed
+            .into_iter()
+            .map(|o| o.name.to_string())
+            .filter(|n| !except.contains(n))
+            .collect())
+    }
+
+    /// Deletes `names`, a few at a time; how many.
+    fn delete_all(&self, names: Vec<String>) -> Result<u64, RepoError> {
+        let store = self.store();
+        let count = names.len() as u64;
+        let deletes = names.into_iter().map(|name| {
+            let store = store.clone();
+            async move {
+                let name = object(&name)?;
+                store.delete_object(&name).await?;
+                Ok::<_, RepoError>(())
+            }
+        });
+        self.rt().block_on(
+            futures::stream::iter(deletes)
+                .buffer_unordered(DELETES_IN_FLIGHT)
+                .try_collect::<Vec<()>>(),
+        )?;
+        Ok(count)
+    }
+}
+
+/// Each referenced chunk keeps one location (the first index object and pack that list it);
+/// a pack keeps, rewrites or drops by the share of its bytes those locations fill.
+fn plan(objects: &[(IndexId, Vec<IndexedPack>)], referenced: &HashSet<ChunkId>) -> Plan {
+    let mut chosen = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut plan = Plan::default();
+    for pack in objects.iter().flat_map(|(_, packs)| packs) {
+        if !seen.insert(pack.id) {
+            continue;
+        }
+        let live: Vec<BlobEntry> = pack
+            .blobs
+            .iter()
+            .filter(|b| referenced.contains(&b.id) && chosen.insert(b.id))
+            .copied()
+            .collect();
+        let live_bytes: u64 = live.iter().map(|b| u64::from(b.sealed_len)).sum();
+        if live.is_empty() {
+            plan.drop.push(pack.id);
+        } else if live_bytes * 100 < u64::from(pack.len) * REPACK_BELOW_PERCENT {
+            plan.rewrite.push((pack.clone(), live));
+        } else {
+            plan.keep.push(pack.clone());
+        }
+    }
+    plan
+}

@@ -1,0 +1,177 @@
+//! Prune: forgets all but the newest snapshots, frees what only they held, rewrites
+//! mostly-empty packs, and survives being killed at any write.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{BackupAs, Fixture, messages, noise, objects, small, stored_bytes, tree};
+use lockbox_repo::{DeviceId, Purpose, RepoError, Repository};
+use lockbox_store::test_support::Hostile;
+
+/// Four days of a chat directory: the database grows, and each day's photo replaces the
+/// last (so older photos live only in older snapshots).
+fn four_days(f: &Fixture, repo: &Repository) {
+    let src = f.folder("src");
+    fs::create_dir_all(src.join("Media")).unwrap();
+    for day in 0..4u64 {
+        fs::write(
+            src.join("msgstore.db"),
+            messages(1, 3_000 + 500 * day as usize),
+        )
+        .unwrap();
+        if day > 0 {
+            fs::remove_file(src.join(format!("Media/IMG-{}.jpg", day - 1))).unwrap();
+        }
+        fs::write(
+            src.join(format!("Media/IMG-{day}.jpg")),
+            noise(100 + 2 * day, 300_000),
+        )
+        .unwrap();
+        repo.backup_as(&src, f.device, None, day + 1, &mut |_| {})
+            .unwrap();
+    }
+}
+
+fn prune(repo: &Repository, keep: usize) -> Result<lockbox_repo::PruneReport, RepoError> {
+    let lock = repo.lock(DeviceId([1; 16]), Purpose::Prune, true)?;
+    let catalog = repo.catalog()?;
+    let (report, _) = repo.prune(&lock, catalog, keep, 100)?;
+    lock.release()?;
+    Ok(report)
+}
+
+fn assert_restores_source(f: &Fixture, repo: &Repository, dest: &Path) {
+    let latest = repo.catalog().unwrap().latest().unwrap();
+    repo.restore(&latest, dest, &mut |_| {}).unwrap();
+    assert_eq!(tree(dest), tree(&f.folder("src")));
+}
+
+#[test]
+fn prune_keeps_the_newest_and_frees_what_only_forgotten_snapshots_held() {
+    let f = Fixture::new();
+    let repo = f.init("repo", small());
+    four_days(&f, &repo);
+    let before = repo.catalog().unwrap();
+    let before_bytes = stored_bytes(&f.folder("repo/packs"));
+
+    let report = prune(&repo, 2).unwrap();
+    assert_eq!((report.forgotten, report.kept), (2, 2), "{report:?}");
+    let after = repo.catalog().unwrap();
+    // Forgetting appends: the old mark still holds, and the list is the newest two.
+    after.check_mark(&before.mark()).unwrap();
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(after.snapshots(), before.snapshots()[2..].to_vec());
+    // The two forgotten photos (about 600 KB) are gone from the packs.
+    let after_bytes = stored_bytes(&f.folder("repo/packs"));
+    assert!(
+        after_bytes + 500_000 < before_bytes,
+        "packs {before_bytes} -> {after_bytes}: {report:?}"
+    );
+    assert_eq!(objects(&f.folder("repo"), "snapshots").len(), 2);
+    assert_eq!(objects(&f.folder("repo"), "index").len(), 1);
+    let check = repo.check(&after, true).unwrap();
+    assert_eq!(check.snapshots, 2);
+    assert_restores_source(&f, &repo, &f.folder("dest"));
+
+    // Nothing more to do: a second prune forgets and deletes nothing.
+    let again = prune(&repo, 2).unwrap();
+    assert_eq!((again.forgotten, again.packs_deleted), (0, 0), "{again:?}");
+    assert!(matches!(prune(&repo, 0), Err(RepoError::KeepNothing)));
+}
+
+#[test]
+fn a_mostly_empty_pack_is_rewritten_with_only_its_live_chunks() {
+    let f = Fixture::new();
+    let repo = f.init("repo", small());
+    let src = f.folder("src");
+    fs::create_dir_all(&src).unwrap();
+    // One pack's worth: a big photo and a small note share the packs.
+    fs::write(src.join("a.jpg"), noise(1, 230_000)).unwrap();
+    fs::write(src.join("note.jpg"), noise(2, 40_000)).unwrap();
+    repo.backup_as(&src, f.device, None, 1, &mut |_| {})
+        .unwrap();
+    fs::remove_file(src.join("a.jpg")).unwrap();
+    repo.backup_as(&src, f.device, None, 2, &mut |_| {})
+        .unwrap();
+
+    let report = prune(&repo, 1).unwrap();
+    assert!(report.packs_rewritten >= 1, "{report:?}");
+    assert!(report.pack_bytes_after < 100_000, "{report:?}");
+    repo.check(&repo.catalog().unwrap(), true).unwrap();
+    assert_restores_source(&f, &repo, &f.folder("dest"));
+}
+
+#[test]
+fn a_prune_killed_at_any_write_leaves_every_kept_snapshot_restorable() {
+    let mut finished = false;
+    for writes in 0..400u64 {
+        let f = Fixture::new();
+        let provider = Hostile::over_folder(&f.folder("cloud"));
+        let store = || provider.store("hostile://cloud");
+        let repo = Repository::init(store(), f.rt.handle().clone(), &f.key, small()).unwrap();
+        four_days(&f, &repo);
+        let mark = repo.catalog().unwrap().mark();
+
+        provider.tamper().writes_left = Some(writes);
+        let killed = prune(&repo, 2);
+        provider.tamper().writes_left = None;
+        if killed.is_ok() {
+            finished = true;
+            eprintln!("prune finished with {writes} writes allowed");
+            assert!(writes > 5, "a prune that writes almost nothing: {killed:?}");
+            break;
+        }
+
+        // What the crash left: an intact catalog (with or without the forget entry) whose
+        // every live snapshot verifies down to each chunk.
+        let repo = Repository::open(store(), f.rt.handle().clone(), &f.key).unwrap();
+        let catalog = repo.catalog().unwrap();
+        catalog.check_mark(&mark).unwrap();
+        let live = catalog.snapshots().len();
+        assert!(
+            live == 4 || live == 2,
+            "after {writes} writes: {live} snapshots"
+        );
+        repo.check(&catalog, true)
+            .unwrap_or_else(|e| panic!("killed after {writes} writes: {e}"));
+
+        // The next prune (taking over the dead one's lock) finishes the job.
+        let report = prune(&repo, 2).unwrap();
+        let catalog = repo.catalog().unwrap();
+        assert_eq!(catalog.snapshots().len(), 2, "{report:?}");
+        repo.check(&catalog, true).unwrap();
+        let cloud = f.folder("cloud");
+        assert_eq!(
+            objects(&cloud, "snapshots").len(),
+            2,
+            "after {writes} writes"
+        );
+        assert_eq!(objects(&cloud, "index").len(), 1, "after {writes} writes");
+        assert!(!cloud.join("lock").exists());
+        assert_restores_source(&f, &repo, &f.folder("dest"));
+    }
+    assert!(finished, "prune never finished within the write budget");
+}
+
+#[test]
+fn writers_exclude_each_other_until_the_lock_is_released() {
+    let f = Fixture::new();
+    let repo = f.init("repo", small());
+    let ours = DeviceId([1; 16]);
+    let held = repo.lock(ours, Purpose::Prune, false).unwrap();
+    let err = repo
+        .lock(DeviceId([2; 16]), Purpose::Backup, true)
+        .unwrap_err();
+    assert!(matches!(err, RepoError::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains("a prune"), "{err}");
+    // The same device, not knowing its other run is dead, waits too.
+    let err = repo.lock(ours, Purpose::Backup, false).unwrap_err();
+    assert!(matches!(err, RepoError::Locked { .. }), "{err:?}");
+    held.release().unwrap();
+    repo.lock(DeviceId([2; 16]), Purpose::Backup, false)
+        .unwrap()
+        .release()
+        .unwrap();
+}
