@@ -8,13 +8,14 @@
 //! HOME/repo.mark     this device's id in the repository, and where it last saw the catalog end
 //! HOME/repo.lock     locked while repo.mark is read and replaced
 //! HOME/run.lock      locked while a backup or prune of the repository runs on this device
+//! HOME/repo.cache    the files of the last snapshot (path, size, times, inode -> chunks), 0600
 //! ```
 //! Every file is replaced by write-to-temporary, fsync, rename, so a crash leaves either the old
 //! or the new content, never a torn file.
 
 use lockbox_crypto::{BackupKey, RecoveryCode};
 use lockbox_proto::manifest::{FleetPublicKey, HighWater, Pin, WitnessPublicKey};
-use lockbox_repo::{CatalogMark, DeviceId, RepoId};
+use lockbox_repo::{CatalogMark, DeviceId, FileCache, RepoId};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -30,6 +31,7 @@ const HIGH_WATER: &str = "manifest.hw";
 const REPO_MARK: &str = "repo.mark";
 const REPO_LOCK: &str = "repo.lock";
 const RUN_LOCK: &str = "run.lock";
+const FILE_CACHE: &str = "repo.cache";
 
 /// Held while this device writes to its repository (a backup or a prune): released when
 /// dropped, or when the process dies.
@@ -313,19 +315,34 @@ impl Home {
         Ok(state)
     }
 
-    /// Forgets the repository (its mark and this device's id there) once it was deleted.
+    /// Forgets the repository (its mark, this device's id there, the file cache) once it was
+    /// deleted.
     pub fn forget_repo(&self) -> Result<(), DeviceError> {
-        let path = self.dir.join(REPO_MARK);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(DeviceError::io(&path)(e)),
-            _ => self.sync_dir(),
+        for name in [FILE_CACHE, REPO_MARK] {
+            let path = self.dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(DeviceError::io(&path)(e));
+                }
+                _ => {}
+            }
         }
+        self.sync_dir()
+    }
+
+    /// The file cache of the last snapshot; none (every file read) if it is missing or not one.
+    pub fn file_cache(&self) -> Option<FileCache> {
+        FileCache::decode(&std::fs::read(self.dir.join(FILE_CACHE)).ok()?)
+    }
+
+    pub fn save_file_cache(&self, cache: &FileCache) -> Result<(), DeviceError> {
+        self.replace(FILE_CACHE, &cache.encode())
     }
 
     /// Removes everything this home holds (the key last), leaving the directory.
     pub fn wipe(&self) -> Result<(), DeviceError> {
         for name in [
-            SETTINGS, HIGH_WATER, REPO_MARK, REPO_LOCK, RUN_LOCK, NEXT_KEY, KEY,
+            SETTINGS, HIGH_WATER, FILE_CACHE, REPO_MARK, REPO_LOCK, RUN_LOCK, NEXT_KEY, KEY,
         ] {
             let path = self.dir.join(name);
             match std::fs::remove_file(&path) {

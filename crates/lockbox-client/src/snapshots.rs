@@ -39,15 +39,18 @@ impl Device {
                 total,
             })
         };
+        let cache = self.home.file_cache();
         let backup = repo.backup(
             &lock,
             &dir,
             state.mark.as_ref(),
             lockbox_proto::unix_now_ms(),
+            cache.as_ref(),
             &mut tick,
         )?;
         lock.release()?;
         self.home.update_repo_state(|s| s.advance(backup.mark))?;
+        self.home.save_file_cache(&backup.cache)?;
         self.remember_dir(dir)?;
         Ok(backup)
     }

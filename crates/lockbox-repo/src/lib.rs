@@ -23,6 +23,7 @@
 //! as missing.
 #![forbid(unsafe_code)]
 
+mod cache;
 mod catalog;
 mod config;
 mod error;
@@ -35,6 +36,7 @@ mod repo;
 mod snapshot;
 mod wire;
 
+pub use cache::FileCache;
 pub use catalog::{Catalog, CatalogMark, SnapshotEntry};
 pub use config::{Config, Sizes};
 pub use error::{Fault, RepoError};

@@ -21,6 +21,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::RepoError;
+use crate::cache::FileCache;
 use crate::catalog::{self, Catalog, CatalogMark, Head, Op, SnapshotEntry};
 use crate::config::{CONFIG_OBJECT, Config, MAX_CONFIG_LEN, Sizes};
 use crate::ids::{ChunkId, IndexId, PackId, RepoId, SnapshotId};
@@ -76,6 +77,8 @@ pub struct BackupStats {
     pub packs: u64,
     /// Bytes this backup uploaded: packs, index, snapshot and catalog entry.
     pub uploaded_bytes: u64,
+    /// Files whose chunks came from the device's file cache, unread.
+    pub cached_files: u64,
 }
 
 /// What [`Repository::check`] went through.
@@ -104,6 +107,8 @@ pub struct Backup {
     pub snapshot: SnapshotEntry,
     pub mark: CatalogMark,
     pub stats: BackupStats,
+    /// The files of this snapshot, for the next backup to skip.
+    pub cache: FileCache,
 }
 
 impl Repository {
@@ -300,6 +305,7 @@ impl Repository {
         root: &Path,
         mark: Option<&CatalogMark>,
         now_unix_ms: u64,
+        cache: Option<&FileCache>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Backup, RepoError> {
         debug_assert!(lock.guards(self), "the lock of another repository");
@@ -310,7 +316,11 @@ impl Repository {
         }
         let index = self.load_index()?;
         let mut sink = Sink::new(self, &index);
+        sink.cache_old = cache.filter(|c| c.is_for(self.id()));
+        sink.cache_new = Some(FileCache::new(self.id()));
+        sink.started_unix_ms = now_unix_ms;
         let written = write_tree(root, Vec::new(), &mut sink, progress);
+        let new_cache = sink.cache_new.take().unwrap_or_default();
         let landed = sink.finish();
         let (tree, tree_stats) = written?;
         let (packs, mut stats) = landed?;
@@ -354,6 +364,7 @@ impl Repository {
             },
             mark: appended.catalog.mark(),
             stats,
+            cache: new_cache,
         })
     }
 
@@ -680,6 +691,9 @@ pub(crate) struct Sink<'r> {
     compressor: Option<zstd::bulk::Compressor<'static>>,
     packed: Vec<u8>,
     stats: BackupStats,
+    cache_old: Option<&'r FileCache>,
+    cache_new: Option<FileCache>,
+    started_unix_ms: u64,
 }
 
 impl<'r> Sink<'r> {
@@ -694,6 +708,9 @@ impl<'r> Sink<'r> {
             compressor: zstd::bulk::Compressor::new(3).ok(),
             packed: Vec::new(),
             stats: BackupStats::default(),
+            cache_old: None,
+            cache_new: None,
+            started_unix_ms: 0,
         }
     }
 
@@ -738,6 +755,29 @@ impl<'r> Sink<'r> {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Pushes the cached chunks of `file` if its metadata is unchanged and the repository still
+    /// holds every one of them.
+    fn reuse_cached(&mut self, file: &FileToChunk<'_>, refs: &mut Vec<ChunkRef>) -> bool {
+        let Some(cached) = self.cache_old.and_then(|c| c.get(file.rel, file.meta)) else {
+            return false;
+        };
+        let held = |r: &ChunkRef| {
+            let id = ChunkId(r.id);
+            self.index.contains(&id) || self.fresh.contains(&id)
+        };
+        if !cached.iter().all(held) {
+            return false;
+        }
+        refs.extend_from_slice(cached);
+        self.stats.cached_files += 1;
+        self.stats.reused_chunks += cached.len() as u64;
+        self.stats.reused_bytes += file.meta.len();
+        if let Some(cache) = &mut self.cache_new {
+            cache.put(file.rel, file.meta, refs, self.started_unix_ms);
+        }
+        true
     }
 
     fn compress(&mut self, data: &[u8]) -> bool {
@@ -824,6 +864,9 @@ impl ChunkSink for Sink<'_> {
         data: &mut dyn Read,
         refs: &mut Vec<ChunkRef>,
     ) -> Result<(), ArchiveError> {
+        if self.reuse_cached(file, refs) {
+            return Ok(());
+        }
         let sizes = self.repo.config.sizes;
         let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
             data,
@@ -843,6 +886,9 @@ impl ChunkSink for Sink<'_> {
                 },
             })?;
             refs.push(self.add_chunk(&chunk.data, try_zstd)?);
+        }
+        if let Some(cache) = &mut self.cache_new {
+            cache.put(file.rel, file.meta, refs, self.started_unix_ms);
         }
         Ok(())
     }

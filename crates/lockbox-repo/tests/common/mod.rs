@@ -205,7 +205,7 @@ impl BackupAs for Repository {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Backup, RepoError> {
         let lock = self.lock(device, Purpose::Backup, true)?;
-        let done = self.backup(&lock, root, mark, now_unix_ms, progress);
+        let done = self.backup(&lock, root, mark, now_unix_ms, None, progress);
         lock.release()?;
         done
     }
