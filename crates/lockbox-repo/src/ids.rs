@@ -73,7 +73,12 @@ id_type!(
 
 impl ChunkId {
     pub fn of(keys: &RepoKeys, data: &[u8]) -> Self {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(keys.chunk_id.expose())
+        Self::keyed(&keys.chunk_id, data)
+    }
+
+    /// The id of `data` under the chunk-id key itself.
+    pub(crate) fn keyed(chunk_key: &lockbox_crypto::Secret32, data: &[u8]) -> Self {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(chunk_key.expose())
             .expect("HMAC takes any key length");
         mac.update(data);
         Self(mac.finalize().into_bytes().into())

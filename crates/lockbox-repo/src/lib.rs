@@ -27,6 +27,7 @@ mod cache;
 mod catalog;
 mod config;
 mod error;
+mod fetch;
 mod ids;
 mod index;
 mod lock;

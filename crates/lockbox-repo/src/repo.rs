@@ -9,10 +9,10 @@ use std::path::Path;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lockbox_archive::{
-    ArchiveError, ArchiveStats, ChunkRef, ChunkSink, ChunkSource, FileToChunk, check_destination,
-    restore_tree, worth_compressing, write_tree,
+    ArchiveError, ArchiveStats, ChunkRef, ChunkSink, FileToChunk, check_destination, restore_tree,
+    worth_compressing, write_tree,
 };
-use lockbox_crypto::{BackupKey, OsRng, RepoKeys, Secret32};
+use lockbox_crypto::{BackupKey, OsRng, RepoKeys};
 use lockbox_format::{
     DEFAULT_CHUNK_SIZE, DecryptReader, EncoderParams, EncryptWriter, FormatError,
 };
@@ -24,10 +24,11 @@ use crate::RepoError;
 use crate::cache::FileCache;
 use crate::catalog::{self, Catalog, CatalogMark, Head, Op, SnapshotEntry};
 use crate::config::{CONFIG_OBJECT, Config, MAX_CONFIG_LEN, Sizes};
-use crate::ids::{ChunkId, IndexId, PackId, RepoId, SnapshotId};
+use crate::fetch::{Source, open_chunk};
+use crate::ids::{ChunkId, IndexId, RepoId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::lock::RepoLock;
-use crate::pack::{self, BlobEntry, Pack, PackBuilder};
+use crate::pack::{self, Pack, PackBuilder};
 use crate::snapshot::{SNAP_HEADER_LEN, SnapshotHeader, snapshot_object};
 use crate::wire::MAC_LEN;
 
@@ -454,14 +455,15 @@ impl Repository {
         let index = self.load_index()?;
         let object_name = snapshot_object(&snapshot.id);
         let sealed = self.get_listed(&object_name)?;
+        // The tree once for the order of its chunks, so they can be fetched ahead of the writer.
+        let mut order = Vec::new();
+        self.walk_refs(snapshot, &sealed, &mut |chunk| {
+            order.push(chunk);
+            Ok(())
+        })?;
         let mut reader = DecryptReader::new(&sealed[..], &self.snapshot_key);
         self.check_snapshot(&mut reader, snapshot, &object_name)?;
-        let mut source = Source {
-            repo: self,
-            index: &index,
-            pack_keys: HashMap::new(),
-            decompressor: None,
-        };
+        let mut source = Source::new(self, &index, order);
         restore_tree(reader, dest, &mut source, progress)
             .map_err(|e| snapshot_error(e, &object_name))
     }
@@ -565,15 +567,42 @@ impl Repository {
         Ok(report)
     }
 
+    /// Reads `entry`'s tree and requires every chunk it names to be indexed with its length;
+    /// adds them to `referenced`.
     pub(crate) fn check_tree(
         &self,
         entry: &SnapshotEntry,
         index: &Index,
         referenced: &mut HashSet<ChunkId>,
     ) -> Result<(), RepoError> {
+        let sealed = self.get_listed(&snapshot_object(&entry.id))?;
+        self.walk_refs(entry, &sealed, &mut |chunk| {
+            let id = ChunkId(chunk.id);
+            match index.get(&id) {
+                Some(loc) if loc.blob.raw_len == chunk.len => {}
+                Some(loc) => {
+                    return Err(RepoError::ChunkMismatch {
+                        chunk: id.short(),
+                        object: pack::pack_object(&loc.pack),
+                    });
+                }
+                None => return Err(RepoError::MissingChunk { chunk: id.short() }),
+            }
+            referenced.insert(id);
+            Ok(())
+        })
+    }
+
+    /// Opens the snapshot stream `sealed` of `entry` and hands every chunk reference of its
+    /// tree, in order, to `on_ref`.
+    fn walk_refs(
+        &self,
+        entry: &SnapshotEntry,
+        sealed: &[u8],
+        on_ref: &mut dyn FnMut(ChunkRef) -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
         let object_name = snapshot_object(&entry.id);
-        let sealed = self.get_listed(&object_name)?;
-        let mut reader = DecryptReader::new(&sealed[..], &self.snapshot_key);
+        let mut reader = DecryptReader::new(sealed, &self.snapshot_key);
         self.check_snapshot(&mut reader, entry, &object_name)?;
         let tree = std::io::BufReader::new(reader);
         let mut tree = lockbox_archive::ArchiveReader::new_tree(tree)
@@ -581,19 +610,7 @@ impl Repository {
         let mut walk = |tree: &mut lockbox_archive::ArchiveReader<_>| -> Result<(), ArchiveError> {
             while tree.next_entry()?.is_some() {
                 while let Some(chunk) = tree.read_ref()? {
-                    let id = ChunkId(chunk.id);
-                    match index.get(&id) {
-                        Some(loc) if loc.blob.raw_len == chunk.len => {}
-                        Some(loc) => {
-                            return Err(RepoError::ChunkMismatch {
-                                chunk: id.short(),
-                                object: pack::pack_object(&loc.pack),
-                            }
-                            .into());
-                        }
-                        None => return Err(RepoError::MissingChunk { chunk: id.short() }.into()),
-                    }
-                    referenced.insert(id);
+                    on_ref(chunk)?;
                 }
             }
             Ok(())
@@ -613,20 +630,12 @@ impl Repository {
                 "its header and the index disagree on what it holds",
             ));
         }
-        let mut source = Source {
-            repo: self,
-            index: &Index::default(),
-            pack_keys: HashMap::new(),
-            decompressor: None,
-        };
         let key = self.keys.pack_key(&pack.0);
-        let mut buf = Vec::new();
         for blob in &own {
             let sealed = bytes
                 .get(blob.range().start as usize..blob.range().end as usize)
                 .ok_or_else(|| RepoError::corrupt(&name, "a blob lies past its end"))?;
-            let stored = pack::open_blob(&key, pack, blob, sealed)?;
-            source.verify(&stored, blob, &name, &mut buf)?;
+            open_chunk(&key, &self.keys.chunk_id, pack, blob, sealed, &name)?;
         }
         Ok(own.len() as u64)
     }
@@ -891,102 +900,5 @@ impl ChunkSink for Sink<'_> {
             cache.put(file.rel, file.meta, refs, self.started_unix_ms);
         }
         Ok(())
-    }
-}
-
-/// Fetches, opens and verifies chunks for a restore.
-struct Source<'r> {
-    repo: &'r Repository,
-    index: &'r Index,
-    pack_keys: HashMap<PackId, Secret32>,
-    decompressor: Option<zstd::bulk::Decompressor<'static>>,
-}
-
-impl Source<'_> {
-    fn fetch(&mut self, chunk: &ChunkRef, buf: &mut Vec<u8>) -> Result<(), RepoError> {
-        let id = ChunkId(chunk.id);
-        let missing = || RepoError::MissingChunk { chunk: id.short() };
-        let loc = *self.index.get(&id).ok_or_else(missing)?;
-        let object_name = pack::pack_object(&loc.pack);
-        if loc.blob.raw_len != chunk.len {
-            return Err(RepoError::ChunkMismatch {
-                chunk: id.short(),
-                object: object_name,
-            });
-        }
-        let name = object(&object_name)?;
-        let sealed = match self
-            .repo
-            .rt
-            .block_on(self.repo.store.get_object_range(&name, loc.blob.range()))
-        {
-            Err(e) if e.is_not_found() => {
-                return Err(RepoError::corrupt(
-                    object_name,
-                    "is missing from the storage",
-                ));
-            }
-            Err(StoreError::ShortRead { .. }) => {
-                return Err(RepoError::corrupt(
-                    object_name,
-                    "is shorter than its index says: truncated",
-                ));
-            }
-            other => other?,
-        };
-        let keys = &self.repo.keys;
-        let key = self
-            .pack_keys
-            .entry(loc.pack)
-            .or_insert_with(|| keys.pack_key(&loc.pack.0));
-        let stored = pack::open_blob(key, &loc.pack, &loc.blob, &sealed)?;
-        self.verify(&stored, &loc.blob, &object_name, buf)
-    }
-
-    /// Puts the chunk `blob` stored as `stored` into `buf`, decompressed and checked against
-    /// its id.
-    fn verify(
-        &mut self,
-        stored: &[u8],
-        blob: &BlobEntry,
-        object_name: &str,
-        buf: &mut Vec<u8>,
-    ) -> Result<(), RepoError> {
-        buf.clear();
-        if blob.compressed {
-            self.decompress(stored, blob.raw_len as usize, buf)
-                .ok_or_else(|| {
-                    RepoError::corrupt(
-                        object_name,
-                        format!("chunk {} does not decompress", blob.id),
-                    )
-                })?;
-        } else {
-            buf.extend_from_slice(stored);
-        }
-        if ChunkId::of(&self.repo.keys, buf) != blob.id || buf.len() != blob.raw_len as usize {
-            return Err(RepoError::ChunkMismatch {
-                chunk: blob.id.short(),
-                object: object_name.to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    fn decompress(&mut self, stored: &[u8], raw_len: usize, buf: &mut Vec<u8>) -> Option<()> {
-        let d = match &mut self.decompressor {
-            Some(d) => d,
-            slot => slot.insert(zstd::bulk::Decompressor::new().ok()?),
-        };
-        buf.reserve_exact(raw_len);
-        // Capped at raw_len: a bomb fails instead of growing memory.
-        let n = d.decompress_to_buffer(stored, buf).ok()?;
-        (n == raw_len).then_some(())
-    }
-}
-
-impl ChunkSource for Source<'_> {
-    fn read_chunk(&mut self, chunk: &ChunkRef, buf: &mut Vec<u8>) -> Result<(), ArchiveError> {
-        Ok(self.fetch(chunk, buf)?)
     }
 }

@@ -32,7 +32,11 @@ fn unchanged_files_come_from_the_cache_and_changed_ones_are_read() {
     fs::create_dir_all(src.join("Media")).unwrap();
     fs::write(src.join("msgstore.db"), messages(1, 20_000)).unwrap();
     for i in 0..3 {
-        fs::write(src.join(format!("Media/{i}.jpg")), noise(10 + 2 * i, 200_000)).unwrap();
+        fs::write(
+            src.join(format!("Media/{i}.jpg")),
+            noise(10 + 2 * i, 200_000),
+        )
+        .unwrap();
     }
     let repo = f.init("repo", small());
     let first = backup(&f, &repo, None, later(10));
