@@ -27,6 +27,8 @@ struct Frame {
 
 pub(crate) struct Walker {
     stack: Vec<Frame>,
+    /// Entries listed but gone before they could be looked at (deleted during the walk).
+    pub vanished: u64,
 }
 
 impl Walker {
@@ -40,7 +42,10 @@ impl Walker {
             full: root.to_path_buf(),
             names: list(root)?,
         };
-        Ok(Walker { stack: vec![frame] })
+        Ok(Walker {
+            stack: vec![frame],
+            vanished: 0,
+        })
     }
 
     /// The next node in depth-first order; directories are descended into after being returned.
@@ -62,9 +67,23 @@ impl Walker {
             if rel.len() > MAX_PATH_LEN {
                 return Err(ArchiveError::PathTooLong(full));
             }
-            let meta = fs::symlink_metadata(&full).map_err(ArchiveError::io(&full))?;
+            let meta = match fs::symlink_metadata(&full) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.vanished += 1;
+                    continue;
+                }
+                other => other.map_err(ArchiveError::io(&full))?,
+            };
             if meta.is_dir() {
-                let names = list(&full)?;
+                let names = match list(&full) {
+                    Err(ArchiveError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        self.vanished += 1;
+                        continue;
+                    }
+                    other => other?,
+                };
                 self.stack.push(Frame {
                     rel: rel.clone(),
                     full: full.clone(),

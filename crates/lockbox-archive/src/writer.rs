@@ -57,7 +57,15 @@ pub struct ArchiveStats {
     pub skipped: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Entries deleted during the walk (both formats), and in trees also files that vanished
+    /// before their read or kept changing while read (after [`READ_ATTEMPTS`] reads); none of
+    /// them is in the output.
+    pub vanished: u64,
+    pub changing: u64,
 }
+
+/// Times a tree reads a file that changes while it is read before leaving it out.
+pub const READ_ATTEMPTS: usize = 3;
 
 /// Total size of the regular files below `root` (symlinks not followed), for a progress bar.
 pub fn scan_size(root: &Path) -> Result<u64, ArchiveError> {
@@ -167,6 +175,7 @@ impl<'a, W: Write> Encoder<'a, W> {
         while let Some(node) = walker.next_node()? {
             self.entry(&node, progress)?;
         }
+        self.stats.vanished += walker.vanished;
         emit(&mut self.out, &mut self.stats, &[TAG_END])?;
         self.out.flush().map_err(ArchiveError::Output)?;
         Ok((self.out, self.stats))
@@ -194,6 +203,8 @@ impl<'a, W: Write> Encoder<'a, W> {
             encode_common(frame, TAG_SYMLINK, &node.rel, 0o777, mtime(&node.meta));
             encode_bytes(frame, target);
             self.stats.symlinks += 1;
+        } else if ft.is_file() && matches!(self.body, Body::Chunks { .. }) {
+            return self.chunked_file(node, progress);
         } else if ft.is_file() {
             // Open before writing the header so an unreadable file fails with its path.
             let file = open_walked_file(node)?;
@@ -230,19 +241,106 @@ impl<'a, W: Write> Encoder<'a, W> {
                 };
                 coder.file_data(node, file, sink, progress)?;
             }
-            Body::Chunks { sink, refs } => {
-                let out = Emit {
-                    out: &mut self.out,
-                    stats: &mut self.stats,
-                    frame: &mut self.frame,
-                };
-                chunk_file(node, file, &mut **sink, refs, out)?;
-                self.stats.bytes_in += node.meta.len();
-                progress(self.stats.bytes_in);
-            }
+            Body::Chunks { .. } => unreachable!("tree files go through chunked_file"),
         }
         emit(&mut self.out, &mut self.stats, &[BLOCK_END])
     }
+
+    /// A regular file of a tree: read into chunks first, then written with the size, mode and
+    /// time it had while it was read. A file that changes while read is read again, up to
+    /// [`READ_ATTEMPTS`] times; one that vanished, or kept changing, is left out of the tree,
+    /// counted and logged, never cut short.
+    fn chunked_file(
+        &mut self,
+        node: &Node,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ArchiveError> {
+        let Body::Chunks { sink, refs } = &mut self.body else {
+            unreachable!("only trees have chunks");
+        };
+        for _ in 0..READ_ATTEMPTS {
+            let (file, meta) = match open_again(node)? {
+                Reopened::File(file, meta) => (file, meta),
+                Reopened::Gone => {
+                    tracing::warn!(path = ?node.full, "file vanished during the backup; not in the snapshot");
+                    self.stats.vanished += 1;
+                    return Ok(());
+                }
+            };
+            if !read_chunks(node, &meta, file, &mut **sink, refs)? {
+                continue;
+            }
+            let frame = &mut self.frame;
+            frame.clear();
+            encode_common(frame, TAG_FILE, &node.rel, mode(&meta), mtime(&meta));
+            frame.extend_from_slice(&meta.len().to_be_bytes());
+            emit(&mut self.out, &mut self.stats, frame)?;
+            for chunk in refs.iter() {
+                frame.clear();
+                frame.push(BLOCK_REF);
+                frame.extend_from_slice(&chunk.len.to_be_bytes());
+                frame.extend_from_slice(&chunk.id);
+                emit(&mut self.out, &mut self.stats, frame)?;
+            }
+            self.stats.files += 1;
+            self.stats.bytes_in += meta.len();
+            progress(self.stats.bytes_in);
+            return emit(&mut self.out, &mut self.stats, &[BLOCK_END]);
+        }
+        tracing::warn!(path = ?node.full, "file kept changing while it was read; not in the snapshot");
+        self.stats.changing += 1;
+        Ok(())
+    }
+}
+
+/// A walked file opened again for reading.
+enum Reopened {
+    File(File, Metadata),
+    /// Gone, or no longer a regular file.
+    Gone,
+}
+
+fn open_again(node: &Node) -> Result<Reopened, ArchiveError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags as i32)
+        .open(&node.full);
+    let file = match opened {
+        Ok(file) => file,
+        // ELOOP: replaced by a symlink since the walk.
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(40) => {
+            return Ok(Reopened::Gone);
+        }
+        Err(e) => return Err(ArchiveError::io(&node.full)(e)),
+    };
+    let meta = file.metadata().map_err(ArchiveError::io(&node.full))?;
+    if !meta.is_file() {
+        return Ok(Reopened::Gone);
+    }
+    Ok(Reopened::File(file, meta))
+}
+
+/// Whether two looks at a file saw the same content: size, times and identity.
+fn unchanged(a: &Metadata, b: &Metadata) -> bool {
+    (
+        a.len(),
+        a.mtime(),
+        a.mtime_nsec(),
+        a.ctime(),
+        a.ctime_nsec(),
+        a.ino(),
+        a.dev(),
+    ) == (
+        b.len(),
+        b.mtime(),
+        b.mtime_nsec(),
+        b.ctime(),
+        b.ctime_nsec(),
+        b.ino(),
+        b.dev(),
+    )
 }
 
 /// The output and its counters, lent to whatever writes file data.
@@ -262,29 +360,31 @@ impl<W: Write> Emit<'_, W> {
     }
 }
 
-/// Hands a file to the sink and writes its references. A sink that read the file must have
-/// read all of it: fewer bytes means the file shrank since the walk.
-fn chunk_file<W: Write>(
+/// Hands a file, as `meta` describes it, to the sink. False if the file changed while read
+/// (fewer bytes than its size, or other size, times or identity afterwards): its chunks are
+/// not to be used.
+fn read_chunks(
     node: &Node,
+    meta: &Metadata,
     file: File,
     sink: &mut dyn ChunkSink,
     refs: &mut Vec<ChunkRef>,
-    mut out: Emit<'_, W>,
-) -> Result<(), ArchiveError> {
-    let size = node.meta.len();
+) -> Result<bool, ArchiveError> {
+    let size = meta.len();
     let mut data = Counted {
-        inner: file.take(size),
+        inner: (&file).take(size),
         read: 0,
     };
     refs.clear();
     let info = FileToChunk {
         path: &node.full,
         rel: &node.rel,
-        meta: &node.meta,
+        meta,
     };
     sink.chunk_file(&info, &mut data, refs)?;
-    if data.read != 0 && data.read != size {
-        return Err(ArchiveError::FileChanged(node.full.clone()));
+    let after = file.metadata().map_err(ArchiveError::io(&node.full))?;
+    if (data.read != 0 && data.read != size) || !unchanged(meta, &after) {
+        return Ok(false);
     }
     let total: u64 = refs.iter().map(|r| u64::from(r.len)).sum();
     let bad_len = refs
@@ -299,14 +399,7 @@ fn chunk_file<W: Write>(
             .into(),
         ));
     }
-    for chunk in refs.iter() {
-        out.frame.clear();
-        out.frame.push(BLOCK_REF);
-        out.frame.extend_from_slice(&chunk.len.to_be_bytes());
-        out.frame.extend_from_slice(&chunk.id);
-        out.frame()?;
-    }
-    Ok(())
+    Ok(true)
 }
 
 /// Counts the bytes read through it.

@@ -221,3 +221,90 @@ fn a_sink_whose_chunks_do_not_add_up_fails_the_tree() {
     assert!(matches!(err, ArchiveError::Chunks(_)), "{err:?}");
     assert!(err.to_string().contains("4 bytes of chunks"), "{err}");
 }
+
+/// A store whose `meddle` runs on each file before it is read, as another process would.
+struct Meddled<F: FnMut(&std::path::Path, u32)> {
+    store: MapStore,
+    meddle: F,
+    reads: HashMap<Vec<u8>, u32>,
+}
+
+impl<F: FnMut(&std::path::Path, u32)> ChunkSink for Meddled<F> {
+    fn chunk_file(
+        &mut self,
+        file: &FileToChunk<'_>,
+        data: &mut dyn Read,
+        refs: &mut Vec<ChunkRef>,
+    ) -> Result<(), ArchiveError> {
+        let n = self.reads.entry(file.rel.to_vec()).or_default();
+        *n += 1;
+        (self.meddle)(file.path, *n);
+        self.store.chunk_file(file, data, refs)
+    }
+}
+
+fn meddled<F: FnMut(&std::path::Path, u32)>(meddle: F) -> Meddled<F> {
+    Meddled {
+        store: MapStore::new(4),
+        meddle,
+        reads: HashMap::new(),
+    }
+}
+
+#[test]
+fn a_file_that_changes_while_read_is_read_again_never_cut() {
+    for change in ["shrink", "grow", "rewrite"] {
+        let src = tempfile::tempdir().unwrap();
+        let db = src.path().join("db");
+        fs::write(&db, b"0123456789").unwrap();
+        // It changes during its first read only: the second read is the one kept.
+        let mut sink = meddled(|path, n| {
+            if path.ends_with("db") && n == 1 {
+                match change {
+                    "shrink" => fs::write(path, b"01234").unwrap(),
+                    "grow" => fs::write(path, b"0123456789abcdef").unwrap(),
+                    _ => fs::write(path, b"ABCDEFGHIJ").unwrap(),
+                }
+            }
+        });
+        let (tree, stats) = write_tree(src.path(), Vec::new(), &mut sink, &mut |_| {}).unwrap();
+        assert_eq!((stats.files, stats.changing), (1, 0), "{change}: {stats:?}");
+        assert_eq!(sink.reads[&b"db".to_vec()], 2, "{change}");
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("out");
+        restore_tree(&tree[..], &dest, &mut sink.store, &mut |_| {}).unwrap();
+        assert_eq!(
+            fs::read(dest.join("db")).unwrap(),
+            fs::read(&db).unwrap(),
+            "{change}"
+        );
+    }
+}
+
+#[test]
+fn files_that_vanish_or_keep_changing_are_left_out_and_counted() {
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("a-journal"), b"changes all the time").unwrap();
+    fs::write(src.path().join("b-gone"), b"deleted while a is read").unwrap();
+    fs::write(src.path().join("c-kept"), b"stays").unwrap();
+    let mut sink = meddled(|path, n| {
+        if path.ends_with("a-journal") {
+            fs::write(path, format!("version {n}")).unwrap();
+            let _ = fs::remove_file(path.with_file_name("b-gone"));
+        }
+    });
+    let (tree, stats) = write_tree(src.path(), Vec::new(), &mut sink, &mut |_| {}).unwrap();
+    assert_eq!(
+        (stats.files, stats.vanished, stats.changing),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("out");
+    restore_tree(&tree[..], &dest, &mut sink.store, &mut |_| {}).unwrap();
+    let names: Vec<_> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("c-kept")]);
+}

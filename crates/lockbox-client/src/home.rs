@@ -274,14 +274,7 @@ impl Home {
 
     /// Takes this device's run lock, or fails at once if another run holds it.
     pub fn lock_run(&self) -> Result<RunLock, DeviceError> {
-        let path = self.dir.join(RUN_LOCK);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(DeviceError::io(&path))?;
+        let (file, path) = self.lock_file(RUN_LOCK)?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(DeviceError::Busy),
@@ -296,14 +289,7 @@ impl Home {
         &self,
         change: impl FnOnce(&mut RepoState),
     ) -> Result<RepoState, DeviceError> {
-        let path = self.dir.join(REPO_LOCK);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(DeviceError::io(&path))?;
+        let (lock, path) = self.lock_file(REPO_LOCK)?;
         lock.lock().map_err(DeviceError::io(&path))?;
         let saved = self.dir.join(REPO_MARK).exists();
         let before = self.repo_state()?;
@@ -318,7 +304,25 @@ impl Home {
     /// Forgets the repository (its mark, this device's id there, the file cache) once it was
     /// deleted.
     pub fn forget_repo(&self) -> Result<(), DeviceError> {
-        for name in [FILE_CACHE, REPO_MARK] {
+        self.remove_all(&[FILE_CACHE, REPO_MARK])
+    }
+
+    /// A lock file of the home, opened (created if need be), not yet locked.
+    fn lock_file(&self, name: &str) -> Result<(std::fs::File, PathBuf), DeviceError> {
+        let path = self.dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(DeviceError::io(&path))?;
+        Ok((file, path))
+    }
+
+    /// Removes the files `names` (those already gone are fine), then syncs the directory.
+    fn remove_all(&self, names: &[&str]) -> Result<(), DeviceError> {
+        for name in names {
             let path = self.dir.join(name);
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -341,18 +345,9 @@ impl Home {
 
     /// Removes everything this home holds (the key last), leaving the directory.
     pub fn wipe(&self) -> Result<(), DeviceError> {
-        for name in [
+        self.remove_all(&[
             SETTINGS, HIGH_WATER, FILE_CACHE, REPO_MARK, REPO_LOCK, RUN_LOCK, NEXT_KEY, KEY,
-        ] {
-            let path = self.dir.join(name);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(DeviceError::io(&path)(e));
-                }
-                _ => {}
-            }
-        }
-        self.sync_dir()
+        ])
     }
 
     fn read_key(&self, name: &str) -> Result<Option<BackupKey>, DeviceError> {

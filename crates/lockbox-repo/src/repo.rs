@@ -80,6 +80,10 @@ pub struct BackupStats {
     pub uploaded_bytes: u64,
     /// Files whose chunks came from the device's file cache, unread.
     pub cached_files: u64,
+    /// Files left out because they vanished, or kept changing while read: the snapshot is
+    /// incomplete by these.
+    pub vanished: u64,
+    pub changing: u64,
 }
 
 /// What [`Repository::check`] went through.
@@ -329,6 +333,8 @@ impl Repository {
         stats.dirs = tree_stats.dirs;
         stats.symlinks = tree_stats.symlinks;
         stats.bytes = tree_stats.bytes_in;
+        stats.vanished = tree_stats.vanished;
+        stats.changing = tree_stats.changing;
         if !packs.is_empty() {
             let (id, bytes) = index::encode_index(&self.keys, &packs, &mut OsRng);
             stats.uploaded_bytes += bytes.len() as u64;

@@ -49,12 +49,15 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
             "reused_bytes": s.reused_bytes,
             "packs": s.packs,
             "uploaded_bytes": s.uploaded_bytes,
+            "cached_files": s.cached_files,
+            "vanished": s.vanished,
+            "changing": s.changing,
         });
         if let Some(p) = &pruned {
             report["pruned"] = prune_json(p);
         }
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return incomplete(&backup);
     }
     println!("{}", backup.snapshot.id.short());
     if let Some(p) = &pruned {
@@ -76,6 +79,18 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
         s.reused_bytes,
         s.uploaded_bytes
     );
+    incomplete(&backup)
+}
+
+/// A snapshot that left files out is made and kept, but the run fails (exit 1) saying so.
+fn incomplete(backup: &lockbox_repo::Backup) -> Result<()> {
+    let (gone, changing) = (backup.stats.vanished, backup.stats.changing);
+    if gone + changing > 0 {
+        bail!(
+            "snapshot {} was made, but it is incomplete: {gone} files vanished and {changing} kept changing while they were read (their paths are in the log); run the backup again",
+            backup.snapshot.seq
+        );
+    }
     Ok(())
 }
 
