@@ -25,6 +25,8 @@ pub const MAX_CHUNK_SIZE: usize = 8 << 20;
 pub(crate) const TAG_DIR: u8 = 1;
 pub(crate) const TAG_FILE: u8 = 2;
 pub(crate) const TAG_SYMLINK: u8 = 3;
+/// Trees only: another name of a regular file entry earlier in the same tree.
+pub(crate) const TAG_HARDLINK: u8 = 4;
 pub(crate) const TAG_END: u8 = 0xFF;
 
 pub(crate) const BLOCK_END: u8 = 0;

@@ -9,8 +9,8 @@ use crate::chunks::{CHUNK_ID_LEN, ChunkRef};
 use crate::error::show_path;
 use crate::format::{
     BLOCK_END, BLOCK_RAW, BLOCK_REF, BLOCK_ZSTD, MAGIC, MAX_BLOCK_SIZE, MAX_CHUNK_SIZE,
-    MAX_PATH_LEN, MODE_MASK, Mtime, TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, TREE_MAGIC,
-    TREE_VERSION, VERSION, is_ancestor_or_self, parent, path_order, validate_path,
+    MAX_PATH_LEN, MODE_MASK, Mtime, TAG_DIR, TAG_END, TAG_FILE, TAG_HARDLINK, TAG_SYMLINK,
+    TREE_MAGIC, TREE_VERSION, VERSION, is_ancestor_or_self, parent, path_order, validate_path,
 };
 
 /// What an entry is.
@@ -23,6 +23,11 @@ pub enum EntryKind {
     },
     /// A symbolic link, stored as its raw target bytes (never followed).
     Symlink {
+        target: Vec<u8>,
+    },
+    /// Trees only: another name (hard link) of the regular file at `target`, an earlier file
+    /// entry of the same tree; it has no data of its own.
+    HardLink {
         target: Vec<u8>,
     },
 }
@@ -87,6 +92,8 @@ pub struct ArchiveReader<R: Read> {
     block: Vec<u8>,
     chunk: Option<ChunkRef>,
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    /// Trees: paths of the file entries so far, the only targets a hard link may name.
+    files: std::collections::HashSet<Vec<u8>>,
 }
 
 impl<R: Read> std::fmt::Debug for ArchiveReader<R> {
@@ -127,6 +134,7 @@ impl<R: Read> ArchiveReader<R> {
             block: Vec::new(),
             chunk: None,
             decompressor: None,
+            files: std::collections::HashSet::new(),
         };
         let mut magic = [0u8; MAGIC.len()];
         reader.fill(&mut magic).map_err(|e| match e {
@@ -227,7 +235,8 @@ impl<R: Read> ArchiveReader<R> {
             self.state = State::Finished;
             return Ok(None);
         }
-        if ![TAG_DIR, TAG_FILE, TAG_SYMLINK].contains(&tag) {
+        let tree_only = tag == TAG_HARDLINK && self.flavor == Flavor::Tree;
+        if ![TAG_DIR, TAG_FILE, TAG_SYMLINK].contains(&tag) && !tree_only {
             return Err(ArchiveError::malformed(format!(
                 "unknown entry type {tag:#04x}"
             )));
@@ -246,6 +255,18 @@ impl<R: Read> ArchiveReader<R> {
         let kind = match tag {
             TAG_DIR => EntryKind::Directory,
             TAG_FILE => EntryKind::File { size: self.u64()? },
+            TAG_HARDLINK => {
+                let target = self.bytes()?;
+                validate_path(&target)?;
+                if !self.files.contains(&target) {
+                    return Err(ArchiveError::malformed(format!(
+                        "hard link {} to {}, which is not an earlier file of this tree",
+                        show_path(&path),
+                        show_path(&target)
+                    )));
+                }
+                EntryKind::HardLink { target }
+            }
             _ => EntryKind::Symlink {
                 target: self.link_target()?,
             },
@@ -253,6 +274,9 @@ impl<R: Read> ArchiveReader<R> {
         self.place(&path, &kind)?;
         if let EntryKind::File { size } = kind {
             self.state = State::Data { remaining: size };
+            if self.flavor == Flavor::Tree {
+                self.files.insert(path.clone());
+            }
         }
         Ok(Some(Entry {
             path,

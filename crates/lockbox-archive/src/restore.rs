@@ -222,6 +222,14 @@ fn extract<R: Read>(
                 restore_symlink(target, &path, entry.mtime)?;
                 stats.symlinks += 1;
             }
+            EntryKind::HardLink { target } => {
+                // The reader vouches that `target` is an earlier file entry, which this
+                // restore created below `root` (create_new, never through a symlink).
+                use std::os::unix::ffi::OsStrExt;
+                let target = root.join(std::ffi::OsStr::from_bytes(target));
+                std::fs::hard_link(&target, &path).map_err(ArchiveError::io(&path))?;
+                stats.hardlinks += 1;
+            }
         }
     }
     stats.bytes_in = reader.bytes_read();

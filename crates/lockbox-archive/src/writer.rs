@@ -10,8 +10,8 @@ use crate::ArchiveError;
 use crate::chunks::{ChunkRef, ChunkSink, FileToChunk};
 use crate::format::{
     BLOCK_END, BLOCK_RAW, BLOCK_REF, BLOCK_ZSTD, MAGIC, MAX_BLOCK_SIZE, MAX_CHUNK_SIZE,
-    MAX_PATH_LEN, MODE_MASK, Mtime, TAG_DIR, TAG_END, TAG_FILE, TAG_SYMLINK, TREE_MAGIC,
-    TREE_VERSION, VERSION, encode_bytes, encode_common,
+    MAX_PATH_LEN, MODE_MASK, Mtime, TAG_DIR, TAG_END, TAG_FILE, TAG_HARDLINK, TAG_SYMLINK,
+    TREE_MAGIC, TREE_VERSION, VERSION, encode_bytes, encode_common,
 };
 use crate::walk::{Node, Walker};
 
@@ -62,6 +62,8 @@ pub struct ArchiveStats {
     /// them is in the output.
     pub vanished: u64,
     pub changing: u64,
+    /// Trees only: further names of files already in the tree, kept as hard links.
+    pub hardlinks: u64,
 }
 
 /// Times a tree reads a file that changes while it is read before leaving it out.
@@ -113,6 +115,7 @@ pub fn write_tree<W: Write>(
         Body::Chunks {
             sink,
             refs: Vec::new(),
+            links: std::collections::HashMap::new(),
         },
     );
     w.write(root, (&TREE_MAGIC, TREE_VERSION), progress)
@@ -131,6 +134,8 @@ enum Body<'a> {
     Chunks {
         sink: &'a mut dyn ChunkSink,
         refs: Vec<ChunkRef>,
+        /// Files with more than one name, by (device, inode), to the first name written.
+        links: std::collections::HashMap<(u64, u64), Vec<u8>>,
     },
 }
 
@@ -255,9 +260,26 @@ impl<'a, W: Write> Encoder<'a, W> {
         node: &Node,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), ArchiveError> {
-        let Body::Chunks { sink, refs } = &mut self.body else {
+        let Body::Chunks { sink, refs, links } = &mut self.body else {
             unreachable!("only trees have chunks");
         };
+        let inode = (node.meta.dev(), node.meta.ino());
+        if node.meta.nlink() > 1
+            && let Some(target) = links.get(&inode)
+        {
+            let frame = &mut self.frame;
+            frame.clear();
+            encode_common(
+                frame,
+                TAG_HARDLINK,
+                &node.rel,
+                mode(&node.meta),
+                mtime(&node.meta),
+            );
+            encode_bytes(frame, target);
+            self.stats.hardlinks += 1;
+            return emit(&mut self.out, &mut self.stats, frame);
+        }
         for _ in 0..READ_ATTEMPTS {
             let (file, meta) = match open_again(node)? {
                 Reopened::File(file, meta) => (file, meta),
@@ -285,6 +307,9 @@ impl<'a, W: Write> Encoder<'a, W> {
             self.stats.files += 1;
             self.stats.bytes_in += meta.len();
             progress(self.stats.bytes_in);
+            if meta.nlink() > 1 {
+                links.insert((meta.dev(), meta.ino()), node.rel.clone());
+            }
             return emit(&mut self.out, &mut self.stats, &[BLOCK_END]);
         }
         tracing::warn!(path = ?node.full, "file kept changing while it was read; not in the snapshot");

@@ -308,3 +308,42 @@ fn files_that_vanish_or_keep_changing_are_left_out_and_counted() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("c-kept")]);
 }
+
+#[test]
+fn hard_links_are_kept_as_links() {
+    use std::os::unix::fs::MetadataExt;
+    let src = tempfile::tempdir().unwrap();
+    fs::create_dir(src.path().join("d")).unwrap();
+    fs::write(src.path().join("a"), b"shared bytes").unwrap();
+    fs::hard_link(src.path().join("a"), src.path().join("d/b")).unwrap();
+    fs::hard_link(src.path().join("a"), src.path().join("z")).unwrap();
+    // A file with another name outside the tree is just a file.
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("lonely"), b"one name here").unwrap();
+    fs::hard_link(src.path().join("lonely"), outside.path().join("other")).unwrap();
+
+    let mut store = MapStore::new(4);
+    let (tree, stats) = write_tree(src.path(), Vec::new(), &mut store, &mut |_| {}).unwrap();
+    assert_eq!((stats.files, stats.hardlinks), (2, 2), "{stats:?}");
+    assert_eq!(store.files_seen.len(), 2, "a linked file is read once");
+
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("out");
+    let restored = restore_tree(&tree[..], &dest, &mut store, &mut |_| {}).unwrap();
+    assert_eq!(restored.hardlinks, 2);
+    let ino = |p: &str| fs::metadata(dest.join(p)).unwrap().ino();
+    assert_eq!(ino("a"), ino("d/b"));
+    assert_eq!(ino("a"), ino("z"));
+    assert_ne!(ino("a"), ino("lonely"));
+    assert_eq!(fs::read(dest.join("z")).unwrap(), b"shared bytes");
+
+    // A link may only name an earlier file of the same tree.
+    let at = tree.windows(3).rposition(|w| w == [0, 1, b'a']).unwrap() + 2;
+    let mut forged = tree.clone();
+    forged[at] = b'c';
+    let out2 = tempfile::tempdir().unwrap();
+    let err = restore_tree(&forged[..], &out2.path().join("x"), &mut store, &mut |_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("not an earlier file"), "{err}");
+    assert!(!out2.path().join("x").exists());
+}

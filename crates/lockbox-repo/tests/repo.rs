@@ -31,6 +31,11 @@ fn build(root: &std::path::Path) {
     )
     .unwrap();
     symlink("Databases/msgstore.db", root.join("latest")).unwrap();
+    fs::hard_link(
+        root.join("Databases/msgstore.db"),
+        root.join("Databases/msgstore-link.db"),
+    )
+    .unwrap();
 }
 
 /// `OsStr::from_bytes` without `unsafe`.
@@ -65,9 +70,14 @@ fn a_tree_round_trips_and_the_catalog_lists_it() {
     catalog.check_mark(&backup.mark).unwrap();
 
     let dest = f.folder("back");
-    repo.restore(&catalog.latest().unwrap(), &dest, &mut |_| {})
+    let restored = repo
+        .restore(&catalog.latest().unwrap(), &dest, &mut |_| {})
         .unwrap();
     assert_eq!(tree(&dest), tree(&src));
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| fs::metadata(dest.join(p)).unwrap().ino();
+    assert_eq!(ino("Databases/msgstore.db"), ino("Databases/msgstore-link.db"));
+    assert_eq!(restored.hardlinks, 1);
 }
 
 #[test]
