@@ -342,8 +342,8 @@ fn hard_links_are_kept_as_links() {
     let mut forged = tree.clone();
     forged[at] = b'c';
     let out2 = tempfile::tempdir().unwrap();
-    let err = restore_tree(&forged[..], &out2.path().join("x"), &mut store, &mut |_| {})
-        .unwrap_err();
+    let err =
+        restore_tree(&forged[..], &out2.path().join("x"), &mut store, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("not an earlier file"), "{err}");
     assert!(!out2.path().join("x").exists());
 }

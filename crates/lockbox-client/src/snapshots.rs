@@ -48,9 +48,11 @@ impl Device {
             cache.as_ref(),
             &mut tick,
         )?;
-        lock.release()?;
+        // The mark first: a storage that refuses the lock's release must not keep this device
+        // from knowing how far the catalog got.
         self.home.update_repo_state(|s| s.advance(backup.mark))?;
         self.home.save_file_cache(&backup.cache)?;
+        release(lock);
         self.remember_dir(dir)?;
         Ok(backup)
     }
@@ -122,8 +124,8 @@ impl Device {
             catalog.check_mark(mark)?;
         }
         let (report, catalog) = repo.prune(&lock, catalog, keep, lockbox_proto::unix_now_ms())?;
-        lock.release()?;
         self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
+        release(lock);
         Ok(report)
     }
 
@@ -132,5 +134,13 @@ impl Device {
     pub fn check_repository(&self, read_data: bool) -> Result<CheckReport, DeviceError> {
         let (repo, catalog) = self.snapshots()?;
         Ok(repo.check(&catalog, read_data)?)
+    }
+}
+
+/// Gives the repository's lock back; one that cannot be deleted goes stale on its own, and
+/// this device takes it over next time.
+fn release(lock: lockbox_repo::RepoLock<'_>) {
+    if let Err(e) = lock.release() {
+        tracing::warn!(error = %e, "could not release the repository lock");
     }
 }

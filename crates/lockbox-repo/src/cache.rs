@@ -36,14 +36,17 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(meta: &Metadata) -> Self {
-        Stamp {
+    /// `None` for times that do not fit in i64 nanoseconds (before 1678, after 2262): such a
+    /// file is never cached.
+    fn of(meta: &Metadata) -> Option<Self> {
+        let ns = |secs: i64, nanos: i64| secs.checked_mul(1_000_000_000)?.checked_add(nanos);
+        Some(Stamp {
             size: meta.len(),
-            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
-            ctime_ns: meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec())?,
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec())?,
             inode: meta.ino(),
             dev: meta.dev(),
-        }
+        })
     }
 }
 
@@ -89,7 +92,7 @@ impl FileCache {
     /// The chunks `rel` had, if its metadata is what it was.
     pub(crate) fn get(&self, rel: &[u8], meta: &Metadata) -> Option<&[ChunkRef]> {
         let (stamp, refs) = self.files.get(rel)?;
-        (*stamp == Stamp::of(meta)).then_some(refs.as_slice())
+        (Some(*stamp) == Stamp::of(meta)).then_some(refs.as_slice())
     }
 
     /// Remembers `rel`'s chunks, unless its times are too close to `started_unix_ms` to
@@ -101,7 +104,9 @@ impl FileCache {
         refs: &[ChunkRef],
         started_unix_ms: u64,
     ) {
-        let stamp = Stamp::of(meta);
+        let Some(stamp) = Stamp::of(meta) else {
+            return;
+        };
         let started_ns = (started_unix_ms as i64).saturating_mul(1_000_000);
         if stamp.mtime_ns.max(stamp.ctime_ns) > started_ns - RACY_NS {
             return;

@@ -143,18 +143,15 @@ impl Catalog {
 
     /// Snapshots added and then forgotten.
     pub fn forgotten(&self) -> Vec<SnapshotId> {
-        let live: std::collections::HashSet<SnapshotId> =
+        let mut seen: std::collections::HashSet<SnapshotId> =
             self.snapshots().iter().map(|s| s.id).collect();
-        let mut out: Vec<SnapshotId> = self
-            .entries
+        self.entries
             .iter()
             .filter_map(|e| match &e.op {
-                Op::Snapshot(s) if !live.contains(&s.id) => Some(s.id),
+                Op::Snapshot(s) if seen.insert(s.id) => Some(s.id),
                 _ => None,
             })
-            .collect();
-        out.dedup();
-        out
+            .collect()
     }
 
     /// The newest live snapshot.

@@ -85,6 +85,12 @@ pub enum RepoError {
         purpose: crate::Purpose,
         refreshed_unix_ms: u64,
     },
+    /// This writer's lock was taken over (it could not refresh it, or slept past the stale
+    /// time): it stopped before committing or deleting anything more.
+    #[error(
+        "{url}: this run's repository lock was taken over by another writer (it could not be refreshed in time); stopped before changing anything more, run it again"
+    )]
+    LockLost { url: String },
     /// `prune` must keep at least one snapshot.
     #[error("prune must keep at least one snapshot")]
     KeepNothing,

@@ -4,15 +4,24 @@
 //!
 //! ```text
 //! lock = "LBXLOCK\0" | device_id[16] | purpose u8 (1 backup, 2 prune) | refreshed_unix_ms u64
+//!        | token[16]
 //! ```
-//! The holder rewrites it every [`LOCK_REFRESH`]; a lock not refreshed for [`LOCK_STALE_MS`]
-//! was left by a writer that died, and is taken over. The object is not authenticated: the
-//! storage can always refuse service, and a forged lock does no more.
+//! The holder rewrites it every [`LOCK_REFRESH`], after checking it still holds its own random
+//! token; a lock not refreshed for [`LOCK_STALE_MS`] was left by a writer that died (or slept),
+//! and is taken over. So a taken-over holder never goes on as if nothing happened, it checks
+//! ([`RepoLock::verify`]) before every step that commits or deletes: the lock must still carry
+//! its token, and its own last successful refresh must be well within the stale time by its own
+//! wall clock (which, unlike a monotonic one, counts a suspend). A holder only ever deletes a
+//! lock with its own token. The object is not authenticated: the storage can always refuse
+//! service, and a forged lock does no more.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use lockbox_store::{ObjectName, PutIf, StoreError};
+use std::sync::{Arc, Mutex};
+
+use lockbox_crypto::{OsRng, RngCore};
+use lockbox_store::{ObjectName, PutIf, Store, StoreError};
 use tokio::task::JoinHandle;
 
 use crate::RepoError;
@@ -21,7 +30,9 @@ use crate::repo::Repository;
 
 const LOCK_OBJECT: &str = "lock";
 const LOCK_MAGIC: [u8; 8] = *b"LBXLOCK\0";
-const LOCK_LEN: usize = 8 + 16 + 1 + 8;
+const LOCK_LEN: usize = 8 + 16 + 1 + 8 + 16;
+/// A holder whose last successful refresh is older than the stale time less this margin stops.
+const LOCK_MARGIN_MS: u64 = 2 * 60 * 1000;
 /// How often a holder rewrites its lock.
 pub const LOCK_REFRESH: Duration = Duration::from_secs(60);
 /// A lock not rewritten for this long belongs to a writer that died.
@@ -66,6 +77,8 @@ pub struct LockHolder {
     pub device: DeviceId,
     pub purpose: Purpose,
     pub refreshed_unix_ms: u64,
+    /// Random per lock taken: tells a holder its lock from a later one.
+    pub token: [u8; 16],
 }
 
 impl LockHolder {
@@ -75,6 +88,7 @@ impl LockHolder {
         out.extend_from_slice(&self.device.0);
         out.push(self.purpose.code());
         out.extend_from_slice(&self.refreshed_unix_ms.to_be_bytes());
+        out.extend_from_slice(&self.token);
         Bytes::from(out)
     }
 
@@ -85,7 +99,8 @@ impl LockHolder {
         Some(LockHolder {
             device: DeviceId(bytes[8..24].try_into().ok()?),
             purpose: Purpose::from_code(bytes[24])?,
-            refreshed_unix_ms: u64::from_be_bytes(bytes[25..].try_into().ok()?),
+            refreshed_unix_ms: u64::from_be_bytes(bytes[25..33].try_into().ok()?),
+            token: bytes[33..].try_into().ok()?,
         })
     }
 }
@@ -97,6 +112,15 @@ pub struct RepoLock<'r> {
     repo: &'r Repository,
     refresher: Option<JoinHandle<()>>,
     pub(crate) device: DeviceId,
+    token: [u8; 16],
+    health: Arc<Mutex<Health>>,
+}
+
+/// What the refresher learned.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    last_ok_unix_ms: u64,
+    lost: bool,
 }
 
 impl std::fmt::Debug for RepoLock<'_> {
@@ -128,10 +152,13 @@ impl Repository {
         purpose: Purpose,
         own_is_stale: bool,
     ) -> Result<RepoLock<'_>, RepoError> {
+        let mut token = [0u8; 16];
+        OsRng.fill_bytes(&mut token);
         let ours = LockHolder {
             device,
             purpose,
             refreshed_unix_ms: now_ms(),
+            token,
         };
         let store = self.store();
         let name = lock_name();
@@ -141,13 +168,7 @@ impl Repository {
         match first {
             Ok(()) => {}
             Err(StoreError::AlreadyExists { .. }) => {
-                let found = self.rt().block_on(store.get_object_bounded(&name, 64));
-                let holder = match found {
-                    Ok(bytes) => LockHolder::decode(&bytes),
-                    // Released meanwhile: one more try below.
-                    Err(e) if e.is_not_found() => None,
-                    Err(e) => return Err(e.into()),
-                };
+                let holder = self.rt().block_on(read_holder(&store))?;
                 let takeover = match holder {
                     None => true,
                     Some(h) if h.device == device && own_is_stale => true,
@@ -168,35 +189,76 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         }
+        let health = Arc::new(Mutex::new(Health {
+            last_ok_unix_ms: ours.refreshed_unix_ms,
+            lost: false,
+        }));
+        let seen = Arc::clone(&health);
         let refresher = self.rt().spawn(async move {
             loop {
                 tokio::time::sleep(LOCK_REFRESH).await;
+                // A failed refresh is retried next time; verify() stops the holder long before
+                // the lock could go stale. One found taken over is never written again.
+                match read_holder(&store).await {
+                    Ok(Some(h)) if h.token == ours.token => {}
+                    Ok(_) => {
+                        seen.lock().expect("health").lost = true;
+                        return;
+                    }
+                    Err(_) => continue,
+                }
                 let now = LockHolder {
                     refreshed_unix_ms: now_ms(),
                     ..ours
                 };
-                // A failed refresh is retried next time; the lock only goes stale after many.
-                let _ = store
+                if store
                     .put_object(&lock_name(), now.encode(), PutIf::Always)
-                    .await;
+                    .await
+                    .is_ok()
+                {
+                    seen.lock().expect("health").last_ok_unix_ms = now.refreshed_unix_ms;
+                }
             }
         });
         Ok(RepoLock {
             repo: self,
             refresher: Some(refresher),
             device,
+            token,
+            health,
         })
     }
 }
 
 impl RepoLock<'_> {
-    /// Deletes the lock.
+    /// Deletes the lock, if it is still this one.
     pub fn release(mut self) -> Result<(), RepoError> {
         if let Some(r) = self.refresher.take() {
             r.abort();
         }
         let store = self.repo.store();
-        Ok(self.repo.rt().block_on(store.delete_object(&lock_name()))?)
+        Ok(self.repo.rt().block_on(delete_if_ours(store, self.token))?)
+    }
+
+    /// Fails with [`RepoError::LockLost`] unless this lock is certainly still held: its last
+    /// refresh well within the stale time (by this machine's wall clock, so a suspend counts),
+    /// and the lock object still carrying its token. Called before every commit or delete.
+    pub fn verify(&self) -> Result<(), RepoError> {
+        let health = *self.health.lock().expect("health");
+        let age = now_ms().saturating_sub(health.last_ok_unix_ms);
+        let lost = || RepoError::LockLost {
+            url: self.repo.url().to_owned(),
+        };
+        if health.lost || age > LOCK_STALE_MS - LOCK_MARGIN_MS {
+            return Err(lost());
+        }
+        match self.repo.rt().block_on(read_holder(&self.repo.store()))? {
+            Some(h) if h.token == self.token => Ok(()),
+            _ => {
+                self.health.lock().expect("health").lost = true;
+                Err(lost())
+            }
+        }
     }
 
     /// Whether this lock belongs to `repo`.
@@ -212,8 +274,9 @@ impl Drop for RepoLock<'_> {
         };
         r.abort();
         let store = self.repo.store();
+        let token = self.token;
         let delete = async move {
-            let _ = store.delete_object(&lock_name()).await;
+            let _ = delete_if_ours(store, token).await;
         };
         // Outside the runtime (as the repository is used) the delete is done before the drop
         // returns, so it can never remove a lock taken after it.
@@ -221,5 +284,22 @@ impl Drop for RepoLock<'_> {
             Err(_) => self.repo.rt().block_on(delete),
             Ok(_) => drop(self.repo.rt().spawn(delete)),
         }
+    }
+}
+
+/// The lock's holder as its object says (`None`: no lock, or not one).
+async fn read_holder(store: &Store) -> Result<Option<LockHolder>, StoreError> {
+    match store.get_object_bounded(&lock_name(), 64).await {
+        Ok(bytes) => Ok(LockHolder::decode(&bytes)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the lock if it carries `token`: never another writer's.
+async fn delete_if_ours(store: Store, token: [u8; 16]) -> Result<(), StoreError> {
+    match read_holder(&store).await? {
+        Some(h) if h.token == token => store.delete_object(&lock_name()).await,
+        _ => Ok(()),
     }
 }

@@ -179,6 +179,18 @@ pub(crate) fn pack_object(id: &PackId) -> String {
     format!("packs/{}/{hex}", &hex[..2])
 }
 
+/// The pack an object name names, if it has exactly a pack's shape.
+pub(crate) fn parse_pack_object(name: &str) -> Option<PackId> {
+    let (dir, hex) = name.strip_prefix("packs/")?.split_once('/')?;
+    let id = PackId::from_hex(hex)?;
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && dir == &hex[..2])
+        .then_some(id)
+}
+
 /// Opens the blob `entry` of pack `pack` (`sealed` = its bytes at `entry.range()`) and returns
 /// the stored bytes (still compressed if `entry.compressed`).
 pub(crate) fn open_blob(

@@ -74,14 +74,25 @@ impl Repository {
         }
         let mut report = PruneReport::default();
         let live = catalog.snapshots();
-        let forget: Vec<SnapshotId> = live[..live.len().saturating_sub(keep)]
-            .iter()
-            .map(|s| s.id)
-            .collect();
+        let (forget, kept) = live.split_at(live.len().saturating_sub(keep));
+
+        // Everything is checked before anything is forgotten: the kept snapshots' trees, and
+        // that each chunk they name lies in a pack the storage lists at its full length. Index
+        // entries for packs that are not there (an index replayed from before an earlier prune,
+        // a stale listing) are ignored, never trusted as the only copy.
+        let (objects, present) = self.present_index_objects()?;
+        let index = merged(&objects);
+        let mut referenced = HashSet::new();
+        for snapshot in kept {
+            self.check_tree(snapshot, &index, &mut referenced)?;
+            report.kept += 1;
+        }
+
         let head = Head {
             device: lock.device,
             created_unix_ms: now_unix_ms,
         };
+        let forget: Vec<SnapshotId> = forget.iter().map(|s| s.id).collect();
         let mut catalog = catalog;
         for ids in forget.chunks(MAX_FORGET) {
             catalog = self
@@ -90,25 +101,8 @@ impl Repository {
         }
         report.forgotten = forget.len() as u64;
 
-        let objects = self.load_index_objects()?;
-        let mut index = Index::default();
-        for (_, packs) in &objects {
-            index.merge(packs);
-        }
-        let mut referenced = HashSet::new();
-        for snapshot in catalog.snapshots() {
-            self.check_tree(&snapshot, &index, &mut referenced)?;
-            report.kept += 1;
-        }
         let plan = plan(&objects, &referenced);
-        report.pack_bytes_before = objects
-            .iter()
-            .flat_map(|(_, packs)| packs)
-            .map(|p| (p.id, u64::from(p.len)))
-            .collect::<HashMap<_, _>>()
-            .values()
-            .sum();
-
+        report.pack_bytes_before = present.values().sum();
         let written = self.rewrite(&plan.rewrite)?;
         report.packs_rewritten = plan.rewrite.len() as u64;
         report.packs_written = written.len() as u64;
@@ -116,27 +110,37 @@ impl Repository {
         stays.extend(written);
         report.pack_bytes_after = stays.iter().map(|p| u64::from(p.len)).sum();
 
+        lock.verify()?;
         let unchanged = plan.drop.is_empty() && plan.rewrite.is_empty() && objects.len() == 1;
         if !unchanged {
-            let old: Vec<IndexId> = objects.iter().map(|(id, _)| *id).collect();
             if !stays.is_empty() {
                 let (id, bytes) = index::encode_index(&self.keys, &stays, &mut OsRng);
                 self.put(&index::index_object(&id), bytes, PutIf::Absent)?;
             }
-            let names: Vec<String> = old.iter().map(index::index_object).collect();
+            let names: Vec<String> = objects
+                .iter()
+                .map(|(id, _)| index::index_object(id))
+                .collect();
+            lock.verify()?;
             report.index_objects_deleted = self.delete_all(names)?;
         }
 
-        let indexed: HashSet<String> = stays.iter().map(|p| pack::pack_object(&p.id)).collect();
-        let unindexed = self.listed_except("packs", &indexed)?;
+        lock.verify()?;
+        let indexed: HashSet<PackId> = stays.iter().map(|p| p.id).collect();
+        let unindexed: Vec<String> = present
+            .keys()
+            .filter(|id| !indexed.contains(id))
+            .map(pack::pack_object)
+            .collect();
         report.packs_deleted = self.delete_all(unindexed)?;
 
-        let live: HashSet<String> = catalog
-            .snapshots()
-            .iter()
-            .map(|s| snapshot_object(&s.id))
+        let live: HashSet<SnapshotId> = catalog.snapshots().iter().map(|s| s.id).collect();
+        let dead: Vec<String> = self
+            .listed_snapshots()?
+            .into_iter()
+            .filter(|id| !live.contains(id))
+            .map(|id| snapshot_object(&id))
             .collect();
-        let dead = self.listed_except("snapshots", &live)?;
         report.snapshot_objects_deleted = self.delete_all(dead)?;
         Ok((report, catalog))
     }
@@ -168,13 +172,66 @@ impl Repository {
         Ok(landed?.0)
     }
 
-    /// The objects under `dir/` whose names are not in `except`.
-    fn listed_except(&self, dir: &str, except: &HashSet<String>) -> Result<Vec<String>, RepoError> {
-        let listed = self.rt().block_on(self.store().list_objects(dir))?;
+    /// Every index object, keeping only the packs the storage lists at their full length (an
+    /// index replayed from before a prune, or left by a writer that lost its lock, names packs
+    /// that are gone: their chunks must not be counted as stored); and the packs listed.
+    pub(crate) fn present_index_objects(
+        &self,
+    ) -> Result<(IndexObjects, HashMap<PackId, u64>), RepoError> {
+        let present = self.listed_packs()?;
+        let objects = self
+            .load_index_objects()?
+            .into_iter()
+            .map(|(id, packs)| {
+                let packs = packs
+                    .into_iter()
+                    .filter(|p| present.get(&p.id) == Some(&u64::from(p.len)))
+                    .collect();
+                (id, packs)
+            })
+            .collect();
+        Ok((objects, present))
+    }
+
+    /// [`present_index_objects`](Self::present_index_objects), merged.
+    pub(crate) fn present_index(&self) -> Result<Index, RepoError> {
+        Ok(merged(&self.present_index_objects()?.0))
+    }
+
+    /// For a restore: every chunk at a location in a pack that is there if it has one, else
+    /// where the index says (so a pack that is gone or cut short is reported as such).
+    pub(crate) fn restore_index(&self) -> Result<Index, RepoError> {
+        let all = self.load_index_objects()?;
+        let present = self.listed_packs()?;
+        let mut index = Index::default();
+        for (_, packs) in &all {
+            for p in packs {
+                if present.get(&p.id) == Some(&u64::from(p.len)) {
+                    index.add_pack(p);
+                }
+            }
+        }
+        for (_, packs) in &all {
+            index.merge(packs);
+        }
+        Ok(index)
+    }
+
+    /// Every pack the storage lists (by its name's shape), with its size.
+    pub(crate) fn listed_packs(&self) -> Result<HashMap<PackId, u64>, RepoError> {
+        let listed = self.rt().block_on(self.store().list_objects("packs"))?;
         Ok(listed
             .into_iter()
-            .map(|o| o.name.to_string())
-            .filter(|n| !except.contains(n))
+            .filter_map(|o| Some((pack::parse_pack_object(o.name.as_str())?, o.size)))
+            .collect())
+    }
+
+    /// Every snapshot object the storage lists (by its name's shape).
+    fn listed_snapshots(&self) -> Result<Vec<SnapshotId>, RepoError> {
+        let listed = self.rt().block_on(self.store().list_objects("snapshots"))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|o| SnapshotId::from_hex(o.name.as_str().strip_prefix("snapshots/")?))
             .collect())
     }
 
@@ -197,6 +254,16 @@ impl Repository {
         )?;
         Ok(count)
     }
+}
+
+pub(crate) type IndexObjects = Vec<(IndexId, Vec<IndexedPack>)>;
+
+fn merged(objects: &IndexObjects) -> Index {
+    let mut index = Index::default();
+    for (_, packs) in objects {
+        index.merge(packs);
+    }
+    index
 }
 
 /// Each referenced chunk keeps one location (the first index object and pack that list it);

@@ -319,7 +319,9 @@ impl Repository {
         if let Some(mark) = mark {
             catalog.check_mark(mark)?;
         }
-        let index = self.load_index()?;
+        // Only packs that are there count as stored: dedup against a replayed or dangling index
+        // would make a snapshot that names lost chunks.
+        let index = self.present_index()?;
         let mut sink = Sink::new(self, &index);
         sink.cache_old = cache.filter(|c| c.is_for(self.id()));
         sink.cache_new = Some(FileCache::new(self.id()));
@@ -335,10 +337,21 @@ impl Repository {
         stats.bytes = tree_stats.bytes_in;
         stats.vanished = tree_stats.vanished;
         stats.changing = tree_stats.changing;
+        // A writer whose lock was taken over meanwhile (a prune may have deleted the packs it
+        // just uploaded) commits nothing, and takes back an index it already wrote.
+        lock.verify()?;
+        let mut own_index = None;
         if !packs.is_empty() {
             let (id, bytes) = index::encode_index(&self.keys, &packs, &mut OsRng);
             stats.uploaded_bytes += bytes.len() as u64;
             self.put(&index::index_object(&id), bytes, PutIf::Absent)?;
+            own_index = Some(index::index_object(&id));
+        }
+        if let Err(lost) = lock.verify() {
+            if let Some(name) = own_index {
+                let _ = self.rt.block_on(self.store.delete_object(&object(&name)?));
+            }
+            return Err(lost);
         }
         let header = SnapshotHeader {
             repo: self.id(),
@@ -458,7 +471,7 @@ impl Repository {
         progress: &mut dyn FnMut(u64),
     ) -> Result<ArchiveStats, RepoError> {
         check_destination(dest)?;
-        let index = self.load_index()?;
+        let index = self.restore_index()?;
         let object_name = snapshot_object(&snapshot.id);
         let sealed = self.get_listed(&object_name)?;
         // The tree once for the order of its chunks, so they can be fetched ahead of the writer.

@@ -85,13 +85,7 @@ fn prune_keeps_the_newest_and_frees_what_only_forgotten_snapshots_held() {
 fn a_mostly_empty_pack_is_rewritten_with_only_its_live_chunks() {
     let f = Fixture::new();
     let repo = f.init("repo", small());
-    let src = f.folder("src");
-    fs::create_dir_all(&src).unwrap();
-    // One pack's worth: a big photo and a small note share the packs.
-    fs::write(src.join("a.jpg"), noise(1, 230_000)).unwrap();
-    fs::write(src.join("note.jpg"), noise(2, 40_000)).unwrap();
-    repo.backup_as(&src, f.device, None, 1, &mut |_| {})
-        .unwrap();
+    let src = common::photo_and_note(&f, &repo);
     fs::remove_file(src.join("a.jpg")).unwrap();
     repo.backup_as(&src, f.device, None, 2, &mut |_| {})
         .unwrap();

@@ -76,7 +76,10 @@ fn a_tree_round_trips_and_the_catalog_lists_it() {
     assert_eq!(tree(&dest), tree(&src));
     use std::os::unix::fs::MetadataExt;
     let ino = |p: &str| fs::metadata(dest.join(p)).unwrap().ino();
-    assert_eq!(ino("Databases/msgstore.db"), ino("Databases/msgstore-link.db"));
+    assert_eq!(
+        ino("Databases/msgstore.db"),
+        ino("Databases/msgstore-link.db")
+    );
     assert_eq!(restored.hardlinks, 1);
 }
 

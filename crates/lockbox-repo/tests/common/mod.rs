@@ -210,3 +210,15 @@ impl BackupAs for Repository {
         done
     }
 }
+
+/// A big photo and a small note that share packs, backed up once (snapshot time 1); returns
+/// the source directory.
+pub fn photo_and_note(f: &Fixture, repo: &Repository) -> PathBuf {
+    let src = f.folder("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.jpg"), noise(1, 230_000)).unwrap();
+    fs::write(src.join("note.jpg"), noise(2, 40_000)).unwrap();
+    repo.backup_as(&src, f.device, None, 1, &mut |_| {})
+        .unwrap();
+    src
+}
