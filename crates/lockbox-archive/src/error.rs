@@ -58,6 +58,9 @@ pub enum ArchiveError {
     /// A file shrank while it was being archived.
     #[error("{0:?}: file changed while being archived")]
     FileChanged(PathBuf),
+    /// A partial restore asked for a path the archive does not hold.
+    #[error("the snapshot holds no {0}")]
+    NotInArchive(String),
     /// The chunk store behind a tree failed ([`crate::ChunkSink`], [`crate::ChunkSource`]); the
     /// original error is kept for the caller to downcast.
     #[error("{0}")]

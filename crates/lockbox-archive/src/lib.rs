@@ -35,5 +35,5 @@ pub use format::{
     validate_path,
 };
 pub use reader::{ArchiveReader, Entry, EntryKind};
-pub use restore::{check_destination, restore, restore_tree};
+pub use restore::{check_destination, in_part, restore, restore_tree, restore_tree_part};
 pub use writer::{ArchiveStats, WriteOptions, scan_size, worth_compressing, write_dir, write_tree};

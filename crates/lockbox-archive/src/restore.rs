@@ -29,7 +29,7 @@ pub fn restore<R: Read>(
     dest: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveStats, ArchiveError> {
-    restore_with(input, dest, &mut Body::Inline, progress)
+    restore_with(input, dest, &mut Body::Inline, None, progress)
 }
 
 /// [`restore`] for a tree: each file's data comes from `source`, chunk by chunk, in the order
@@ -40,11 +40,31 @@ pub fn restore_tree<R: Read>(
     source: &mut dyn ChunkSource,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveStats, ArchiveError> {
+    restore_tree_part(input, dest, source, None, progress)
+}
+
+/// [`restore_tree`] of only the entry at `part` (a tree path, '/'-separated bytes) and what is
+/// below it, with the directories above it; the rest of the tree is read and checked, its data
+/// never asked for. A `part` the tree does not hold is [`ArchiveError::NotInArchive`], and
+/// nothing is left behind.
+pub fn restore_tree_part<R: Read>(
+    input: R,
+    dest: &Path,
+    source: &mut dyn ChunkSource,
+    part: Option<&[u8]>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ArchiveStats, ArchiveError> {
     let mut body = Body::Chunks {
         source,
         buf: Vec::new(),
     };
-    restore_with(input, dest, &mut body, progress)
+    restore_with(input, dest, &mut body, part, progress)
+}
+
+/// Whether `path` is restored when only `part` is: it, what is below it, what is above it.
+pub fn in_part(path: &[u8], part: &[u8]) -> bool {
+    let below = |a: &[u8], b: &[u8]| a.len() > b.len() && a.starts_with(b) && a[b.len()] == b'/';
+    path == part || below(path, part) || below(part, path)
 }
 
 /// Where restored file data come from.
@@ -98,12 +118,13 @@ fn restore_with<R: Read>(
     input: R,
     dest: &Path,
     body: &mut Body<'_>,
+    part: Option<&[u8]>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveStats, ArchiveError> {
     check_destination(dest)?;
     partial::sweep(parent_of(dest));
     let staging = Staging::create(dest)?;
-    let stats = extract(input, &staging.path, body, progress)?;
+    let stats = extract(input, &staging.path, body, part, progress)?;
     staging.commit(dest)?;
     Ok(stats)
 }
@@ -190,6 +211,7 @@ fn extract<R: Read>(
     input: R,
     root: &Path,
     body: &mut Body<'_>,
+    part: Option<&[u8]>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ArchiveStats, ArchiveError> {
     // Headers are parsed with small reads; buffer them (errors still pass through unchanged).
@@ -199,7 +221,15 @@ fn extract<R: Read>(
     let mut dirs = Vec::new();
     // The reader guarantees each entry's parent is a directory entry before it, which was
     // created here: nothing is placed under a symlink or outside `root`.
+    let mut found = part.is_none();
     while let Some(entry) = reader.next_entry()? {
+        if let Some(part) = part {
+            // Skipped entries are still read and checked; their data are passed over unread.
+            if !in_part(entry.path_bytes(), part) {
+                continue;
+            }
+            found |= entry.path_bytes().len() >= part.len();
+        }
         let path = root.join(entry.path());
         match &entry.kind {
             EntryKind::Directory => {
@@ -231,6 +261,11 @@ fn extract<R: Read>(
                 stats.hardlinks += 1;
             }
         }
+    }
+    if !found {
+        return Err(ArchiveError::NotInArchive(
+            String::from_utf8_lossy(part.unwrap_or_default()).into_owned(),
+        ));
     }
     stats.bytes_in = reader.bytes_read();
     for dir in dirs.iter().rev() {

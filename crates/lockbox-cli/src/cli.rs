@@ -638,6 +638,10 @@ pub struct RestoreArgs {
     /// with ID, or the newest with `--snapshot latest`
     #[arg(long, value_name = "ID", conflicts_with_all = ["backup", "from", "with_password"])]
     pub snapshot: Option<String>,
+    /// With --snapshot: restore only this path of the snapshot (as it was below the backed-up
+    /// directory, e.g. `Media/Images`) and what is below it, into DEST with its directories
+    #[arg(long, value_name = "P", requires = "snapshot")]
+    pub path: Option<PathBuf>,
     /// Get the backup key from the Backup Key Vault with your password instead of a recovery
     /// code (spends one attempt)
     #[arg(

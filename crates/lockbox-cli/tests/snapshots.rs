@@ -368,3 +368,36 @@ fn prune_keeps_the_newest_snapshots_and_frees_the_rest() {
         "at least one",
     );
 }
+
+#[test]
+fn restore_path_brings_back_only_that_part() {
+    let phone = Phone::new();
+    phone.backup();
+    let dest = phone.env.p("media");
+    let out = run(phone.lockbox().arg("restore").arg(&dest).args([
+        "--snapshot",
+        "latest",
+        "--path",
+        "Media/",
+    ]));
+    assert_exit(&out, 0);
+    assert!(!dest.join("msgstore.db").exists());
+    same_tree(&dest.join("Media"), &phone.chats.join("Media"));
+
+    let none = phone.env.p("none");
+    let out = run(phone.lockbox().arg("restore").arg(&none).args([
+        "--snapshot",
+        "latest",
+        "--path",
+        "Media/nothing.jpg",
+    ]));
+    assert_fails_with(&out, 1, "holds no Media/nothing.jpg");
+    assert!(!none.exists());
+    let out = run(phone.lockbox().arg("restore").arg(&none).args([
+        "--snapshot",
+        "latest",
+        "--path",
+        "../etc",
+    ]));
+    assert_fails_with(&out, 1, "inside the snapshot");
+}

@@ -87,6 +87,7 @@ impl Device {
         &self,
         dest: &Path,
         id: Option<&str>,
+        part: Option<&[u8]>,
         on: OnProgress<'_>,
     ) -> Result<(SnapshotEntry, ArchiveStats), DeviceError> {
         lockbox_archive::check_destination(dest).map_err(lockbox_repo::RepoError::from)?;
@@ -107,7 +108,7 @@ impl Device {
                 total,
             })
         };
-        let stats = repo.restore(&entry, dest, &mut tick)?;
+        let stats = repo.restore_part(&entry, dest, part, &mut tick)?;
         Ok((entry, stats))
     }
 

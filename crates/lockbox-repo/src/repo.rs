@@ -9,8 +9,8 @@ use std::path::Path;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lockbox_archive::{
-    ArchiveError, ArchiveStats, ChunkRef, ChunkSink, FileToChunk, check_destination, restore_tree,
-    worth_compressing, write_tree,
+    ArchiveError, ArchiveStats, ChunkRef, ChunkSink, FileToChunk, check_destination, in_part,
+    restore_tree_part, worth_compressing, write_tree,
 };
 use lockbox_crypto::{BackupKey, OsRng, RepoKeys};
 use lockbox_format::{
@@ -98,6 +98,9 @@ pub struct CheckReport {
     pub packs_read: u64,
     pub chunks_read: u64,
 }
+
+/// What [`Repository::walk_refs`] hands each chunk reference to, with its file's tree path.
+type OnRef<'a> = dyn FnMut(&[u8], ChunkRef) -> Result<(), RepoError> + 'a;
 
 /// An entry [`Repository::append`] wrote: its number, the catalog with it, its length.
 pub(crate) struct Appended {
@@ -470,20 +473,34 @@ impl Repository {
         dest: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<ArchiveStats, RepoError> {
+        self.restore_part(snapshot, dest, None, progress)
+    }
+
+    /// [`restore`](Self::restore) of only `part` of the snapshot (a path in its tree, with what
+    /// is below it); the rest of the tree is checked, its chunks never fetched.
+    pub fn restore_part(
+        &self,
+        snapshot: &SnapshotEntry,
+        dest: &Path,
+        part: Option<&[u8]>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ArchiveStats, RepoError> {
         check_destination(dest)?;
         let index = self.restore_index()?;
         let object_name = snapshot_object(&snapshot.id);
         let sealed = self.get_listed(&object_name)?;
         // The tree once for the order of its chunks, so they can be fetched ahead of the writer.
         let mut order = Vec::new();
-        self.walk_refs(snapshot, &sealed, &mut |chunk| {
-            order.push(chunk);
+        self.walk_refs(snapshot, &sealed, &mut |path, chunk| {
+            if part.is_none_or(|part| in_part(path, part)) {
+                order.push(chunk);
+            }
             Ok(())
         })?;
         let mut reader = DecryptReader::new(&sealed[..], &self.snapshot_key);
         self.check_snapshot(&mut reader, snapshot, &object_name)?;
         let mut source = Source::new(self, &index, order);
-        restore_tree(reader, dest, &mut source, progress)
+        restore_tree_part(reader, dest, &mut source, part, progress)
             .map_err(|e| snapshot_error(e, &object_name))
     }
 
@@ -595,7 +612,7 @@ impl Repository {
         referenced: &mut HashSet<ChunkId>,
     ) -> Result<(), RepoError> {
         let sealed = self.get_listed(&snapshot_object(&entry.id))?;
-        self.walk_refs(entry, &sealed, &mut |chunk| {
+        self.walk_refs(entry, &sealed, &mut |_, chunk| {
             let id = ChunkId(chunk.id);
             match index.get(&id) {
                 Some(loc) if loc.blob.raw_len == chunk.len => {}
@@ -618,7 +635,7 @@ impl Repository {
         &self,
         entry: &SnapshotEntry,
         sealed: &[u8],
-        on_ref: &mut dyn FnMut(ChunkRef) -> Result<(), RepoError>,
+        on_ref: &mut OnRef<'_>,
     ) -> Result<(), RepoError> {
         let object_name = snapshot_object(&entry.id);
         let mut reader = DecryptReader::new(sealed, &self.snapshot_key);
@@ -627,9 +644,10 @@ impl Repository {
         let mut tree = lockbox_archive::ArchiveReader::new_tree(tree)
             .map_err(|e| snapshot_error(e, &object_name))?;
         let mut walk = |tree: &mut lockbox_archive::ArchiveReader<_>| -> Result<(), ArchiveError> {
-            while tree.next_entry()?.is_some() {
+            while let Some(entry) = tree.next_entry()? {
+                let path = entry.path_bytes().to_vec();
                 while let Some(chunk) = tree.read_ref()? {
-                    on_ref(chunk)?;
+                    on_ref(&path, chunk)?;
                 }
             }
             Ok(())

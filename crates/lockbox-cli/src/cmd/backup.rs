@@ -111,7 +111,7 @@ pub fn list(args: &ListArgs, ctx: &Ctx<'_>) -> Result<()> {
 
 pub fn restore(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
     if let Some(id) = &args.snapshot {
-        return super::snapshot::restore(&args.dest, id, ctx);
+        return super::snapshot::restore(&args.dest, id, args.path.as_deref(), ctx);
     }
     let vault_flags = args.vault.vault.is_some() || ctx.cfg.vault.is_some();
     if args.vault.account.is_some() && !vault_flags {

@@ -2,6 +2,7 @@
 //! `restore DEST --snapshot ID|latest`, `check [--read-data]`, `prune --snapshots --keep N`. The work is
 //! `lockbox_client`'s (`Device::backup_snapshot` and friends) over `lockbox_repo`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -174,12 +175,13 @@ pub fn list(args: &ListArgs, ctx: &Ctx<'_>) -> Result<()> {
     Ok(())
 }
 
-pub fn restore(dest: &Path, id: &str, ctx: &Ctx<'_>) -> Result<()> {
+pub fn restore(dest: &Path, id: &str, part: Option<&Path>, ctx: &Ctx<'_>) -> Result<()> {
     require_device(ctx, "restoring a snapshot")?;
     let device = ctx.open_offline()?;
     let id = (id != "latest").then_some(id);
     let (bar, mut on) = progress::device(ctx.quiet);
-    let (entry, _) = device.restore_snapshot(dest, id, &mut on)?;
+    let part = part.map(tree_path).transpose()?;
+    let (entry, _) = device.restore_snapshot(dest, id, part.as_deref(), &mut on)?;
     bar.finish_and_clear();
     eprintln!(
         "restored snapshot {} (entry {} of the catalog, made {} UTC) into {}",
@@ -219,4 +221,29 @@ pub fn check(args: &CheckArgs, ctx: &Ctx<'_>) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// `--path` as a path in a snapshot's tree: relative, `/`-separated, no `.` or `..`.
+fn tree_path(p: &Path) -> Result<Vec<u8>> {
+    use std::path::Component;
+    let mut out = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(name) => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(name.as_bytes());
+            }
+            Component::CurDir => {}
+            _ => bail!(
+                "--path {}: give a path inside the snapshot, relative to the backed-up directory",
+                p.display()
+            ),
+        }
+    }
+    if out.is_empty() {
+        bail!("--path is empty; leave it out to restore the whole snapshot");
+    }
+    Ok(out)
 }
