@@ -16,13 +16,7 @@ pub fn spinner(msg: &'static str, quiet: bool) -> ProgressBar {
 
 pub fn bytes(total: Option<u64>, msg: &'static str, quiet: bool) -> ProgressBar {
     let bar = match total {
-        Some(t) => ProgressBar::new(t).with_style(
-            ProgressStyle::with_template(
-                "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        ),
+        Some(t) => ProgressBar::new(t).with_style(bar_style()),
         None => ProgressBar::new_spinner().with_style(
             ProgressStyle::with_template("{msg:>10} {spinner} {bytes} {bytes_per_sec}")
                 .expect("static template"),
@@ -31,6 +25,15 @@ pub fn bytes(total: Option<u64>, msg: &'static str, quiet: bool) -> ProgressBar 
     show_if_terminal(&bar, quiet);
     bar.set_message(msg);
     bar
+}
+
+/// A bar with bytes, rate and time left, for work of known size.
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .expect("static template")
+    .progress_chars("=> ")
 }
 
 fn show_if_terminal(bar: &ProgressBar, quiet: bool) {
@@ -57,7 +60,9 @@ pub fn device(quiet: bool) -> (ProgressBar, impl FnMut(lockbox_client::Progress)
                 Step::Verify => "verify",
                 Step::Restore => "restore",
             });
+            // Once the size is known, the spinner becomes a bar with the time left.
             if let Some(total) = p.total {
+                shown.set_style(bar_style());
                 shown.set_length(total);
             }
         }
