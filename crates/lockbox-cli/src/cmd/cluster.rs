@@ -105,11 +105,35 @@ struct NodePlan {
     partitions: Vec<u32>,
 }
 
+/// Times a start is tried again when a port picked free was taken by another process before a
+/// node could bind it.
+const PORT_RACE_ATTEMPTS: usize = 3;
+
 /// Creates the cluster in `opts.dir` and returns once every node and the gateway answer.
-/// If any step fails, every process already started is stopped.
+/// If any step fails, every process already started is stopped. A port taken by another
+/// process between being picked and being bound starts the cluster again, with new ports.
 pub fn start(opts: &ClusterOptions) -> Result<Cluster> {
     validate(opts)?;
-    let dir = create_dir(&opts.dir)?;
+    let mut attempt = 1;
+    loop {
+        let dir = create_dir(&opts.dir)?;
+        match start_in(&dir, opts) {
+            Err(e)
+                if attempt < PORT_RACE_ATTEMPTS
+                    && format!("{e:#}").contains("Address already in use") =>
+            {
+                tracing::warn!(attempt, "a picked port was taken meanwhile; starting again");
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot clear {}", dir.display()))?;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn start_in(dir: &Path, opts: &ClusterOptions) -> Result<Cluster> {
+    let dir = dir.to_path_buf();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
