@@ -326,13 +326,7 @@ enum Reopened {
 }
 
 fn open_again(node: &Node) -> Result<Reopened, ArchiveError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags as i32)
-        .open(&node.full);
-    let file = match opened {
+    let file = match open_nofollow(&node.full) {
         Ok(file) => file,
         // ELOOP: replaced by a symlink since the walk.
         Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(40) => {
@@ -573,17 +567,23 @@ fn mtime(meta: &Metadata) -> Mtime {
     }
 }
 
+/// Opens `path` for reading without following a symlink or blocking on a FIFO
+/// (O_NOFOLLOW | O_NONBLOCK).
+fn open_nofollow(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags as i32)
+        .open(path)
+}
+
 /// Opens the regular file the walk saw, without following a symlink or blocking on a FIFO that
 /// was swapped in since (O_NOFOLLOW | O_NONBLOCK), and checks it is still the same inode: a
 /// file replaced during the backup must not pull in data from outside the tree.
 fn open_walked_file(node: &Node) -> Result<File, ArchiveError> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags as i32)
-        .open(&node.full)
-        .map_err(ArchiveError::io(&node.full))?;
+    use std::os::unix::fs::MetadataExt;
+    let file = open_nofollow(&node.full).map_err(ArchiveError::io(&node.full))?;
     let now = file.metadata().map_err(ArchiveError::io(&node.full))?;
     if !now.is_file() || now.ino() != node.meta.ino() || now.dev() != node.meta.dev() {
         return Err(ArchiveError::FileChanged(node.full.clone()));

@@ -236,7 +236,7 @@ impl Repository {
     }
 
     /// Deletes `names`, a few at a time; how many.
-    fn delete_all(&self, names: Vec<String>) -> Result<u64, RepoError> {
+    pub(crate) fn delete_all(&self, names: Vec<String>) -> Result<u64, RepoError> {
         let store = self.store();
         let count = names.len() as u64;
         let deletes = names.into_iter().map(|name| {

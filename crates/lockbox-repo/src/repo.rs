@@ -684,26 +684,17 @@ impl Repository {
     /// (so a repository that still opens still has everything left to delete). Run again after
     /// an interruption, it finishes the job; the number of objects deleted.
     pub fn destroy(&self) -> Result<u64, RepoError> {
-        let mut deleted = 0;
-        for dir in [catalog::CATALOG_DIR, "snapshots", "index", "packs"] {
-            let mut listed = self.rt.block_on(self.store.list_objects(dir))?;
-            listed.reverse();
-            // The catalog one entry at a time, so no gap ever opens in it.
-            let at_once = if dir == catalog::CATALOG_DIR {
-                1
-            } else {
-                READS_IN_FLIGHT
-            };
-            let store = &self.store;
-            let deletes = listed
-                .iter()
-                .map(|o| async move { store.delete_object(&o.name).await });
-            self.rt.block_on(
-                futures::stream::iter(deletes)
-                    .buffered(at_once)
-                    .try_collect::<Vec<()>>(),
-            )?;
-            deleted += listed.len() as u64;
+        // The catalog one entry at a time, newest first, so no gap ever opens in it.
+        let entries = self
+            .rt
+            .block_on(self.store.list_objects(catalog::CATALOG_DIR))?;
+        let mut deleted = entries.len() as u64;
+        for entry in entries.iter().rev() {
+            self.rt.block_on(self.store.delete_object(&entry.name))?;
+        }
+        for dir in ["snapshots", "index", "packs"] {
+            let listed = self.rt.block_on(self.store.list_objects(dir))?;
+            deleted += self.delete_all(listed.into_iter().map(|o| o.name.to_string()).collect())?;
         }
         self.rt
             .block_on(self.store.delete_object(&object(CONFIG_OBJECT)?))?;
