@@ -335,7 +335,9 @@ fn open_again(node: &Node) -> Result<Reopened, ArchiveError> {
         Err(e) => return Err(ArchiveError::io(&node.full)(e)),
     };
     let meta = file.metadata().map_err(ArchiveError::io(&node.full))?;
-    if !meta.is_file() {
+    // Another inode at the path is not the file the walk saw (a link to something outside the
+    // tree may have been put there): that file is gone.
+    if !meta.is_file() || meta.ino() != node.meta.ino() || meta.dev() != node.meta.dev() {
         return Ok(Reopened::Gone);
     }
     Ok(Reopened::File(file, meta))

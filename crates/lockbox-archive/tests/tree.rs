@@ -287,16 +287,25 @@ fn files_that_vanish_or_keep_changing_are_left_out_and_counted() {
     fs::write(src.path().join("a-journal"), b"changes all the time").unwrap();
     fs::write(src.path().join("b-gone"), b"deleted while a is read").unwrap();
     fs::write(src.path().join("c-kept"), b"stays").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret"), b"not in the tree").unwrap();
+    fs::write(src.path().join("d-swapped"), b"walked").unwrap();
     let mut sink = meddled(|path, n| {
         if path.ends_with("a-journal") {
             fs::write(path, format!("version {n}")).unwrap();
             let _ = fs::remove_file(path.with_file_name("b-gone"));
         }
+        // While it is read, a file from outside the tree is linked in in its place: the read
+        // is retried, and the path now holds another inode than the walk saw.
+        if path.ends_with("d-swapped") && n == 1 {
+            fs::remove_file(path).unwrap();
+            fs::hard_link(outside.path().join("secret"), path).unwrap();
+        }
     });
     let (tree, stats) = write_tree(src.path(), Vec::new(), &mut sink, &mut |_| {}).unwrap();
     assert_eq!(
         (stats.files, stats.vanished, stats.changing),
-        (1, 1, 1),
+        (1, 2, 1),
         "{stats:?}"
     );
     let out = tempfile::tempdir().unwrap();
