@@ -107,7 +107,7 @@ pub fn vault_fault(e: &ClientError) -> Fault {
     match e {
         ClientError::WrongPassword { .. } | ClientError::Unauthorized(_) => Fault::Auth,
         ClientError::Destroyed => Fault::Destroyed,
-        ClientError::Manifest(_) => Fault::Integrity,
+        ClientError::Manifest(_) | ClientError::BadCatalogPin => Fault::Integrity,
         _ => Fault::Other,
     }
 }

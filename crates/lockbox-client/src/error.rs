@@ -57,6 +57,10 @@ pub enum ClientError {
     /// forked, singly signed, expired, another fleet's…): the device keeps what it had.
     #[error("fleet manifest refused: {0}")]
     Manifest(#[from] lockbox_proto::manifest::ManifestError),
+    /// The vault answered with a catalog pin that `K` did not sign: a vault (or relay) that
+    /// lies about how far the backup catalog reaches.
+    #[error("the vault's catalog pin is not signed by this backup key")]
+    BadCatalogPin,
     /// The caller passed something the protocol cannot carry (e.g. an empty account id).
     #[error("invalid input: {0}")]
     InvalidInput(&'static str),
@@ -155,7 +159,10 @@ impl From<tonic::transport::Error> for ClientError {
 /// which knows how many attempts the vault said are left.
 impl From<StepError> for ClientError {
     fn from(e: StepError) -> Self {
-        Self::Protocol(e.to_string())
+        match e {
+            StepError::BadCatalogPin => Self::BadCatalogPin,
+            e => Self::Protocol(e.to_string()),
+        }
     }
 }
 

@@ -61,9 +61,12 @@ use lockbox_proto::pb::{self, request::Op, response::Result as Reply};
 use lockbox_proto::{MAX_MESSAGE_BYTES, WIRE_VERSION};
 pub use lockbox_token::{FixedToken, TokenSource};
 use lockbox_vault_core::client::{
-    ClientEnrollment, ClientError as StepError, ClientRecovery, RecoveryOpening,
+    ClientEnrollment, ClientError as StepError, ClientRecovery,
 };
-use lockbox_vault_core::{AccountId, AttemptLimit, KE3_LEN, KsfParams, VaultIdentity};
+use lockbox_vault_core::{
+    AccountId, AttemptLimit, CATALOG_PIN_BODY_LEN, CatalogKey, CatalogPin, KE3_LEN, KsfParams,
+    VaultIdentity,
+};
 use prost::Message;
 use rand_core::{CryptoRng, OsRng, RngCore};
 use std::sync::Arc;
@@ -311,7 +314,7 @@ impl VaultClient {
             Status::Destroyed { .. } => return Err(ClientError::Destroyed),
         };
         let pending = self.login_start(account, old_password).await?;
-        let (key, session) = self.authenticate(pending).await?;
+        let (key, session, _) = self.authenticate(pending).await?;
         let (registration_request, state) = ClientEnrollment::start(
             new_password,
             account_id(account)?,
@@ -332,7 +335,7 @@ impl VaultClient {
     /// Proves `password`, then destroys the record.
     pub async fn delete(&self, account: &[u8], password: &[u8]) -> Result<(), ClientError> {
         let pending = self.login_start(account, password).await?;
-        let (_key, session) = self.authenticate(pending).await?;
+        let (_key, session, _) = self.authenticate(pending).await?;
         let op = Op::Delete(pb::Delete {
             session: session.into(),
         });
@@ -401,7 +404,44 @@ impl VaultClient {
 
     /// Processes KE2, sends KE3 and opens the wrapped key.
     pub async fn login_finish(&self, pending: PendingLogin) -> Result<BackupKey, ClientError> {
-        self.authenticate(pending).await.map(|(key, _)| key)
+        self.authenticate(pending).await.map(|(key, _, _)| key)
+    }
+
+    /// [`Self::recover`], and the catalog pin the vault holds for the account (checked against
+    /// `K`: a pin `K` did not sign is [`ClientError::BadCatalogPin`]).
+    pub async fn recover_pinned(
+        &self,
+        account: &[u8],
+        password: &[u8],
+    ) -> Result<(BackupKey, Option<CatalogPin>), ClientError> {
+        let pending = self.login_start(account, password).await?;
+        self.authenticate(pending)
+            .await
+            .map(|(key, _, pin)| (key, pin))
+    }
+
+    /// Signs `sequence` and `body` with `key`'s catalog key and has the vault keep them as the
+    /// account's catalog pin. Returns the pin the vault holds afterwards: this one, or a newer
+    /// one it already had (it never moves back). Spends no attempt.
+    pub async fn pin_catalog(
+        &self,
+        account: &[u8],
+        key: &BackupKey,
+        sequence: u64,
+        body: [u8; CATALOG_PIN_BODY_LEN],
+    ) -> Result<CatalogPin, ClientError> {
+        let id = account_id(account)?;
+        let pin = CatalogPin::sign(key, &id, sequence, body);
+        let op = Op::PinCatalog(pb::PinCatalog {
+            pin: pin.encode().to_vec().into(),
+        });
+        let held = expect(self.call(account, op).await?, |r| match r {
+            Reply::Pinned(p) => Some(p),
+            _ => None,
+        })?;
+        CatalogPin::decode(&held.pin)
+            .filter(|p| p.verify(&CatalogKey::of(key), &id))
+            .ok_or(ClientError::BadCatalogPin)
     }
 
     /// Seals `request` for `account`, sends it, and opens and decodes the answer.
@@ -566,7 +606,7 @@ impl VaultClient {
     async fn authenticate(
         &self,
         pending: PendingLogin,
-    ) -> Result<(BackupKey, Vec<u8>), ClientError> {
+    ) -> Result<(BackupKey, Vec<u8>, Option<CatalogPin>), ClientError> {
         let PendingLogin {
             account,
             session,
@@ -592,8 +632,11 @@ impl VaultClient {
             Reply::LoginOk(ok) => Some(ok),
             _ => None,
         })?;
-        let key = open_wrapped_key(opening, &ok.sealed_wrapped_key)?;
-        Ok((key, ok.session.to_vec()))
+        let pin = (!ok.catalog_pin.is_empty()).then_some(ok.catalog_pin.as_ref());
+        let (key, pin) = opening
+            .open_pinned(&ok.sealed_wrapped_key, pin)
+            .map_err(ClientError::from)?;
+        Ok((key, ok.session.to_vec(), pin))
     }
 
     /// The device found the password wrong at KE2. The attempt is spent already; a KE3 that
@@ -724,6 +767,7 @@ fn register_finish(
         wrapped_key: upload.wrapped_key.into(),
         attempt_limit: upload.attempt_limit.into(),
         ksf: Some(ksf_pb(upload.ksf)),
+        catalog_key: upload.catalog_key.as_bytes().to_vec().into(),
     })
 }
 
@@ -754,10 +798,6 @@ fn expect<T>(
         Some(r) => pick(r).ok_or_else(|| ClientError::protocol("unexpected reply")),
         None => Err(ClientError::protocol("empty reply")),
     }
-}
-
-fn open_wrapped_key(opening: RecoveryOpening, sealed: &[u8]) -> Result<BackupKey, ClientError> {
-    opening.open(sealed).map_err(ClientError::from)
 }
 
 async fn finish_registration(

@@ -39,6 +39,12 @@ impl BackupKey {
         RecoveryCode::from_key(self)
     }
 
+    /// The seed of the Ed25519 key that signs this key's catalog pins at the vault (see
+    /// `lockbox_vault_core::CatalogPin`).
+    pub fn catalog_pin_seed(&self) -> Secret32 {
+        derive32(&self.0, None, labels::VAULT_CATALOG_PIN_KEY)
+    }
+
     /// Every key a backup stream with this `backup_id` needs (DESIGN.md §3).
     pub fn stream_keys(&self, backup_id: &BackupId) -> StreamKeys {
         let backup_key = derive32(&self.0, Some(&backup_id.0), labels::BACKUP);

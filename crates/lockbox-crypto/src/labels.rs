@@ -17,6 +17,13 @@ pub const CHUNK_TAG: &[u8] = b"lockbox/v1/chunk-tag";
 /// Vault path: `wrap_key = HKDF-SHA256(ikm = OPAQUE export_key, info = WRAP)`.
 pub const WRAP: &[u8] = b"lockbox/v1/wrap";
 
+/// Catalog pin: the Ed25519 seed a device signs its catalog position with for the vault,
+/// `HKDF-SHA256(ikm = K, info = VAULT_CATALOG_PIN_KEY)`. The vault keeps only the public key.
+pub const VAULT_CATALOG_PIN_KEY: &[u8] = b"lockbox/v1/vault/catalog-pin/key";
+/// Prefix of the message a catalog pin signs: `VAULT_CATALOG_PIN ‖ len(account) ‖ account ‖
+/// sequence ‖ body`.
+pub const VAULT_CATALOG_PIN: &[u8] = b"lockbox/v1/vault/catalog-pin/sign";
+
 /// Vault login: the key that seals `wrapped_K` in the login reply, expanded from the OPAQUE
 /// session key (which seals exactly one reply).
 pub const VAULT_LOGIN_REPLY: &[u8] = b"lockbox/v1/vault-login-reply";
@@ -106,6 +113,8 @@ pub const ALL: &[&[u8]] = &[
     REPO_KEY_CHECK,
     REPO_CHUNKER_SEED,
     REPO_SNAPSHOT,
+    VAULT_CATALOG_PIN_KEY,
+    VAULT_CATALOG_PIN,
 ];
 
 #[cfg(test)]

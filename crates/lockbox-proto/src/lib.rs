@@ -124,6 +124,7 @@ impl core::fmt::Debug for pb::Request {
             Op::ChangePasswordStart(_) => "ChangePasswordStart",
             Op::Delete(_) => "Delete",
             Op::Status(_) => "Status",
+            Op::PinCatalog(_) => "PinCatalog",
         });
         f.debug_struct("Request")
             .field("account", &self.account)

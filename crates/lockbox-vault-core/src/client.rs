@@ -18,6 +18,7 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::guess::AttemptLimit;
+use crate::pin::{CatalogKey, CatalogPin};
 use crate::record::AccountId;
 use crate::seal::{open_reply, unwrap, wrap};
 use crate::secrets::VaultIdentity;
@@ -43,6 +44,8 @@ pub enum ClientError {
     ReplyUndecryptable,
     #[error("the wrapped key does not open with this password's export key")]
     WrappedKeyUndecryptable,
+    #[error("the vault's catalog pin is not signed by this backup key")]
+    BadCatalogPin,
     #[error("OPAQUE protocol failure")]
     Protocol,
 }
@@ -102,6 +105,8 @@ pub struct EnrollmentUpload {
     pub wrapped_key: Vec<u8>,
     pub attempt_limit: u8,
     pub ksf: KsfParams,
+    /// Derived from `K`: lets the vault verify this account's catalog pins.
+    pub catalog_key: CatalogKey,
 }
 
 impl core::fmt::Debug for EnrollmentUpload {
@@ -124,6 +129,7 @@ impl EnrollmentUpload {
             wrapped_key: self.wrapped_key,
             attempt_limit: self.attempt_limit,
             ksf: self.ksf,
+            catalog_key: Some(self.catalog_key),
         }
     }
 }
@@ -174,6 +180,7 @@ impl ClientEnrollment {
             wrapped_key,
             attempt_limit: attempt_limit.get(),
             ksf,
+            catalog_key: CatalogKey::of(key),
         })
     }
 }
@@ -253,5 +260,27 @@ impl RecoveryOpening {
             .ok_or(ClientError::ReplyUndecryptable)?;
         unwrap(&self.export_key, &self.account, &wrapped)
             .ok_or(ClientError::WrappedKeyUndecryptable)
+    }
+
+    /// [`Self::open`], and the reply's catalog pin (encoded), checked against `K`'s catalog key:
+    /// a pin that `K` did not sign is refused, never ignored.
+    pub fn open_pinned(
+        self,
+        sealed_wrapped_key: &[u8],
+        catalog_pin: Option<&[u8]>,
+    ) -> Result<(BackupKey, Option<CatalogPin>), ClientError> {
+        let account = self.account.clone();
+        let key = self.open(sealed_wrapped_key)?;
+        let pin = match catalog_pin {
+            None => None,
+            Some(bytes) => {
+                let pin = CatalogPin::decode(bytes).ok_or(ClientError::BadCatalogPin)?;
+                if !pin.verify(&CatalogKey::of(&key), &account) {
+                    return Err(ClientError::BadCatalogPin);
+                }
+                Some(pin)
+            }
+        };
+        Ok((key, pin))
     }
 }

@@ -11,6 +11,7 @@ pub enum Field {
     WrappedKey,
     Ke1,
     Ke3,
+    CatalogPin,
 }
 
 impl core::fmt::Display for Field {
@@ -23,6 +24,7 @@ impl core::fmt::Display for Field {
             Field::WrappedKey => "wrapped key",
             Field::Ke1 => "KE1",
             Field::Ke3 => "KE3",
+            Field::CatalogPin => "catalog pin",
         })
     }
 }
@@ -45,6 +47,10 @@ pub enum VaultError {
     Destroyed,
     #[error("this KE1 was already used; start a new login")]
     ReplayedKe1,
+    #[error("this record was enrolled without a catalog key, so it holds no catalog pin")]
+    NoCatalogKey,
+    #[error("the catalog pin is not signed by this record's catalog key")]
+    BadCatalogPin,
 
     // Sessions.
     #[error("no such session (unknown, already used, or for an older record)")]
@@ -97,4 +103,6 @@ pub enum RecordError {
     BadWrappedKey,
     #[error("bad KE1 fingerprint ring")]
     BadRing,
+    #[error("bad catalog key or pin")]
+    BadCatalog,
 }

@@ -23,6 +23,7 @@
 pub mod client;
 mod error;
 mod guess;
+mod pin;
 mod record;
 mod seal;
 mod secrets;
@@ -32,6 +33,7 @@ mod vault;
 
 pub use error::{Field, RecordError, VaultError};
 pub use guess::{AttemptLimit, GuessEvent, GuessState, GuessVerdict, guess_step};
+pub use pin::{CATALOG_KEY_LEN, CATALOG_PIN_BODY_LEN, CATALOG_PIN_LEN, CatalogKey, CatalogPin};
 pub use record::{
     AccountId, CREDENTIAL_SALT_LEN, KE1_FINGERPRINT_LEN, KE1_RING_LEN, MAX_ACCOUNT_LEN,
     MAX_ENCODED_RECORD_LEN, MAX_WRAPPED_KEY_LEN, RECORD_FORMAT_VERSION, Record,

@@ -1,6 +1,6 @@
 //! Per-account vault records and their strict binary encoding.
 //!
-//! Layout, version 2 (integers big-endian):
+//! Layout, version 2 and 3 (integers big-endian):
 //! ```text
 //! version u8 = 2 | account_len u8 (1..=64) | account | generation u64
 //! | ring_len u8 (0..=4) | ring_len × 8-byte KE1 fingerprints (oldest first)
@@ -8,8 +8,11 @@
 //! Active only: created_at_ms u64 | credential salt (32)
 //!              | limit u8 (1..=100) | attempts_left u8 (<= limit) | Argon2id m,t,p (3 × u32)
 //!              | OPAQUE ServerRegistration (192) | wrapped_len u8 (1..=96) | wrapped_key
+//! Version 3, active only: catalog key (32) | pin u8: 0 = none, 1 = one follows | pin (136)
 //! ```
-//! Nothing may follow. A tombstone keeps only the account, the generation and the ring.
+//! Nothing may follow. A tombstone keeps only the account, the generation and the ring. An active
+//! record with a catalog key (see [`crate::pin`]) is version 3, one without is version 2, and a
+//! tombstone is version 2.
 //!
 //! Version 1 (no creation time, no salt: the OPRF key was derived from the bare account id) still
 //! decodes, as a legacy record, and re-encodes as version 1 until it is replaced; every record the
@@ -20,9 +23,12 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Field, RecordError, VaultError};
 use crate::guess::{AttemptLimit, GuessState};
+use crate::pin::{CATALOG_KEY_LEN, CATALOG_PIN_LEN, CatalogKey, CatalogPin};
 use crate::suite::{KsfParams, REGISTRATION_UPLOAD_LEN, Suite};
 
-pub const RECORD_FORMAT_VERSION: u8 = 2;
+/// The version of an active record with a catalog key; [`PLAIN_FORMAT_VERSION`] otherwise.
+pub const RECORD_FORMAT_VERSION: u8 = 3;
+const PLAIN_FORMAT_VERSION: u8 = 2;
 const LEGACY_FORMAT_VERSION: u8 = 1;
 /// Length of the random salt in a record's OPAQUE credential identifier.
 pub const CREDENTIAL_SALT_LEN: usize = 32;
@@ -45,7 +51,10 @@ pub const MAX_ENCODED_RECORD_LEN: usize = 1
     + KsfParams::ENCODED_LEN
     + REGISTRATION_UPLOAD_LEN
     + 1
-    + MAX_WRAPPED_KEY_LEN;
+    + MAX_WRAPPED_KEY_LEN
+    + CATALOG_KEY_LEN
+    + 1
+    + CATALOG_PIN_LEN;
 
 const STATE_ACTIVE: u8 = 1;
 const STATE_DESTROYED: u8 = 2;
@@ -137,6 +146,14 @@ pub(crate) struct Active {
     /// Parsed once, when decoded or enrolled; zeroized on drop by opaque-ke.
     pub(crate) registration: Box<ServerRegistration<Suite>>,
     pub(crate) wrapped_key: Vec<u8>,
+    /// The key that verifies this account's catalog pins, and the newest pin it verified.
+    pub(crate) catalog: Option<CatalogState>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) struct CatalogState {
+    pub(crate) key: CatalogKey,
+    pub(crate) pin: Option<CatalogPin>,
 }
 
 impl Record {
@@ -201,7 +218,10 @@ impl Record {
                 ..
             })
             | State::Destroyed { legacy: true } => LEGACY_FORMAT_VERSION,
-            _ => RECORD_FORMAT_VERSION,
+            State::Active(Active {
+                catalog: Some(_), ..
+            }) => RECORD_FORMAT_VERSION,
+            _ => PLAIN_FORMAT_VERSION,
         }
     }
 
@@ -224,6 +244,28 @@ impl Record {
 
     pub fn wrapped_key(&self) -> Option<&[u8]> {
         self.active().map(|a| a.wrapped_key.as_slice())
+    }
+
+    /// The key that verifies this record's catalog pins (an active version-3 record only).
+    pub fn catalog_key(&self) -> Option<&CatalogKey> {
+        self.active()?.catalog.as_ref().map(|c| &c.key)
+    }
+
+    /// The newest catalog pin this record holds.
+    pub fn catalog_pin(&self) -> Option<&CatalogPin> {
+        self.active()?.catalog.as_ref()?.pin.as_ref()
+    }
+
+    /// This active record holding `pin` (already verified against its key) instead.
+    pub(crate) fn with_pin(&self, pin: CatalogPin) -> Self {
+        let mut next = self.clone();
+        if let State::Active(Active {
+            catalog: Some(c), ..
+        }) = &mut next.state
+        {
+            c.pin = Some(pin);
+        }
+        next
     }
 
     pub fn guess_state(&self) -> GuessState {
@@ -304,6 +346,16 @@ impl Record {
                 out.extend_from_slice(&a.ksf.to_bytes());
                 out.extend_from_slice(&a.registration.serialize());
                 push_short(&mut out, &a.wrapped_key);
+                if let Some(c) = &a.catalog {
+                    out.extend_from_slice(c.key.as_bytes());
+                    match &c.pin {
+                        None => out.push(0),
+                        Some(pin) => {
+                            out.push(1);
+                            out.extend_from_slice(&pin.encode());
+                        }
+                    }
+                }
             }
         }
         out
@@ -311,8 +363,9 @@ impl Record {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         let mut r = Reader(bytes);
-        let legacy = match r.byte()? {
-            RECORD_FORMAT_VERSION => false,
+        let version = r.byte()?;
+        let legacy = match version {
+            RECORD_FORMAT_VERSION | PLAIN_FORMAT_VERSION => false,
             LEGACY_FORMAT_VERSION => true,
             other => return Err(RecordError::UnknownVersion(other)),
         };
@@ -321,7 +374,16 @@ impl Record {
         let generation = u64::from_be_bytes(r.array()?);
         let recent_ke1 = r.ring()?;
         let state = match r.byte()? {
-            STATE_ACTIVE => State::Active(r.active(legacy)?),
+            STATE_ACTIVE => {
+                let mut active = r.active(legacy)?;
+                if version == RECORD_FORMAT_VERSION {
+                    active.catalog = Some(r.catalog()?);
+                }
+                State::Active(active)
+            }
+            STATE_DESTROYED if version == RECORD_FORMAT_VERSION => {
+                return Err(RecordError::BadCatalog);
+            }
             STATE_DESTROYED => State::Destroyed { legacy },
             other => return Err(RecordError::UnknownState(other)),
         };
@@ -349,6 +411,7 @@ impl core::fmt::Debug for Active {
             .field("attempts_left", &self.attempts_left)
             .field("ksf", &self.ksf)
             .field("wrapped_key_len", &self.wrapped_key.len())
+            .field("catalog", &self.catalog)
             .finish_non_exhaustive()
     }
 }
@@ -430,7 +493,18 @@ impl<'a> Reader<'a> {
             ksf,
             registration: Box::new(registration),
             wrapped_key,
+            catalog: None,
         })
+    }
+
+    fn catalog(&mut self) -> Result<CatalogState, RecordError> {
+        let key = CatalogKey::from_bytes(self.array()?);
+        let pin = match self.byte()? {
+            0 => None,
+            1 => Some(CatalogPin::decode(self.take(CATALOG_PIN_LEN)?).ok_or(RecordError::BadCatalog)?),
+            _ => return Err(RecordError::BadCatalog),
+        };
+        Ok(CatalogState { key, pin })
     }
 }
 
@@ -454,14 +528,26 @@ pub(crate) mod tests {
         ServerRegistration::finish(fin.message)
     }
 
+    const CATALOG_EXTRA: usize = CATALOG_KEY_LEN + 1 + CATALOG_PIN_LEN;
+
     fn largest_record() -> Record {
-        record_with(Credential::Salted {
-            salt: [0x5A; CREDENTIAL_SALT_LEN],
-            created_at_ms: 1_764_000_000_000,
-        })
+        let k = lockbox_crypto::BackupKey::from_bytes([0x33; 32]);
+        let pin = CatalogPin::sign(&k, &AccountId::new(&[7; 64]).unwrap(), 42, [0x77; 64]);
+        let catalog = CatalogState {
+            key: CatalogKey::of(&k),
+            pin: Some(pin),
+        };
+        record_with(salted(), Some(catalog))
     }
 
-    fn record_with(credential: Credential) -> Record {
+    fn salted() -> Credential {
+        Credential::Salted {
+            salt: [0x5A; CREDENTIAL_SALT_LEN],
+            created_at_ms: 1_764_000_000_000,
+        }
+    }
+
+    fn record_with(credential: Credential, catalog: Option<CatalogState>) -> Record {
         let active = Active {
             credential,
             limit: AttemptLimit::new(100).unwrap(),
@@ -469,6 +555,7 @@ pub(crate) mod tests {
             ksf: KsfParams::DEFAULT,
             registration: Box::new(sample_registration()),
             wrapped_key: vec![0xA5; MAX_WRAPPED_KEY_LEN],
+            catalog,
         };
         let mut rec = Record::enrolled(AccountId::new(&[7; 64]).unwrap(), 3, vec![], active);
         for i in 0..KE1_RING_LEN + 2 {
@@ -482,8 +569,9 @@ pub(crate) mod tests {
         let rec = largest_record();
         let bytes = rec.encode();
         assert_eq!(bytes.len(), MAX_ENCODED_RECORD_LEN);
-        // The shell seals records with ~30 bytes of overhead (nonce + tag + header); 512 budget.
-        assert!(bytes.len() + 30 <= 512, "{}", bytes.len());
+        // The shell seals records with ~30 bytes of overhead (nonce + tag + header); 1 KiB budget.
+        assert!(bytes.len() + 30 <= 1024, "{}", bytes.len());
+        assert_eq!(rec.catalog_pin().map(CatalogPin::sequence), Some(42));
         assert_eq!(Record::decode(&bytes).unwrap(), rec);
         assert_eq!(rec.recent_ke1().len(), KE1_RING_LEN);
         assert_eq!(
@@ -521,7 +609,11 @@ pub(crate) mod tests {
             cases.push((b, e));
         };
         set(0, 0, RecordError::UnknownVersion(0));
-        set(0, 3, RecordError::UnknownVersion(3));
+        set(0, 4, RecordError::UnknownVersion(4));
+        // A version-2 record ends at the wrapped key.
+        set(0, 2, RecordError::TrailingBytes);
+        let pin_flag = good.len() - CATALOG_PIN_LEN - 1;
+        set(pin_flag, 2, RecordError::BadCatalog);
         set(1, 0, RecordError::BadAccount);
         set(1, 65, RecordError::BadAccount);
         set(ring_at, 5, RecordError::BadRing);
@@ -531,8 +623,11 @@ pub(crate) mod tests {
         set(limit_at + 1, 101, RecordError::BadAttempts);
         set(limit_at + 2, 0xFF, RecordError::BadKsf);
         set(limit_at + 14, 0xFF, RecordError::BadRegistration);
-        set(good.len() - 97, 0, RecordError::BadWrappedKey);
-        set(good.len() - 97, 97, RecordError::BadWrappedKey);
+        set(good.len() - CATALOG_EXTRA - 97, 0, RecordError::BadWrappedKey);
+        set(good.len() - CATALOG_EXTRA - 97, 97, RecordError::BadWrappedKey);
+        let tomb = largest_record().tombstone().unwrap().encode();
+        let v3_tomb = [&[RECORD_FORMAT_VERSION][..], &tomb[1..]].concat();
+        cases.push((v3_tomb, RecordError::BadCatalog));
         for (bytes, want) in cases {
             assert_eq!(Record::decode(&bytes), Err(want));
         }
@@ -540,8 +635,13 @@ pub(crate) mod tests {
 
     #[test]
     fn version_2_carries_salt_and_creation_time() {
-        let rec = largest_record();
+        let rec = record_with(salted(), None);
         assert_eq!(rec.format_version(), 2);
+        let bytes = rec.encode();
+        assert_eq!(bytes.len(), MAX_ENCODED_RECORD_LEN - CATALOG_EXTRA);
+        assert_eq!(Record::decode(&bytes).unwrap(), rec);
+        assert_eq!((rec.catalog_key(), rec.catalog_pin()), (None, None));
+        assert_eq!(largest_record().format_version(), 3);
         assert_eq!(rec.created_at_ms(), Some(1_764_000_000_000));
         let id = rec.credential_id().unwrap();
         assert_eq!(id.len(), 1 + 64 + CREDENTIAL_SALT_LEN);
@@ -557,12 +657,12 @@ pub(crate) mod tests {
     /// for byte as version 1, and its tombstone is version 2.
     #[test]
     fn version_1_decodes_as_legacy() {
-        let rec = record_with(Credential::Legacy);
+        let rec = record_with(Credential::Legacy, None);
         let bytes = rec.encode();
         assert_eq!(bytes[0], 1);
         assert_eq!(
             bytes.len(),
-            MAX_ENCODED_RECORD_LEN - 8 - CREDENTIAL_SALT_LEN
+            MAX_ENCODED_RECORD_LEN - 8 - CREDENTIAL_SALT_LEN - CATALOG_EXTRA
         );
         let back = Record::decode(&bytes).unwrap();
         assert_eq!(back, rec);
@@ -618,7 +718,7 @@ pub(crate) mod tests {
             if let Ok(rec) = Record::decode(&noise) {
                 prop_assert_eq!(rec.encode(), noise);
             }
-            for valid in [largest_record(), record_with(Credential::Legacy)] {
+            for valid in [largest_record(), record_with(salted(), None), record_with(Credential::Legacy, None)] {
                 let mut bytes = valid.encode();
                 let len = bytes.len();
                 for &(i, v) in &flips {

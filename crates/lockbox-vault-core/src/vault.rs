@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Field, VaultError};
 use crate::guess::{AttemptLimit, GuessEvent, GuessVerdict, guess_step};
+use crate::pin::{CatalogKey, CatalogPin};
 use crate::record::{
-    AccountId, Active, CREDENTIAL_SALT_LEN, Credential, MAX_WRAPPED_KEY_LEN, Record,
+    AccountId, Active, CREDENTIAL_SALT_LEN, CatalogState, Credential, MAX_WRAPPED_KEY_LEN, Record,
     ke1_fingerprint, salted_credential_id,
 };
 use crate::seal::seal_reply;
@@ -75,6 +76,8 @@ pub enum Request {
         wrapped_key: Vec<u8>,
         attempt_limit: u8,
         ksf: KsfParams,
+        /// The key that will verify the account's catalog pins (`None`: the record holds none).
+        catalog_key: Option<CatalogKey>,
     },
     /// Recovery, step 1: KE1.
     LoginStart {
@@ -100,6 +103,11 @@ pub enum Request {
     },
     Status {
         account: AccountId,
+    },
+    /// Moves the record's catalog pin forward to `pin` (an encoded [`CatalogPin`]).
+    PinCatalog {
+        account: AccountId,
+        pin: Vec<u8>,
     },
 }
 
@@ -130,6 +138,7 @@ impl core::fmt::Debug for Request {
                 wrapped_key,
                 attempt_limit,
                 ksf,
+                catalog_key,
             } => f
                 .debug_struct("RegisterFinish")
                 .field("account", account)
@@ -138,6 +147,7 @@ impl core::fmt::Debug for Request {
                 .field("wrapped_key", &Redacted(wrapped_key))
                 .field("attempt_limit", attempt_limit)
                 .field("ksf", ksf)
+                .field("catalog_key", &catalog_key.is_some())
                 .finish(),
             Request::LoginStart { account, ke1 } => f
                 .debug_struct("LoginStart")
@@ -172,6 +182,11 @@ impl core::fmt::Debug for Request {
             Request::Status { account } => {
                 f.debug_struct("Status").field("account", account).finish()
             }
+            Request::PinCatalog { account, pin } => f
+                .debug_struct("PinCatalog")
+                .field("account", account)
+                .field("pin", &Redacted(pin))
+                .finish(),
         }
     }
 }
@@ -185,7 +200,8 @@ impl Request {
             | Request::LoginFinish { account, .. }
             | Request::ChangePassword { account, .. }
             | Request::Delete { account, .. }
-            | Request::Status { account } => account,
+            | Request::Status { account }
+            | Request::PinCatalog { account, .. } => account,
         }
     }
 }
@@ -212,6 +228,12 @@ pub enum Reply {
     Recovered {
         session: SessionId,
         sealed_wrapped_key: Vec<u8>,
+        /// The newest catalog pin the record holds; the device verifies it with `K`.
+        catalog_pin: Option<CatalogPin>,
+    },
+    /// The pin the record holds after a [`Request::PinCatalog`]: the one sent, or a newer one.
+    Pinned {
+        pin: CatalogPin,
     },
     Wrong {
         attempts_left: u8,
@@ -409,9 +431,11 @@ impl Vault {
                 wrapped_key,
                 attempt_limit,
                 ksf,
+                catalog_key,
             } => {
-                let input =
+                let mut input =
                     self.parse_enrollment(&session, &upload, wrapped_key, attempt_limit, ksf)?;
+                input.catalog_key = catalog_key;
                 self.register_finish(stored, account, input, now)
             }
             Request::LoginStart { account, ke1 } => {
@@ -442,6 +466,10 @@ impl Vault {
                 Ok(self.write_then(stored, tombstone, now, pending, Some((id, session))))
             }
             Request::Status { .. } => Ok(Outcome::Reply(Reply::Status(status(stored)))),
+            Request::PinCatalog { pin, .. } => {
+                let pin = CatalogPin::decode(&pin).ok_or(VaultError::Malformed(Field::CatalogPin))?;
+                self.pin_catalog(stored, pin, now)
+            }
         }
     }
 
@@ -573,7 +601,36 @@ impl Vault {
             ksf,
             registration: Box::new(ServerRegistration::finish(upload)),
             wrapped_key,
+            catalog_key: None,
         })
+    }
+
+    /// Verifies `pin` against the record's catalog key first (so that nothing unsigned learns
+    /// the pin held), then keeps it if it is further along than the one held.
+    fn pin_catalog(
+        &mut self,
+        stored: Option<&Record>,
+        pin: CatalogPin,
+        now: u64,
+    ) -> Result<Outcome, VaultError> {
+        let record = stored.ok_or(VaultError::NoRecord)?;
+        if record.is_destroyed() {
+            return Err(VaultError::Destroyed);
+        }
+        let key = record.catalog_key().ok_or(VaultError::NoCatalogKey)?;
+        if !pin.verify(key, record.account()) {
+            return Err(VaultError::BadCatalogPin);
+        }
+        match record.catalog_pin() {
+            Some(held) if held.sequence() >= pin.sequence() => {
+                Ok(Outcome::Reply(Reply::Pinned { pin: held.clone() }))
+            }
+            _ => {
+                let next = record.with_pin(pin.clone());
+                let pending = Pending::Reply(Reply::Pinned { pin });
+                Ok(self.write_then(stored, next, now, pending, None))
+            }
+        }
     }
 
     /// Writes the new record at generation + 1, but only if the record is still at the generation
@@ -597,6 +654,14 @@ impl Vault {
         }
         let generation = stored.map_or(Ok(1), Record::next_generation)?;
         let ring = stored.map(|r| r.recent_ke1().to_vec()).unwrap_or_default();
+        // The same K (a password change) keeps its pin; a new K starts without one.
+        let catalog = input.catalog_key.map(|key| CatalogState {
+            key,
+            pin: stored
+                .filter(|r| r.catalog_key() == Some(&key))
+                .and_then(Record::catalog_pin)
+                .cloned(),
+        });
         let active = Active {
             credential: Credential::Salted {
                 salt,
@@ -607,6 +672,7 @@ impl Vault {
             ksf: input.ksf,
             registration: input.registration,
             wrapped_key: input.wrapped_key,
+            catalog,
         };
         let record = Record::enrolled(account, generation, ring, active);
         let pending = Pending::Reply(Reply::Enrolled { generation });
@@ -725,6 +791,7 @@ impl Vault {
                 let reply = Reply::Recovered {
                     session: id,
                     sealed_wrapped_key,
+                    catalog_pin: record.catalog_pin().cloned(),
                 };
                 let done = answered(ke3_bytes, &reply, &next);
                 let session = self.session(account, record, now, Step::Authenticated(done));
@@ -817,6 +884,7 @@ struct Enrollment {
     ksf: KsfParams,
     registration: Box<ServerRegistration<crate::Suite>>,
     wrapped_key: Vec<u8>,
+    catalog_key: Option<CatalogKey>,
 }
 
 fn parse_registration_request(

@@ -398,6 +398,7 @@ fn garbage_in_every_field_is_malformed() {
                 wrapped_key,
                 attempt_limit,
                 ksf,
+                catalog_key: None,
             }
         };
     let r = reg.as_bytes().to_vec();
@@ -815,6 +816,7 @@ fn request_debug_shows_lengths_not_bytes() {
             wrapped_key: vec![0xC1; 60],
             attempt_limit: 10,
             ksf: KSF,
+            catalog_key: None,
         },
         Request::LoginStart {
             account: acct("alice"),
@@ -853,6 +855,7 @@ fn request_debug_shows_lengths_not_bytes() {
             wrapped_key: vec![0; 60],
             attempt_limit: 10,
             ksf: KSF,
+            catalog_key: None,
         }
     );
     for part in [
@@ -867,6 +870,7 @@ fn request_debug_shows_lengths_not_bytes() {
         wrapped_key: vec![0xC1; 60],
         attempt_limit: 10,
         ksf: KSF,
+        catalog_key: lockbox_vault_core::CatalogKey::from_bytes([0xC1; 32]),
     };
     let shown = format!("{upload:?}");
     assert!(!shown.contains("193"), "{shown}");
@@ -921,7 +925,12 @@ fn a_version_1_record_still_recovers_and_change_password_upgrades_it() {
         .unwrap();
     h.run(upload.into_request(alice.clone(), session)).unwrap();
     let record = &h.store[&alice];
-    assert_eq!((record.format_version(), record.generation()), (2, 2));
+    assert_eq!((record.format_version(), record.generation()), (3, 2));
+    assert_eq!(
+        record.catalog_key(),
+        Some(&lockbox_vault_core::CatalogKey::of(&key)),
+        "the new registration carries the catalog key"
+    );
     assert_eq!(record.created_at_ms(), Some(h.now));
     assert_eq!(h.recover(&alice, LEGACY_PASSWORD).0.expose(), &LEGACY_KEY);
 }

@@ -455,6 +455,7 @@ impl Model {
             Reply::Recovered {
                 session,
                 sealed_wrapped_key,
+                ..
             } => {
                 assert!(
                     !self.destroyed.contains(&generation),

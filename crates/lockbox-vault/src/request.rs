@@ -3,7 +3,7 @@
 //! them. Public so that the fuzz target can reach it.
 
 use lockbox_proto::pb;
-use lockbox_vault_core::{AccountId, KsfParams, Request, VaultError};
+use lockbox_vault_core::{AccountId, CatalogKey, KsfParams, Request, VaultError};
 use prost::Message;
 
 /// Why the plaintext of an envelope is no request.
@@ -60,6 +60,14 @@ pub fn to_core(req: pb::Request) -> Result<Request, RequestError> {
                 wrapped_key: r.wrapped_key.to_vec(),
                 attempt_limit: limit(r.attempt_limit)?,
                 ksf: ksf(r.ksf)?,
+                catalog_key: match r.catalog_key.len() {
+                    0 => None,
+                    _ => Some(CatalogKey::from_bytes(
+                        r.catalog_key.as_ref().try_into().map_err(|_| {
+                            RequestError::Malformed("catalog key is not 32 bytes")
+                        })?,
+                    )),
+                },
             },
             Op::LoginStart(r) => Request::LoginStart {
                 account,
@@ -80,6 +88,10 @@ pub fn to_core(req: pb::Request) -> Result<Request, RequestError> {
                 session: r.session.to_vec(),
             },
             Op::Status(_) => Request::Status { account },
+            Op::PinCatalog(r) => Request::PinCatalog {
+                account,
+                pin: r.pin.to_vec(),
+            },
         },
     )
 }

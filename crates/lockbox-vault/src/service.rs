@@ -550,6 +550,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::ChangePassword { .. } => "change_password",
         Request::Delete { .. } => "delete",
         Request::Status { .. } => "status",
+        Request::PinCatalog { .. } => "pin_catalog",
     }
 }
 
@@ -585,9 +586,17 @@ fn to_response(result: Result<Reply, Failure>) -> pb::Response {
         Ok(Reply::Recovered {
             session,
             sealed_wrapped_key,
+            catalog_pin,
         }) => R::LoginOk(pb::LoginOk {
             sealed_wrapped_key: sealed_wrapped_key.into(),
             session: session.as_bytes().to_vec().into(),
+            catalog_pin: catalog_pin
+                .map(|p| p.encode().to_vec())
+                .unwrap_or_default()
+                .into(),
+        }),
+        Ok(Reply::Pinned { pin }) => R::Pinned(pb::Pinned {
+            pin: pin.encode().to_vec().into(),
         }),
         Ok(Reply::Wrong { attempts_left }) => R::WrongPassword(pb::WrongPassword {
             attempts_left: attempts_left.into(),
@@ -654,6 +663,8 @@ fn failure_pb(f: &Failure) -> pb::Error {
             VaultError::SessionExpired => C::SessionExpired,
             VaultError::SessionAccountMismatch => C::SessionAccountMismatch,
             VaultError::Busy | VaultError::AccountBusy => C::Busy,
+            VaultError::NoCatalogKey => C::NoCatalogKey,
+            VaultError::BadCatalogPin => C::BadCatalogPin,
             _ => C::Unavailable,
         },
         Failure::Malformed(_) => C::Malformed,

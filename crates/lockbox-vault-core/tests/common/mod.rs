@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use lockbox_crypto::BackupKey;
 use lockbox_vault_core::client::{ClientEnrollment, ClientRecovery, EnrollmentUpload};
 use lockbox_vault_core::{
-    AccountId, AttemptLimit, KsfParams, Outcome, Record, Reply, Request, SessionId, Vault,
+    AccountId, AttemptLimit, CatalogPin, KsfParams, Outcome, Record, Reply, Request, SessionId, Vault,
     VaultConfig, VaultError, VaultIdentity, VaultSecrets,
 };
 use rand_core::{OsRng, RngCore};
@@ -155,6 +155,16 @@ impl Harness {
 
     /// A full, successful recovery. Returns K and the now-authenticated session.
     pub fn recover(&mut self, account: &AccountId, password: &[u8]) -> (BackupKey, SessionId) {
+        let (key, session, _) = self.recover_pinned(account, password);
+        (key, session)
+    }
+
+    /// [`Self::recover`], and the catalog pin the reply carried (verified under K).
+    pub fn recover_pinned(
+        &mut self,
+        account: &AccountId,
+        password: &[u8],
+    ) -> (BackupKey, SessionId, Option<CatalogPin>) {
         let (session, ke2, ksf, client) = self.login_start(account, password).unwrap();
         let (ke3, opening) = client.finish(&ke2, ksf, &mut OsRng).unwrap();
         let reply = self
@@ -167,11 +177,16 @@ impl Harness {
         let Reply::Recovered {
             session,
             sealed_wrapped_key,
+            catalog_pin,
         } = reply
         else {
             panic!("unexpected {reply:?}")
         };
-        (opening.open(&sealed_wrapped_key).unwrap(), session)
+        let pin = catalog_pin.map(|p| p.encode());
+        let (key, pin) = opening
+            .open_pinned(&sealed_wrapped_key, pin.as_ref().map(|p| p.as_slice()))
+            .unwrap();
+        (key, session, pin)
     }
 
     pub fn attempts(&self, account: &AccountId) -> Option<(u8, u8)> {
