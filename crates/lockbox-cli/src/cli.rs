@@ -594,6 +594,10 @@ pub struct BackupArgs {
     /// With --incremental: print the result as JSON on stdout
     #[arg(long, requires = "incremental")]
     pub json: bool,
+    /// With --incremental on a password device: the account token for pinning the catalog's
+    /// new end at the vault
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 #[derive(Debug, Args)]

@@ -68,7 +68,8 @@ fn fault_of(cause: &(dyn std::error::Error + 'static)) -> Option<Fault> {
             e @ (ClientError::WrongPassword { .. }
             | ClientError::Unauthorized(_)
             | ClientError::Destroyed
-            | ClientError::Manifest(_)),
+            | ClientError::Manifest(_)
+            | ClientError::BadCatalogPin),
         ) => Some(vault_fault(e)),
         _ => None,
     }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::backup::{self, BackupError, Cancel, Fault, Job, OnProgress};
 use crate::catalog::Catalog;
 use crate::home::{FleetSettings, Home, Protection, Settings};
+use crate::snapshots::Restored;
 use crate::{ClientError, Status, TokenSource, VaultClient};
 
 /// Why a device operation failed.
@@ -70,6 +71,10 @@ pub enum DeviceError {
         "the vault already holds a key for {0} (another device's backups depend on it): on a new phone, take it over with `restore --account`; to replace it anyway, enable with --replace"
     )]
     RecordExists(String),
+    /// The vault pins a catalog position this device's repository contradicts: the same
+    /// sequence with another entry, or another repository further along.
+    #[error("the vault's catalog pin contradicts this repository: {0}")]
+    PinConflict(String),
     #[error("no directory to back up: pass one (later backups remember it)")]
     NoSourceDir,
     #[error("invalid input: {0}")]
@@ -96,7 +101,7 @@ impl DeviceError {
                 lockbox_repo::Fault::Integrity => Fault::Integrity,
                 lockbox_repo::Fault::Other => Fault::Other,
             }),
-            Self::KeyMismatch(_) => Some(Fault::Integrity),
+            Self::KeyMismatch(_) | Self::PinConflict(_) => Some(Fault::Integrity),
             _ => Some(Fault::Other),
         }
     }
@@ -284,7 +289,7 @@ impl Device {
         on: OnProgress<'_>,
         cancel: &Cancel,
         tokens: Option<Arc<dyn TokenSource>>,
-    ) -> Result<(Self, BackupInfo), DeviceError> {
+    ) -> Result<(Self, Restored), DeviceError> {
         lockbox_archive::check_destination(dest).map_err(|source| BackupError::Archive {
             what: format!("cannot restore into {}", dest.display()),
             source,
@@ -301,23 +306,30 @@ impl Device {
             .block_on(store.list())
             .map_err(BackupError::from)?
             .is_empty()
+            && !Repository::exists(&store, device.rt.handle())?
         {
             return Err(BackupError::NoBackups { url: opts.store }.into());
         }
-        device.key = match secret {
-            Secret::RecoveryCode(key) => key,
+        let pin = match secret {
+            Secret::RecoveryCode(key) => {
+                device.key = key;
+                None
+            }
             Secret::Password(p) => {
                 let vault = device.vault()?;
-                device.patient(|| vault.recover(device.account(), p))?
+                let (key, pin) = device.patient(|| vault.recover_pinned(device.account(), p))?;
+                device.key = key;
+                pin
             }
         };
-        let job = device.job(&store, cancel);
-        let (latest, _) = backup::latest_verified(&job)?;
-        backup::restore_backup(&job, &latest, dest, on)?;
+        let (restored, mark) = device.restore_newest(&store, pin.as_ref(), dest, on, cancel)?;
         // The restored chats are what this phone backs up from now on.
         device.settings.source_dir = std::path::absolute(dest).ok();
         device.persist()?;
-        Ok((device, latest))
+        if let Some(mark) = mark {
+            device.home.update_repo_state(|s| s.advance(mark))?;
+        }
+        Ok((device, restored))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -555,7 +567,7 @@ impl Device {
         self.home.save_settings(&self.settings)
     }
 
-    fn account(&self) -> &[u8] {
+    pub(crate) fn account(&self) -> &[u8] {
         self.settings.account.as_bytes()
     }
 
@@ -567,7 +579,7 @@ impl Device {
     }
 
     /// A client for this account's partition through the pinned fleet (see [`pinned_client`]).
-    fn vault(&self) -> Result<VaultClient, DeviceError> {
+    pub(crate) fn vault(&self) -> Result<VaultClient, DeviceError> {
         let fleet = self.settings.fleet.as_ref().ok_or(DeviceError::NoFleet)?;
         let tokens = self
             .tokens
@@ -595,7 +607,7 @@ impl Device {
     /// Runs one vault operation, sitting out the gateway's short login backoffs: a refused
     /// first delivery reached nothing and spent nothing, so asking again is safe. (Later steps
     /// wait out holds themselves, in the client.)
-    fn patient<T, F>(&self, mut op: impl FnMut() -> F) -> Result<T, ClientError>
+    pub(crate) fn patient<T, F>(&self, mut op: impl FnMut() -> F) -> Result<T, ClientError>
     where
         F: std::future::Future<Output = Result<T, ClientError>>,
     {
@@ -620,7 +632,7 @@ impl Device {
         Ok(Store::open(&self.settings.store).map_err(BackupError::from)?)
     }
 
-    fn job<'a>(&'a self, store: &'a Store, cancel: &'a Cancel) -> Job<'a> {
+    pub(crate) fn job<'a>(&'a self, store: &'a Store, cancel: &'a Cancel) -> Job<'a> {
         Job {
             store,
             rt: self.rt.handle(),

@@ -37,6 +37,7 @@ pub use device::{
 };
 pub use error::ClientError;
 pub use home::{FleetSettings, Protection, Settings};
+pub use snapshots::{Restored, SnapshotBackup, SnapshotPrune, VaultPin};
 
 /// An error and its causes on one line, joined with ": ", without repeating a cause that its
 /// parent already spelled out.
@@ -60,9 +61,7 @@ use lockbox_proto::envelope::{self, AwaitingResponse, PartitionPublicKey};
 use lockbox_proto::pb::{self, request::Op, response::Result as Reply};
 use lockbox_proto::{MAX_MESSAGE_BYTES, WIRE_VERSION};
 pub use lockbox_token::{FixedToken, TokenSource};
-use lockbox_vault_core::client::{
-    ClientEnrollment, ClientError as StepError, ClientRecovery,
-};
+use lockbox_vault_core::client::{ClientEnrollment, ClientError as StepError, ClientRecovery};
 use lockbox_vault_core::{
     AccountId, AttemptLimit, CATALOG_PIN_BODY_LEN, CatalogKey, CatalogPin, KE3_LEN, KsfParams,
     VaultIdentity,

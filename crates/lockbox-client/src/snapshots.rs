@@ -1,15 +1,78 @@
 //! Incremental backups on a device: snapshots in the repository at the device's store
 //! (`lockbox-repo`), with the catalog's end kept in the home so that a storage that hides newer
-//! snapshots, or swaps in another repository, is caught on this device.
+//! snapshots, or swaps in another repository, is caught on this device; and, where the vault
+//! holds K, pinned at the vault too (`lockbox_vault_core::CatalogPin`), so that it is caught on
+//! a new phone that recovers K with the password.
 
 use std::path::Path;
 
 use lockbox_archive::ArchiveStats;
-use lockbox_repo::{Backup, Catalog, CheckReport, PruneReport, Purpose, Repository, SnapshotEntry};
+use lockbox_repo::{
+    Backup, Catalog, CatalogMark, CheckReport, PruneReport, Purpose, RepoError, RepoId, Repository,
+    SnapshotEntry,
+};
+use lockbox_store::{BackupInfo, Store};
+use lockbox_vault_core::{CATALOG_PIN_BODY_LEN, CatalogPin};
 
-use crate::backup::{OnProgress, Progress, Step};
+use crate::backup::{self, BackupError, Cancel, OnProgress, Progress, Step};
 use crate::device::{Device, DeviceError};
-use crate::home::RepoState;
+use crate::home::{Protection, RepoState};
+
+/// A snapshot made, and what the vault holds of it.
+#[derive(Debug)]
+pub struct SnapshotBackup {
+    pub backup: Backup,
+    pub pin: VaultPin,
+}
+
+/// A prune done, and what the vault holds of the catalog's new end.
+#[derive(Debug)]
+pub struct SnapshotPrune {
+    pub report: PruneReport,
+    pub pin: VaultPin,
+}
+
+/// Whether the vault holds this device's catalog position now.
+#[derive(Debug)]
+pub enum VaultPin {
+    /// A recovery-code device: the vault holds nothing for it.
+    NotUsed,
+    /// The vault's pin reaches entry `seq`: this device's, or a newer one another device of the
+    /// account wrote.
+    Pinned { seq: u64 },
+    /// The vault was not told. The snapshot stands; the next backup pins again. Until then a
+    /// new phone cannot tell a storage that hid the newest entries from one that did not.
+    Failed(DeviceError),
+}
+
+/// What a new phone restored: the newest of the account's backups.
+#[derive(Debug)]
+pub enum Restored {
+    /// A single-stream backup (no snapshot is newer).
+    Stream(BackupInfo),
+    Snapshot {
+        entry: SnapshotEntry,
+        /// The entry the vault's pin required the catalog to reach (`None`: no pin).
+        pinned: Option<u64>,
+    },
+}
+
+/// The device-defined part of a pin: the repository id and the MAC of entry `seq`.
+fn pin_body(mark: &CatalogMark) -> [u8; CATALOG_PIN_BODY_LEN] {
+    let mut body = [0u8; CATALOG_PIN_BODY_LEN];
+    body[..32].copy_from_slice(&mark.repo.0);
+    body[32..].copy_from_slice(&mark.mac);
+    body
+}
+
+fn mark_of(pin: &CatalogPin) -> CatalogMark {
+    let (repo, mac) = pin.body().split_at(32);
+    CatalogMark {
+        repo: RepoId(repo.try_into().expect("32 bytes")),
+        seq: pin.sequence(),
+        mac: mac.try_into().expect("32 bytes"),
+    }
+}
 
 impl Device {
     /// Backs up `dir` (default: the directory of the last backup) as a new snapshot, storing
@@ -19,7 +82,7 @@ impl Device {
         &mut self,
         dir: Option<&Path>,
         on: OnProgress<'_>,
-    ) -> Result<Backup, DeviceError> {
+    ) -> Result<SnapshotBackup, DeviceError> {
         if self.home.next_key()?.is_some() {
             return Err(DeviceError::RotationPending);
         }
@@ -54,7 +117,124 @@ impl Device {
         self.home.save_file_cache(&backup.cache)?;
         release(lock);
         self.remember_dir(dir)?;
-        Ok(backup)
+        let pin = self.pin_vault(&backup.mark);
+        Ok(SnapshotBackup { backup, pin })
+    }
+
+    /// Tells the vault how far the catalog reaches now (a password device only).
+    fn pin_vault(&self, mark: &CatalogMark) -> VaultPin {
+        if self.settings().protection != Protection::Password {
+            return VaultPin::NotUsed;
+        }
+        match self.pin_mark(mark) {
+            Ok(seq) => VaultPin::Pinned { seq },
+            Err(e) => {
+                tracing::warn!(error = %e, seq = mark.seq, "the vault did not pin the catalog");
+                VaultPin::Failed(e)
+            }
+        }
+    }
+
+    fn pin_mark(&self, mark: &CatalogMark) -> Result<u64, DeviceError> {
+        let vault = self.vault()?;
+        let held = self
+            .patient(|| vault.pin_catalog(self.account(), &self.key, mark.seq, pin_body(mark)))?;
+        let held = mark_of(&held);
+        if held.seq < mark.seq {
+            return Err(DeviceError::PinConflict(format!(
+                "it answered entry {} for entry {}, and a pin never moves back",
+                held.seq, mark.seq
+            )));
+        }
+        if held.repo != mark.repo {
+            return Err(DeviceError::PinConflict(format!(
+                "it names repository {} (entry {}), and this device backs up to repository {}; a key rotation starts a new pin",
+                held.repo, held.seq, mark.repo
+            )));
+        }
+        if held.seq == mark.seq && held.mac != mark.mac {
+            return Err(DeviceError::PinConflict(format!(
+                "entry {} of the catalog is not the entry the vault was shown there",
+                mark.seq
+            )));
+        }
+        if held.seq > mark.seq {
+            // Another device of the account wrote further: in the same history, so this catalog
+            // must reach its entry. A provider serving this device a fork fails here.
+            let repo = self.open_repository(&self.home.repo_state()?, false)?;
+            repo.catalog()?.check_mark(&held)?;
+        }
+        Ok(held.seq)
+    }
+
+    /// A new phone's restore, with K in hand: the newest of the snapshots in the repository
+    /// (checked against the vault's `pin`, when there is one) and the single-stream backups.
+    /// With a pin, the pinned repository must be there and reach the pinned entry: a storage
+    /// that deleted or rolled it back is an integrity failure, never a fall-back to older
+    /// backups.
+    pub(crate) fn restore_newest(
+        &self,
+        store: &Store,
+        pin: Option<&CatalogPin>,
+        dest: &Path,
+        on: OnProgress<'_>,
+        cancel: &Cancel,
+    ) -> Result<(Restored, Option<CatalogMark>), DeviceError> {
+        let pinned = pin.map(mark_of);
+        let rt = self.rt.handle().clone();
+        let repo = match &pinned {
+            Some(m) => Some(Repository::open_known(
+                store.clone(),
+                rt,
+                &self.key,
+                m.repo,
+            )?),
+            None => match Repository::open(store.clone(), rt, &self.key) {
+                Err(RepoError::NoRepository { .. }) => None,
+                other => Some(other?),
+            },
+        };
+        // The catalog's end as verified here: the new home keeps it whatever is restored, so
+        // its first backup appends to this history and no provider can roll it back after.
+        let (mut snapshot, mut verified) = (None, None);
+        if let Some(repo) = &repo {
+            let catalog = repo.catalog()?;
+            if let Some(m) = &pinned {
+                catalog.check_mark(m)?;
+            }
+            snapshot = catalog.latest();
+            verified = Some(catalog.mark());
+        }
+        let job = self.job(store, cancel);
+        let stream = match backup::latest_verified(&job) {
+            Ok((info, _)) => Some(info),
+            Err(BackupError::NoBackups { .. }) if snapshot.is_some() => None,
+            Err(e) => return Err(e.into()),
+        };
+        let restored = match (repo, snapshot, stream) {
+            (Some(repo), Some(entry), stream)
+                if stream
+                    .as_ref()
+                    .is_none_or(|s| s.name.created_unix_ms <= entry.created_unix_ms) =>
+            {
+                restore_entry(&repo, &entry, dest, None, on)?;
+                Restored::Snapshot {
+                    entry,
+                    pinned: pinned.map(|m| m.seq),
+                }
+            }
+            (_, _, Some(info)) => {
+                backup::restore_backup(&job, &info, dest, on)?;
+                Restored::Stream(info)
+            }
+            (_, _, None) => {
+                return Err(BackupError::NoBackups {
+                    url: store.url().to_owned(),
+                }
+                .into());
+            }
+        };
+        Ok((restored, verified))
     }
 
     /// The repository this device backs up to: once it has a mark, only that repository (a
@@ -100,21 +280,13 @@ impl Device {
                     url: repo.url().to_owned(),
                 })?,
         };
-        let total = Some(entry.bytes);
-        let mut tick = |bytes| {
-            on(Progress {
-                step: Step::Restore,
-                bytes,
-                total,
-            })
-        };
-        let stats = repo.restore_part(&entry, dest, part, &mut tick)?;
+        let stats = restore_entry(&repo, &entry, dest, part, on)?;
         Ok((entry, stats))
     }
 
     /// Forgets all but the newest `keep` snapshots and deletes what only they needed (see
     /// [`Repository::prune`]), after checking the catalog against this device's mark.
-    pub fn prune_snapshots(&self, keep: usize) -> Result<PruneReport, DeviceError> {
+    pub fn prune_snapshots(&self, keep: usize) -> Result<SnapshotPrune, DeviceError> {
         let _run = self.home.lock_run()?;
         let (repo, _) = self.snapshots()?;
         let state = self.home.repo_state()?;
@@ -127,7 +299,8 @@ impl Device {
         let (report, catalog) = repo.prune(&lock, catalog, keep, lockbox_proto::unix_now_ms())?;
         self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
         release(lock);
-        Ok(report)
+        let pin = self.pin_vault(&catalog.mark());
+        Ok(SnapshotPrune { report, pin })
     }
 
     /// Verifies the repository (see [`Repository::check`]) after checking its catalog against
@@ -136,6 +309,25 @@ impl Device {
         let (repo, catalog) = self.snapshots()?;
         Ok(repo.check(&catalog, read_data)?)
     }
+}
+
+/// Restores `part` (or all) of the snapshot `entry`, with progress against its size.
+fn restore_entry(
+    repo: &Repository,
+    entry: &SnapshotEntry,
+    dest: &Path,
+    part: Option<&[u8]>,
+    on: OnProgress<'_>,
+) -> Result<ArchiveStats, DeviceError> {
+    let total = Some(entry.bytes);
+    let mut tick = |bytes| {
+        on(Progress {
+            step: Step::Restore,
+            bytes,
+            total,
+        })
+    };
+    Ok(repo.restore_part(entry, dest, part, &mut tick)?)
 }
 
 /// Gives the repository's lock back; one that cannot be deleted goes stale on its own, and

@@ -140,6 +140,15 @@ impl Repository {
         }
     }
 
+    /// Whether `store` holds a repository (of any key): its config object exists.
+    pub fn exists(store: &Store, rt: &Handle) -> Result<bool, RepoError> {
+        match rt.block_on(store.object_size(&object(CONFIG_OBJECT)?)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn open_config(
         store: Store,
         rt: Handle,

@@ -47,8 +47,12 @@ pub enum VaultError {
     Destroyed,
     #[error("this KE1 was already used; start a new login")]
     ReplayedKe1,
-    #[error("this record was enrolled without a catalog key, so it holds no catalog pin")]
+    #[error(
+        "this record was enrolled without a catalog key, so it holds no catalog pin; a password change enrolls it with one"
+    )]
     NoCatalogKey,
+    #[error("this record holds a catalog pin: enroll with a client that sends a catalog key")]
+    CatalogKeyRequired,
     #[error("the catalog pin is not signed by this record's catalog key")]
     BadCatalogPin,
 

@@ -18,6 +18,8 @@
 //! its own logins, each paid for with an attempt before its KE2 leaves.
 //! The vault never sees `K` or the password: it stores `AEAD(HKDF(export_key, WRAP), K)`, which
 //! only the device that knows the password can open.
+//! It also keeps, per record, the newest catalog pin ([`CatalogPin`]): how far the account's
+//! backup catalog reaches, signed by a key from `K` that the vault can verify but never use.
 #![forbid(unsafe_code)]
 
 pub mod client;

@@ -147,7 +147,7 @@ pub(crate) struct Active {
     pub(crate) registration: Box<ServerRegistration<Suite>>,
     pub(crate) wrapped_key: Vec<u8>,
     /// The key that verifies this account's catalog pins, and the newest pin it verified.
-    pub(crate) catalog: Option<CatalogState>,
+    pub(crate) catalog: Option<Box<CatalogState>>,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -377,7 +377,7 @@ impl Record {
             STATE_ACTIVE => {
                 let mut active = r.active(legacy)?;
                 if version == RECORD_FORMAT_VERSION {
-                    active.catalog = Some(r.catalog()?);
+                    active.catalog = Some(Box::new(r.catalog()?));
                 }
                 State::Active(active)
             }
@@ -501,7 +501,9 @@ impl<'a> Reader<'a> {
         let key = CatalogKey::from_bytes(self.array()?);
         let pin = match self.byte()? {
             0 => None,
-            1 => Some(CatalogPin::decode(self.take(CATALOG_PIN_LEN)?).ok_or(RecordError::BadCatalog)?),
+            1 => Some(
+                CatalogPin::decode(self.take(CATALOG_PIN_LEN)?).ok_or(RecordError::BadCatalog)?,
+            ),
             _ => return Err(RecordError::BadCatalog),
         };
         Ok(CatalogState { key, pin })
@@ -555,7 +557,7 @@ pub(crate) mod tests {
             ksf: KsfParams::DEFAULT,
             registration: Box::new(sample_registration()),
             wrapped_key: vec![0xA5; MAX_WRAPPED_KEY_LEN],
-            catalog,
+            catalog: catalog.map(Box::new),
         };
         let mut rec = Record::enrolled(AccountId::new(&[7; 64]).unwrap(), 3, vec![], active);
         for i in 0..KE1_RING_LEN + 2 {
@@ -623,8 +625,16 @@ pub(crate) mod tests {
         set(limit_at + 1, 101, RecordError::BadAttempts);
         set(limit_at + 2, 0xFF, RecordError::BadKsf);
         set(limit_at + 14, 0xFF, RecordError::BadRegistration);
-        set(good.len() - CATALOG_EXTRA - 97, 0, RecordError::BadWrappedKey);
-        set(good.len() - CATALOG_EXTRA - 97, 97, RecordError::BadWrappedKey);
+        set(
+            good.len() - CATALOG_EXTRA - 97,
+            0,
+            RecordError::BadWrappedKey,
+        );
+        set(
+            good.len() - CATALOG_EXTRA - 97,
+            97,
+            RecordError::BadWrappedKey,
+        );
         let tomb = largest_record().tombstone().unwrap().encode();
         let v3_tomb = [&[RECORD_FORMAT_VERSION][..], &tomb[1..]].concat();
         cases.push((v3_tomb, RecordError::BadCatalog));

@@ -467,7 +467,8 @@ impl Vault {
             }
             Request::Status { .. } => Ok(Outcome::Reply(Reply::Status(status(stored)))),
             Request::PinCatalog { pin, .. } => {
-                let pin = CatalogPin::decode(&pin).ok_or(VaultError::Malformed(Field::CatalogPin))?;
+                let pin =
+                    CatalogPin::decode(&pin).ok_or(VaultError::Malformed(Field::CatalogPin))?;
                 self.pin_catalog(stored, pin, now)
             }
         }
@@ -652,15 +653,21 @@ impl Vault {
         if stored.map_or(0, Record::generation) != session.generation {
             return Err(VaultError::StaleGeneration);
         }
+        // A client that sends no catalog key (an old one) must not drop a record's pin.
+        if input.catalog_key.is_none() && stored.and_then(Record::catalog_key).is_some() {
+            return Err(VaultError::CatalogKeyRequired);
+        }
         let generation = stored.map_or(Ok(1), Record::next_generation)?;
         let ring = stored.map(|r| r.recent_ke1().to_vec()).unwrap_or_default();
         // The same K (a password change) keeps its pin; a new K starts without one.
-        let catalog = input.catalog_key.map(|key| CatalogState {
-            key,
-            pin: stored
-                .filter(|r| r.catalog_key() == Some(&key))
-                .and_then(Record::catalog_pin)
-                .cloned(),
+        let catalog = input.catalog_key.map(|key| {
+            Box::new(CatalogState {
+                key,
+                pin: stored
+                    .filter(|r| r.catalog_key() == Some(&key))
+                    .and_then(Record::catalog_pin)
+                    .cloned(),
+            })
         });
         let active = Active {
             credential: Credential::Salted {

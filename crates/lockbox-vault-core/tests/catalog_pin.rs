@@ -42,8 +42,18 @@ fn a_recovery_returns_the_newest_pin_signed_by_k() {
     let (mut h, k) = enrolled();
     let (_, _, none) = h.recover_pinned(&acct("alice"), PW);
     assert_eq!(none, None, "no pin before the first backup");
-    assert_eq!(pinned(&mut h, "alice", &pin(&k, "alice", 3, 1)).unwrap().sequence(), 3);
-    assert_eq!(pinned(&mut h, "alice", &pin(&k, "alice", 5, 2)).unwrap().sequence(), 5);
+    assert_eq!(
+        pinned(&mut h, "alice", &pin(&k, "alice", 3, 1))
+            .unwrap()
+            .sequence(),
+        3
+    );
+    assert_eq!(
+        pinned(&mut h, "alice", &pin(&k, "alice", 5, 2))
+            .unwrap()
+            .sequence(),
+        5
+    );
     let (key, _, got) = h.recover_pinned(&acct("alice"), PW);
     assert_eq!(key.expose(), k.expose());
     assert_eq!(got, Some(pin(&k, "alice", 5, 2)));
@@ -107,10 +117,16 @@ fn a_pin_never_moves_back() {
 fn pinning_never_gives_an_attempt_back() {
     let (mut h, k) = enrolled();
     let alice = acct("alice");
-    let stale = h.handle(pin_request("alice", &pin(&k, "alice", 1, 1))).unwrap();
+    let stale = h
+        .handle(pin_request("alice", &pin(&k, "alice", 1, 1)))
+        .unwrap();
     h.login_start(&alice, b"wrong").unwrap();
     assert_eq!(h.attempts(&alice), Some((9, 10)));
-    assert_eq!(h.commit(stale), None, "the stale pin write must lose its CAS");
+    assert_eq!(
+        h.commit(stale),
+        None,
+        "the stale pin write must lose its CAS"
+    );
     assert_eq!(h.attempts(&alice), Some((9, 10)));
     pinned(&mut h, "alice", &pin(&k, "alice", 1, 1)).unwrap();
     assert_eq!(h.attempts(&alice), Some((9, 10)));
@@ -206,4 +222,25 @@ fn the_device_refuses_a_pin_k_did_not_sign() {
     ));
     let stored = Record::decode(&h.store[&acct("alice")].encode()).unwrap();
     assert_eq!(stored.catalog_pin().unwrap().sequence(), 2);
+}
+
+/// An older client (no catalog key) re-enrolling over a pinned record would drop the pin and
+/// leave every later restore unchecked: refused, and the record keeps its pin.
+#[test]
+fn an_enrollment_without_a_catalog_key_cannot_drop_a_pin() {
+    let (mut h, k) = enrolled();
+    let alice = acct("alice");
+    pinned(&mut h, "alice", &pin(&k, "alice", 3, 3)).unwrap();
+    let (session, enrollment) = h.register_start(&alice, b"other password");
+    let mut request = enrollment
+        .finish(&k, 10)
+        .into_request(alice.clone(), session);
+    if let Request::RegisterFinish { catalog_key, .. } = &mut request {
+        *catalog_key = None;
+    }
+    assert!(matches!(
+        h.handle(request),
+        Err(VaultError::CatalogKeyRequired)
+    ));
+    assert_eq!(h.store[&alice].catalog_pin().unwrap().sequence(), 3);
 }

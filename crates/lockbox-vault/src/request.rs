@@ -63,9 +63,10 @@ pub fn to_core(req: pb::Request) -> Result<Request, RequestError> {
                 catalog_key: match r.catalog_key.len() {
                     0 => None,
                     _ => Some(CatalogKey::from_bytes(
-                        r.catalog_key.as_ref().try_into().map_err(|_| {
-                            RequestError::Malformed("catalog key is not 32 bytes")
-                        })?,
+                        r.catalog_key
+                            .as_ref()
+                            .try_into()
+                            .map_err(|_| RequestError::Malformed("catalog key is not 32 bytes"))?,
                     )),
                 },
             },

@@ -664,6 +664,7 @@ fn failure_pb(f: &Failure) -> pb::Error {
             VaultError::SessionAccountMismatch => C::SessionAccountMismatch,
             VaultError::Busy | VaultError::AccountBusy => C::Busy,
             VaultError::NoCatalogKey => C::NoCatalogKey,
+            VaultError::CatalogKeyRequired => C::InvalidArgument,
             VaultError::BadCatalogPin => C::BadCatalogPin,
             _ => C::Unavailable,
         },

@@ -208,6 +208,7 @@ async fn enroll_by_hand(
                 t_cost: KSF.t_cost(),
                 p_cost: KSF.p_cost(),
             }),
+            catalog_key: upload.catalog_key.as_bytes().to_vec().into(),
         }),
     )
 }

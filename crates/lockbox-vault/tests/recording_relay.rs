@@ -77,12 +77,18 @@ async fn exchange(c: &VaultClient, op: Op, needles: &mut Vec<Vec<u8>>) -> Reply 
 fn collect_fields(op: &Op, out: &mut Vec<Vec<u8>>) {
     let fields: Vec<&[u8]> = match op {
         Op::RegisterStart(r) => vec![&r.registration_request],
-        Op::RegisterFinish(r) => vec![&r.session, &r.registration_upload, &r.wrapped_key],
+        Op::RegisterFinish(r) => vec![
+            &r.session,
+            &r.registration_upload,
+            &r.wrapped_key,
+            &r.catalog_key,
+        ],
         Op::LoginStart(r) => vec![&r.ke1],
         Op::LoginFinish(r) => vec![&r.session, &r.ke3],
         Op::ChangePasswordStart(r) => vec![&r.session, &r.registration_request],
         Op::Delete(r) => vec![&r.session],
         Op::Status(_) => vec![],
+        Op::PinCatalog(r) => vec![&r.pin],
     };
     out.extend(fields.into_iter().map(<[u8]>::to_vec));
 }
@@ -91,7 +97,8 @@ fn collect_reply(reply: &Reply, out: &mut Vec<Vec<u8>>) {
     let fields: Vec<&[u8]> = match reply {
         Reply::RegisterStarted(r) => vec![&r.session, &r.registration_response],
         Reply::LoginStarted(r) => vec![&r.session, &r.ke2],
-        Reply::LoginOk(r) => vec![&r.sealed_wrapped_key, &r.session],
+        Reply::LoginOk(r) => vec![&r.sealed_wrapped_key, &r.session, &r.catalog_pin],
+        Reply::Pinned(r) => vec![&r.pin],
         _ => vec![],
     };
     out.extend(fields.into_iter().map(<[u8]>::to_vec));
@@ -135,6 +142,7 @@ async fn the_relay_sees_no_secret_and_no_opaque_message() {
             t_cost: KSF.t_cost(),
             p_cost: KSF.p_cost(),
         }),
+        catalog_key: upload.catalog_key.as_bytes().to_vec().into(),
     });
     assert!(matches!(
         exchange(&c, op, &mut needles).await,
@@ -163,6 +171,10 @@ async fn the_relay_sees_no_secret_and_no_opaque_message() {
         .await
         .unwrap();
     assert_eq!(c.status(ACCOUNT).await.unwrap().attempts(), Some((5, 5)));
+    // A catalog pin travels sealed too (the relay must not learn the repository id).
+    let pin = c.pin_catalog(ACCOUNT, &key, 1, [0x5C; 64]).await.unwrap();
+    assert_eq!(pin.sequence(), 1);
+    needles.push(pin.encode().to_vec());
 
     let code = key.recovery_code().to_grouped();
     let code_hex = code.replace(' ', "");

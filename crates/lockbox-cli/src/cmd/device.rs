@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result, bail};
 use lockbox_client::{
-    Cancel, Device, DeviceStatus, EnableOptions, FleetSettings, Protection, Secret, Status,
-    TokenSource,
+    Cancel, Device, DeviceStatus, EnableOptions, FleetSettings, Protection, Restored, Secret,
+    Status, TokenSource,
 };
 use lockbox_crypto::RecoveryCode;
 use lockbox_token::{FixedToken, MintingSource};
@@ -85,7 +85,7 @@ impl Ctx<'_> {
         self.tokens(&TokenArgs { token_file: None })
     }
 
-    fn open(&self, token: &TokenArgs) -> Result<Device> {
+    pub(crate) fn open(&self, token: &TokenArgs) -> Result<Device> {
         Ok(Device::open(&self.home, self.tokens(token)?)?)
     }
 
@@ -222,10 +222,27 @@ pub fn restore_new_phone(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
         )
     });
     bar.finish_and_clear();
-    let (device, info) = result.context("restoring on this device")?;
+    let (device, restored) = result.context("restoring on this device")?;
+    let what = match &restored {
+        Restored::Stream(info) => format!(
+            "backup {} (made {} UTC)",
+            info.name.id,
+            super::format_ms(info.name.created_unix_ms)
+        ),
+        Restored::Snapshot { entry, pinned, .. } => format!(
+            "snapshot {} (entry {} of the catalog, made {} UTC; {})",
+            entry.id.short(),
+            entry.seq,
+            super::format_ms(entry.created_unix_ms),
+            match pinned {
+                Some(seq) =>
+                    format!("the vault's pin required entry {seq}, and the catalog reaches it"),
+                None => "no vault pin to check it against: make sure this is the newest".into(),
+            }
+        ),
+    };
     eprintln!(
-        "restored backup {} into {}; this device now backs up for {}",
-        info.name.id,
+        "restored {what} into {}; this device now backs up for {}",
         args.dest.display(),
         device.settings().account
     );

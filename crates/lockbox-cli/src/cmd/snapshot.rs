@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use lockbox_client::{Device, SnapshotBackup, SnapshotPrune, VaultPin};
 use lockbox_repo::{PruneReport, SnapshotEntry};
 
 use super::device::Ctx;
@@ -26,13 +27,17 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
     if args.key.key_file.is_some() {
         bail!("--incremental uses the device's own key; --key-file is for backups with --to");
     }
-    let mut device = ctx.open_offline()?;
+    // A password device pins the catalog's new end at the vault, which needs the account token.
+    let mut device = ctx.open(&args.token)?;
     let (bar, mut on) = progress::device(ctx.quiet);
-    let backup = device.backup_snapshot(args.dir.as_deref(), &mut on)?;
+    let SnapshotBackup { backup, pin } = device.backup_snapshot(args.dir.as_deref(), &mut on)?;
     bar.finish_and_clear();
-    let pruned = match args.keep {
-        Some(keep) => Some(device.prune_snapshots(keep)?),
-        None => None,
+    let (pruned, pin) = match args.keep {
+        Some(keep) => {
+            let SnapshotPrune { report, pin } = device.prune_snapshots(keep)?;
+            (Some(report), pin)
+        }
+        None => (None, pin),
     };
     let s = &backup.stats;
     if args.json {
@@ -57,8 +62,10 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
         if let Some(p) = &pruned {
             report["pruned"] = prune_json(p);
         }
+        report["vault_pin"] = pin_json(&pin);
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return incomplete(&backup);
+        incomplete(&backup)?;
+        return unpinned(pin, backup.snapshot.seq);
     }
     println!("{}", backup.snapshot.id.short());
     if let Some(p) = &pruned {
@@ -80,7 +87,30 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
         s.reused_bytes,
         s.uploaded_bytes
     );
-    incomplete(&backup)
+    if let VaultPin::Pinned { seq } = pin {
+        eprintln!("the vault pins the catalog at entry {seq}");
+    }
+    incomplete(&backup)?;
+    unpinned(pin, backup.snapshot.seq)
+}
+
+fn pin_json(pin: &VaultPin) -> serde_json::Value {
+    match pin {
+        VaultPin::NotUsed => serde_json::Value::Null,
+        VaultPin::Pinned { seq } => serde_json::json!({ "seq": seq }),
+        VaultPin::Failed(e) => serde_json::json!({ "error": lockbox_client::render_error(e) }),
+    }
+}
+
+/// A snapshot the vault was not told of is kept, but the run fails saying so (with the exit
+/// code of the cause: 3 if the vault's pin contradicts the repository).
+fn unpinned(pin: VaultPin, seq: u64) -> Result<()> {
+    match pin {
+        VaultPin::Failed(e) => Err(anyhow::Error::new(e).context(format!(
+            "snapshot {seq} was made, but the vault did not pin it: until a backup pins again, a new phone restoring with the password cannot catch a storage that hides it"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A snapshot that left files out is made and kept, but the run fails (exit 1) saying so.
@@ -97,14 +127,20 @@ fn incomplete(backup: &lockbox_repo::Backup) -> Result<()> {
 
 pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
     require_device(ctx, "pruning snapshots")?;
-    let device = ctx.open_offline()?;
-    let report = device.prune_snapshots(args.keep)?;
+    let device = Device::open(&ctx.home, ctx.dev_tokens()?)?;
+    let SnapshotPrune { report, pin } = device.prune_snapshots(args.keep)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&prune_json(&report))?);
-        return Ok(());
+        let mut out = prune_json(&report);
+        out["vault_pin"] = pin_json(&pin);
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        say_pruned(&report);
     }
-    say_pruned(&report);
-    Ok(())
+    match pin {
+        VaultPin::Failed(e) => Err(anyhow::Error::new(e)
+            .context("the prune is done, but the vault did not pin the catalog's new end")),
+        _ => Ok(()),
+    }
 }
 
 fn prune_json(r: &PruneReport) -> serde_json::Value {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use lockbox_crypto::BackupKey;
 use lockbox_vault_core::client::{ClientEnrollment, ClientRecovery, EnrollmentUpload};
 use lockbox_vault_core::{
-    AccountId, AttemptLimit, CatalogPin, KsfParams, Outcome, Record, Reply, Request, SessionId, Vault,
-    VaultConfig, VaultError, VaultIdentity, VaultSecrets,
+    AccountId, AttemptLimit, CatalogPin, KsfParams, Outcome, Record, Reply, Request, SessionId,
+    Vault, VaultConfig, VaultError, VaultIdentity, VaultSecrets,
 };
 use rand_core::{OsRng, RngCore};
 
