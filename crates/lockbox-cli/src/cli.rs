@@ -587,15 +587,18 @@ pub struct BackupArgs {
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
     /// Make an incremental snapshot in the device's repository: only chunks the repository
-    /// does not hold yet are uploaded (an enabled device only, for now). With `--keep N`, the
-    /// snapshots are then pruned to the newest N (see `prune --snapshots`)
-    #[arg(long, conflicts_with = "to")]
+    /// does not hold yet are uploaded. The default on an enabled device (kept for scripts).
+    /// With `--keep N`, the snapshots are then pruned to the newest N (see `prune --snapshots`)
+    #[arg(long, conflicts_with_all = ["to", "stream"])]
     pub incremental: bool,
-    /// With --incremental: print the result as JSON on stdout
-    #[arg(long, requires = "incremental")]
+    /// On an enabled device: make one single-stream backup instead of a snapshot (the whole
+    /// directory as one sealed stream, as `--to` always makes)
+    #[arg(long)]
+    pub stream: bool,
+    /// For a snapshot: print the result as JSON on stdout
+    #[arg(long, conflicts_with_all = ["to", "stream"])]
     pub json: bool,
-    /// With --incremental on a password device: the account token for pinning the catalog's
-    /// new end at the vault
+    /// On a password device: the account token for pinning the catalog's new end at the vault
     #[command(flatten)]
     pub token: TokenArgs,
 }
@@ -606,11 +609,12 @@ pub struct ListArgs {
     #[arg(long, value_name = "URL")]
     pub from: Option<String>,
     /// List this device's incremental snapshots from the repository's authenticated catalog
-    /// (checked against where this device last saw it end)
+    /// (checked against where this device last saw it end). The default on an enabled device
+    /// without --from
     #[arg(long, conflicts_with = "from")]
     pub snapshots: bool,
-    /// With --snapshots: print them as JSON on stdout
-    #[arg(long, requires = "snapshots")]
+    /// For snapshots: print them as JSON on stdout
+    #[arg(long, conflicts_with = "from")]
     pub json: bool,
 }
 

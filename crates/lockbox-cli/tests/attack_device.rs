@@ -134,6 +134,8 @@ fn a_device_whose_vault_record_was_replaced_deletes_nothing() {
     enable_with_password(&old, "alice", &store);
     let old_chats = chats(d, "old phone's chats");
     old.backup(&old_chats);
+    // And a snapshot: the old key's repository now holds the prefix.
+    assert_exit(&old.run(&["backup", old_chats.to_str().unwrap()], None), 0);
     let other = phone(&cluster, d, "other-phone");
     // Enabling over an active record is refused unless asked for.
     let refused = other.enable_as("alice", &store, &[]);
@@ -143,17 +145,24 @@ fn a_device_whose_vault_record_was_replaced_deletes_nothing() {
 
     let rotate = old.run(&["key", "rotate"], Some(PASSWORD));
     assert_fails_with(&rotate, 3, "the vault holds another key");
-    assert_eq!(stored_objects(d), 1);
+    assert_eq!(stored_objects(d), 2, "the stream and the repository config");
     assert!(!old.home.join("key.next").exists());
     assert_eq!(std::fs::read(old.home.join("key")).unwrap(), old_key);
 
     let disable = old.run(&["disable", "--delete-backups"], Some(PASSWORD));
     assert_fails_with(&disable, 3, "the vault holds another key");
-    assert_eq!(stored_objects(d), 1);
+    assert_eq!(stored_objects(d), 2, "the stream and the repository config");
     assert_eq!(std::fs::read(old.home.join("key")).unwrap(), old_key);
     let status = other.status();
     assert_eq!(status["vault"]["state"], "active", "{status}");
     assert_eq!(status["vault"]["attempts_left"], 3, "{status}");
+    // One repository per prefix: the other key cannot make snapshots beside the old key's
+    // repository, says so before uploading, and can still make single streams.
+    let theirs = chats(d, "other phone");
+    let shared = other.run(&["backup", theirs.to_str().unwrap()], None);
+    assert_fails_with(&shared, 2, "another key's repository");
+    other.backup(&theirs);
+    assert_eq!(stored_objects(d), 3);
 }
 
 /// The storage fails while `disable --delete-backups` runs (a provider outage, or one that
@@ -249,7 +258,7 @@ fn backups_listed(home: &Path) -> usize {
     let out = run(lockbox().arg("--home").arg(home).args(["status", "--json"]));
     assert_exit(&out, 0);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    status["backups"].as_array().unwrap().len()
+    status["backups"].as_array().unwrap().len() + status["snapshots"].as_array().unwrap().len()
 }
 
 /// A careless filesystem tore `device.toml` (or a newer lockbox wrote a field this one does

@@ -30,7 +30,7 @@ fn the_password_story_from_enable_to_disable() {
     );
     old.backup(&chats(d, "see you at 8"));
     // The next backup remembers the directory.
-    assert_exit(&old.run(&["backup"], None), 0);
+    assert_exit(&old.run(&["backup", "--stream"], None), 0);
     let status = old.status();
     assert_eq!(status["vault"]["attempts_left"], 3, "{status}");
     assert_eq!(status["backups"].as_array().unwrap().len(), 2);

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{Env, assert_exit, assert_fails_with, lockbox, partial_restores, run};
+use common::{Env, assert_exit, assert_fails_with, lockbox, partial_restores, run, stderr};
 
 struct Phone {
     env: Env,
@@ -51,6 +51,7 @@ impl Phone {
             .args(["enable", "--account", "dana", "--store", &env.store()])
             .arg("--recovery-code"));
         assert_exit(&out, 0);
+        fs::write(env.p("code.txt"), &out.stdout).unwrap();
         Phone { env, home, chats }
     }
 
@@ -241,7 +242,10 @@ fn a_repository_deleted_by_the_storage_is_not_started_afresh() {
 #[test]
 fn a_snapshot_stream_posing_as_a_backup_is_never_counted_by_prune() {
     let phone = Phone::new();
-    let out = run(phone.lockbox().arg("backup").arg(&phone.chats));
+    let out = run(phone
+        .lockbox()
+        .args(["backup", "--stream"])
+        .arg(&phone.chats));
     assert_exit(&out, 0);
     let real: Vec<PathBuf> = phone
         .cloud("")
@@ -400,4 +404,62 @@ fn restore_path_brings_back_only_that_part() {
         "../etc",
     ]));
     assert_fails_with(&out, 1, "inside the snapshot");
+}
+
+/// A snapshot is what `backup` makes on an enabled device; `list`, `status` and both kinds of
+/// `restore` (the device's own, and one with the store and the recovery code) find it, and
+/// `backup --stream` still makes a single stream, which a later snapshot outdates.
+#[test]
+fn backup_makes_a_snapshot_by_default_and_every_restore_finds_it() {
+    let phone = Phone::new();
+    let out = run(phone.lockbox().arg("backup").arg(&phone.chats));
+    assert_exit(&out, 0);
+    assert_eq!(phone.cloud("snapshots").len(), 1, "no snapshot was made");
+    assert!(
+        phone
+            .cloud("")
+            .iter()
+            .all(|p| p.extension().is_none_or(|e| e != "lbx"))
+    );
+    let listed = phone.json(&["list", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let status = phone.json(&["status", "--json"]);
+    assert_eq!(status["snapshots"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status["backups"].as_array().unwrap().len(), 0, "{status}");
+
+    let here = phone.env.p("here");
+    let out = run(phone.lockbox().arg("restore").arg(&here));
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("entry 1 of the catalog"),
+        "{}",
+        stderr(&out)
+    );
+    same_tree(&phone.chats, &here);
+
+    // A stream made later is the newest; a snapshot after it outdates it again.
+    fs::write(phone.chats.join("msgstore.db"), b"stream day").unwrap();
+    let out = run(phone
+        .lockbox()
+        .args(["backup", "--stream"])
+        .arg(&phone.chats));
+    assert_exit(&out, 0);
+    let direct = |name: &str| {
+        let dest = phone.env.p(name);
+        let out = run(lockbox()
+            .arg("restore")
+            .arg(&dest)
+            .args(["--store", &phone.env.store(), "--key-file"])
+            .arg(phone.env.p("code.txt")));
+        assert_exit(&out, 0);
+        (dest, stderr(&out))
+    };
+    let (dest, said) = direct("direct-1");
+    assert!(said.contains("restored backup"), "{said}");
+    assert_eq!(fs::read(dest.join("msgstore.db")).unwrap(), b"stream day");
+    fs::write(phone.chats.join("msgstore.db"), b"snapshot day").unwrap();
+    phone.backup();
+    let (dest, said) = direct("direct-2");
+    assert!(said.contains("entry 2 of the catalog"), "{said}");
+    same_tree(&phone.chats, &dest);
 }

@@ -165,8 +165,10 @@ pub struct DeviceStatus {
     pub settings: Settings,
     /// The vault record (password protection only).
     pub vault: Option<Status>,
-    /// This key's intact backups in the store, oldest first.
+    /// This key's intact single-stream backups in the store, oldest first.
     pub backups: Vec<BackupInfo>,
+    /// The live snapshots of this device's repository, oldest first.
+    pub snapshots: Vec<lockbox_repo::SnapshotEntry>,
     /// Objects in the store that are not (rendered reasons).
     pub ignored: Vec<String>,
     /// A key rotation was interrupted; `rotate_key` finishes it.
@@ -373,20 +375,6 @@ impl Device {
         })
     }
 
-    /// Restores this device's newest intact backup into `dest` (the key is on the device).
-    pub fn restore_latest(
-        &self,
-        dest: &Path,
-        on: OnProgress<'_>,
-        cancel: &Cancel,
-    ) -> Result<BackupInfo, DeviceError> {
-        let store = self.store()?;
-        let job = self.job(&store, cancel);
-        let (latest, _) = backup::latest_verified(&job)?;
-        backup::restore_backup(&job, &latest, dest, on)?;
-        Ok(latest)
-    }
-
     pub fn status(&self) -> Result<DeviceStatus, DeviceError> {
         let vault = match self.settings.protection {
             Protection::Password => {
@@ -402,6 +390,7 @@ impl Device {
             vault,
             ignored: rejected(&catalog),
             backups: catalog.verified,
+            snapshots: self.snapshot_entries()?,
             rotation_pending: self.home.next_key()?.is_some(),
         })
     }
@@ -726,7 +715,7 @@ const PATIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 const PATIENT_TOTAL: std::time::Duration = std::time::Duration::from_secs(60);
 const PATIENT_HOLDS: u32 = 5;
 
-fn rejected(catalog: &Catalog) -> Vec<String> {
+pub(crate) fn rejected(catalog: &Catalog) -> Vec<String> {
     catalog
         .rejected
         .iter()

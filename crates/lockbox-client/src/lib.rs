@@ -37,7 +37,9 @@ pub use device::{
 };
 pub use error::ClientError;
 pub use home::{FleetSettings, Protection, Settings};
-pub use snapshots::{Restored, SnapshotBackup, SnapshotPrune, VaultPin};
+pub use snapshots::{
+    Restored, SnapshotBackup, SnapshotPrune, VaultPin, latest_snapshot, restore_newer,
+};
 
 /// An error and its causes on one line, joined with ": ", without repeating a cause that its
 /// parent already spelled out.

@@ -14,7 +14,7 @@ use lockbox_repo::{
 use lockbox_store::{BackupInfo, Store};
 use lockbox_vault_core::{CATALOG_PIN_BODY_LEN, CatalogPin};
 
-use crate::backup::{self, BackupError, Cancel, OnProgress, Progress, Step};
+use crate::backup::{self, BackupError, Cancel, Job, OnProgress, Progress, Step};
 use crate::device::{Device, DeviceError};
 use crate::home::{Protection, RepoState};
 
@@ -189,52 +189,60 @@ impl Device {
                 &self.key,
                 m.repo,
             )?),
-            None => match Repository::open(store.clone(), rt, &self.key) {
-                Err(RepoError::NoRepository { .. }) => None,
-                other => Some(other?),
-            },
+            None => ours(Repository::open(store.clone(), rt, &self.key))?,
         };
         // The catalog's end as verified here: the new home keeps it whatever is restored, so
         // its first backup appends to this history and no provider can roll it back after.
-        let (mut snapshot, mut verified) = (None, None);
-        if let Some(repo) = &repo {
-            let catalog = repo.catalog()?;
-            if let Some(m) = &pinned {
-                catalog.check_mark(m)?;
-            }
-            snapshot = catalog.latest();
-            verified = Some(catalog.mark());
-        }
-        let job = self.job(store, cancel);
-        let stream = match backup::latest_verified(&job) {
-            Ok((info, _)) => Some(info),
-            Err(BackupError::NoBackups { .. }) if snapshot.is_some() => None,
-            Err(e) => return Err(e.into()),
-        };
-        let restored = match (repo, snapshot, stream) {
-            (Some(repo), Some(entry), stream)
-                if stream
-                    .as_ref()
-                    .is_none_or(|s| s.name.created_unix_ms <= entry.created_unix_ms) =>
-            {
-                restore_entry(&repo, &entry, dest, None, on)?;
-                Restored::Snapshot {
-                    entry,
-                    pinned: pinned.map(|m| m.seq),
+        let mut verified = None;
+        let found = match repo {
+            Some(repo) => {
+                let catalog = repo.catalog()?;
+                if let Some(m) = &pinned {
+                    catalog.check_mark(m)?;
                 }
+                verified = Some(catalog.mark());
+                catalog.latest().map(|entry| (repo, entry))
             }
-            (_, _, Some(info)) => {
-                backup::restore_backup(&job, &info, dest, on)?;
-                Restored::Stream(info)
-            }
-            (_, _, None) => {
-                return Err(BackupError::NoBackups {
-                    url: store.url().to_owned(),
-                }
-                .into());
-            }
+            None => None,
         };
+        let restored =
+            self.restore_choice(store, found, pinned.map(|m| m.seq), dest, on, cancel)?;
         Ok((restored, verified))
+    }
+
+    /// Restores this device's newest backup into `dest`: the newest snapshot (its catalog
+    /// checked against this device's mark, which then moves to its end) or single stream.
+    pub fn restore_latest(
+        &self,
+        dest: &Path,
+        on: OnProgress<'_>,
+        cancel: &Cancel,
+    ) -> Result<Restored, DeviceError> {
+        let state = self.home.repo_state()?;
+        let found = match self.known_repository(&state)? {
+            None => None,
+            Some(repo) => {
+                let catalog = repo.catalog()?;
+                if let Some(mark) = &state.mark {
+                    catalog.check_mark(mark)?;
+                }
+                self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
+                catalog.latest().map(|entry| (repo, entry))
+            }
+        };
+        self.restore_choice(&self.store()?, found, None, dest, on, cancel)
+    }
+
+    fn restore_choice(
+        &self,
+        store: &Store,
+        found: Option<(Repository, SnapshotEntry)>,
+        pinned: Option<u64>,
+        dest: &Path,
+        on: OnProgress<'_>,
+        cancel: &Cancel,
+    ) -> Result<Restored, DeviceError> {
+        restore_newer(&self.job(store, cancel), found, pinned, dest, on).map(|(r, _)| r)
     }
 
     /// The repository this device backs up to: once it has a mark, only that repository (a
@@ -260,6 +268,29 @@ impl Device {
         }
         self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
         Ok((repo, catalog))
+    }
+
+    /// The live snapshots, oldest first (none before the first snapshot backup), checked as
+    /// [`Self::snapshots`] checks them.
+    pub fn snapshot_entries(&self) -> Result<Vec<SnapshotEntry>, DeviceError> {
+        match self.known_repository(&self.home.repo_state()?)? {
+            None => Ok(Vec::new()),
+            Some(_) => Ok(self.snapshots()?.1.snapshots()),
+        }
+    }
+
+    /// This device's repository; `None` before its first snapshot if the store holds none, or
+    /// only another key's (a repository it backed up to is never `None`: see
+    /// [`Self::open_repository`]).
+    fn known_repository(&self, state: &RepoState) -> Result<Option<Repository>, DeviceError> {
+        match state.mark {
+            Some(_) => Ok(Some(self.open_repository(state, false)?)),
+            None => Ok(ours(Repository::open(
+                self.store()?,
+                self.rt.handle().clone(),
+                &self.key,
+            ))?),
+        }
     }
 
     /// Restores the snapshot whose id starts with `id` (default: the newest) into `dest`.
@@ -309,6 +340,62 @@ impl Device {
         let (repo, catalog) = self.snapshots()?;
         Ok(repo.check(&catalog, read_data)?)
     }
+}
+
+/// The repository under `job`'s key at its store, if there is one, and its newest live
+/// snapshot. Without a mark to check it against (a first look, e.g. `restore --key-file`).
+pub fn latest_snapshot(job: &Job<'_>) -> Result<Option<(Repository, SnapshotEntry)>, DeviceError> {
+    let Some(repo) = ours(Repository::open(job.store.clone(), job.rt.clone(), job.key))? else {
+        return Ok(None);
+    };
+    let latest = repo.catalog()?.latest();
+    Ok(latest.map(|entry| (repo, entry)))
+}
+
+/// A repository opened without a mark: none there, or another key's (whose single streams may
+/// share the store), is no repository of ours.
+fn ours(opened: Result<Repository, RepoError>) -> Result<Option<Repository>, RepoError> {
+    match opened {
+        Err(RepoError::NoRepository { .. } | RepoError::WrongKey { .. }) => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+/// Restores into `dest` the newer of `found` (a verified repository and its latest snapshot)
+/// and the newest single stream at `job`'s store, by their authenticated times. Also returns
+/// why each stored object that is not one of this key's single streams was passed over.
+pub fn restore_newer(
+    job: &Job<'_>,
+    found: Option<(Repository, SnapshotEntry)>,
+    pinned: Option<u64>,
+    dest: &Path,
+    on: OnProgress<'_>,
+) -> Result<(Restored, Vec<String>), DeviceError> {
+    lockbox_archive::check_destination(dest).map_err(RepoError::from)?;
+    let (stream, skipped) = match backup::latest_verified(job) {
+        Ok((info, catalog)) => (Some(info), crate::device::rejected(&catalog)),
+        Err(BackupError::NoBackups { .. }) if found.is_some() => (None, Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let restored = match (found, stream) {
+        (Some((repo, entry)), stream)
+            if stream
+                .as_ref()
+                .is_none_or(|s| s.name.created_unix_ms <= entry.created_unix_ms) =>
+        {
+            restore_entry(&repo, &entry, dest, None, on)?;
+            Restored::Snapshot { entry, pinned }
+        }
+        (_, Some(info)) => {
+            backup::restore_backup(job, &info, dest, on)?;
+            Restored::Stream(info)
+        }
+        (_, None) => {
+            let url = job.store.url().to_owned();
+            return Err(BackupError::NoBackups { url }.into());
+        }
+    };
+    Ok((restored, skipped))
 }
 
 /// Restores `part` (or all) of the snapshot `entry`, with progress against its size.

@@ -8,6 +8,7 @@
 
 use anyhow::{Result, bail};
 use lockbox_client::Cancel;
+use lockbox_client::Restored;
 use lockbox_client::backup::{self, Job};
 use lockbox_client::catalog::Catalog;
 use lockbox_crypto::BackupKey;
@@ -44,13 +45,13 @@ impl Direct {
 }
 
 pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
-    if args.incremental {
+    let on_device = args.to.is_none()
+        && args.key.key_file.is_none()
+        && lockbox_client::home::Home::new(&ctx.home).is_enabled();
+    if args.incremental || args.json || (on_device && !args.stream) {
         return super::snapshot::backup(args, ctx);
     }
-    if args.to.is_none()
-        && args.key.key_file.is_none()
-        && lockbox_client::home::Home::new(&ctx.home).is_enabled()
-    {
+    if on_device {
         return device::backup(args.dir.as_deref(), args.keep, ctx);
     }
     let Some(dir) = &args.dir else {
@@ -86,7 +87,8 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
 }
 
 pub fn list(args: &ListArgs, ctx: &Ctx<'_>) -> Result<()> {
-    if args.snapshots {
+    let on_device = args.from.is_none() && lockbox_client::home::Home::new(&ctx.home).is_enabled();
+    if args.snapshots || args.json || on_device {
         return super::snapshot::list(args, ctx);
     }
     let url = ctx.cfg.storage(args.from.as_deref())?;
@@ -145,27 +147,38 @@ fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
     let key = match key {
         Some(key) => key,
         None => {
-            if by_id.is_none() && d.rt.block_on(d.store.list())?.is_empty() {
+            if by_id.is_none()
+                && d.rt.block_on(d.store.list())?.is_empty()
+                && !lockbox_repo::Repository::exists(&d.store, d.rt.handle())?
+            {
                 bail!("no backups at {url}");
             }
             super::keyvault::recover_key(&d.rt, &args.vault, ctx)?
         }
     };
     let job = d.job(&key);
-    let info = match by_id {
-        Some(info) => info,
+    let (bar, mut on) = progress::device(ctx.quiet);
+    let restored = match by_id {
+        Some(info) => {
+            backup::restore_backup(&job, &info, &args.dest, &mut on)?;
+            Restored::Stream(info)
+        }
+        // The newest of the snapshots and the single streams; no mark to check the catalog
+        // against here, so the snapshot's place and date are said.
         None => {
-            let (info, catalog) = backup::latest_verified(&job)?;
-            warn_rejected(&catalog, "skipped");
-            info
+            let found = lockbox_client::latest_snapshot(&job)?;
+            let (restored, skipped) =
+                lockbox_client::restore_newer(&job, found, None, &args.dest, &mut on)?;
+            for why in skipped {
+                eprintln!("lockbox: warning: {why}; skipped");
+            }
+            restored
         }
     };
-    let (bar, mut on) = progress::device(ctx.quiet);
-    backup::restore_backup(&job, &info, &args.dest, &mut on)?;
     bar.finish_and_clear();
     eprintln!(
-        "restored backup {} into {}",
-        info.name.id,
+        "restored {} into {}",
+        device::describe(&restored),
         args.dest.display()
     );
     Ok(())

@@ -223,24 +223,12 @@ pub fn restore_new_phone(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
     });
     bar.finish_and_clear();
     let (device, restored) = result.context("restoring on this device")?;
-    let what = match &restored {
-        Restored::Stream(info) => format!(
-            "backup {} (made {} UTC)",
-            info.name.id,
-            super::format_ms(info.name.created_unix_ms)
-        ),
-        Restored::Snapshot { entry, pinned, .. } => format!(
-            "snapshot {} (entry {} of the catalog, made {} UTC; {})",
-            entry.id.short(),
-            entry.seq,
-            super::format_ms(entry.created_unix_ms),
-            match pinned {
-                Some(seq) =>
-                    format!("the vault's pin required entry {seq}, and the catalog reaches it"),
-                None => "no vault pin to check it against: make sure this is the newest".into(),
-            }
-        ),
-    };
+    let what = describe(&restored);
+    if let Restored::Snapshot { pinned: None, .. } = &restored {
+        eprintln!(
+            "note: no vault pin to check this snapshot against (a recovery code): make sure it is the newest you made"
+        );
+    }
     eprintln!(
         "restored {what} into {}; this device now backs up for {}",
         args.dest.display(),
@@ -253,10 +241,32 @@ pub fn restore_new_phone(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
 pub fn restore_here(dest: &Path, ctx: &Ctx<'_>) -> Result<()> {
     let device = ctx.open_offline()?;
     let (bar, mut on) = progress::device(ctx.quiet);
-    let info = device.restore_latest(dest, &mut on, &Cancel::new())?;
+    let restored = device.restore_latest(dest, &mut on, &Cancel::new())?;
     bar.finish_and_clear();
-    eprintln!("restored backup {} into {}", info.name.id, dest.display());
+    eprintln!("restored {} into {}", describe(&restored), dest.display());
     Ok(())
+}
+
+/// What a restore restored: its id, date and, for a snapshot, its place in the catalog.
+pub(crate) fn describe(restored: &Restored) -> String {
+    match restored {
+        Restored::Stream(info) => format!(
+            "backup {} (made {} UTC)",
+            info.name.id,
+            super::format_ms(info.name.created_unix_ms)
+        ),
+        Restored::Snapshot { entry, pinned } => format!(
+            "snapshot {} (entry {} of the catalog, made {} UTC{})",
+            entry.id.short(),
+            entry.seq,
+            super::format_ms(entry.created_unix_ms),
+            match pinned {
+                Some(seq) =>
+                    format!("; the vault's pin required entry {seq}, and the catalog reaches it"),
+                None => String::new(),
+            }
+        ),
+    }
 }
 
 pub fn status(args: &StatusArgs, ctx: &Ctx<'_>) -> Result<()> {
@@ -286,6 +296,16 @@ pub fn status(args: &StatusArgs, ctx: &Ctx<'_>) -> Result<()> {
             latest.name.id,
             super::format_ms(latest.name.created_unix_ms),
             latest.size
+        );
+    }
+    println!("snapshots   {}", status.snapshots.len());
+    if let Some(latest) = status.snapshots.last() {
+        println!(
+            "latest      snapshot {} (entry {}, {} UTC, {} bytes)",
+            latest.id.short(),
+            latest.seq,
+            super::format_ms(latest.created_unix_ms),
+            latest.bytes
         );
     }
     if status.rotation_pending {
@@ -345,6 +365,7 @@ fn status_json(status: &DeviceStatus) -> serde_json::Value {
         "source_dir": s.source_dir,
         "vault": vault,
         "backups": backups,
+        "snapshots": status.snapshots.iter().map(super::snapshot::entry_json).collect::<Vec<_>>(),
         "ignored": status.ignored,
         "rotation_pending": status.rotation_pending,
     })

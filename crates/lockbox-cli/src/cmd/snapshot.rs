@@ -25,14 +25,28 @@ fn require_device(ctx: &Ctx<'_>, what: &str) -> Result<()> {
 pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
     require_device(ctx, "an incremental backup")?;
     if args.key.key_file.is_some() {
-        bail!("--incremental uses the device's own key; --key-file is for backups with --to");
+        bail!(
+            "a snapshot uses the device's own key; --key-file is for single-stream backups with --to"
+        );
+    }
+    let keep = args.keep.or(ctx.cfg.keep);
+    if keep == Some(0) {
+        // Refused before uploading: failing after the upload would report a snapshot that exists.
+        bail!("keep = 0 would forget every snapshot, this one included; keep at least 1");
     }
     // A password device pins the catalog's new end at the vault, which needs the account token.
     let mut device = ctx.open(&args.token)?;
     let (bar, mut on) = progress::device(ctx.quiet);
-    let SnapshotBackup { backup, pin } = device.backup_snapshot(args.dir.as_deref(), &mut on)?;
+    let made = device.backup_snapshot(args.dir.as_deref(), &mut on);
+    if let Err(lockbox_client::DeviceError::Repo(lockbox_repo::RepoError::WrongKey { .. })) = &made
+    {
+        return Err(anyhow::Error::new(made.unwrap_err()).context(
+            "the store holds another key's repository: back up with --stream, or to another store",
+        ));
+    }
+    let SnapshotBackup { backup, pin } = made?;
     bar.finish_and_clear();
-    let (pruned, pin) = match args.keep {
+    let (pruned, pin) = match keep {
         Some(keep) => {
             let SnapshotPrune { report, pin } = device.prune_snapshots(keep)?;
             (Some(report), pin)
@@ -169,7 +183,7 @@ fn say_pruned(r: &PruneReport) {
     );
 }
 
-fn entry_json(e: &SnapshotEntry) -> serde_json::Value {
+pub(crate) fn entry_json(e: &SnapshotEntry) -> serde_json::Value {
     serde_json::json!({
         "id": e.id.hex(),
         "seq": e.seq,

@@ -140,8 +140,10 @@ impl<'a> Phone<'a> {
         self.run(&args, password)
     }
 
+    /// A single-stream backup (`backup --stream`): what these device tests count and delete.
     pub fn backup(&self, dir: &Path) {
-        assert_exit(&self.run(&["backup", dir.to_str().unwrap()], None), 0);
+        let out = self.run(&["backup", "--stream", dir.to_str().unwrap()], None);
+        assert_exit(&out, 0);
     }
 
     pub fn status(&self) -> serde_json::Value {
