@@ -189,7 +189,8 @@ pub fn backup_dir(
     };
     let encoder = Encoder::new(job.key, params, &mut OsRng)?;
     let name = backup_name(encoder.header());
-    let upload = job.store.upload(&name, job.rt.clone())?;
+    // The directory's size sets the part size, so that no backup outgrows the part limit.
+    let upload = job.store.upload_sized(&name, job.rt.clone(), total)?;
     let writer = EncryptWriter::from_encoder(upload, encoder).map_err(BackupError::Stream)?;
     let writer = Cancellable::new(writer, job.cancel);
     let mut tick = |bytes| {

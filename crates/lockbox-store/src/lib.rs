@@ -45,5 +45,5 @@ pub use error::StoreError;
 pub use name::{BackupName, ID_LEN, MAX_CREATED_UNIX_MS};
 pub use objects::{MAX_OBJECT_NAME_LEN, ObjectInfo, ObjectName, PutIf};
 pub use options::{MAX_PART_SIZE, MIN_PART_SIZE, RETRIES_ENV, RETRIES_ENV_LIMIT, StoreOptions};
-pub use store::{BackupInfo, Store};
+pub use store::{BackupInfo, MAX_PARTS, Store};
 pub use upload::UploadWriter;

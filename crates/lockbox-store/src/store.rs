@@ -35,6 +35,40 @@ pub struct BackupInfo {
 pub(crate) struct Transfer {
     pub(crate) part_size: usize,
     pub(crate) max_parts_in_flight: usize,
+    /// [`MAX_PARTS`]; lower only in tests (`test_support::with_part_limit`).
+    pub(crate) max_parts: u64,
+}
+
+/// The most parts a multipart upload may have (S3 and GCS; Azure allows 50,000 blocks).
+pub const MAX_PARTS: u64 = 10_000;
+
+impl Transfer {
+    /// The plan for an object of about `expected` bytes: the configured part size, or larger
+    /// parts of one size (some providers, such as R2, require all parts but the last to be
+    /// equal) so that the object needs at most half the part limit (room for an object that
+    /// comes out larger than expected: a file that grew, compression that did not help);
+    /// fewer of them in flight, so
+    /// that memory stays near `(max_parts_in_flight + 1) * part_size` as configured until a
+    /// single part is larger than that.
+    pub(crate) fn for_size(self, expected: Option<u64>) -> Transfer {
+        const MIB: u64 = 1024 * 1024;
+        let planned = (self.max_parts / 2).max(1);
+        let needed = expected.unwrap_or(0).div_ceil(planned).div_ceil(MIB) * MIB;
+        let part_size = (self.part_size as u64)
+            .max(needed)
+            .min(crate::MAX_PART_SIZE as u64) as usize;
+        let budget = self.max_parts_in_flight * self.part_size;
+        Transfer {
+            part_size,
+            max_parts_in_flight: (budget / part_size).clamp(1, self.max_parts_in_flight),
+            max_parts: self.max_parts,
+        }
+    }
+
+    /// The most bytes an upload with this plan can hold.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.part_size as u64 * self.max_parts
+    }
 }
 
 /// Backups in one storage location (`file:///…`, `s3://bucket/prefix`, `gs://…`, `az://…`).
@@ -63,6 +97,7 @@ impl Store {
             transfer: Transfer {
                 part_size: options.part_size,
                 max_parts_in_flight: options.max_parts_in_flight,
+                max_parts: MAX_PARTS,
             },
         })
     }
@@ -81,6 +116,7 @@ impl Store {
             transfer: Transfer {
                 part_size: options.part_size,
                 max_parts_in_flight: options.max_parts_in_flight,
+                max_parts: MAX_PARTS,
             },
         }
     }
@@ -235,6 +271,11 @@ impl Store {
         self.transfer
     }
 
+    #[cfg(feature = "test-support")]
+    pub(crate) fn set_part_limit(&mut self, parts: u64) {
+        self.transfer.max_parts = parts;
+    }
+
     pub(crate) fn error(&self, operation: String, e: object_store::Error) -> StoreError {
         StoreError::from_object_store(&self.url, operation, e)
     }
@@ -266,4 +307,52 @@ pub(crate) fn backup_info(prefix: &Path, meta: ObjectMeta) -> Option<BackupInfo>
         last_modified: meta.last_modified,
         location: meta.location,
     })
+}
+
+#[cfg(test)]
+mod part_plan {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+    const GIB: u64 = 1024 * MIB;
+    const DEFAULT: Transfer = Transfer {
+        part_size: 8 * MIB as usize,
+        max_parts_in_flight: 3,
+        max_parts: MAX_PARTS,
+    };
+
+    #[test]
+    fn small_objects_keep_the_configured_parts() {
+        for expected in [None, Some(0), Some(GIB), Some(39 * GIB)] {
+            let plan = DEFAULT.for_size(expected);
+            assert_eq!(plan.part_size, DEFAULT.part_size, "{expected:?}");
+            assert_eq!(plan.max_parts_in_flight, 3);
+        }
+    }
+
+    /// Fixed 8 MiB parts capped one object near 78 GiB. Any expected size up to what
+    /// 10,000 parts of the largest part can hold now plans within half the part limit, in
+    /// parts of one size, and memory stays at the configured budget until one part exceeds it.
+    #[test]
+    fn large_objects_get_larger_parts_within_the_part_limit() {
+        assert!(DEFAULT.capacity() < 80 * GIB);
+        for expected in [100 * GIB, 500 * GIB, 2048 * GIB, 4096 * GIB] {
+            let plan = DEFAULT.for_size(Some(expected));
+            assert!((plan.part_size as u64).is_multiple_of(MIB));
+            assert!(plan.part_size <= crate::MAX_PART_SIZE);
+            assert!(
+                expected.div_ceil(plan.part_size as u64) <= MAX_PARTS / 2,
+                "{expected}: {} parts of {}",
+                expected.div_ceil(plan.part_size as u64),
+                plan.part_size
+            );
+            assert!(plan.capacity() >= 2 * expected, "room to grow: {expected}");
+            let held = (plan.max_parts_in_flight + 1) * plan.part_size;
+            let budget = (DEFAULT.max_parts_in_flight + 1) * DEFAULT.part_size;
+            assert!(held <= budget.max(2 * plan.part_size), "{expected}: {held}");
+        }
+        let huge = DEFAULT.for_size(Some(u64::MAX / 2));
+        assert_eq!(huge.part_size, crate::MAX_PART_SIZE);
+        assert_eq!(huge.max_parts_in_flight, 1);
+    }
 }

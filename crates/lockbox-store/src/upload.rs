@@ -54,6 +54,19 @@ impl Store {
     /// Starts uploading backup `name`; see [`UploadWriter`]. The multipart upload is created
     /// on `rt` in the background: failures surface on a later `write` or on `finish`.
     pub fn upload(&self, name: &BackupName, rt: Handle) -> Result<UploadWriter, StoreError> {
+        self.upload_sized(name, rt, None)
+    }
+
+    /// [`Self::upload`] of an object expected to be about `expected` bytes: parts grow with
+    /// it, so that no object reaches the providers' limit of [`crate::MAX_PARTS`] parts
+    /// (fixed 8 MiB parts would cap one object near 78 GiB). An object that outgrows its plan
+    /// fails with [`StoreError::TooLarge`] before the limit, never a half-written object.
+    pub fn upload_sized(
+        &self,
+        name: &BackupName,
+        rt: Handle,
+        expected: Option<u64>,
+    ) -> Result<UploadWriter, StoreError> {
         let location = self.location_of(name)?;
         let store = self.backend().for_write(self.url())?;
         let lock = match self.backend().local_root() {
@@ -64,7 +77,7 @@ impl Store {
             ),
             None => None,
         };
-        let transfer = self.transfer();
+        let transfer = self.transfer().for_size(expected);
         let (tx, rx) = mpsc::channel(HANDOFF_QUEUE);
         let job = Job {
             store,
@@ -221,9 +234,20 @@ impl Job {
             .await
             .map_err(|e| self.error("starting the upload", e))?;
         let mut parts = WriteMultipart::new_with_chunk_size(upload, self.transfer.part_size);
+        let mut put = 0u64;
         loop {
             match rx.recv().await {
                 Some(Msg::Data(bytes)) => {
+                    put += bytes.len() as u64;
+                    if put > self.transfer.capacity() {
+                        let _ = parts.abort().await;
+                        return Err(StoreError::TooLarge {
+                            url: self.url.clone(),
+                            object: self.location.to_string(),
+                            size: put,
+                            limit: self.transfer.capacity(),
+                        });
+                    }
                     let capacity = self.transfer.max_parts_in_flight;
                     if let Err(e) = parts.wait_for_capacity(capacity).await {
                         // Best effort: the part error is the one worth reporting.

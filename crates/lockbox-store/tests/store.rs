@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use lockbox_store::test_support::{
     ACCESS_KEY, BUCKET, S3Server, StorageServer, files_under, free_port, random_bytes, s3_options,
+    with_part_limit,
 };
 use lockbox_store::{BackupInfo, BackupName, MIN_PART_SIZE, Store, StoreError, StoreOptions};
 use tempfile::TempDir;
@@ -665,4 +666,50 @@ mod azure {
         let err = runtime().block_on(store.list()).unwrap_err();
         assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     }
+}
+
+/// An object that would need more parts than the provider allows fails with `TooLarge` and
+/// leaves nothing listed; told the expected size, the upload picks parts large enough for it.
+/// (The limit is lowered to 2 parts here so that megabytes stand for tens of gigabytes.)
+#[test]
+fn an_upload_never_outgrows_the_part_limit_and_a_size_hint_makes_room() {
+    let server = S3Server::start();
+    let rt = runtime();
+    let store = with_part_limit(server.store_with("parts", small_parts(server.options())), 2);
+    let data: Vec<u8> = (0..3 * MIN_PART_SIZE).map(|i| (i % 251) as u8).collect();
+
+    let mut writer = store
+        .upload(&name(1, "1111111111111111"), rt.handle().clone())
+        .unwrap();
+    let written = data
+        .chunks(100_003)
+        .try_for_each(|piece| writer.write_all(piece));
+    // The task's error comes back on the write that finds it stopped, or else on `finish`.
+    let too_large = match written {
+        Err(e) => e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<StoreError>())
+            .is_some_and(|e| matches!(e, StoreError::TooLarge { .. })),
+        Ok(()) => matches!(writer.finish(), Err(StoreError::TooLarge { .. })),
+    };
+    assert!(
+        too_large,
+        "an object past the part limit was not refused as too large"
+    );
+    assert!(rt.block_on(store.list()).unwrap().is_empty());
+
+    let mut writer = store
+        .upload_sized(
+            &name(2, "2222222222222222"),
+            rt.handle().clone(),
+            Some(data.len() as u64),
+        )
+        .unwrap();
+    writer.write_all(&data).unwrap();
+    let info = writer.finish().unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    assert!(
+        download(&store, &rt, &info) == data,
+        "the sized upload did not round-trip"
+    );
 }

@@ -28,6 +28,13 @@ use tempfile::TempDir;
 
 use crate::{Store, StoreOptions};
 
+/// `store` with uploads limited to `parts` multipart parts instead of [`crate::MAX_PARTS`],
+/// so that tests reach the limit with megabytes instead of tens of gigabytes.
+pub fn with_part_limit(mut store: Store, parts: u64) -> Store {
+    store.set_part_limit(parts);
+    store
+}
+
 #[cfg(feature = "azure")]
 mod azure;
 mod hostile;
