@@ -76,6 +76,11 @@ impl Phone {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    fn stream_backup(&self) {
+        let out = run(self.lockbox().args(["backup", "--stream"]).arg(&self.chats));
+        assert_exit(&out, 0);
+    }
+
     fn restore(&self, dest: &Path, id: &str) -> std::process::Output {
         run(self
             .lockbox()
@@ -242,11 +247,7 @@ fn a_repository_deleted_by_the_storage_is_not_started_afresh() {
 #[test]
 fn a_snapshot_stream_posing_as_a_backup_is_never_counted_by_prune() {
     let phone = Phone::new();
-    let out = run(phone
-        .lockbox()
-        .args(["backup", "--stream"])
-        .arg(&phone.chats));
-    assert_exit(&out, 0);
+    phone.stream_backup();
     let real: Vec<PathBuf> = phone
         .cloud("")
         .into_iter()
@@ -439,11 +440,7 @@ fn backup_makes_a_snapshot_by_default_and_every_restore_finds_it() {
 
     // A stream made later is the newest; a snapshot after it outdates it again.
     fs::write(phone.chats.join("msgstore.db"), b"stream day").unwrap();
-    let out = run(phone
-        .lockbox()
-        .args(["backup", "--stream"])
-        .arg(&phone.chats));
-    assert_exit(&out, 0);
+    phone.stream_backup();
     let direct = |name: &str| {
         let dest = phone.env.p(name);
         let out = run(lockbox()
@@ -462,4 +459,116 @@ fn backup_makes_a_snapshot_by_default_and_every_restore_finds_it() {
     let (dest, said) = direct("direct-2");
     assert!(said.contains("entry 2 of the catalog"), "{said}");
     same_tree(&phone.chats, &dest);
+}
+
+/// The review's data loss: a snapshot that left out a file that kept changing must not make
+/// `--keep` forget the older snapshots, which still hold that file. A writer changes the
+/// database in place without a pause while the backup runs, so every read of it sees a change.
+#[test]
+fn an_incomplete_snapshot_never_prunes_the_ones_that_hold_what_it_lacks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let phone = Phone::new();
+    phone.backup();
+    let db = phone.chats.join("msgstore.db");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, db) = (stop.clone(), db.clone());
+        // Small writes in place, without a pause: every read of the file overlaps one.
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let file = fs::OpenOptions::new().write(true).open(&db).unwrap();
+            let len = file.metadata().unwrap().len();
+            let (block, mut n) = (noise(7, 4096), 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                file.write_all_at(&block, (n * 4096) % (len - 4096))
+                    .unwrap();
+            }
+        })
+    };
+    let mut incomplete = None;
+    for _ in 0..20 {
+        let before = phone.json(&["list", "--json"]).as_array().unwrap().len();
+        let mut c = phone.lockbox();
+        c.args(["backup", "--keep", "1"]).arg(&phone.chats);
+        let out = run(&mut c);
+        if stderr(&out).contains("incomplete") {
+            incomplete = Some((out, before));
+            break;
+        }
+        assert_exit(&out, 0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let (out, before) = incomplete.expect("no backup came out incomplete under the writer");
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("not pruning"), "{}", stderr(&out));
+    let after = phone.json(&["list", "--json"]).as_array().unwrap().len();
+    assert_eq!(after, before + 1, "an older snapshot was forgotten");
+}
+
+/// From the second review of the default: what the storage plants or alters around a
+/// snapshot gets the answer a user needs, not a silent fall-back or a misleading one.
+#[test]
+fn planted_streams_wrong_codes_and_altered_configs_get_the_right_answer() {
+    let phone = Phone::new();
+    phone.backup();
+    // A planted object named like a newer single stream does not block the snapshot.
+    let junk = phone
+        .env
+        .p("cloud")
+        .join("lockbox-9999999999999-aaaaaaaaaaaaaaaa.lbx");
+    fs::write(&junk, b"not a backup").unwrap();
+    let here = phone.env.p("here");
+    let out = run(phone.lockbox().arg("restore").arg(&here));
+    assert_exit(&out, 0);
+    same_tree(&phone.chats, &here);
+    let direct = |dest: &Path, code: &Path| {
+        run(lockbox()
+            .arg("restore")
+            .arg(dest)
+            .args(["--store", &phone.env.store(), "--key-file"])
+            .arg(code))
+    };
+    let out = direct(&phone.env.p("direct"), &phone.env.p("code.txt"));
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("skipped"), "{}", stderr(&out));
+    fs::remove_file(&junk).unwrap();
+
+    // A wrong recovery code on a store that holds only snapshots is a wrong key (exit 2), not
+    // "no backups".
+    let wrong = phone.env.key("wrong");
+    assert_fails_with(&direct(&phone.env.p("w"), &wrong), 2, "wrong key");
+
+    // The device's own repository with its config altered: damage (exit 3), and neither a
+    // backup's advice to use another key nor a disable that deletes nothing pass it by.
+    let config = phone.env.p("cloud").join("config");
+    // Everything after the repository id (magic 8, version 1, id 32): key check and MAC no
+    // longer match, which without a mark would read as another key's repository.
+    let mut bytes = fs::read(&config).unwrap();
+    for b in &mut bytes[41..] {
+        *b ^= 0x55;
+    }
+    fs::write(&config, &bytes).unwrap();
+    let mut c = phone.lockbox();
+    c.arg("backup").arg(&phone.chats);
+    assert_exit(&run(&mut c), 3);
+    assert_exit(&run(phone.lockbox().arg("list")), 3);
+    let disable = run(phone.lockbox().args(["disable", "--delete-backups"]));
+    assert_exit(&disable, 3);
+    assert!(config.exists());
+}
+
+/// `list` on a device that has made only single streams says so instead of failing.
+#[test]
+fn list_on_a_device_without_snapshots_says_none_yet() {
+    let phone = Phone::new();
+    phone.stream_backup();
+    let out = run(phone.lockbox().arg("list"));
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("no snapshots yet"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -75,6 +75,45 @@ fn a_new_phone_catches_a_rolled_back_or_deleted_repository_through_the_pin() {
     assert_fails_with(&out, 3, "rolled back");
     assert!(!dest.exists(), "a rolled-back restore left files behind");
     assert!(!victim.home.join("device.toml").exists());
+    // The same with no device at all: the key from the vault named by --vault, the store from
+    // the flags (the review found this path ignored the pin and restored Tuesday).
+    let client: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&cluster.config).unwrap()).unwrap();
+    let node: toml::Table = toml::from_str(
+        &std::fs::read_to_string(cluster.dir().join("nodes/1/vault.toml"))
+            .or_else(|_| std::fs::read_to_string(cluster.dir().join("nodes/0/vault.toml")))
+            .unwrap(),
+    )
+    .unwrap();
+    let node = format!("http://{}", node["listen"].as_str().unwrap());
+    let token = common::run(
+        common::lockbox()
+            .args(["dev", "token", "--account", "erin", "--issuer-key"])
+            .arg(client["dev_issuer_key"].as_str().unwrap())
+            .args(["--audience", client["fleet_id"].as_str().unwrap()]),
+    );
+    assert_exit(&token, 0);
+    let token_file = d.join("erin.token");
+    std::fs::write(&token_file, &token.stdout).unwrap();
+    let store = victim.store.clone();
+    let direct = victim.run(
+        &[
+            "restore",
+            dest.to_str().unwrap(),
+            "--store",
+            &store,
+            "--password",
+            "--vault",
+            &node,
+            "--account",
+            "erin",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+        Some(PW),
+    );
+    assert_fails_with(&direct, 3, "rolled back");
+    assert!(!dest.exists());
 
     // The provider deletes the repository and keeps Monday's single stream: still refused.
     std::fs::remove_dir_all(d.join("cloud")).unwrap();

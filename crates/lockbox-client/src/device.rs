@@ -324,7 +324,9 @@ impl Device {
                 pin
             }
         };
-        let (restored, mark) = device.restore_newest(&store, pin.as_ref(), dest, on, cancel)?;
+        let job = device.job(&store, cancel);
+        let first = crate::snapshots::restore_first(&job, pin.as_ref(), dest, on)?;
+        let (restored, mark) = (first.restored, first.mark);
         // The restored chats are what this phone backs up from now on.
         device.settings.source_dir = std::path::absolute(dest).ok();
         device.persist()?;
@@ -665,16 +667,28 @@ impl Device {
     /// key is not this device's to delete), then forgets it in the home.
     fn destroy_repository_of(&self, store: &Store, key: &BackupKey) -> Result<u64, DeviceError> {
         let _run = self.home.lock_run()?;
-        let device = self.home.repo_state()?.device;
-        let deleted = match Repository::open(store.clone(), self.rt.handle().clone(), key) {
-            Ok(repo) => {
-                let lock = repo.lock(device, lockbox_repo::Purpose::Prune, true)?;
+        let state = self.home.repo_state()?;
+        let rt = self.rt.handle().clone();
+        // The repository this device knows, when it knows one: a config the storage replaced or
+        // altered is refused, never taken for "nothing to delete" (its snapshots would stay).
+        let opened = match state.mark {
+            Some(mark) => match Repository::open_known(store.clone(), rt, key, mark.repo) {
+                Err(RepoError::Vanished { .. }) => Ok(None),
+                other => other.map(Some),
+            },
+            None => match Repository::open(store.clone(), rt, key) {
+                Err(RepoError::NoRepository { .. } | RepoError::WrongKey { .. }) => Ok(None),
+                other => other.map(Some),
+            },
+        };
+        let deleted = match opened? {
+            Some(repo) => {
+                let lock = repo.lock(state.device, lockbox_repo::Purpose::Prune, true)?;
                 let deleted = repo.destroy()?;
                 lock.release()?;
                 deleted
             }
-            Err(RepoError::NoRepository { .. } | RepoError::WrongKey { .. }) => 0,
-            Err(e) => return Err(e.into()),
+            None => 0,
         };
         self.home.forget_repo()?;
         Ok(deleted)

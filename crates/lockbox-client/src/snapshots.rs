@@ -11,7 +11,7 @@ use lockbox_repo::{
     Backup, Catalog, CatalogMark, CheckReport, PruneReport, Purpose, RepoError, RepoId, Repository,
     SnapshotEntry,
 };
-use lockbox_store::{BackupInfo, Store};
+use lockbox_store::BackupInfo;
 use lockbox_vault_core::{CATALOG_PIN_BODY_LEN, CatalogPin};
 
 use crate::backup::{self, BackupError, Cancel, Job, OnProgress, Progress, Step};
@@ -167,49 +167,6 @@ impl Device {
         Ok(held.seq)
     }
 
-    /// A new phone's restore, with K in hand: the newest of the snapshots in the repository
-    /// (checked against the vault's `pin`, when there is one) and the single-stream backups.
-    /// With a pin, the pinned repository must be there and reach the pinned entry: a storage
-    /// that deleted or rolled it back is an integrity failure, never a fall-back to older
-    /// backups.
-    pub(crate) fn restore_newest(
-        &self,
-        store: &Store,
-        pin: Option<&CatalogPin>,
-        dest: &Path,
-        on: OnProgress<'_>,
-        cancel: &Cancel,
-    ) -> Result<(Restored, Option<CatalogMark>), DeviceError> {
-        let pinned = pin.map(mark_of);
-        let rt = self.rt.handle().clone();
-        let repo = match &pinned {
-            Some(m) => Some(Repository::open_known(
-                store.clone(),
-                rt,
-                &self.key,
-                m.repo,
-            )?),
-            None => ours(Repository::open(store.clone(), rt, &self.key))?,
-        };
-        // The catalog's end as verified here: the new home keeps it whatever is restored, so
-        // its first backup appends to this history and no provider can roll it back after.
-        let mut verified = None;
-        let found = match repo {
-            Some(repo) => {
-                let catalog = repo.catalog()?;
-                if let Some(m) = &pinned {
-                    catalog.check_mark(m)?;
-                }
-                verified = Some(catalog.mark());
-                catalog.latest().map(|entry| (repo, entry))
-            }
-            None => None,
-        };
-        let restored =
-            self.restore_choice(store, found, pinned.map(|m| m.seq), dest, on, cancel)?;
-        Ok((restored, verified))
-    }
-
     /// Restores this device's newest backup into `dest`: the newest snapshot (its catalog
     /// checked against this device's mark, which then moves to its end) or single stream.
     pub fn restore_latest(
@@ -219,30 +176,21 @@ impl Device {
         cancel: &Cancel,
     ) -> Result<Restored, DeviceError> {
         let state = self.home.repo_state()?;
-        let found = match self.known_repository(&state)? {
-            None => None,
-            Some(repo) => {
-                let catalog = repo.catalog()?;
-                if let Some(mark) = &state.mark {
-                    catalog.check_mark(mark)?;
-                }
-                self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
-                catalog.latest().map(|entry| (repo, entry))
+        let store = self.store()?;
+        let job = self.job(&store, cancel);
+        let Some(mark) = state.mark else {
+            let first = restore_first(&job, None, dest, on)?;
+            if let Some(mark) = first.mark {
+                self.home.update_repo_state(|s| s.advance(mark))?;
             }
+            return Ok(first.restored);
         };
-        self.restore_choice(&self.store()?, found, None, dest, on, cancel)
-    }
-
-    fn restore_choice(
-        &self,
-        store: &Store,
-        found: Option<(Repository, SnapshotEntry)>,
-        pinned: Option<u64>,
-        dest: &Path,
-        on: OnProgress<'_>,
-        cancel: &Cancel,
-    ) -> Result<Restored, DeviceError> {
-        restore_newer(&self.job(store, cancel), found, pinned, dest, on).map(|(r, _)| r)
+        let repo = self.open_repository(&state, false)?;
+        let catalog = repo.catalog()?;
+        catalog.check_mark(&mark)?;
+        self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
+        let found = catalog.latest().map(|entry| (repo, entry));
+        Ok(restore_newer(&job, found, None, None, dest, on)?.0)
     }
 
     /// The repository this device backs up to: once it has a mark, only that repository (a
@@ -342,16 +290,6 @@ impl Device {
     }
 }
 
-/// The repository under `job`'s key at its store, if there is one, and its newest live
-/// snapshot. Without a mark to check it against (a first look, e.g. `restore --key-file`).
-pub fn latest_snapshot(job: &Job<'_>) -> Result<Option<(Repository, SnapshotEntry)>, DeviceError> {
-    let Some(repo) = ours(Repository::open(job.store.clone(), job.rt.clone(), job.key))? else {
-        return Ok(None);
-    };
-    let latest = repo.catalog()?.latest();
-    Ok(latest.map(|entry| (repo, entry)))
-}
-
 /// A repository opened without a mark: none there, or another key's (whose single streams may
 /// share the store), is no repository of ours.
 fn ours(opened: Result<Repository, RepoError>) -> Result<Option<Repository>, RepoError> {
@@ -361,22 +299,108 @@ fn ours(opened: Result<Repository, RepoError>) -> Result<Option<Repository>, Rep
     }
 }
 
+/// What a first restore (no mark: a new phone, or `restore --key-file`) restored.
+#[derive(Debug)]
+pub struct FirstRestore {
+    pub restored: Restored,
+    /// The end of the repository's catalog as verified here, for a new home to keep (so that
+    /// its first backup appends to this history).
+    pub mark: Option<CatalogMark>,
+    /// Why each stored object that is none of this key's intact single streams was passed over.
+    pub skipped: Vec<String>,
+}
+
+/// Restores into `dest` the newest backup at `job`'s store for one that has no mark of it:
+/// the newer of the repository's latest snapshot and the latest single stream. With `pin` (the
+/// vault's, verified under K), the pinned repository must be there and its catalog must reach
+/// the pinned entry: a storage that deleted or rolled it back is an integrity failure, never a
+/// fall-back to older backups.
+pub fn restore_first(
+    job: &Job<'_>,
+    pin: Option<&CatalogPin>,
+    dest: &Path,
+    on: OnProgress<'_>,
+) -> Result<FirstRestore, DeviceError> {
+    let pinned = pin.map(mark_of);
+    let (store, rt) = (job.store.clone(), job.rt.clone());
+    let (repo, foreign) = match &pinned {
+        Some(m) => (
+            Some(Repository::open_known(store, rt, job.key, m.repo)?),
+            None,
+        ),
+        None => match Repository::open(store, rt, job.key) {
+            Err(RepoError::NoRepository { .. }) => (None, None),
+            // Another key's repository: its snapshots are not ours, but if nothing of this key
+            // is there either, the key is what is wrong.
+            Err(e @ RepoError::WrongKey { .. }) => (None, Some(e)),
+            other => (Some(other?), None),
+        },
+    };
+    let mut mark = None;
+    let found = match repo {
+        Some(repo) => {
+            let catalog = repo.catalog()?;
+            if let Some(m) = &pinned {
+                catalog.check_mark(m)?;
+            }
+            mark = Some(catalog.mark());
+            catalog.latest().map(|entry| (repo, entry))
+        }
+        None => None,
+    };
+    let seq = pinned.map(|m| m.seq);
+    let (restored, skipped) = restore_newer(job, found, foreign, seq, dest, on)?;
+    Ok(FirstRestore {
+        restored,
+        mark,
+        skipped,
+    })
+}
+
 /// Restores into `dest` the newer of `found` (a verified repository and its latest snapshot)
-/// and the newest single stream at `job`'s store, by their authenticated times. Also returns
-/// why each stored object that is not one of this key's single streams was passed over.
-pub fn restore_newer(
+/// and the newest single stream at `job`'s store, by their authenticated times. Stored objects
+/// that are none of this key's streams are passed over (and returned as warnings), except an
+/// authentic stream of this key, damaged, that is newer than anything restorable: restoring an
+/// older backup instead would be the rollback the storage is after.
+fn restore_newer(
     job: &Job<'_>,
     found: Option<(Repository, SnapshotEntry)>,
+    foreign: Option<RepoError>,
     pinned: Option<u64>,
     dest: &Path,
     on: OnProgress<'_>,
 ) -> Result<(Restored, Vec<String>), DeviceError> {
     lockbox_archive::check_destination(dest).map_err(RepoError::from)?;
-    let (stream, skipped) = match backup::latest_verified(job) {
-        Ok((info, catalog)) => (Some(info), crate::device::rejected(&catalog)),
-        Err(BackupError::NoBackups { .. }) if found.is_some() => (None, Vec::new()),
-        Err(e) => return Err(e.into()),
+    let url = job.store.url();
+    let mut catalog = crate::catalog::Catalog::load(job.store, job.rt, job.key)?;
+    let stream = match &found {
+        None => match catalog.latest(url) {
+            Err(BackupError::NoBackups { .. }) if foreign.is_some() => {
+                return Err(foreign.expect("checked").into());
+            }
+            other => Some(other?),
+        },
+        Some((_, entry)) => {
+            let newest = catalog.verified.last().cloned();
+            let floor = newest.as_ref().map_or(entry.created_unix_ms, |s| {
+                s.name.created_unix_ms.max(entry.created_unix_ms)
+            });
+            let blocking = catalog
+                .rejected
+                .iter()
+                .position(|(info, r)| r.authentic && info.name.created_unix_ms > floor);
+            if let Some(at) = blocking {
+                let (info, r) = catalog.rejected.remove(at);
+                return Err(BackupError::NewestDamaged {
+                    id: info.name.id,
+                    source: Box::new(r.err),
+                }
+                .into());
+            }
+            newest
+        }
     };
+    let skipped = crate::device::rejected(&catalog);
     let restored = match (found, stream) {
         (Some((repo, entry)), stream)
             if stream
@@ -391,7 +415,7 @@ pub fn restore_newer(
             Restored::Stream(info)
         }
         (_, None) => {
-            let url = job.store.url().to_owned();
+            let url = url.to_owned();
             return Err(BackupError::NoBackups { url }.into());
         }
     };

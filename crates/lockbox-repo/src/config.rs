@@ -140,6 +140,13 @@ impl Config {
         let check_ok: bool = check.ct_eq(&keys.key_check).into();
         match (check_ok, mac_ok) {
             (true, true) => {}
+            // The repository a device backed up to opened with its key before: a config of its
+            // id that does not now is an altered or replaced one, not a wrong key.
+            (false, false) if expected.is_some() => {
+                return Err(corrupt(
+                    "it does not open with the key this device backed up under: altered or replaced",
+                ));
+            }
             (false, false) if !Self::only_check_damaged(&keys, bytes) => {
                 return Err(RepoError::WrongKey {
                     url: url.to_owned(),

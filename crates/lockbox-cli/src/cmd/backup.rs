@@ -144,8 +144,8 @@ fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
         None => None,
     };
     // A password attempt is spent only once there is a backup to restore and room for it.
-    let key = match key {
-        Some(key) => key,
+    let (key, pin) = match key {
+        Some(key) => (key, None),
         None => {
             if by_id.is_none()
                 && d.rt.block_on(d.store.list())?.is_empty()
@@ -153,7 +153,7 @@ fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
             {
                 bail!("no backups at {url}");
             }
-            super::keyvault::recover_key(&d.rt, &args.vault, ctx)?
+            super::keyvault::recover_pinned(&d.rt, &args.vault, ctx)?
         }
     };
     let job = d.job(&key);
@@ -163,16 +163,15 @@ fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
             backup::restore_backup(&job, &info, &args.dest, &mut on)?;
             Restored::Stream(info)
         }
-        // The newest of the snapshots and the single streams; no mark to check the catalog
-        // against here, so the snapshot's place and date are said.
+        // The newest of the snapshots and the single streams, checked against the vault's
+        // pin when the key came from the vault; without one, the snapshot's place and date are
+        // said for the user to judge.
         None => {
-            let found = lockbox_client::latest_snapshot(&job)?;
-            let (restored, skipped) =
-                lockbox_client::restore_newer(&job, found, None, &args.dest, &mut on)?;
-            for why in skipped {
+            let first = lockbox_client::restore_first(&job, pin.as_ref(), &args.dest, &mut on)?;
+            for why in first.skipped {
                 eprintln!("lockbox: warning: {why}; skipped");
             }
-            restored
+            first.restored
         }
     };
     bar.finish_and_clear();

@@ -186,10 +186,20 @@ pub fn recover(args: &VaultArgs, out: &Path, ctx: &Ctx<'_>) -> Result<()> {
 /// Asks for the password and recovers the backup key from the vault (one attempt), on the
 /// caller's runtime.
 pub fn recover_key(rt: &Runtime, args: &VaultArgs, ctx: &Ctx<'_>) -> Result<BackupKey> {
+    recover_pinned(rt, args, ctx).map(|(key, _)| key)
+}
+
+/// [`recover_key`], and the vault's catalog pin (verified under the key), for a restore to
+/// check the repository against.
+pub fn recover_pinned(
+    rt: &Runtime,
+    args: &VaultArgs,
+    ctx: &Ctx<'_>,
+) -> Result<(BackupKey, Option<lockbox_vault_core::CatalogPin>)> {
     let vault = Session::open(rt, args, ctx)?;
     let password = password("Vault password: ", ENV_PASSWORD)?;
     vault
-        .run(vault.client.recover(vault.id(), password.as_bytes()))
+        .run(vault.client.recover_pinned(vault.id(), password.as_bytes()))
         .context("recovering the key")
 }
 

@@ -46,7 +46,15 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
     }
     let SnapshotBackup { backup, pin } = made?;
     bar.finish_and_clear();
+    let complete = backup.stats.vanished + backup.stats.changing == 0;
     let (pruned, pin) = match keep {
+        // Older snapshots may hold what an incomplete one lacks: they are not forgotten for it.
+        Some(_) if !complete => {
+            eprintln!(
+                "lockbox: warning: not pruning: this snapshot is incomplete, and older ones may hold what it lacks"
+            );
+            (None, pin)
+        }
         Some(keep) => {
             let SnapshotPrune { report, pin } = device.prune_snapshots(keep)?;
             (Some(report), pin)
@@ -197,15 +205,17 @@ pub(crate) fn entry_json(e: &SnapshotEntry) -> serde_json::Value {
 pub fn list(args: &ListArgs, ctx: &Ctx<'_>) -> Result<()> {
     require_device(ctx, "listing snapshots")?;
     let device = ctx.open_offline()?;
-    let (_, catalog) = device.snapshots()?;
-    let snapshots = catalog.snapshots();
+    let snapshots = device.snapshot_entries()?;
     if args.json {
         let all: Vec<_> = snapshots.iter().map(entry_json).collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
     if snapshots.is_empty() {
-        eprintln!("no snapshots yet at {}", device.settings().store);
+        eprintln!(
+            "no snapshots yet at {} (`lockbox status` also lists single-stream backups)",
+            device.settings().store
+        );
         return Ok(());
     }
     println!(
