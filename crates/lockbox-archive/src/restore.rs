@@ -295,7 +295,17 @@ fn write_file<R: Read>(
         stats.bytes_out += block.len() as u64;
         progress(stats.bytes_out);
     }
+    start_writeback(&file);
     set_metadata(&file, path, entry.mode, entry.mtime)
+}
+
+/// Asks the kernel to start writing `file` to disk now, without waiting: the commit's syncfs
+/// then finds most of the restore already on its way instead of flushing it all at the end. On
+/// Linux, `POSIX_FADV_DONTNEED` starts writeback of dirty pages (and drops clean ones from the
+/// cache, which a restored file has no more use for). Only a hint: durability is still the
+/// commit's syncfs, so a refusal changes nothing.
+fn start_writeback(file: &File) {
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
 }
 
 fn set_metadata(file: &File, path: &Path, mode: u32, mtime: Mtime) -> Result<(), ArchiveError> {

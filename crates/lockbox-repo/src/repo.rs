@@ -681,7 +681,7 @@ impl Repository {
             let sealed = bytes
                 .get(blob.range().start as usize..blob.range().end as usize)
                 .ok_or_else(|| RepoError::corrupt(&name, "a blob lies past its end"))?;
-            open_chunk(&key, &self.keys.chunk_id, pack, blob, sealed, &name)?;
+            open_chunk(&key, Some(&self.keys.chunk_id), pack, blob, sealed, &name)?;
         }
         Ok(own.len() as u64)
     }
