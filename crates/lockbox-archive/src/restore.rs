@@ -156,7 +156,8 @@ pub fn check_destination(dest: &Path) -> Result<(), ArchiveError> {
 /// unless committed.
 struct Staging {
     path: PathBuf,
-    _lock: File,
+    /// The staging directory, opened (and locked) when it was made.
+    dir: File,
     committed: bool,
 }
 
@@ -165,7 +166,7 @@ impl Staging {
         let (path, lock) = partial::staging_dir(dest).map_err(ArchiveError::io(parent_of(dest)))?;
         Ok(Staging {
             path,
-            _lock: lock,
+            dir: lock,
             committed: false,
         })
     }
@@ -174,9 +175,10 @@ impl Staging {
     /// after a crash, `dest` is either absent or complete, never a tree of empty files.
     fn commit(mut self, dest: &Path) -> Result<(), ArchiveError> {
         // One syncfs flushes every restored file and directory at once (per-file fsync would
-        // cost a disk round trip per photo).
-        let staged = fs::File::open(&self.path).map_err(ArchiveError::io(&self.path))?;
-        rustix::fs::syncfs(&staged).map_err(|e| ArchiveError::io(&self.path)(e.into()))?;
+        // cost a disk round trip per photo). Through the handle opened before the first file
+        // was written: Linux reports a write-back error to syncfs only on handles older than
+        // the error, and each file's write-back has been under way since it was written.
+        rustix::fs::syncfs(&self.dir).map_err(|e| ArchiveError::io(&self.path)(e.into()))?;
         fs::rename(&self.path, dest).map_err(ArchiveError::io(dest))?;
         self.committed = true;
         // The restore is complete and in place; a failure to persist the rename itself is only

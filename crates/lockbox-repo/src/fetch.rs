@@ -71,11 +71,17 @@ impl<'r> Source<'r> {
         let name = object(&object_name)?;
         let store = self.repo.store();
         let pack_key = self.repo.keys.pack_key(&loc.pack.0);
+        let chunk_key = self.repo.keys.chunk_id.clone();
         Ok(self.repo.rt().spawn(async move {
             let sealed = read_range(&store, &name, loc.blob.range()).await?;
-            // The blob's seal already binds its chunk id (see `open_chunk`); hashing every
-            // restored byte again would cost a restore a third of its CPU for nothing more.
-            open_chunk(&pack_key, None, &loc.pack, &loc.blob, &sealed, &object_name)
+            open_chunk(
+                &pack_key,
+                &chunk_key,
+                &loc.pack,
+                &loc.blob,
+                &sealed,
+                &object_name,
+            )
         }))
     }
 
@@ -142,24 +148,32 @@ async fn read_range(
 }
 
 /// The chunk `blob` of `pack` from its sealed bytes: opened, decompressed (capped at its
-/// length, so a bomb fails instead of growing memory), and, with `chunk_key`, its id computed
-/// again from its bytes.
+/// length, so a bomb fails instead of growing memory), and checked against its id.
 ///
-/// Opening alone proves the bytes are the ones sealed for this chunk id: the seal is
+/// The seal alone proves that a holder of K sealed these bytes for this chunk id: it is
 /// AES-256-GCM under the pack's key (from K and the pack id), with the offset in the nonce and
-/// the chunk id, flags and length as associated data, so nothing without K can make a blob
-/// that opens, and no authentic blob opens as another chunk, at another offset, or in another
-/// pack. Recomputing the id (`check --read-data`) also catches a writer that sealed bytes
-/// under the wrong id: a bug, not an attack.
+/// the chunk id, flags and length as associated data. Recomputing the id also proves the bytes
+/// are that chunk's: a writer that sealed other bytes under the id (a bug, or another device of
+/// the account that holds K and lies) would otherwise be restored without a word.
 pub(crate) fn open_chunk(
     pack_key: &Secret32,
-    chunk_key: Option<&Secret32>,
+    chunk_key: &Secret32,
     pack: &PackId,
     blob: &BlobEntry,
     sealed: &[u8],
     object_name: &str,
 ) -> Result<Vec<u8>, RepoError> {
     let stored = pack::open_blob(pack_key, pack, blob, sealed)?;
+    unpack_chunk(chunk_key, blob, stored, object_name)
+}
+
+/// An opened blob's chunk: decompressed (capped at its length) and checked against its id.
+pub(crate) fn unpack_chunk(
+    chunk_key: &Secret32,
+    blob: &BlobEntry,
+    stored: Vec<u8>,
+    object_name: &str,
+) -> Result<Vec<u8>, RepoError> {
     let raw_len = blob.raw_len as usize;
     let data = if blob.compressed {
         zstd::bulk::decompress(&stored, raw_len).map_err(|_| {
@@ -171,8 +185,7 @@ pub(crate) fn open_chunk(
     } else {
         stored
     };
-    let wrong_id = chunk_key.is_some_and(|key| ChunkId::keyed(key, &data) != blob.id);
-    if data.len() != raw_len || wrong_id {
+    if data.len() != raw_len || ChunkId::keyed(chunk_key, &data) != blob.id {
         return Err(RepoError::ChunkMismatch {
             chunk: blob.id.short(),
             object: object_name.to_owned(),

@@ -21,6 +21,7 @@ use lockbox_store::PutIf;
 
 use crate::RepoError;
 use crate::catalog::{Catalog, Head, MAX_FORGET, Op};
+use crate::fetch::unpack_chunk;
 use crate::ids::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::lock::RepoLock;
@@ -163,6 +164,9 @@ impl Repository {
                         RepoError::corrupt(&name, "is shorter than its index says: truncated")
                     })?;
                 let stored = pack::open_blob(&key, &pack.id, blob, sealed)?;
+                // Checked before it is sealed again: a rewrite must not carry bytes that are not
+                // their chunk's into a fresh pack, where nothing would tell them apart.
+                unpack_chunk(&self.keys.chunk_id, blob, stored.clone(), &name)?;
                 sink.add_stored(blob.id, &stored, blob.compressed, blob.raw_len)?;
             }
             Ok::<_, RepoError>(())
@@ -193,9 +197,48 @@ impl Repository {
         Ok((objects, present))
     }
 
-    /// [`present_index_objects`](Self::present_index_objects), merged.
-    pub(crate) fn present_index(&self) -> Result<Index, RepoError> {
-        Ok(merged(&self.present_index_objects()?.0))
+    /// For a backup: the present index, and the packs no index object names, read and
+    /// authenticated. Those are what an interrupted backup (or prune) uploaded before it could
+    /// write its index: the backup uses their chunks instead of uploading them again, and names
+    /// them in its own index. A pack that does not authenticate, or is larger than a pack of
+    /// this repository can be, is left for the next prune to delete.
+    pub(crate) fn index_for_backup(&self) -> Result<(Index, Vec<IndexedPack>), RepoError> {
+        let (objects, present) = self.present_index_objects()?;
+        let mut index = merged(&objects);
+        let named: std::collections::HashSet<PackId> = objects
+            .iter()
+            .flat_map(|(_, packs)| packs.iter().map(|p| p.id))
+            .collect();
+        let sizes = self.config().sizes;
+        let largest = u64::from(sizes.pack_target) + 2 * u64::from(sizes.chunk_max) + (1 << 20);
+        let mut adopted = Vec::new();
+        for (id, &len) in present.iter().filter(|(id, _)| !named.contains(id)) {
+            if len > largest || adopted.len() >= MAX_ADOPTED {
+                continue;
+            }
+            let name = pack::pack_object(id);
+            // Capped while read too: the body served may be larger than the listing said.
+            let read = object(&name)
+                .and_then(|o| {
+                    Ok(self
+                        .rt()
+                        .block_on(self.store().get_object_bounded(&o, largest))?)
+                })
+                .and_then(|bytes| pack::read_pack(&self.keys, id, &bytes));
+            match read {
+                Ok(blobs) => {
+                    let pack = IndexedPack {
+                        id: *id,
+                        len: len as u32,
+                        blobs,
+                    };
+                    index.add_pack(&pack);
+                    adopted.push(pack);
+                }
+                Err(e) => tracing::warn!(pack = %name, error = %e, "unindexed pack left for prune"),
+            }
+        }
+        Ok((index, adopted))
     }
 
     /// For a restore: every chunk at a location in a pack that is there if it has one, else
@@ -257,6 +300,9 @@ impl Repository {
 }
 
 pub(crate) type IndexObjects = Vec<(IndexId, Vec<IndexedPack>)>;
+
+/// Unindexed packs one backup takes in at most (the rest wait for the next backup or prune).
+const MAX_ADOPTED: usize = 256;
 
 fn merged(objects: &IndexObjects) -> Index {
     let mut index = Index::default();

@@ -76,6 +76,8 @@ pub struct BackupStats {
     pub reused_chunks: u64,
     pub reused_bytes: u64,
     pub packs: u64,
+    /// Packs an interrupted backup had uploaded without indexing them, taken in by this one.
+    pub adopted_packs: u64,
     /// Bytes this backup uploaded: packs, index, snapshot and catalog entry.
     pub uploaded_bytes: u64,
     /// Files whose chunks came from the device's file cache, unread.
@@ -333,7 +335,7 @@ impl Repository {
         }
         // Only packs that are there count as stored: dedup against a replayed or dangling index
         // would make a snapshot that names lost chunks.
-        let index = self.present_index()?;
+        let (index, adopted) = self.index_for_backup()?;
         let mut sink = Sink::new(self, &index);
         sink.cache_old = cache.filter(|c| c.is_for(self.id()));
         sink.cache_new = Some(FileCache::new(self.id()));
@@ -342,7 +344,9 @@ impl Repository {
         let new_cache = sink.cache_new.take().unwrap_or_default();
         let landed = sink.finish();
         let (tree, tree_stats) = written?;
-        let (packs, mut stats) = landed?;
+        let (mut packs, mut stats) = landed?;
+        stats.adopted_packs = adopted.len() as u64;
+        packs.extend(adopted);
         stats.files = tree_stats.files;
         stats.dirs = tree_stats.dirs;
         stats.symlinks = tree_stats.symlinks;
@@ -681,7 +685,7 @@ impl Repository {
             let sealed = bytes
                 .get(blob.range().start as usize..blob.range().end as usize)
                 .ok_or_else(|| RepoError::corrupt(&name, "a blob lies past its end"))?;
-            open_chunk(&key, Some(&self.keys.chunk_id), pack, blob, sealed, &name)?;
+            open_chunk(&key, &self.keys.chunk_id, pack, blob, sealed, &name)?;
         }
         Ok(own.len() as u64)
     }

@@ -76,6 +76,7 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
             "reused_chunks": s.reused_chunks,
             "reused_bytes": s.reused_bytes,
             "packs": s.packs,
+            "adopted_packs": s.adopted_packs,
             "uploaded_bytes": s.uploaded_bytes,
             "cached_files": s.cached_files,
             "vanished": s.vanished,
