@@ -303,13 +303,7 @@ impl Device {
         };
         let placeholder = BackupKey::generate(&mut OsRng);
         let mut device = Self::fresh(home, &opts, password, placeholder, tokens)?;
-        if device
-            .rt
-            .block_on(store.list())
-            .map_err(BackupError::from)?
-            .is_empty()
-            && !Repository::exists(&store, device.rt.handle())?
-        {
+        if !crate::snapshots::holds_backups(&store, device.rt.handle())? {
             return Err(BackupError::NoBackups { url: opts.store }.into());
         }
         let pin = match secret {
@@ -326,14 +320,13 @@ impl Device {
         };
         let job = device.job(&store, cancel);
         let first = crate::snapshots::restore_first(&job, pin.as_ref(), dest, on)?;
-        let (restored, mark) = (first.restored, first.mark);
         // The restored chats are what this phone backs up from now on.
         device.settings.source_dir = std::path::absolute(dest).ok();
         device.persist()?;
-        if let Some(mark) = mark {
+        if let Some(mark) = first.mark {
             device.home.update_repo_state(|s| s.advance(mark))?;
         }
-        Ok((device, restored))
+        Ok((device, first.restored))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -676,10 +669,7 @@ impl Device {
                 Err(RepoError::Vanished { .. }) => Ok(None),
                 other => other.map(Some),
             },
-            None => match Repository::open(store.clone(), rt, key) {
-                Err(RepoError::NoRepository { .. } | RepoError::WrongKey { .. }) => Ok(None),
-                other => other.map(Some),
-            },
+            None => crate::snapshots::ours(Repository::open(store.clone(), rt, key)),
         };
         let deleted = match opened? {
             Some(repo) => {

@@ -38,7 +38,7 @@ pub use device::{
 pub use error::ClientError;
 pub use home::{FleetSettings, Protection, Settings};
 pub use snapshots::{
-    FirstRestore, Restored, SnapshotBackup, SnapshotPrune, VaultPin, restore_first,
+    FirstRestore, Restored, SnapshotBackup, SnapshotPrune, VaultPin, holds_backups, restore_first,
 };
 
 /// An error and its causes on one line, joined with ": ", without repeating a cause that its

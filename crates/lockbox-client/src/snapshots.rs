@@ -11,7 +11,7 @@ use lockbox_repo::{
     Backup, Catalog, CatalogMark, CheckReport, PruneReport, Purpose, RepoError, RepoId, Repository,
     SnapshotEntry,
 };
-use lockbox_store::BackupInfo;
+use lockbox_store::{BackupInfo, Store};
 use lockbox_vault_core::{CATALOG_PIN_BODY_LEN, CatalogPin};
 
 use crate::backup::{self, BackupError, Cancel, Job, OnProgress, Progress, Step};
@@ -178,17 +178,15 @@ impl Device {
         let state = self.home.repo_state()?;
         let store = self.store()?;
         let job = self.job(&store, cancel);
-        let Some(mark) = state.mark else {
+        if state.mark.is_none() {
             let first = restore_first(&job, None, dest, on)?;
             if let Some(mark) = first.mark {
                 self.home.update_repo_state(|s| s.advance(mark))?;
             }
             return Ok(first.restored);
-        };
+        }
         let repo = self.open_repository(&state, false)?;
-        let catalog = repo.catalog()?;
-        catalog.check_mark(&mark)?;
-        self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
+        let catalog = self.checked_catalog(&state, &repo)?;
         let found = catalog.latest().map(|entry| (repo, entry));
         Ok(restore_newer(&job, found, None, None, dest, on)?.0)
     }
@@ -210,21 +208,33 @@ impl Device {
     pub fn snapshots(&self) -> Result<(Repository, Catalog), DeviceError> {
         let state = self.home.repo_state()?;
         let repo = self.open_repository(&state, false)?;
-        let catalog = repo.catalog()?;
-        if let Some(mark) = &state.mark {
-            catalog.check_mark(mark)?;
-        }
-        self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
+        let catalog = self.checked_catalog(&state, &repo)?;
         Ok((repo, catalog))
     }
 
     /// The live snapshots, oldest first (none before the first snapshot backup), checked as
     /// [`Self::snapshots`] checks them.
     pub fn snapshot_entries(&self) -> Result<Vec<SnapshotEntry>, DeviceError> {
-        match self.known_repository(&self.home.repo_state()?)? {
+        let state = self.home.repo_state()?;
+        match self.known_repository(&state)? {
             None => Ok(Vec::new()),
-            Some(_) => Ok(self.snapshots()?.1.snapshots()),
+            Some(repo) => Ok(self.checked_catalog(&state, &repo)?.snapshots()),
         }
+    }
+
+    /// `repo`'s catalog, checked against this device's mark in `state`, and the mark moved
+    /// forward to its end.
+    fn checked_catalog(
+        &self,
+        state: &RepoState,
+        repo: &Repository,
+    ) -> Result<Catalog, DeviceError> {
+        let catalog = repo.catalog()?;
+        if let Some(mark) = &state.mark {
+            catalog.check_mark(mark)?;
+        }
+        self.home.update_repo_state(|s| s.advance(catalog.mark()))?;
+        Ok(catalog)
     }
 
     /// This device's repository; `None` before its first snapshot if the store holds none, or
@@ -292,11 +302,21 @@ impl Device {
 
 /// A repository opened without a mark: none there, or another key's (whose single streams may
 /// share the store), is no repository of ours.
-fn ours(opened: Result<Repository, RepoError>) -> Result<Option<Repository>, RepoError> {
+pub(crate) fn ours(opened: Result<Repository, RepoError>) -> Result<Option<Repository>, RepoError> {
     match opened {
         Err(RepoError::NoRepository { .. } | RepoError::WrongKey { .. }) => Ok(None),
         other => other.map(Some),
     }
+}
+
+/// Whether `store` holds anything to restore: a single stream or a repository (of any key).
+/// Asked before a password attempt is spent on a restore.
+pub fn holds_backups(store: &Store, rt: &tokio::runtime::Handle) -> Result<bool, DeviceError> {
+    Ok(!rt
+        .block_on(store.list())
+        .map_err(BackupError::from)?
+        .is_empty()
+        || Repository::exists(store, rt)?)
 }
 
 /// What a first restore (no mark: a new phone, or `restore --key-file`) restored.

@@ -147,10 +147,7 @@ fn restore_direct(args: &RestoreArgs, ctx: &Ctx<'_>) -> Result<()> {
     let (key, pin) = match key {
         Some(key) => (key, None),
         None => {
-            if by_id.is_none()
-                && d.rt.block_on(d.store.list())?.is_empty()
-                && !lockbox_repo::Repository::exists(&d.store, d.rt.handle())?
-            {
+            if by_id.is_none() && !lockbox_client::holds_backups(&d.store, d.rt.handle())? {
                 bail!("no backups at {url}");
             }
             super::keyvault::recover_pinned(&d.rt, &args.vault, ctx)?

@@ -6,8 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use lockbox_client::{Device, SnapshotBackup, SnapshotPrune, VaultPin};
-use lockbox_repo::{PruneReport, SnapshotEntry};
+use lockbox_client::{Device, DeviceError, SnapshotBackup, SnapshotPrune, VaultPin};
+use lockbox_repo::{PruneReport, RepoError, SnapshotEntry};
 
 use super::device::Ctx;
 use crate::cli::{BackupArgs, CheckArgs, ListArgs, PruneArgs};
@@ -37,14 +37,15 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
     // A password device pins the catalog's new end at the vault, which needs the account token.
     let mut device = ctx.open(&args.token)?;
     let (bar, mut on) = progress::device(ctx.quiet);
-    let made = device.backup_snapshot(args.dir.as_deref(), &mut on);
-    if let Err(lockbox_client::DeviceError::Repo(lockbox_repo::RepoError::WrongKey { .. })) = &made
-    {
-        return Err(anyhow::Error::new(made.unwrap_err()).context(
-            "the store holds another key's repository: back up with --stream, or to another store",
-        ));
-    }
-    let SnapshotBackup { backup, pin } = made?;
+    let SnapshotBackup { backup, pin } =
+        device
+            .backup_snapshot(args.dir.as_deref(), &mut on)
+            .map_err(|e| match e {
+                DeviceError::Repo(RepoError::WrongKey { .. }) => anyhow::Error::new(e).context(
+                    "the store holds another key's repository: back up with --stream, or to another store",
+                ),
+                e => e.into(),
+            })?;
     bar.finish_and_clear();
     let complete = backup.stats.vanished + backup.stats.changing == 0;
     let (pruned, pin) = match keep {
@@ -88,7 +89,7 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
         report["vault_pin"] = pin_json(&pin);
         println!("{}", serde_json::to_string_pretty(&report)?);
         incomplete(&backup)?;
-        return unpinned(pin, backup.snapshot.seq);
+        return unpinned(pin, &made_unpinned(backup.snapshot.seq));
     }
     println!("{}", backup.snapshot.id.short());
     if let Some(p) = &pruned {
@@ -114,7 +115,13 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
         eprintln!("the vault pins the catalog at entry {seq}");
     }
     incomplete(&backup)?;
-    unpinned(pin, backup.snapshot.seq)
+    unpinned(pin, &made_unpinned(backup.snapshot.seq))
+}
+
+fn made_unpinned(seq: u64) -> String {
+    format!(
+        "snapshot {seq} was made, but the vault did not pin it: until a backup pins again, a new phone restoring with the password cannot catch a storage that hides it"
+    )
 }
 
 fn pin_json(pin: &VaultPin) -> serde_json::Value {
@@ -125,13 +132,11 @@ fn pin_json(pin: &VaultPin) -> serde_json::Value {
     }
 }
 
-/// A snapshot the vault was not told of is kept, but the run fails saying so (with the exit
+/// What the vault was not told of is kept, but the run fails saying `what` (with the exit
 /// code of the cause: 3 if the vault's pin contradicts the repository).
-fn unpinned(pin: VaultPin, seq: u64) -> Result<()> {
+fn unpinned(pin: VaultPin, what: &str) -> Result<()> {
     match pin {
-        VaultPin::Failed(e) => Err(anyhow::Error::new(e).context(format!(
-            "snapshot {seq} was made, but the vault did not pin it: until a backup pins again, a new phone restoring with the password cannot catch a storage that hides it"
-        ))),
+        VaultPin::Failed(e) => Err(anyhow::Error::new(e).context(what.to_owned())),
         _ => Ok(()),
     }
 }
@@ -159,11 +164,10 @@ pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
     } else {
         say_pruned(&report);
     }
-    match pin {
-        VaultPin::Failed(e) => Err(anyhow::Error::new(e)
-            .context("the prune is done, but the vault did not pin the catalog's new end")),
-        _ => Ok(()),
-    }
+    unpinned(
+        pin,
+        "the prune is done, but the vault did not pin the catalog's new end",
+    )
 }
 
 fn prune_json(r: &PruneReport) -> serde_json::Value {
