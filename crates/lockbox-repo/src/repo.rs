@@ -943,3 +943,92 @@ impl ChunkSink for Sink<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DeviceId;
+    use crate::lock::Purpose;
+
+    /// What only a holder of K can write, and no test through the public API can: a catalog
+    /// entry of one device that names a snapshot another device made (say, a second phone of
+    /// the account whose catalog entry was rewritten). The snapshot's own header says who made
+    /// it and when, and restore and check refuse the mismatch as a foreign snapshot.
+    #[test]
+    fn a_snapshot_listed_for_another_device_or_time_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = Store::open(&format!("file://{}", dir.path().join("repo").display())).unwrap();
+        let key = lockbox_crypto::BackupKey::from_bytes([3; 32]);
+        let repo = Repository::init(store, rt.handle().clone(), &key, Sizes::default()).unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("chat.db"), b"hello").unwrap();
+        let (phone, tablet) = (DeviceId([1; 16]), DeviceId([2; 16]));
+        let lock = repo.lock(tablet, Purpose::Backup, true).unwrap();
+        let made = repo
+            .backup(&lock, &src, None, 1000, None, &mut |_| {})
+            .unwrap();
+        lock.release().unwrap();
+        // The tablet's tree, sealed again under a header that says `made_by` at `at`, and
+        // listed as the phone's snapshot at time 1000.
+        let mut plain = Vec::new();
+        let object = repo
+            .get_listed(&snapshot_object(&made.snapshot.id))
+            .unwrap();
+        DecryptReader::new(&object[..], &repo.snapshot_key)
+            .read_to_end(&mut plain)
+            .unwrap();
+        let relist = |made_by, at| {
+            let header = SnapshotHeader {
+                repo: repo.id(),
+                device: made_by,
+                created_unix_ms: at,
+                files: made.snapshot.files,
+                bytes: made.snapshot.bytes,
+            };
+            let (id, sealed) = repo
+                .seal_snapshot(&header, &plain[SNAP_HEADER_LEN..], at)
+                .unwrap();
+            repo.put(&snapshot_object(&id), sealed, PutIf::Absent)
+                .unwrap();
+            let entry = SnapshotEntry {
+                id,
+                device: phone,
+                created_unix_ms: 1000,
+                ..made.snapshot
+            };
+            let head = Head {
+                device: phone,
+                created_unix_ms: 1000,
+            };
+            repo.append(repo.catalog().unwrap(), head, Op::Snapshot(entry))
+                .unwrap();
+        };
+        relist(phone, 1000); // honest: restores
+        relist(tablet, 1000); // another device
+        relist(phone, 2000); // another time
+        let listed = repo.catalog().unwrap().snapshots();
+        assert_eq!(listed.len(), 4);
+        for (i, entry) in listed.iter().enumerate() {
+            let dest = dir.path().join(format!("out{i}"));
+            let restored = repo.restore(entry, &dest, &mut |_| {});
+            if i < 2 {
+                restored.unwrap();
+                continue;
+            }
+            match restored {
+                Err(RepoError::ForeignSnapshot { what, .. }) => {
+                    assert!(what.contains("device or time"), "{what}")
+                }
+                other => panic!("entry {i}: {other:?}"),
+            }
+            assert!(!dest.exists(), "nothing is left of a refused restore");
+        }
+        let check = repo.check(&repo.catalog().unwrap(), false);
+        assert!(
+            matches!(check, Err(RepoError::ForeignSnapshot { .. })),
+            "{check:?}"
+        );
+    }
+}
