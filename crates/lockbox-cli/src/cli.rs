@@ -586,6 +586,14 @@ pub struct BackupArgs {
     /// under the key, this one included
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
+    /// For a snapshot: also keep the newest snapshot of each of the last N days that have one
+    /// (UTC days), when pruning after the backup
+    #[arg(long, value_name = "N", conflicts_with_all = ["to", "stream"])]
+    pub keep_daily: Option<usize>,
+    /// For a snapshot: also keep the newest snapshot of each of the last N weeks that have one
+    /// (ISO weeks, Monday to Sunday, UTC), when pruning after the backup
+    #[arg(long, value_name = "N", conflicts_with_all = ["to", "stream"])]
+    pub keep_weekly: Option<usize>,
     /// Make an incremental snapshot in the device's repository: only chunks the repository
     /// does not hold yet are uploaded. The default on an enabled device (kept for scripts).
     /// With `--keep N`, the snapshots are then pruned to the newest N (see `prune --snapshots`)
@@ -669,12 +677,21 @@ pub struct PruneArgs {
     pub from: Option<String>,
     #[command(flatten)]
     pub key: KeyArgs,
-    /// How many of the newest backups to keep (at least 1)
+    /// How many of the newest backups to keep (at least 1; required for single streams)
     #[arg(long, value_name = "N")]
-    pub keep: usize,
-    /// Prune this device's incremental snapshots instead: forget all but the newest N in the
-    /// catalog, delete the chunks only they held, and rewrite packs left mostly empty. Safe to
-    /// interrupt: every kept snapshot stays restorable and the next prune finishes the job
+    pub keep: Option<usize>,
+    /// With --snapshots: also keep the newest snapshot of each of the last N days that have
+    /// one (UTC days)
+    #[arg(long, value_name = "N", requires = "snapshots")]
+    pub keep_daily: Option<usize>,
+    /// With --snapshots: also keep the newest snapshot of each of the last N weeks that have
+    /// one (ISO weeks, Monday to Sunday, UTC)
+    #[arg(long, value_name = "N", requires = "snapshots")]
+    pub keep_weekly: Option<usize>,
+    /// Prune this device's incremental snapshots instead: forget those no --keep rule keeps
+    /// (a snapshot any rule keeps stays), delete the chunks only they held, and rewrite packs
+    /// left mostly empty. Safe to interrupt: every kept snapshot stays restorable and the next
+    /// prune finishes the job
     #[arg(long, conflicts_with_all = ["from", "key_file"])]
     pub snapshots: bool,
     /// With --snapshots: print the report as JSON on stdout

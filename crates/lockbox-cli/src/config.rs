@@ -4,6 +4,8 @@
 //! storage  = "s3://my-bucket/phone"   # --to / --from
 //! key_file = "/home/me/.config/lockbox/recovery-code"
 //! keep     = 7                         # backup --keep
+//! keep_daily  = 14                     # backup --keep-daily (snapshots only)
+//! keep_weekly = 8                      # backup --keep-weekly (snapshots only)
 //! vault    = "https://vault.example:7401"   # key deposit/recover --vault
 //! account  = "+15550123456"                 # --account
 //! vault_ca = "/etc/lockbox/vault-ca.pem"    # --vault-ca
@@ -30,6 +32,8 @@ pub struct Config {
     pub storage: Option<String>,
     pub key_file: Option<PathBuf>,
     pub keep: Option<usize>,
+    pub keep_daily: Option<usize>,
+    pub keep_weekly: Option<usize>,
     pub vault: Option<String>,
     pub account: Option<String>,
     pub vault_ca: Option<PathBuf>,

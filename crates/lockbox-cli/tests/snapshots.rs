@@ -370,8 +370,52 @@ fn prune_keeps_the_newest_snapshots_and_frees_the_rest() {
             .lockbox()
             .args(["prune", "--snapshots", "--keep", "0"])),
         1,
-        "at least one",
+        "at least 1",
     );
+}
+
+#[test]
+fn keep_daily_and_weekly_keep_the_newest_of_today() {
+    let phone = Phone::new();
+    for _ in 0..3 {
+        phone.backup();
+    }
+    // Made today, all three: one day and one week hold them, and each keeps its newest.
+    let mut c = phone.lockbox();
+    c.args(["backup", "--keep-weekly", "1", "--json"])
+        .arg(&phone.chats);
+    let out = run(&mut c);
+    assert_exit(&out, 0);
+    let backup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(backup["pruned"]["forgotten"], 3, "{backup}");
+    let newest = phone.backup()["snapshot"].clone();
+    let report = phone.json(&["prune", "--snapshots", "--keep-daily", "1", "--json"]);
+    assert_eq!(
+        (&report["forgotten"], &report["kept"]),
+        (&1.into(), &1.into()),
+        "{report}"
+    );
+    let listed = phone.json(&["list", "--snapshots", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["id"], newest, "the newest stays");
+    let dest = phone.env.p("dest");
+    assert_exit(&phone.restore(&dest, "latest"), 0);
+    same_tree(&dest, &phone.chats);
+
+    for (args, says) in [
+        (&["prune", "--snapshots"][..], "say what to keep"),
+        (
+            &["prune", "--snapshots", "--keep-daily", "0"][..],
+            "at least 1",
+        ),
+        (&["prune", "--keep-daily", "2"][..], "--snapshots"),
+        (
+            &["backup", "--stream", "--keep-weekly", "2"][..],
+            "--stream",
+        ),
+    ] {
+        assert_fails_with(&run(phone.lockbox().args(args)), 1, says);
+    }
 }
 
 #[test]

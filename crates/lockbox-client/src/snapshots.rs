@@ -8,8 +8,8 @@ use std::path::Path;
 
 use lockbox_archive::ArchiveStats;
 use lockbox_repo::{
-    Backup, Catalog, CatalogMark, CheckReport, PruneReport, Purpose, RepoError, RepoId, Repository,
-    SnapshotEntry,
+    Backup, Catalog, CatalogMark, CheckReport, Keep, PruneReport, Purpose, RepoError, RepoId,
+    Repository, SnapshotEntry,
 };
 use lockbox_store::{BackupInfo, Store};
 use lockbox_vault_core::{CATALOG_PIN_BODY_LEN, CatalogPin};
@@ -273,9 +273,9 @@ impl Device {
         Ok((entry, stats))
     }
 
-    /// Forgets all but the newest `keep` snapshots and deletes what only they needed (see
+    /// Forgets the snapshots `keep` does not keep and deletes what only they needed (see
     /// [`Repository::prune`]), after checking the catalog against this device's mark.
-    pub fn prune_snapshots(&self, keep: usize) -> Result<SnapshotPrune, DeviceError> {
+    pub fn prune_snapshots(&self, keep: &Keep) -> Result<SnapshotPrune, DeviceError> {
         let _run = self.home.lock_run()?;
         let (repo, _) = self.snapshots()?;
         let state = self.home.repo_state()?;

@@ -34,6 +34,7 @@ mod lock;
 mod pack;
 mod prune;
 mod repo;
+mod retention;
 mod snapshot;
 mod wire;
 
@@ -47,6 +48,7 @@ pub use lock::{LOCK_REFRESH, LOCK_STALE_MS, LockHolder, Purpose, RepoLock};
 pub use pack::BlobEntry;
 pub use prune::PruneReport;
 pub use repo::{Backup, BackupStats, CheckReport, Repository};
+pub use retention::Keep;
 
 /// Entry points for the fuzz targets (`fuzz/fuzz_targets/repo_decode.rs`): every decoder of
 /// repository objects, on arbitrary bytes. Not part of the API.

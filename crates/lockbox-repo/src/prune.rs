@@ -20,13 +20,14 @@ use lockbox_crypto::OsRng;
 use lockbox_store::PutIf;
 
 use crate::RepoError;
-use crate::catalog::{Catalog, Head, MAX_FORGET, Op};
+use crate::catalog::{Catalog, Head, MAX_FORGET, Op, SnapshotEntry};
 use crate::fetch::unpack_chunk;
 use crate::ids::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::lock::RepoLock;
 use crate::pack::{self, BlobEntry};
 use crate::repo::{Repository, Sink, object};
+use crate::retention::Keep;
 use crate::snapshot::snapshot_object;
 
 /// A pack is rewritten when its live blobs fill less than this percentage of it.
@@ -60,22 +61,27 @@ struct Plan {
 }
 
 impl Repository {
-    /// Forgets all but the newest `keep` live snapshots of `catalog` (verified by the caller
-    /// against its mark) and collects what no kept snapshot needs. Returns the report and the
-    /// catalog with the forget entries, for the caller's mark.
+    /// Forgets the live snapshots of `catalog` (verified by the caller against its mark) that
+    /// `keep` does not keep, and collects what no kept snapshot needs. Returns the report and
+    /// the catalog with the forget entries, for the caller's mark.
     pub fn prune(
         &self,
         lock: &RepoLock<'_>,
         catalog: Catalog,
-        keep: usize,
+        keep: &Keep,
         now_unix_ms: u64,
     ) -> Result<(PruneReport, Catalog), RepoError> {
-        if keep == 0 {
+        if keep.is_nothing() {
             return Err(RepoError::KeepNothing);
         }
         let mut report = PruneReport::default();
         let live = catalog.snapshots();
-        let (forget, kept) = live.split_at(live.len().saturating_sub(keep));
+        let (kept, forget): (Vec<_>, Vec<_>) = live
+            .iter()
+            .zip(keep.select(&live))
+            .partition(|(_, kept)| *kept);
+        let kept: Vec<&SnapshotEntry> = kept.into_iter().map(|(s, _)| s).collect();
+        let forget: Vec<&SnapshotEntry> = forget.into_iter().map(|(s, _)| s).collect();
 
         // Everything is checked before anything is forgotten: the kept snapshots' trees, and
         // that each chunk they name lies in a pack the storage lists at its full length. Index

@@ -37,7 +37,7 @@ fn four_days(f: &Fixture, repo: &Repository) {
 fn prune(repo: &Repository, keep: usize) -> Result<lockbox_repo::PruneReport, RepoError> {
     let lock = repo.lock(DeviceId([1; 16]), Purpose::Prune, true)?;
     let catalog = repo.catalog()?;
-    let (report, _) = repo.prune(&lock, catalog, keep, 100)?;
+    let (report, _) = repo.prune(&lock, catalog, &lockbox_repo::Keep::last(keep), 100)?;
     lock.release()?;
     Ok(report)
 }
@@ -221,4 +221,43 @@ fn an_interrupted_backup_resumes_without_uploading_its_packs_again() {
     let report = prune(&repo, 1).unwrap();
     assert_eq!(report.packs_deleted, 0, "{report:?}");
     repo.check(&repo.catalog().unwrap(), true).unwrap();
+}
+
+#[test]
+fn keep_daily_keeps_each_days_newest_and_what_it_needs() {
+    const HOUR: u64 = 3_600_000;
+    let f = Fixture::new();
+    let repo = f.init("repo", small());
+    let src = f.folder("src");
+    fs::create_dir_all(&src).unwrap();
+    // Day 0 at 10:00 and 12:00, day 1 at 09:00, day 2 at 08:00 and 20:00; each time the
+    // photo is replaced, so each snapshot alone holds its own.
+    let hours = [10, 12, 24 + 9, 48 + 8, 48 + 20];
+    let mut trees = Vec::new();
+    for (i, h) in hours.iter().enumerate() {
+        fs::write(src.join("photo.jpg"), noise(300 + i as u64, 200_000)).unwrap();
+        repo.backup_as(&src, f.device, None, h * HOUR, &mut |_| {})
+            .unwrap();
+        trees.push(tree(&src));
+    }
+    let before = repo.catalog().unwrap().snapshots();
+    let lock = repo.lock(f.device, Purpose::Prune, true).unwrap();
+    let keep = lockbox_repo::Keep {
+        daily: 2,
+        ..Default::default()
+    };
+    let (report, after) = repo
+        .prune(&lock, repo.catalog().unwrap(), &keep, 100 * HOUR)
+        .unwrap();
+    lock.release().unwrap();
+    assert_eq!((report.forgotten, report.kept), (3, 2), "{report:?}");
+    // Day 1's only snapshot and day 2's newest: not a suffix of the list.
+    assert_eq!(after.snapshots(), vec![before[2], before[4]]);
+    repo.check(&after, true).unwrap();
+    for (entry, i) in after.snapshots().iter().zip([2, 4]) {
+        let dest = f.folder(&format!("dest{i}"));
+        repo.restore(entry, &dest, &mut |_| {}).unwrap();
+        assert_eq!(tree(&dest), trees[i], "snapshot {i}");
+    }
+    assert_eq!(objects(&f.folder("repo"), "snapshots").len(), 2);
 }

@@ -14,7 +14,7 @@ use lockbox_store::test_support::{Hostile, OnPut};
 fn prune(repo: &Repository, device: DeviceId, keep: usize) -> Result<PruneReport, RepoError> {
     let lock = repo.lock(device, Purpose::Prune, true)?;
     let catalog = repo.catalog()?;
-    let (report, _) = repo.prune(&lock, catalog, keep, 100)?;
+    let (report, _) = repo.prune(&lock, catalog, &lockbox_repo::Keep::last(keep), 100)?;
     lock.release()?;
     Ok(report)
 }

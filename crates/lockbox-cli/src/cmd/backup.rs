@@ -51,6 +51,11 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
     if args.incremental || args.json || (on_device && !args.stream) {
         return super::snapshot::backup(args, ctx);
     }
+    if args.keep_daily.is_some() || args.keep_weekly.is_some() {
+        bail!(
+            "--keep-daily and --keep-weekly are for snapshots; a single-stream backup takes --keep N"
+        );
+    }
     if on_device {
         return device::backup(args.dir.as_deref(), args.keep, ctx);
     }
@@ -187,7 +192,12 @@ pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
     let url = ctx.cfg.storage(args.from.as_deref())?;
     let key = keysrc::load_key(&args.key, ctx.cfg)?;
     let d = Direct::open(&url)?;
-    let (deleted, catalog) = backup::prune_verified(&d.job(&key), args.keep, None)?;
+    let Some(keep) = args.keep else {
+        bail!(
+            "say how many backups to keep: --keep N (--keep-daily and --keep-weekly are for --snapshots)"
+        );
+    };
+    let (deleted, catalog) = backup::prune_verified(&d.job(&key), keep, None)?;
     warn_rejected(&catalog, "not counted as a backup and not deleted");
     for d in deleted {
         println!("{}", d.name.id);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use lockbox_client::{Device, DeviceError, SnapshotBackup, SnapshotPrune, VaultPin};
-use lockbox_repo::{PruneReport, RepoError, SnapshotEntry};
+use lockbox_repo::{Keep, PruneReport, RepoError, SnapshotEntry};
 
 use super::device::Ctx;
 use crate::cli::{BackupArgs, CheckArgs, ListArgs, PruneArgs};
@@ -29,8 +29,13 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
             "a snapshot uses the device's own key; --key-file is for single-stream backups with --to"
         );
     }
-    let keep = args.keep.or(ctx.cfg.keep);
-    if keep == Some(0) {
+    let cfg = ctx.cfg;
+    let keep = retention(
+        args.keep.or(cfg.keep),
+        args.keep_daily.or(cfg.keep_daily),
+        args.keep_weekly.or(cfg.keep_weekly),
+    );
+    if keep.is_some_and(|k| k.is_nothing()) {
         // Refused before uploading: failing after the upload would report a snapshot that exists.
         bail!("keep = 0 would forget every snapshot, this one included; keep at least 1");
     }
@@ -57,7 +62,7 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
             (None, pin)
         }
         Some(keep) => {
-            let SnapshotPrune { report, pin } = device.prune_snapshots(keep)?;
+            let SnapshotPrune { report, pin } = device.prune_snapshots(&keep)?;
             (Some(report), pin)
         }
         None => (None, pin),
@@ -156,7 +161,13 @@ fn incomplete(backup: &lockbox_repo::Backup) -> Result<()> {
 pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
     require_device(ctx, "pruning snapshots")?;
     let device = Device::open(&ctx.home, ctx.dev_tokens()?)?;
-    let SnapshotPrune { report, pin } = device.prune_snapshots(args.keep)?;
+    let Some(keep) = retention(args.keep, args.keep_daily, args.keep_weekly) else {
+        bail!("say what to keep: --keep N, --keep-daily N or --keep-weekly N");
+    };
+    if keep.is_nothing() {
+        bail!("that keeps no snapshot at all; keep at least 1");
+    }
+    let SnapshotPrune { report, pin } = device.prune_snapshots(&keep)?;
     if args.json {
         let mut out = prune_json(&report);
         out["vault_pin"] = pin_json(&pin);
@@ -168,6 +179,18 @@ pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
         pin,
         "the prune is done, but the vault did not pin the catalog's new end",
     )
+}
+
+/// The retention policy the flags (or config) give, if any of them was given.
+fn retention(last: Option<usize>, daily: Option<usize>, weekly: Option<usize>) -> Option<Keep> {
+    if last.is_none() && daily.is_none() && weekly.is_none() {
+        return None;
+    }
+    Some(Keep {
+        last: last.unwrap_or(0),
+        daily: daily.unwrap_or(0),
+        weekly: weekly.unwrap_or(0),
+    })
 }
 
 fn prune_json(r: &PruneReport) -> serde_json::Value {
