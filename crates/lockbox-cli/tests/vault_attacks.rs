@@ -1,6 +1,7 @@
-//! The security review's attacks (issue 12), played as an attacker would: against a real
-//! `lockbox vault serve` process over loopback, with nothing but what the attacker can send and
-//! see. Each test asserts that the attack learns nothing it should not.
+//! The security review's attacks (issue 12), and those on the catalog pin (issue 15), played as
+//! an attacker would: against a real `lockbox vault serve` process over loopback, with nothing
+//! but what the attacker can send and see. Each test asserts that the attack learns (or moves)
+//! nothing it should not.
 
 mod common;
 mod vault_node;
@@ -241,4 +242,95 @@ fn the_cli_needs_the_accounts_token() {
     common::assert_exit(&status, 0);
     let said = String::from_utf8_lossy(&status.stdout);
     assert!(said.contains("10 of 10 attempts left"), "{said}");
+}
+
+/// Issue 15's catalog pin, attacked as a relay and as a holder of the account token would,
+/// against a real node: the device's PinCatalog envelope replayed, its older pin sent again in
+/// a fresh envelope, a pin with a forged signature, one signed by another key, and another
+/// account's valid pin. None moves the pin, none costs an attempt, and the next login returns
+/// the device's newest pin.
+#[test]
+fn the_catalog_pin_moves_only_forward_and_only_under_k() {
+    use lockbox_vault_core::{CATALOG_PIN_BODY_LEN, CatalogPin};
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 0);
+    rt().block_on(async {
+        let (c, key) = enrolled(&node).await;
+        let id = AccountId::new(ACCOUNT).unwrap();
+        let body = |b: u8| [b; CATALOG_PIN_BODY_LEN];
+        let pin_op = |pin: &CatalogPin| {
+            Op::PinCatalog(pb::PinCatalog {
+                pin: pin.encode().to_vec().into(),
+            })
+        };
+        // What the vault answers an envelope carrying `op` for `account`.
+        let send = |account: &'static [u8], op: Op| {
+            let c = &c;
+            async move {
+                let (sealed, awaiting) =
+                    c.seal(account, &c.request(account, op), &mut OsRng).unwrap();
+                let answer = c.send_sealed(sealed).await.unwrap();
+                lockbox_client::open_response(awaiting, &answer).unwrap()
+            }
+        };
+        let held = |reply: &pb::Response| match &reply.result {
+            Some(Reply::Pinned(p)) => CatalogPin::decode(&p.pin).map(|p| (p.sequence(), *p.body())),
+            _ => None,
+        };
+        let refused = |reply: &pb::Response, code: pb::error::Code| {
+            matches!(&reply.result, Some(Reply::Error(e)) if e.code == code as i32)
+        };
+
+        // The device pins entry 1, then entry 2; the relay kept the first envelope.
+        let first = CatalogPin::sign(&key, &id, 1, body(1));
+        let request = c.request(ACCOUNT, pin_op(&first));
+        // Seeded, so the test can open the answer to the replay too.
+        let seal_first = || {
+            c.seal(ACCOUNT, &request, &mut ChaCha20Rng::from_seed([7; 32]))
+                .unwrap()
+        };
+        let (kept, awaiting) = seal_first();
+        let answer = c.send_sealed(kept.clone()).await.unwrap();
+        let reply = lockbox_client::open_response(awaiting, &answer).unwrap();
+        assert_eq!(held(&reply), Some((1, body(1))), "{reply:?}");
+        let second = c.pin_catalog(ACCOUNT, &key, 2, body(2)).await.unwrap();
+        assert_eq!(second.sequence(), 2);
+
+        // Replayed byte for byte: refused as a replay.
+        let replayed = c.send_sealed(kept).await.unwrap();
+        let reply = lockbox_client::open_response(seal_first().1, &replayed).unwrap();
+        assert!(refused(&reply, pb::error::Code::Replayed), "{reply:?}");
+        // The old pin in a fresh envelope: the vault keeps the newer one and says so.
+        let reply = send(ACCOUNT, pin_op(&first)).await;
+        assert_eq!(held(&reply), Some((2, body(2))), "{reply:?}");
+        // A forged signature, and a pin another key signed: refused.
+        let mut forged = CatalogPin::sign(&key, &id, 3, body(3)).encode();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let forged = CatalogPin::decode(&forged).unwrap();
+        let reply = send(ACCOUNT, pin_op(&forged)).await;
+        assert!(refused(&reply, pb::error::Code::BadCatalogPin), "{reply:?}");
+        let stranger = BackupKey::generate(&mut OsRng);
+        let reply = send(ACCOUNT, pin_op(&CatalogPin::sign(&stranger, &id, 4, body(4)))).await;
+        assert!(refused(&reply, pb::error::Code::BadCatalogPin), "{reply:?}");
+        // Another account's own valid pin, sent for this one: refused (the account is signed).
+        const OTHER: &[u8] = b"+15550004444";
+        let other_key = BackupKey::generate(&mut OsRng);
+        c.enroll(OTHER, PASSWORD, &other_key, 10, KSF).await.unwrap();
+        let other = c
+            .pin_catalog(OTHER, &other_key, 9, body(9))
+            .await
+            .unwrap();
+        let reply = send(ACCOUNT, pin_op(&other)).await;
+        assert!(refused(&reply, pb::error::Code::BadCatalogPin), "{reply:?}");
+
+        // Nothing cost an attempt, and the login hands back the device's newest pin.
+        assert_eq!(c.status(ACCOUNT).await.unwrap().attempts(), Some((10, 10)));
+        let (recovered, pin) = c.recover_pinned(ACCOUNT, PASSWORD).await.unwrap();
+        assert_eq!(recovered.expose(), key.expose());
+        let pin = pin.expect("the vault holds a pin");
+        assert_eq!((pin.sequence(), *pin.body()), (2, body(2)));
+    });
 }
