@@ -34,7 +34,7 @@ pub fn bench(groups: u32, writers: usize, secs: f64) -> Result<()> {
     let sealer = Arc::new(SoftwareSealer::create(dir.path().join("sealer.key"))?);
     let file = FileMark::new(dir.path().join("mark"), sealer, "bench");
     mark_rate(
-        "sealed file, fsync + rename (embedded default)",
+        "sealed file, in place, one fdatasync (embedded default)",
         &file,
         secs,
     )?;

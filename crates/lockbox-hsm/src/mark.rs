@@ -5,7 +5,8 @@
 //! * [`Pkcs11Mark`]: a private data object in the PKCS#11 token (in a real HSM, its NVRAM).
 //!   Restoring the node's disk from an older copy leaves it as it was.
 //! * [`FileMark`]: the embedded default, a file sealed under the node's [`Sealer`] (so it cannot
-//!   be forged or moved between nodes), written atomically with fsync. It lives on the same disk,
+//!   be forged or moved between nodes), written in place with one flush per store (two slots,
+//!   so a torn write leaves the value before). It lives on the same disk,
 //!   so a rollback of the whole disk takes it back too; it still catches a data directory
 //!   restored on its own. Production nodes use the token.
 //!
@@ -33,13 +34,38 @@ pub trait MarkStore: Send + Sync + fmt::Debug {
     fn outlives_disk_rollback(&self) -> bool;
 }
 
-/// The mark as a file sealed under the node's sealer.
+/// The mark as a file sealed under the node's sealer, written in place.
+///
+/// The file holds two slots of equal size, each `"LBXMARK1" | serial u64 | len u32 | sealed`
+/// (the seal's associated data ends with the serial). A store writes the slot that does not hold
+/// the newest value and `fdatasync`s: one flush, no new inode, no rename, no directory sync. A
+/// crash in the middle tears only the slot being written, and the other still holds the value
+/// before, which is lower (a mark may lag the disk, never lead it). A value that outgrows the
+/// slots, or a file of the older whole-file format, is replaced atomically (temporary file,
+/// fsync, rename, directory fsync) by a two-slot file large enough.
 #[derive(Debug)]
 pub struct FileMark {
     path: PathBuf,
     sealer: Arc<dyn Sealer>,
     aad: Vec<u8>,
-    write: Mutex<()>,
+    /// What the last load or store left: `None` until the file is first read.
+    slots: Mutex<Option<Slots>>,
+}
+
+const SLOT_MAGIC: [u8; 8] = *b"LBXMARK1";
+const SLOT_HEAD: usize = 8 + 8 + 4;
+const MIN_SLOT: usize = 4096;
+
+/// A mark file's newest value, and its slots unless it is of the whole-file format.
+type Found = (Vec<u8>, Option<Slots>);
+
+/// The open two-slot file, and which slot holds the newest value.
+#[derive(Debug)]
+struct Slots {
+    file: std::fs::File,
+    size: usize,
+    newest: usize,
+    serial: u64,
 }
 
 impl FileMark {
@@ -51,12 +77,95 @@ impl FileMark {
             path: path.into(),
             sealer,
             aad,
-            write: Mutex::new(()),
+            slots: Mutex::new(None),
         }
     }
 
     fn io(&self, what: &str, e: &std::io::Error) -> SealError {
         SealError::Mark(format!("{what} {}: {e}", self.path.display()))
+    }
+
+    fn slot_aad(&self, serial: u64) -> Vec<u8> {
+        let mut aad = self.aad.clone();
+        aad.extend_from_slice(&serial.to_be_bytes());
+        aad
+    }
+
+    /// One slot's bytes, without its padding.
+    fn slot(&self, serial: u64, value: &[u8]) -> Result<Vec<u8>, SealError> {
+        let sealed = self.sealer.seal(&self.slot_aad(serial), value)?;
+        let mut out = Vec::with_capacity(SLOT_HEAD + sealed.len());
+        out.extend_from_slice(&SLOT_MAGIC);
+        out.extend_from_slice(&serial.to_be_bytes());
+        out.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// The value a slot holds and its serial; `None` for a slot that is empty, torn or altered.
+    fn open_slot(&self, bytes: &[u8]) -> Option<(u64, Vec<u8>)> {
+        let (head, rest) = bytes.split_first_chunk::<SLOT_HEAD>()?;
+        if head[..8] != SLOT_MAGIC {
+            return None;
+        }
+        let serial = u64::from_be_bytes(head[8..16].try_into().ok()?);
+        let len = u32::from_be_bytes(head[16..20].try_into().ok()?) as usize;
+        let sealed = rest.get(..len)?;
+        let value = self.sealer.unseal(&self.slot_aad(serial), sealed).ok()?;
+        Some((serial, value.to_vec()))
+    }
+
+    /// Reads the file: its newest value, and the slots to write next (none for a file of the
+    /// whole-file format, which the next store replaces).
+    fn read(&self) -> Result<Option<Found>, SealError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("cannot read rollback mark", &e)),
+        };
+        if !bytes.starts_with(&SLOT_MAGIC) {
+            let value = self.sealer.unseal(&self.aad, &bytes)?.to_vec();
+            return Ok(Some((value, None)));
+        }
+        let size = bytes.len() / 2;
+        let newest = (0..2)
+            .filter_map(|i| {
+                let (serial, value) = self.open_slot(&bytes[i * size..(i + 1) * size])?;
+                Some((serial, i, value))
+            })
+            .max_by_key(|(serial, ..)| *serial);
+        // Both slots unreadable is no crash (a store tears one at most): the file was altered.
+        let (serial, slot, value) = newest.ok_or(SealError::Tampered)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| self.io("cannot open rollback mark", &e))?;
+        let slots = Slots {
+            file,
+            size,
+            newest: slot,
+            serial,
+        };
+        Ok(Some((value, Some(slots))))
+    }
+
+    /// Replaces the whole file, atomically, by two slots of `size` with `slot` in the first.
+    fn replace(&self, slot: &[u8], size: usize) -> Result<std::fs::File, SealError> {
+        let mut bytes = slot.to_vec();
+        bytes.resize(2 * size, 0);
+        let tmp = self.path.with_extension("tmp");
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
+            f.write_all(&bytes)?;
+            f.sync_all()
+        });
+        written.map_err(|e| self.io("cannot write rollback mark", &e))?;
+        std::fs::rename(&tmp, &self.path)
+            .and_then(|()| fsync_dir(&self.path))
+            .map_err(|e| self.io("cannot replace rollback mark", &e))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| self.io("cannot open rollback mark", &e))
     }
 }
 
@@ -69,26 +178,55 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
 
 impl MarkStore for FileMark {
     fn load(&self) -> Result<Option<Vec<u8>>, SealError> {
-        let sealed = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io("cannot read rollback mark", &e)),
+        let mut state = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((value, slots)) = self.read()? else {
+            *state = None;
+            return Ok(None);
         };
-        Ok(Some(self.sealer.unseal(&self.aad, &sealed)?.to_vec()))
+        *state = slots;
+        Ok(Some(value))
     }
 
     fn store(&self, value: &[u8]) -> Result<(), SealError> {
-        let _one_writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        let sealed = self.sealer.seal(&self.aad, value)?;
-        let tmp = self.path.with_extension("tmp");
-        let written = std::fs::File::create(&tmp).and_then(|mut f| {
-            f.write_all(&sealed)?;
-            f.sync_all()
-        });
-        written.map_err(|e| self.io("cannot write rollback mark", &e))?;
-        std::fs::rename(&tmp, &self.path)
-            .and_then(|()| fsync_dir(&self.path))
-            .map_err(|e| self.io("cannot replace rollback mark", &e))
+        use std::os::unix::fs::FileExt;
+        let mut state = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.is_none() {
+            *state = self.read()?.and_then(|(_, slots)| slots);
+        }
+        let serial = state.as_ref().map_or(0, |s| s.serial) + 1;
+        let slot = self.slot(serial, value)?;
+        match state.as_mut() {
+            Some(s) if slot.len() <= s.size => {
+                use std::os::unix::fs::MetadataExt;
+                // Written through the open file: one removed or replaced under it would take
+                // the writes where no start ever reads them.
+                let linked = s.file.metadata().map(|m| m.nlink() > 0);
+                if !linked.map_err(|e| self.io("cannot stat rollback mark", &e))? {
+                    return Err(SealError::Mark(format!(
+                        "{} was removed or replaced while the node ran",
+                        self.path.display()
+                    )));
+                }
+                let target = 1 - s.newest;
+                s.file
+                    .write_all_at(&slot, (target * s.size) as u64)
+                    .and_then(|()| s.file.sync_data())
+                    .map_err(|e| self.io("cannot write rollback mark", &e))?;
+                s.newest = target;
+                s.serial = serial;
+            }
+            _ => {
+                let size = slot.len().next_power_of_two().max(MIN_SLOT);
+                let file = self.replace(&slot, size)?;
+                *state = Some(Slots {
+                    file,
+                    size,
+                    newest: 0,
+                    serial,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn outlives_disk_rollback(&self) -> bool {

@@ -134,12 +134,64 @@ fn a_file_mark_is_sealed_to_its_node_and_name() {
         FileMark::new(&path, stranger, "node-1").load().is_err(),
         "nor under another node's key"
     );
-    let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    std::fs::write(&path, bytes).unwrap();
+    // The file is two slots: v2 in the second, v1 (the value before) in the first.
+    let size = std::fs::metadata(&path).unwrap().len() as usize / 2;
+    let flip = |at: usize| {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    };
+    // An edited (or torn) newest slot is never read: the value before it is, which is lower.
+    flip(size + 30);
+    let reopened = FileMark::new(&path, sealer.clone(), "node-1");
+    assert_eq!(reopened.load().unwrap().as_deref(), Some(&b"v1"[..]));
+    // With both slots edited, nothing vouches for the mark.
+    flip(30);
     assert!(
-        matches!(mark.load(), Err(SealError::Tampered)),
+        matches!(reopened.load(), Err(SealError::Tampered)),
         "an edited mark is refused"
     );
+}
+
+#[test]
+fn a_file_mark_is_written_in_place_and_survives_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let sealer = software(dir.path(), "a.key");
+    let path = dir.path().join("mark");
+    // The whole-file format of earlier versions loads, and the first store replaces it.
+    std::fs::write(
+        &path,
+        sealer.seal(b"lockbox/v1/rollback-mark/n", b"old").unwrap(),
+    )
+    .unwrap();
+    let mark = FileMark::new(&path, sealer.clone(), "n");
+    assert_eq!(mark.load().unwrap().as_deref(), Some(&b"old"[..]));
+    mark.store(b"v1").unwrap();
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+    let first = inode();
+    for v in [&b"v2"[..], b"v3", b"v4"] {
+        mark.store(v).unwrap();
+    }
+    assert_eq!(inode(), first, "stores in place keep the file");
+    let size = std::fs::metadata(&path).unwrap().len() as usize / 2;
+    // A store torn after its first bytes: the slot it wrote (v4's) is unreadable, v3 stands.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[size + 8] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let reopened = FileMark::new(&path, sealer.clone(), "n");
+    assert_eq!(reopened.load().unwrap().as_deref(), Some(&b"v3"[..]));
+    // The next store takes the torn slot, not v3's.
+    reopened.store(b"v5").unwrap();
+    assert_eq!(
+        FileMark::new(&path, sealer.clone(), "n")
+            .load()
+            .unwrap()
+            .as_deref(),
+        Some(&b"v5"[..])
+    );
+    // A value larger than a slot grows the file (atomically), and loads.
+    let big = vec![7u8; 3 * size];
+    reopened.store(&big).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() as usize > 6 * size);
+    assert_eq!(FileMark::new(&path, sealer, "n").load().unwrap(), Some(big));
 }
