@@ -116,37 +116,52 @@ impl FileMark {
     }
 
     /// Reads the file: its newest value, and the slots to write next (none for a file of the
-    /// whole-file format, which the next store replaces).
+    /// whole-file format, which the next store replaces). Each slot is read on its own, so a
+    /// slot a crash left damaged (even unreadable) never hides the other.
     fn read(&self) -> Result<Option<Found>, SealError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
+        use std::os::unix::fs::FileExt;
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+        {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io("cannot read rollback mark", &e)),
+            Err(e) => return Err(self.io("cannot open rollback mark", &e)),
         };
-        if !bytes.starts_with(&SLOT_MAGIC) {
-            let value = self.sealer.unseal(&self.aad, &bytes)?.to_vec();
-            return Ok(Some((value, None)));
-        }
-        let size = bytes.len() / 2;
+        let len = file
+            .metadata()
+            .map_err(|e| self.io("cannot stat rollback mark", &e))?
+            .len() as usize;
+        let size = len / 2;
         let newest = (0..2)
             .filter_map(|i| {
-                let (serial, value) = self.open_slot(&bytes[i * size..(i + 1) * size])?;
+                let mut slot = vec![0; size];
+                file.read_exact_at(&mut slot, (i * size) as u64).ok()?;
+                let (serial, value) = self.open_slot(&slot)?;
                 Some((serial, i, value))
             })
             .max_by_key(|(serial, ..)| *serial);
-        // Both slots unreadable is no crash (a store tears one at most): the file was altered.
-        let (serial, slot, value) = newest.ok_or(SealError::Tampered)?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| self.io("cannot open rollback mark", &e))?;
-        let slots = Slots {
-            file,
-            size,
-            newest: slot,
-            serial,
-        };
-        Ok(Some((value, Some(slots))))
+        if let Some((serial, newest, value)) = newest {
+            let slots = Slots {
+                file,
+                size,
+                newest,
+                serial,
+            };
+            return Ok(Some((value, Some(slots))));
+        }
+        // No slot opens: a file of the whole-file format, or one altered (a store tears one slot
+        // at most, so both unreadable is no crash).
+        let mut whole = vec![0; len];
+        file.read_exact_at(&mut whole, 0)
+            .map_err(|e| self.io("cannot read rollback mark", &e))?;
+        let slot_at = |at: usize| whole.get(at..at + SLOT_MAGIC.len()) == Some(&SLOT_MAGIC[..]);
+        if slot_at(0) || slot_at(size) {
+            return Err(SealError::Tampered);
+        }
+        let value = self.sealer.unseal(&self.aad, &whole)?.to_vec();
+        Ok(Some((value, None)))
     }
 
     /// Replaces the whole file, atomically, by two slots of `size` with `slot` in the first.
@@ -163,9 +178,26 @@ impl FileMark {
             .and_then(|()| fsync_dir(&self.path))
             .map_err(|e| self.io("cannot replace rollback mark", &e))?;
         std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .open(&self.path)
             .map_err(|e| self.io("cannot open rollback mark", &e))
+    }
+
+    /// The open file must still be the one at the path: writes to a file removed, renamed or
+    /// replaced under the running node would go where no start reads them.
+    fn still_at_path(&self, file: &std::fs::File) -> Result<(), SealError> {
+        use std::os::unix::fs::MetadataExt;
+        let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+        let open = file.metadata().map(id);
+        let named = std::fs::metadata(&self.path).map(id);
+        match (open, named) {
+            (Ok(a), Ok(b)) if a == b => Ok(()),
+            _ => Err(SealError::Mark(format!(
+                "{} was removed, moved or replaced while the node ran",
+                self.path.display()
+            ))),
+        }
     }
 }
 
@@ -176,20 +208,9 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
-impl MarkStore for FileMark {
-    fn load(&self) -> Result<Option<Vec<u8>>, SealError> {
-        let mut state = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some((value, slots)) = self.read()? else {
-            *state = None;
-            return Ok(None);
-        };
-        *state = slots;
-        Ok(Some(value))
-    }
-
-    fn store(&self, value: &[u8]) -> Result<(), SealError> {
+impl FileMark {
+    fn store_in(&self, state: &mut Option<Slots>, value: &[u8]) -> Result<(), SealError> {
         use std::os::unix::fs::FileExt;
-        let mut state = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if state.is_none() {
             *state = self.read()?.and_then(|(_, slots)| slots);
         }
@@ -197,16 +218,7 @@ impl MarkStore for FileMark {
         let slot = self.slot(serial, value)?;
         match state.as_mut() {
             Some(s) if slot.len() <= s.size => {
-                use std::os::unix::fs::MetadataExt;
-                // Written through the open file: one removed or replaced under it would take
-                // the writes where no start ever reads them.
-                let linked = s.file.metadata().map(|m| m.nlink() > 0);
-                if !linked.map_err(|e| self.io("cannot stat rollback mark", &e))? {
-                    return Err(SealError::Mark(format!(
-                        "{} was removed or replaced while the node ran",
-                        self.path.display()
-                    )));
-                }
+                self.still_at_path(&s.file)?;
                 let target = 1 - s.newest;
                 s.file
                     .write_all_at(&slot, (target * s.size) as u64)
@@ -227,6 +239,28 @@ impl MarkStore for FileMark {
             }
         }
         Ok(())
+    }
+}
+
+impl MarkStore for FileMark {
+    fn load(&self) -> Result<Option<Vec<u8>>, SealError> {
+        let mut state = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((value, slots)) = self.read()? else {
+            *state = None;
+            return Ok(None);
+        };
+        *state = slots;
+        Ok(Some(value))
+    }
+
+    fn store(&self, value: &[u8]) -> Result<(), SealError> {
+        let mut state = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let stored = self.store_in(&mut state, value);
+        if stored.is_err() {
+            // What a failed store left on disk is unknown: read the file again before the next.
+            *state = None;
+        }
+        stored
     }
 
     fn outlives_disk_rollback(&self) -> bool {

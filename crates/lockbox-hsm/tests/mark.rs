@@ -189,6 +189,25 @@ fn a_file_mark_is_written_in_place_and_survives_a_torn_write() {
             .as_deref(),
         Some(&b"v5"[..])
     );
+    // A crash that wiped the start of the other slot (v3's) hides nothing of v5's.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..16].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(
+        FileMark::new(&path, sealer.clone(), "n")
+            .load()
+            .unwrap()
+            .as_deref(),
+        Some(&b"v5"[..])
+    );
+    // A file moved away under the running node: its stores fail rather than go unread.
+    let moving = FileMark::new(&path, sealer.clone(), "n");
+    moving.load().unwrap();
+    let aside = dir.path().join("aside");
+    std::fs::rename(&path, &aside).unwrap();
+    std::fs::copy(&aside, &path).unwrap();
+    let err = moving.store(b"v6").unwrap_err();
+    assert!(err.to_string().contains("moved"), "{err}");
     // A value larger than a slot grows the file (atomically), and loads.
     let big = vec![7u8; 3 * size];
     reopened.store(&big).unwrap();

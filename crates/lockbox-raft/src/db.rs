@@ -367,11 +367,12 @@ impl Committer {
         if !moved {
             return Ok(());
         }
-        self.marks
-            .store(&next.encode()?)
-            .map_err(|e| DbError(format!("cannot advance the rollback mark: {e}")))?;
-        counters.marks.fetch_add(1, Ordering::Relaxed);
+        let stored = self.marks.store(&next.encode()?);
+        // Even a store that failed may have reached the disk: from here on the mark is taken to
+        // say `next`, so a later truncation below it is lowered in the store before it commits.
         self.mark = next;
+        stored.map_err(|e| DbError(format!("cannot advance the rollback mark: {e}")))?;
+        counters.marks.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -578,6 +579,75 @@ mod tests {
         assert!(
             t.get(10).unwrap().is_some(),
             "nor on disk: the mark, which still says 10, could not be lowered first"
+        );
+    }
+
+    /// A mark store whose calls fail once `fail` is set, though each value still lands (a
+    /// flush that reported an error after the write).
+    #[derive(Debug, Default)]
+    struct Flaky {
+        fail: std::sync::atomic::AtomicBool,
+        value: Mutex<Option<Vec<u8>>>,
+    }
+
+    impl MarkStore for Flaky {
+        fn load(&self) -> Result<Option<Vec<u8>>, lockbox_hsm::SealError> {
+            Ok(self.value.lock().unwrap().clone())
+        }
+        fn store(&self, value: &[u8]) -> Result<(), lockbox_hsm::SealError> {
+            *self.value.lock().unwrap() = Some(value.to_vec());
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(lockbox_hsm::SealError::Mark("flush failed".into()));
+            }
+            Ok(())
+        }
+        fn outlives_disk_rollback(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_mark_store_that_failed_still_counts_for_the_next_lowering() {
+        use crate::types::LogId;
+        use openraft::CommittedLeaderId;
+        let log = |i| Some(LogId::new(CommittedLeaderId::new(1, 1), i));
+        let dir = tempfile::tempdir().unwrap();
+        let marks = Arc::new(Flaky::default());
+        let db = NodeDb::open(&dir.path().join("n.redb"), marks.clone()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut first = put(10, true, tx.clone());
+        first.mark = Some((1, MarkChange::Last(log(10))));
+        db.submit(first);
+        rx.recv().unwrap().unwrap();
+
+        // The mark saying 20 lands, but its store reports a failure; so does every store after.
+        marks.fail.store(true, Ordering::SeqCst);
+        let mut second = put(20, true, tx.clone());
+        second.mark = Some((1, MarkChange::Last(log(20))));
+        db.submit(second);
+        assert!(rx.recv().unwrap().is_err());
+        let truncate = Job {
+            durable: false,
+            mark: Some((1, MarkChange::Last(log(15)))),
+            work: Box::new(|txn| {
+                let mut t = txn.open_table(T).map_err(DbError::from_display)?;
+                t.remove(20).map_err(DbError::from_display)?;
+                Ok(())
+            }),
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        };
+        db.submit(truncate);
+        assert!(
+            rx.recv().unwrap().is_err(),
+            "the truncation is not acknowledged"
+        );
+        let read = db.read().unwrap();
+        let t = read.open_table(T).unwrap();
+        assert!(
+            t.get(20).unwrap().is_some(),
+            "nor on disk: the mark may say 20, and could not be lowered first"
         );
     }
 }

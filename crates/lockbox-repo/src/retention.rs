@@ -5,6 +5,8 @@
 //! snapshot's catalog entry records, so every device of an account decides alike wherever it
 //! is. "Newest" is catalog order, the order the snapshots were committed in.
 
+use std::collections::HashSet;
+
 use crate::catalog::SnapshotEntry;
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -45,19 +47,18 @@ impl Keep {
         }
         let day = |i: usize| live[i].created_unix_ms / DAY_MS;
         let week = |i: usize| (day(i) + EPOCH_WEEKDAY_FROM_MONDAY) / 7;
+        // Each period counts once even when clocks disagree (a device a day behind puts an
+        // older day between newer ones in catalog order).
         for (count, period) in [
             (self.daily, &day as &dyn Fn(usize) -> u64),
             (self.weekly, &week),
         ] {
-            let mut seen = None;
-            let mut periods = 0;
+            let mut seen = HashSet::new();
             for i in newest_first() {
-                if periods == count {
+                if seen.len() == count {
                     break;
                 }
-                if seen != Some(period(i)) {
-                    seen = Some(period(i));
-                    periods += 1;
+                if seen.insert(period(i)) {
                     kept[i] = true;
                 }
             }
@@ -118,6 +119,17 @@ mod tests {
         // Tuesday has none, so three days reach back to Monday's last.
         assert_eq!(kept(daily(3), &hours), [23, 59, 72]);
         assert_eq!(kept(daily(30), &hours), [23, 59, 72]);
+    }
+
+    #[test]
+    fn a_day_out_of_order_is_counted_once() {
+        // Days 1, 2, 3, then a device a day behind (day 2), then day 3 again.
+        let hours = [24 + 1, 48 + 1, 72 + 1, 48 + 5, 72 + 5];
+        let daily = Keep {
+            daily: 3,
+            ..Keep::default()
+        };
+        assert_eq!(kept(daily, &hours), [25, 53, 77]);
     }
 
     #[test]

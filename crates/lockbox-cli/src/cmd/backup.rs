@@ -56,6 +56,11 @@ pub fn backup(args: &BackupArgs, ctx: &Ctx<'_>) -> Result<()> {
             "--keep-daily and --keep-weekly are for snapshots; a single-stream backup takes --keep N"
         );
     }
+    if ctx.cfg.keep_daily.is_some() || ctx.cfg.keep_weekly.is_some() {
+        eprintln!(
+            "lockbox: warning: the config's keep_daily and keep_weekly apply to snapshots; this single-stream backup prunes by `keep` only"
+        );
+    }
     if on_device {
         return device::backup(args.dir.as_deref(), args.keep, ctx);
     }
