@@ -101,6 +101,11 @@ fn a_public_object_under_the_marks_label_is_ignored() {
     });
 }
 
+/// What a fresh handle on the file at `path` loads, as a node starting would.
+fn loaded(path: &std::path::Path, sealer: &Arc<dyn Sealer>, name: &str) -> Option<Vec<u8>> {
+    FileMark::new(path, sealer.clone(), name).load().unwrap()
+}
+
 fn software(dir: &std::path::Path, name: &str) -> Arc<dyn Sealer> {
     Arc::new(SoftwareSealer::create(dir.join(name)).unwrap())
 }
@@ -116,10 +121,7 @@ fn a_file_mark_is_sealed_to_its_node_and_name() {
     mark.store(b"v1").unwrap();
     mark.store(b"v2").unwrap();
     assert_eq!(
-        FileMark::new(&path, sealer.clone(), "node-1")
-            .load()
-            .unwrap()
-            .as_deref(),
+        loaded(&path, &sealer, "node-1").as_deref(),
         Some(&b"v2"[..])
     );
     assert!(
@@ -182,24 +184,12 @@ fn a_file_mark_is_written_in_place_and_survives_a_torn_write() {
     assert_eq!(reopened.load().unwrap().as_deref(), Some(&b"v3"[..]));
     // The next store takes the torn slot, not v3's.
     reopened.store(b"v5").unwrap();
-    assert_eq!(
-        FileMark::new(&path, sealer.clone(), "n")
-            .load()
-            .unwrap()
-            .as_deref(),
-        Some(&b"v5"[..])
-    );
+    assert_eq!(loaded(&path, &sealer, "n").as_deref(), Some(&b"v5"[..]));
     // A crash that wiped the start of the other slot (v3's) hides nothing of v5's.
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[..16].fill(0);
     std::fs::write(&path, &bytes).unwrap();
-    assert_eq!(
-        FileMark::new(&path, sealer.clone(), "n")
-            .load()
-            .unwrap()
-            .as_deref(),
-        Some(&b"v5"[..])
-    );
+    assert_eq!(loaded(&path, &sealer, "n").as_deref(), Some(&b"v5"[..]));
     // A file moved away under the running node: its stores fail rather than go unread.
     let moving = FileMark::new(&path, sealer.clone(), "n");
     moving.load().unwrap();

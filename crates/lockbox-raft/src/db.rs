@@ -413,6 +413,26 @@ mod tests {
 
     const T: TableDefinition<u64, u64> = TableDefinition::new("t");
 
+    /// Group 1's log cut back: row `row` removed, the mark lowered to `to`.
+    fn truncation(
+        row: u64,
+        to: Option<crate::types::LogId>,
+        done: mpsc::Sender<Result<(), DbError>>,
+    ) -> Job {
+        Job {
+            durable: false,
+            mark: Some((1, MarkChange::Last(to))),
+            work: Box::new(move |txn| {
+                let mut t = txn.open_table(T).map_err(DbError::from_display)?;
+                t.remove(row).map_err(DbError::from_display)?;
+                Ok(())
+            }),
+            done: Box::new(move |r| {
+                let _ = done.send(r);
+            }),
+        }
+    }
+
     fn put(i: u64, durable: bool, done: mpsc::Sender<Result<(), DbError>>) -> Job {
         Job {
             durable,
@@ -554,18 +574,7 @@ mod tests {
         let mark = dir.path().join("mark");
         std::fs::remove_file(&mark).unwrap();
         std::fs::create_dir_all(mark.join("in-the-way")).unwrap();
-        let truncate = Job {
-            durable: false,
-            mark: Some((1, MarkChange::Last(log(5)))),
-            work: Box::new(|txn| {
-                let mut t = txn.open_table(T).map_err(DbError::from_display)?;
-                t.remove(10).map_err(DbError::from_display)?;
-                Ok(())
-            }),
-            done: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        };
+        let truncate = truncation(10, log(5), tx.clone());
         db.submit(truncate);
         let mut other = put(20, true, mpsc::channel().0);
         other.mark = Some((2, MarkChange::Vote(Vote::new(1, 1))));
@@ -626,18 +635,7 @@ mod tests {
         second.mark = Some((1, MarkChange::Last(log(20))));
         db.submit(second);
         assert!(rx.recv().unwrap().is_err());
-        let truncate = Job {
-            durable: false,
-            mark: Some((1, MarkChange::Last(log(15)))),
-            work: Box::new(|txn| {
-                let mut t = txn.open_table(T).map_err(DbError::from_display)?;
-                t.remove(20).map_err(DbError::from_display)?;
-                Ok(())
-            }),
-            done: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        };
+        let truncate = truncation(20, log(15), tx);
         db.submit(truncate);
         assert!(
             rx.recv().unwrap().is_err(),
