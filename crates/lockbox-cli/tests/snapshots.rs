@@ -370,7 +370,7 @@ fn prune_keeps_the_newest_snapshots_and_frees_the_rest() {
             .lockbox()
             .args(["prune", "--snapshots", "--keep", "0"])),
         1,
-        "at least 1",
+        "at least one",
     );
 }
 
@@ -406,7 +406,7 @@ fn keep_daily_and_weekly_keep_the_newest_of_today() {
         (&["prune", "--snapshots"][..], "say what to keep"),
         (
             &["prune", "--snapshots", "--keep-daily", "0"][..],
-            "at least 1",
+            "at least one",
         ),
         (&["prune", "--keep-daily", "2"][..], "--snapshots"),
         (

@@ -199,16 +199,7 @@ impl FileMark {
             ))),
         }
     }
-}
 
-fn fsync_dir(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
-        _ => Ok(()),
-    }
-}
-
-impl FileMark {
     fn store_in(&self, state: &mut Option<Slots>, value: &[u8]) -> Result<(), SealError> {
         use std::os::unix::fs::FileExt;
         if state.is_none() {
@@ -239,6 +230,13 @@ impl FileMark {
             }
         }
         Ok(())
+    }
+}
+
+fn fsync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
     }
 }
 

@@ -413,6 +413,13 @@ mod tests {
 
     const T: TableDefinition<u64, u64> = TableDefinition::new("t");
 
+    /// Whether row `row` is in the committed table.
+    fn on_disk(db: &NodeDb, row: u64) -> bool {
+        let read = db.read().unwrap();
+        let t = read.open_table(T).unwrap();
+        t.get(row).unwrap().is_some()
+    }
+
     /// Group 1's log cut back: row `row` removed, the mark lowered to `to`.
     fn truncation(
         row: u64,
@@ -583,10 +590,8 @@ mod tests {
             rx.recv().unwrap().is_err(),
             "the truncation is not acknowledged"
         );
-        let read = db.read().unwrap();
-        let t = read.open_table(T).unwrap();
         assert!(
-            t.get(10).unwrap().is_some(),
+            on_disk(&db, 10),
             "nor on disk: the mark, which still says 10, could not be lowered first"
         );
     }
@@ -641,10 +646,8 @@ mod tests {
             rx.recv().unwrap().is_err(),
             "the truncation is not acknowledged"
         );
-        let read = db.read().unwrap();
-        let t = read.open_table(T).unwrap();
         assert!(
-            t.get(20).unwrap().is_some(),
+            on_disk(&db, 20),
             "nor on disk: the mark may say 20, and could not be lowered first"
         );
     }

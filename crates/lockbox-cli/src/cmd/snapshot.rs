@@ -161,12 +161,10 @@ fn incomplete(backup: &lockbox_repo::Backup) -> Result<()> {
 pub fn prune(args: &PruneArgs, ctx: &Ctx<'_>) -> Result<()> {
     require_device(ctx, "pruning snapshots")?;
     let device = Device::open(&ctx.home, ctx.dev_tokens()?)?;
+    // A policy that keeps nothing is refused by the repository's prune itself.
     let Some(keep) = retention(args.keep, args.keep_daily, args.keep_weekly) else {
         bail!("say what to keep: --keep N, --keep-daily N or --keep-weekly N");
     };
-    if keep.is_nothing() {
-        bail!("that keeps no snapshot at all; keep at least 1");
-    }
     let SnapshotPrune { report, pin } = device.prune_snapshots(&keep)?;
     if args.json {
         let mut out = prune_json(&report);
