@@ -36,4 +36,6 @@ pub use format::{
 };
 pub use reader::{ArchiveReader, Entry, EntryKind};
 pub use restore::{check_destination, in_part, restore, restore_tree, restore_tree_part};
-pub use writer::{ArchiveStats, WriteOptions, scan_size, worth_compressing, write_dir, write_tree};
+pub use writer::{
+    ArchiveStats, CompressPolicy, WriteOptions, scan_size, worth_compressing, write_dir, write_tree,
+};

@@ -25,6 +25,9 @@ const MEDIA_EXTENSIONS: &[&str] = &[
 const KEEP_PERCENT: usize = 97;
 /// Blocks at the start of a file that may fail to compress before we stop trying.
 const PROBE_BLOCKS: u32 = 2;
+/// Once given up, one block in this many is tried again, so a file whose data turns
+/// compressible (an archive of a photo and a text log) is compressed again.
+const REPROBE_EVERY: u32 = 16;
 
 /// How [`write_dir`] encodes file data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -514,29 +517,47 @@ pub fn worth_compressing(path: &Path) -> bool {
         .is_some_and(|e| MEDIA_EXTENSIONS.iter().any(|m| m.eq_ignore_ascii_case(e)))
 }
 
-/// Per-file decision whether to try zstd on the next block.
+/// Per-file decision whether to try zstd on the next block (or chunk): not for known media,
+/// and, after the file's first blocks failed to shrink, only one block in [`REPROBE_EVERY`]:
+/// what starts incompressible (random-looking media under an unknown extension) mostly stays
+/// so, and zstd's search costs as much on it as on text. A re-tried block that shrinks turns
+/// compression back on for the rest of the file.
 #[derive(Debug)]
-struct CompressPolicy {
+pub struct CompressPolicy {
     enabled: bool,
     blocks: u32,
     failures: u32,
+    skipped: u32,
 }
 
 impl CompressPolicy {
-    fn for_path(path: &Path) -> Self {
+    pub fn for_path(path: &Path) -> Self {
         CompressPolicy {
             enabled: worth_compressing(path),
             blocks: 0,
             failures: 0,
+            skipped: 0,
         }
     }
 
-    fn should_try(&self) -> bool {
-        self.enabled && self.failures < PROBE_BLOCKS
+    pub fn should_try(&self) -> bool {
+        self.enabled && (!self.gave_up() || self.skipped >= REPROBE_EVERY)
     }
 
-    fn record(&mut self, compressed: bool) {
-        if self.blocks < PROBE_BLOCKS && !compressed {
+    fn gave_up(&self) -> bool {
+        self.failures >= PROBE_BLOCKS
+    }
+
+    /// Counts the next block (`compressed`: it was tried and shrank enough to be kept so).
+    pub fn record(&mut self, compressed: bool) {
+        let tried = self.should_try();
+        if self.gave_up() {
+            match (tried, compressed) {
+                (false, _) => self.skipped += 1,
+                (true, true) => self.failures = 0,
+                (true, false) => self.skipped = 0,
+            }
+        } else if self.blocks < PROBE_BLOCKS && !compressed {
             self.failures += 1;
         }
         self.blocks = self.blocks.saturating_add(1);
@@ -663,5 +684,29 @@ mod tests {
             p.should_try(),
             "failures after the first two blocks do not stop compression"
         );
+    }
+
+    #[test]
+    fn policy_tries_again_now_and_then_and_resumes_when_data_shrinks() {
+        let mut p = CompressPolicy::for_path(Path::new("bundle.tar"));
+        p.record(false);
+        p.record(false);
+        let mut tried = Vec::new();
+        for _ in 0..2 * REPROBE_EVERY + 2 {
+            tried.push(p.should_try());
+            p.record(false);
+        }
+        assert_eq!(tried.iter().filter(|t| **t).count(), 2, "{tried:?}");
+        while !p.should_try() {
+            p.record(false);
+        }
+        p.record(true);
+        for _ in 0..5 {
+            assert!(
+                p.should_try(),
+                "a block that shrank turns compression back on"
+            );
+            p.record(false);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `lockbox-bench incremental`: the daily-backup pattern, lockbox's repository against restic in
 //! one run on the same machine and the same directory. One run of each step (a second
-//! backup needs the state the first left); the times are single samples.
+//! backup needs the state the first left); the times are single samples. Each timed step
+//! starts after an untimed `sync`, so neither tool pays for the other's writeback.
 
 use std::path::Path;
 use std::process::Command;
@@ -49,6 +50,13 @@ fn day_change(src: &Path) -> Result<u64> {
     Ok(added)
 }
 
+/// Times `cmd` after flushing what earlier steps left dirty (the source just written, the other
+/// tool's repository), untimed: otherwise one tool's writeback lands in the next one's time.
+fn quiet_disk_then(cmd: Command) -> Result<Sample> {
+    run_ok(&mut Command::new("sync"))?;
+    timed(cmd)
+}
+
 pub fn bench(lockbox: &Path, dir: &Path, size_mib: u64) -> Result<()> {
     let src = dir.join("chats");
     make_chat_dir(&src, size_mib << 20)?;
@@ -90,18 +98,18 @@ pub fn bench(lockbox: &Path, dir: &Path, size_mib: u64) -> Result<()> {
         c.arg(&src);
         c
     };
-    let lb1 = timed(lb_backup())?;
+    let lb1 = quiet_disk_then(lb_backup())?;
     let lb1_bytes = stored(&store);
-    let r1 = timed(restic_backup())?;
+    let r1 = quiet_disk_then(restic_backup())?;
     let r1_bytes = stored(&restic_repo);
     let changed = day_change(&src)?;
-    let lb2 = timed(lb_backup())?;
+    let lb2 = quiet_disk_then(lb_backup())?;
     let lb2_bytes = stored(&store) - lb1_bytes;
-    let r2 = timed(restic_backup())?;
+    let r2 = quiet_disk_then(restic_backup())?;
     let r2_bytes = stored(&restic_repo) - r1_bytes;
 
     let dest = dir.join("restored");
-    let lb_restore = timed({
+    let lb_restore = quiet_disk_then({
         let mut c = Command::new(lockbox);
         c.env("LOCKBOX_CONFIG", "/dev/null")
             .arg("--quiet")
@@ -113,7 +121,7 @@ pub fn bench(lockbox: &Path, dir: &Path, size_mib: u64) -> Result<()> {
         c
     })?;
     std::fs::remove_dir_all(&dest)?;
-    let restic_restore = timed({
+    let restic_restore = quiet_disk_then({
         let mut c = Command::new("sh");
         c.env("RESTIC_PASSWORD", "bench")
             .env("RESTIC_CACHE_DIR", dir.join("restic-cache"))

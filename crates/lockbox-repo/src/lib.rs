@@ -25,6 +25,7 @@
 
 mod cache;
 mod catalog;
+mod cdc;
 mod config;
 mod error;
 mod fetch;
@@ -35,6 +36,7 @@ mod pack;
 mod prune;
 mod repo;
 mod retention;
+mod sink;
 mod snapshot;
 mod wire;
 

@@ -26,8 +26,9 @@ use crate::ids::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::lock::RepoLock;
 use crate::pack::{self, BlobEntry};
-use crate::repo::{Repository, Sink, object};
+use crate::repo::{Repository, object};
 use crate::retention::Keep;
+use crate::sink::Sink;
 use crate::snapshot::snapshot_object;
 
 /// A pack is rewritten when its live blobs fill less than this percentage of it.
@@ -158,28 +159,37 @@ impl Repository {
         packs: &[(IndexedPack, Vec<BlobEntry>)],
     ) -> Result<Vec<IndexedPack>, RepoError> {
         let nothing = Index::default();
-        let mut sink = Sink::new(self, &nothing);
-        let copied = packs.iter().try_for_each(|(pack, live)| {
-            let name = pack::pack_object(&pack.id);
-            let bytes = self.get_listed(&name)?;
-            let key = self.keys.pack_key(&pack.id.0);
-            for blob in live {
-                let sealed = bytes
-                    .get(blob.range().start as usize..blob.range().end as usize)
-                    .ok_or_else(|| {
-                        RepoError::corrupt(&name, "is shorter than its index says: truncated")
-                    })?;
-                let stored = pack::open_blob(&key, &pack.id, blob, sealed)?;
-                // Checked before it is sealed again: a rewrite must not carry bytes that are not
-                // their chunk's into a fresh pack, where nothing would tell them apart.
-                unpack_chunk(&self.keys.chunk_id, blob, stored.clone(), &name)?;
-                sink.add_stored(blob.id, &stored, blob.compressed, blob.raw_len)?;
-            }
-            Ok::<_, RepoError>(())
+        let (_, copied) = self.with_sink(&nothing, |sink| {
+            packs
+                .iter()
+                .try_for_each(|(pack, live)| self.copy_live(sink, pack, live))
         });
-        let landed = sink.finish();
-        copied?;
-        Ok(landed?.0)
+        Ok(copied?.1.packs)
+    }
+
+    /// Queues the `live` blobs of `pack`, each checked against its id, to be sealed again.
+    fn copy_live(
+        &self,
+        sink: &mut Sink<'_>,
+        pack: &IndexedPack,
+        live: &[BlobEntry],
+    ) -> Result<(), RepoError> {
+        let name = pack::pack_object(&pack.id);
+        let bytes = self.get_listed(&name)?;
+        let key = self.keys.pack_key(&pack.id.0);
+        for blob in live {
+            let sealed = bytes
+                .get(blob.range().start as usize..blob.range().end as usize)
+                .ok_or_else(|| {
+                    RepoError::corrupt(&name, "is shorter than its index says: truncated")
+                })?;
+            let stored = pack::open_blob(&key, &pack.id, blob, sealed)?;
+            // Checked before it is sealed again: a rewrite must not carry bytes that are not
+            // their chunk's into a fresh pack, where nothing would tell them apart.
+            unpack_chunk(&self.keys.chunk_id, blob, stored.clone(), &name)?;
+            sink.add_stored(blob.id, stored, blob.compressed, blob.raw_len)?;
+        }
+        Ok(())
     }
 
     /// Every index object, keeping only the packs the storage lists at their full length (an
@@ -344,4 +354,84 @@ fn plan(objects: &[(IndexId, Vec<IndexedPack>)], referenced: &HashSet<ChunkId>) 
         }
     }
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use lockbox_store::test_support::{Hostile, OnPut};
+
+    use super::*;
+    use crate::config::Sizes;
+    use crate::ids::DeviceId;
+    use crate::lock::Purpose;
+
+    /// A rewrite that meets a damaged pack while the provider refuses its new packs must report
+    /// the damage: the packing thread's storage error is only the cause when the copy itself
+    /// stopped because packing did.
+    #[test]
+    fn a_rewrite_reports_the_damaged_pack_not_the_failed_upload_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let cloud = dir.path().join("cloud");
+        let provider = Hostile::over_folder(&cloud);
+        let key = lockbox_crypto::BackupKey::from_bytes([5; 32]);
+        let sizes = Sizes {
+            chunk_min: 4 << 10,
+            chunk_avg: 16 << 10,
+            chunk_max: 64 << 10,
+            pack_target: 256 << 10,
+        };
+        let repo = Repository::init(
+            provider.store("hostile://cloud"),
+            rt.handle().clone(),
+            &key,
+            sizes,
+        )
+        .unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..2_000_000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) as u8
+            })
+            .collect();
+        std::fs::write(src.join("IMG.jpg"), noise).unwrap();
+        let lock = repo.lock(DeviceId([1; 16]), Purpose::Backup, true).unwrap();
+        repo.backup(&lock, &src, None, 1, None, &mut |_| {})
+            .unwrap();
+        lock.release().unwrap();
+
+        let packs: Vec<IndexedPack> = repo
+            .load_index_objects()
+            .unwrap()
+            .into_iter()
+            .flat_map(|(_, p)| p)
+            .filter(|p| p.blobs.len() >= 2)
+            .collect();
+        let (first, second) = (packs[0].clone(), packs[1].clone());
+        // The second pack's last blob loses a byte's worth of truth on the disk.
+        let path = cloud.join(pack::pack_object(&second.id));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = second.blobs.last().unwrap().range();
+        bytes[last.start as usize + 5] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        provider.on_put(|name, _| {
+            if name.starts_with("packs/") {
+                OnPut::Refuse
+            } else {
+                OnPut::Pass
+            }
+        });
+
+        let job = [
+            (first.clone(), first.blobs.clone()),
+            (second.clone(), second.blobs.clone()),
+        ];
+        let err = repo.rewrite(&job).unwrap_err();
+        assert!(matches!(err, RepoError::Corrupt { .. }), "{err:?}");
+    }
 }

@@ -2,15 +2,14 @@
 //! Storage calls run on the tokio runtime whose handle it is given (call it from outside that
 //! runtime, as the device library does).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lockbox_archive::{
-    ArchiveError, ArchiveStats, ChunkRef, ChunkSink, FileToChunk, check_destination, in_part,
-    restore_tree_part, worth_compressing, write_tree,
+    ArchiveError, ArchiveStats, ChunkRef, check_destination, in_part, restore_tree_part, write_tree,
 };
 use lockbox_crypto::{BackupKey, OsRng, RepoKeys};
 use lockbox_format::{
@@ -18,7 +17,6 @@ use lockbox_format::{
 };
 use lockbox_store::{ObjectName, PutIf, Store, StoreError};
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
 
 use crate::RepoError;
 use crate::cache::FileCache;
@@ -28,19 +26,14 @@ use crate::fetch::{Source, open_chunk};
 use crate::ids::{ChunkId, IndexId, RepoId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::lock::RepoLock;
-use crate::pack::{self, Pack, PackBuilder};
+use crate::pack;
 use crate::snapshot::{SNAP_HEADER_LEN, SnapshotHeader, snapshot_object};
 use crate::wire::MAC_LEN;
 
 /// Objects fetched at once when loading the catalog or the index.
 const READS_IN_FLIGHT: usize = 8;
-/// Sealed packs uploading at once while the next fills: bounds memory at about
-/// `(UPLOADS_IN_FLIGHT + 1) * pack_target`.
-const UPLOADS_IN_FLIGHT: usize = 3;
 /// How often a backup retries its catalog entry when another writer took the place first.
 const CATALOG_ATTEMPTS: usize = 5;
-/// A compressed chunk is kept only if it is at most this percentage of the chunk.
-const KEEP_PERCENT: usize = 97;
 
 /// An open repository.
 pub struct Repository {
@@ -336,15 +329,20 @@ impl Repository {
         // Only packs that are there count as stored: dedup against a replayed or dangling index
         // would make a snapshot that names lost chunks.
         let (index, adopted) = self.index_for_backup()?;
-        let mut sink = Sink::new(self, &index);
-        sink.cache_old = cache.filter(|c| c.is_for(self.id()));
-        sink.cache_new = Some(FileCache::new(self.id()));
-        sink.started_unix_ms = now_unix_ms;
-        let written = write_tree(root, Vec::new(), &mut sink, progress);
-        let new_cache = sink.cache_new.take().unwrap_or_default();
-        let landed = sink.finish();
-        let (tree, tree_stats) = written?;
-        let (mut packs, mut stats) = landed?;
+        let (sink, written) = self.with_sink(&index, |sink| {
+            sink.cache_old = cache.filter(|c| c.is_for(self.id()));
+            sink.cache_new = Some(FileCache::new(self.id()));
+            sink.started_unix_ms = now_unix_ms;
+            write_tree(root, Vec::new(), sink, progress)
+        });
+        let ((tree, tree_stats), packed) = written?;
+        let new_cache = sink.cache_new.unwrap_or_default();
+        let mut stats = sink.stats;
+        let mut packs = packed.packs;
+        stats.packs = packed.count;
+        stats.uploaded_bytes = packed.bytes;
+        // An interrupted run wrote them lazily and may have died before flushing them.
+        self.make_durable(&adopted)?;
         stats.adopted_packs = adopted.len() as u64;
         packs.extend(adopted);
         stats.files = tree_stats.files;
@@ -727,221 +725,6 @@ fn snapshot_error(e: ArchiveError, object_name: &str) -> RepoError {
         return RepoError::corrupt(object_name, io.to_string());
     }
     e.into()
-}
-
-/// Chunks, dedups, seals and packs file data while the tree is written; uploads packs in the
-/// background, a few at a time.
-pub(crate) struct Sink<'r> {
-    repo: &'r Repository,
-    index: &'r Index,
-    fresh: HashSet<ChunkId>,
-    pack: Option<PackBuilder>,
-    uploads: VecDeque<JoinHandle<Result<IndexedPack, StoreError>>>,
-    landed: Vec<IndexedPack>,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
-    packed: Vec<u8>,
-    stats: BackupStats,
-    cache_old: Option<&'r FileCache>,
-    cache_new: Option<FileCache>,
-    started_unix_ms: u64,
-}
-
-impl<'r> Sink<'r> {
-    pub(crate) fn new(repo: &'r Repository, index: &'r Index) -> Self {
-        Sink {
-            repo,
-            index,
-            fresh: HashSet::new(),
-            pack: None,
-            uploads: VecDeque::new(),
-            landed: Vec::new(),
-            compressor: zstd::bulk::Compressor::new(3).ok(),
-            packed: Vec::new(),
-            stats: BackupStats::default(),
-            cache_old: None,
-            cache_new: None,
-            started_unix_ms: 0,
-        }
-    }
-
-    fn add_chunk(&mut self, data: &[u8], try_zstd: bool) -> Result<ChunkRef, RepoError> {
-        let id = ChunkId::of(&self.repo.keys, data);
-        let len = data.len() as u32;
-        if self.index.contains(&id) || self.fresh.contains(&id) {
-            self.stats.reused_chunks += 1;
-            self.stats.reused_bytes += u64::from(len);
-            return Ok(ChunkRef { id: id.0, len });
-        }
-        let compressed = try_zstd && self.compress(data);
-        let stored = std::mem::take(&mut self.packed);
-        let result = self.add_stored(id, if compressed { &stored } else { data }, compressed, len);
-        self.packed = stored;
-        result?;
-        self.fresh.insert(id);
-        self.stats.new_chunks += 1;
-        self.stats.new_bytes += u64::from(len);
-        Ok(ChunkRef { id: id.0, len })
-    }
-
-    /// Seals `stored` (the chunk `id` of `raw_len` bytes, as stored) into the current pack,
-    /// which goes up once full.
-    pub(crate) fn add_stored(
-        &mut self,
-        id: ChunkId,
-        stored: &[u8],
-        compressed: bool,
-        raw_len: u32,
-    ) -> Result<(), RepoError> {
-        let sizes = self.repo.config.sizes;
-        let pack = self.pack.get_or_insert_with(|| {
-            PackBuilder::new(
-                &self.repo.keys,
-                sizes.pack_target as usize + (1 << 20),
-                &mut OsRng,
-            )
-        });
-        pack.add(id, stored, compressed, raw_len);
-        if pack.len() >= sizes.pack_target as usize {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Pushes the cached chunks of `file` if its metadata is unchanged and the repository still
-    /// holds every one of them.
-    fn reuse_cached(&mut self, file: &FileToChunk<'_>, refs: &mut Vec<ChunkRef>) -> bool {
-        let Some(cached) = self.cache_old.and_then(|c| c.get(file.rel, file.meta)) else {
-            return false;
-        };
-        let held = |r: &ChunkRef| {
-            let id = ChunkId(r.id);
-            self.index.contains(&id) || self.fresh.contains(&id)
-        };
-        if !cached.iter().all(held) {
-            return false;
-        }
-        refs.extend_from_slice(cached);
-        self.stats.cached_files += 1;
-        self.stats.reused_chunks += cached.len() as u64;
-        self.stats.reused_bytes += file.meta.len();
-        if let Some(cache) = &mut self.cache_new {
-            cache.put(file.rel, file.meta, refs, self.started_unix_ms);
-        }
-        true
-    }
-
-    fn compress(&mut self, data: &[u8]) -> bool {
-        let Some(compressor) = &mut self.compressor else {
-            return false;
-        };
-        let limit = data.len() * KEEP_PERCENT / 100;
-        self.packed.clear();
-        self.packed.reserve(limit);
-        compressor
-            .compress_to_buffer(data, &mut self.packed)
-            .is_ok()
-            && !self.packed.is_empty()
-            && self.packed.len() <= limit
-    }
-
-    /// Seals the current pack and starts its upload, waiting for the oldest one if too many
-    /// are in flight.
-    fn flush(&mut self) -> Result<(), RepoError> {
-        let Some(pack) = self.pack.take() else {
-            return Ok(());
-        };
-        let pack = pack.finish();
-        self.stats.packs += 1;
-        self.stats.uploaded_bytes += pack.bytes.len() as u64;
-        let store = self.repo.store.clone();
-        let name = object(&pack::pack_object(&pack.id))?;
-        let Pack { id, bytes, entries } = pack;
-        let indexed = IndexedPack {
-            id,
-            len: u32::try_from(bytes.len()).expect("packs stay far below 4 GiB"),
-            blobs: entries,
-        };
-        self.uploads.push_back(self.repo.rt.spawn(async move {
-            store
-                .put_object(&name, Bytes::from(bytes), PutIf::Absent)
-                .await?;
-            Ok(indexed)
-        }));
-        while self.uploads.len() > UPLOADS_IN_FLIGHT {
-            self.wait_one()?;
-        }
-        Ok(())
-    }
-
-    fn wait_one(&mut self) -> Result<(), RepoError> {
-        let Some(upload) = self.uploads.pop_front() else {
-            return Ok(());
-        };
-        let pack = self
-            .repo
-            .rt
-            .block_on(upload)
-            .map_err(|e| StoreError::TaskFailed {
-                url: self.repo.url().to_owned(),
-                object: "a pack".into(),
-                reason: e.to_string(),
-            })??;
-        self.landed.push(pack);
-        Ok(())
-    }
-
-    /// Uploads the last pack and waits for every upload; the packs that landed and the counters.
-    pub(crate) fn finish(mut self) -> Result<(Vec<IndexedPack>, BackupStats), RepoError> {
-        let flushed = self.flush();
-        // Wait for every upload even after a failure, so none outlives the backup.
-        let mut first_error = flushed.err();
-        while !self.uploads.is_empty() {
-            if let Err(e) = self.wait_one() {
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok((self.landed, self.stats)),
-        }
-    }
-}
-
-impl ChunkSink for Sink<'_> {
-    fn chunk_file(
-        &mut self,
-        file: &FileToChunk<'_>,
-        data: &mut dyn Read,
-        refs: &mut Vec<ChunkRef>,
-    ) -> Result<(), ArchiveError> {
-        if self.reuse_cached(file, refs) {
-            return Ok(());
-        }
-        let sizes = self.repo.config.sizes;
-        let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
-            data,
-            sizes.chunk_min as usize,
-            sizes.chunk_avg as usize,
-            sizes.chunk_max as usize,
-            fastcdc::v2020::Normalization::Level1,
-            self.repo.keys.chunker_seed,
-        );
-        let try_zstd = worth_compressing(file.path);
-        for chunk in chunker {
-            let chunk = chunk.map_err(|e| ArchiveError::Io {
-                path: file.path.to_path_buf(),
-                source: match e {
-                    fastcdc::v2020::Error::IoError(io) => io,
-                    other => std::io::Error::other(other.to_string()),
-                },
-            })?;
-            refs.push(self.add_chunk(&chunk.data, try_zstd)?);
-        }
-        if let Some(cache) = &mut self.cache_new {
-            cache.put(file.rel, file.meta, refs, self.started_unix_ms);
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

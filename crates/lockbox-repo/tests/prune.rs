@@ -197,7 +197,12 @@ fn an_interrupted_backup_resumes_without_uploading_its_packs_again() {
     provider.tamper().writes_left = Some(3);
     let killed = repo.backup_as(&src, f.device, None, 1, &mut |_| {});
     provider.tamper().writes_left = None;
-    assert!(killed.is_err(), "the provider died mid-backup");
+    // The provider's own error, not the walk's word that packing stopped: the two halves of
+    // the backup run on two threads, and the cause must reach the user.
+    let err = killed
+        .expect_err("the provider died mid-backup")
+        .to_string();
+    assert!(err.contains("the provider went away"), "{err}");
     let landed = objects(&f.folder("cloud"), "packs").len() as u64;
     assert!(landed >= 1, "no pack landed before the provider died");
     assert!(objects(&f.folder("cloud"), "index").is_empty());
@@ -221,6 +226,38 @@ fn an_interrupted_backup_resumes_without_uploading_its_packs_again() {
     let report = prune(&repo, 1).unwrap();
     assert_eq!(report.packs_deleted, 0, "{report:?}");
     repo.check(&repo.catalog().unwrap(), true).unwrap();
+}
+
+/// The backup's walk and its packing run on two threads. When the provider fails early in a
+/// long backup, the walk is stopped mid-tree (it learns only that packing stopped), and what
+/// reaches the user must be the provider's error, with nothing committed.
+#[test]
+fn a_backup_whose_uploads_fail_early_reports_the_providers_error() {
+    let f = Fixture::new();
+    let provider = Hostile::over_folder(&f.folder("cloud"));
+    let repo = Repository::init(
+        provider.store("hostile://cloud"),
+        f.rt.handle().clone(),
+        &f.key,
+        small(),
+    )
+    .unwrap();
+    let src = f.folder("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..64u64 {
+        fs::write(src.join(format!("IMG-{i}.jpg")), noise(i, 200_000)).unwrap();
+    }
+    let lock = repo.lock(f.device, Purpose::Backup, true).unwrap();
+    provider.tamper().writes_left = Some(0);
+    let err = repo
+        .backup(&lock, &src, None, 1, None, &mut |_| {})
+        .expect_err("the provider is gone")
+        .to_string();
+    provider.tamper().writes_left = None;
+    lock.release().unwrap();
+    assert!(err.contains("the provider went away"), "{err}");
+    assert!(repo.catalog().unwrap().snapshots().is_empty());
+    assert!(objects(&f.folder("cloud"), "index").is_empty());
 }
 
 #[test]

@@ -136,6 +136,29 @@ fn the_daily_change_stores_little_more_than_what_changed() {
     assert_eq!(tree(&f.folder("two")), tree(&src));
 }
 
+/// Compression gives up on a file whose first chunks do not shrink, but not for good: an
+/// archive that opens with a photo and goes on with a text log is still stored compressed.
+#[test]
+fn a_file_that_turns_compressible_is_compressed_again() {
+    let f = Fixture::new();
+    let repo = f.init("repo", small());
+    let src = f.folder("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut bundle = noise(1, 300_000);
+    let log = messages(2, 120_000);
+    bundle.extend_from_slice(&log);
+    fs::write(src.join("bundle.tar"), &bundle).unwrap();
+    let stats = repo
+        .backup_as(&src, f.device, None, 1, &mut |_| {})
+        .unwrap()
+        .stats;
+    assert!(
+        stats.uploaded_bytes < 300_000 + log.len() as u64 / 2,
+        "the log after the photo went up uncompressed: {stats:?} for {} bytes of log",
+        log.len()
+    );
+}
+
 #[test]
 fn identical_files_are_stored_once() {
     let f = Fixture::new();

@@ -87,6 +87,8 @@ pub(crate) enum Backend {
     Local {
         root: PathBuf,
         store: OnceLock<Arc<dyn ObjectStore>>,
+        /// The same folder without a flush per write, for [`crate::Store::put_object_lazily`].
+        lazy: OnceLock<Arc<dyn ObjectStore>>,
     },
     Remote {
         store: Arc<dyn ObjectStore>,
@@ -105,6 +107,7 @@ impl Backend {
                 Ok(Backend::Local {
                     root,
                     store: OnceLock::new(),
+                    lazy: OnceLock::new(),
                 })
             }
             Target::Bucket {
@@ -137,25 +140,35 @@ impl Backend {
     pub(crate) fn existing(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         match self {
             Backend::Remote { store, .. } => Ok(Arc::clone(store)),
-            Backend::Local { root, store } => {
+            Backend::Local { root, store, .. } => {
                 if !root.is_dir() {
                     return Err(StoreError::NotFound {
                         url: url.to_owned(),
                         what: format!("backup folder {}", root.display()),
                     });
                 }
-                local_store(url, root, store)
+                local_store(url, root, store, true)
             }
         }
     }
 
     /// The store, for writing: a missing local folder is created first.
     pub(crate) fn for_write(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        if let Backend::Local { root, store } = self {
+        self.writer(url, true)
+    }
+
+    /// The store, for writes made durable later by [`crate::Store::make_durable`]: in a local
+    /// folder they are not flushed one by one. Elsewhere the same as [`Backend::for_write`].
+    pub(crate) fn for_lazy_write(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        self.writer(url, false)
+    }
+
+    fn writer(&self, url: &str, fsync: bool) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        if let Backend::Local { root, store, lazy } = self {
             std::fs::create_dir_all(root).map_err(|e| {
                 local_error(url, format!("creating backup folder {}", root.display()), e)
             })?;
-            return local_store(url, root, store);
+            return local_store(url, root, if fsync { store } else { lazy }, fsync);
         }
         self.existing(url)
     }
@@ -165,6 +178,7 @@ fn local_store(
     url: &str,
     root: &std::path::Path,
     cell: &OnceLock<Arc<dyn ObjectStore>>,
+    fsync: bool,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {
     if let Some(store) = cell.get() {
         return Ok(Arc::clone(store));
@@ -172,7 +186,7 @@ fn local_store(
     let built = LocalFileSystem::new_with_prefix(root)
         .map_err(|e| StoreError::from_object_store(url, "opening the backup folder", e))?
         // A backup reported as finished must survive a power cut.
-        .with_fsync(true);
+        .with_fsync(fsync);
     let built: Arc<dyn ObjectStore> = Arc::new(built);
     Ok(Arc::clone(cell.get_or_init(|| built)))
 }

@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use crate::backend::local_error;
 use crate::{Store, StoreError};
 
 /// Longest object name accepted, in bytes.
@@ -80,6 +81,56 @@ impl Store {
         when: PutIf,
     ) -> Result<(), StoreError> {
         let store = self.backend().for_write(self.url())?;
+        self.put_into(store, name, bytes, when).await
+    }
+
+    /// Stores `bytes` as `name` like [`Store::put_object`], except that in a local folder it
+    /// returns once the bytes are written and their writeback has started, before they are on
+    /// the disk: [`Store::make_durable`] must cover `name` before anything that names the
+    /// object is stored. Other providers store it durably before they answer, as always. For
+    /// many objects in a row (a backup's packs) the disk stays busy without waiting for a flush
+    /// of each.
+    pub async fn put_object_lazily(
+        &self,
+        name: &ObjectName,
+        bytes: Bytes,
+        when: PutIf,
+    ) -> Result<(), StoreError> {
+        let Some(root) = self.backend().local_root() else {
+            return self.put_object(name, bytes, when).await;
+        };
+        let store = self.backend().for_lazy_write(self.url())?;
+        self.put_into(store, name, bytes, when).await?;
+        let path = root.join(name.as_str());
+        // Only a hint, and a failed one changes nothing: durability is `make_durable`'s.
+        let _ = tokio::task::spawn_blocking(move || start_writeback(&path)).await;
+        Ok(())
+    }
+
+    /// Flushes the objects `names`, stored by [`Store::put_object_lazily`], to the disk, with
+    /// the folder entries that name them. A name that is not there is an error: what was
+    /// written has been lost or removed since. Nothing to do outside a local folder.
+    pub async fn make_durable(&self, names: Vec<ObjectName>) -> Result<(), StoreError> {
+        let Some(root) = self.backend().local_root() else {
+            return Ok(());
+        };
+        let (root, url) = (root.to_path_buf(), self.url().to_owned());
+        tokio::task::spawn_blocking(move || flush_local(&url, &root, &names))
+            .await
+            .map_err(|e| StoreError::TaskFailed {
+                url: self.url().to_owned(),
+                object: "objects to flush".into(),
+                reason: e.to_string(),
+            })?
+    }
+
+    async fn put_into(
+        &self,
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        name: &ObjectName,
+        bytes: Bytes,
+        when: PutIf,
+    ) -> Result<(), StoreError> {
         let mode = match when {
             PutIf::Always => PutMode::Overwrite,
             PutIf::Absent => PutMode::Create,
@@ -237,9 +288,60 @@ impl Store {
     }
 }
 
+/// Starts writing `path`'s dirty pages to the disk without waiting: on Linux,
+/// `POSIX_FADV_DONTNEED` does (and drops its clean pages, which a backup has no more use for).
+fn start_writeback(path: &std::path::Path) {
+    if let Ok(file) = std::fs::File::open(path) {
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    }
+}
+
+/// `fsync` of each object below `root`, then of each folder that names one.
+fn flush_local(url: &str, root: &std::path::Path, names: &[ObjectName]) -> Result<(), StoreError> {
+    let mut folders = std::collections::BTreeSet::new();
+    let sync = |path: &std::path::Path, what: &str| {
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| local_error(url, format!("flushing {what} to the disk"), e))
+    };
+    for name in names {
+        let path = root.join(name.as_str());
+        sync(&path, name.as_str())?;
+        if let Some(folder) = path.parent() {
+            folders.insert(folder.to_path_buf());
+        }
+    }
+    for folder in folders {
+        sync(&folder, &folder.display().to_string())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lazy_put_reads_back_and_flushing_a_lost_object_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let name = ObjectName::new("packs/ab/abcdef").unwrap();
+        rt.block_on(store.put_object_lazily(&name, Bytes::from_static(b"pack"), PutIf::Absent))
+            .unwrap();
+        assert_eq!(&rt.block_on(store.get_object(&name)).unwrap()[..], b"pack");
+        let again =
+            rt.block_on(store.put_object_lazily(&name, Bytes::from_static(b"x"), PutIf::Absent));
+        assert!(
+            matches!(again, Err(StoreError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        rt.block_on(store.make_durable(vec![name.clone()])).unwrap();
+
+        std::fs::remove_file(dir.path().join("packs/ab/abcdef")).unwrap();
+        let err = rt.block_on(store.make_durable(vec![name])).unwrap_err();
+        assert!(err.to_string().contains("packs/ab/abcdef"), "{err}");
+    }
 
     #[test]
     fn names_cannot_leave_the_prefix() {
