@@ -169,6 +169,63 @@ mod tests {
         }
     }
 
+    /// Reads that are interrupted every other call, as a signal may make them.
+    struct Interrupted<'a> {
+        inner: Trickle<'a>,
+        odd: bool,
+    }
+
+    impl Read for Interrupted<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.odd = !self.odd;
+            if self.odd {
+                return Err(ErrorKind::Interrupted.into());
+            }
+            self.inner.read(out)
+        }
+    }
+
+    /// The lengths where a cut could go wrong: around the smallest and largest chunk and the
+    /// read piece, with data that cuts only at the largest size (zeros) and data that cuts
+    /// early (noise).
+    #[test]
+    fn cuts_match_stream_cdc_at_every_boundary() {
+        let sizes = Sizes::default();
+        let (min, max) = (sizes.chunk_min as usize, sizes.chunk_max as usize);
+        let mut lens = vec![0, 1, min - 1, min, min + 1, max - 1, max, max + 1];
+        for piece in [PIECE, 2 * PIECE] {
+            lens.extend([piece - 1, piece, piece + 1, piece + max]);
+        }
+        let mut chunker = Chunker::new(sizes, 9);
+        for len in lens {
+            for data in [vec![0u8; len], bytes(len as u64, len)] {
+                let want = stream_cdc(&data, sizes, 9);
+                for step in [1 << 12, max, usize::MAX] {
+                    assert_eq!(
+                        ours(&data, step, &mut chunker),
+                        want,
+                        "len {len} step {step}"
+                    );
+                }
+                let mut got = Vec::new();
+                let mut reader = Interrupted {
+                    inner: Trickle {
+                        data: &data,
+                        step: max,
+                    },
+                    odd: false,
+                };
+                chunker
+                    .cut::<std::io::Error>(&mut reader, |c| {
+                        got.push(c.to_vec());
+                        Ok(())
+                    })
+                    .unwrap();
+                assert_eq!(got, want, "interrupted reads, len {len}");
+            }
+        }
+    }
+
     #[test]
     fn an_empty_file_has_no_chunks_and_a_read_error_stops_the_cut() {
         let mut chunker = Chunker::new(Sizes::default(), 1);

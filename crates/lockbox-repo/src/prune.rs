@@ -366,8 +366,8 @@ mod tests {
     use crate::lock::Purpose;
 
     /// A rewrite that meets a damaged pack while the provider refuses its new packs must report
-    /// the damage: the packing thread's storage error is only the cause when the copy itself
-    /// stopped because packing did.
+    /// the damage: the packing thread's storage error is the cause only when the copy stopped
+    /// because packing did.
     #[test]
     fn a_rewrite_reports_the_damaged_pack_not_the_failed_upload_behind_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -427,9 +427,12 @@ mod tests {
             }
         });
 
+        // The damaged pack first: what comes before its last blob stays under one pack's
+        // size, so the copy meets the damage before packing has anything to upload, whatever
+        // the threads' timing; the refused upload comes after, when the last pack is sealed.
         let job = [
-            (first.clone(), first.blobs.clone()),
             (second.clone(), second.blobs.clone()),
+            (first.clone(), first.blobs.clone()),
         ];
         let err = repo.rewrite(&job).unwrap_err();
         assert!(matches!(err, RepoError::Corrupt { .. }), "{err:?}");
