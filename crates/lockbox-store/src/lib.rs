@@ -12,6 +12,9 @@
 //!   one (a flock on the folder; see the `staging` module);
 //! * prunes only among backups the caller verified ([`Store::prune`]), and reads object heads
 //!   so that a caller with the key can verify them ([`Store::read_heads`]);
+//! * in a local folder, flushes every write to the disk before it reports success, or, for
+//!   many objects in a row, writes them lazily and flushes them together
+//!   ([`Store::put_object_lazily`], [`Store::make_durable`]);
 //! * retries transient failures (see [`StoreOptions`] for the policy; [`RETRIES_ENV`] tunes
 //!   how often) and classifies errors by fault ([`StoreError`], [`StoreError::is_transient`]).
 //!
