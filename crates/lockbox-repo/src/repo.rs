@@ -341,7 +341,8 @@ impl Repository {
         let mut packs = packed.packs;
         stats.packs = packed.count;
         stats.uploaded_bytes = packed.bytes;
-        // An interrupted run wrote them lazily and may have died before flushing them.
+        // An interrupted run wrote them lazily and may have died before flushing them (after a
+        // power cut, `index_for_backup` adopted only packs whose every blob checks out).
         self.make_durable(&adopted)?;
         stats.adopted_packs = adopted.len() as u64;
         packs.extend(adopted);

@@ -290,36 +290,66 @@ impl Store {
 
 /// Starts writing `path`'s dirty pages to the disk without waiting: on Linux,
 /// `POSIX_FADV_DONTNEED` does (and drops its clean pages, which a backup has no more use for).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn start_writeback(path: &std::path::Path) {
     if let Ok(file) = std::fs::File::open(path) {
         let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
     }
 }
 
-/// `fsync` of each object below `root`, then of each folder that names one.
+/// Elsewhere the final flush does all the work.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn start_writeback(_path: &std::path::Path) {}
+
+/// `fsync` of each object below `root`, then of each folder from its own up to `root`: a
+/// folder the lazy write created (`packs/ab/`) is named by its parent, whose entry is as new.
 fn flush_local(url: &str, root: &std::path::Path, names: &[ObjectName]) -> Result<(), StoreError> {
-    let mut folders = std::collections::BTreeSet::new();
     let sync = |path: &std::path::Path, what: &str| {
         std::fs::File::open(path)
             .and_then(|f| f.sync_all())
             .map_err(|e| local_error(url, format!("flushing {what} to the disk"), e))
     };
     for name in names {
-        let path = root.join(name.as_str());
-        sync(&path, name.as_str())?;
-        if let Some(folder) = path.parent() {
-            folders.insert(folder.to_path_buf());
-        }
+        sync(&root.join(name.as_str()), name.as_str())?;
     }
-    for folder in folders {
+    for folder in folders_naming(root, names) {
         sync(&folder, &folder.display().to_string())?;
     }
     Ok(())
 }
 
+/// Every folder between `root` (included) and each of `names`.
+fn folders_naming(
+    root: &std::path::Path,
+    names: &[ObjectName],
+) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut folders = std::collections::BTreeSet::new();
+    for name in names {
+        let path = root.join(name.as_str());
+        let up = path.ancestors().skip(1).take_while(|a| a.starts_with(root));
+        folders.extend(up.map(std::path::Path::to_path_buf));
+    }
+    folders
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flush_covers_every_folder_up_to_the_root() {
+        let root = std::path::Path::new("/backups");
+        let names = ["packs/ab/ab12", "packs/ab/ab34", "packs/cd/cd56"]
+            .map(|n| ObjectName::new(n).unwrap());
+        let folders: Vec<_> = folders_naming(root, &names).into_iter().collect();
+        let want = [
+            "/backups",
+            "/backups/packs",
+            "/backups/packs/ab",
+            "/backups/packs/cd",
+        ];
+        assert_eq!(folders, want.map(std::path::PathBuf::from));
+    }
 
     #[test]
     fn a_lazy_put_reads_back_and_flushing_a_lost_object_fails() {
