@@ -170,21 +170,50 @@ fn writers_exclude_each_other_until_the_lock_is_released() {
         .unwrap();
 }
 
+/// A repository behind a provider that can be made to die, and an empty source folder.
+fn behind_a_hostile_provider() -> (
+    Fixture,
+    std::sync::Arc<Hostile>,
+    Repository,
+    std::path::PathBuf,
+) {
+    let f = Fixture::new();
+    let provider = Hostile::over_folder(&f.folder("cloud"));
+    let repo = Repository::init(
+        provider.store("hostile://cloud"),
+        f.rt.handle().clone(),
+        &f.key,
+        small(),
+    )
+    .unwrap();
+    let src = f.folder("src");
+    fs::create_dir_all(&src).unwrap();
+    (f, provider, repo, src)
+}
+
+/// The same, with six 300 kB photos to back up.
+fn six_photos_behind_a_hostile_provider(
+    seed: u64,
+) -> (
+    Fixture,
+    std::sync::Arc<Hostile>,
+    Repository,
+    std::path::PathBuf,
+) {
+    let (f, provider, repo, src) = behind_a_hostile_provider();
+    for i in 0..6u64 {
+        fs::write(src.join(format!("IMG-{i}.jpg")), noise(i + seed, 300_000)).unwrap();
+    }
+    (f, provider, repo, src)
+}
+
 /// Issue 15: an interrupted backup resumes without uploading again the packs that landed. The
 /// provider dies after some writes, mid-backup; the next backup takes in the packs it finds
 /// unindexed (authenticated first), uploads only the rest, restores byte for byte, and a prune
 /// afterwards keeps them.
 #[test]
 fn an_interrupted_backup_resumes_without_uploading_its_packs_again() {
-    let f = Fixture::new();
-    let provider = Hostile::over_folder(&f.folder("cloud"));
-    let store = || provider.store("hostile://cloud");
-    let repo = Repository::init(store(), f.rt.handle().clone(), &f.key, small()).unwrap();
-    let src = f.folder("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..6u64 {
-        fs::write(src.join(format!("IMG-{i}.jpg")), noise(i + 10, 300_000)).unwrap();
-    }
+    let (f, provider, repo, src) = six_photos_behind_a_hostile_provider(10);
     let full = {
         let f2 = Fixture::new();
         let r = f2.init("ref", small());
@@ -233,15 +262,7 @@ fn an_interrupted_backup_resumes_without_uploading_its_packs_again() {
 /// on its header alone: it would deduplicate against chunks that are gone.
 #[test]
 fn a_landed_pack_with_lost_blocks_is_not_adopted() {
-    let f = Fixture::new();
-    let provider = Hostile::over_folder(&f.folder("cloud"));
-    let store = || provider.store("hostile://cloud");
-    let repo = Repository::init(store(), f.rt.handle().clone(), &f.key, small()).unwrap();
-    let src = f.folder("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..6u64 {
-        fs::write(src.join(format!("IMG-{i}.jpg")), noise(i + 20, 300_000)).unwrap();
-    }
+    let (f, provider, repo, src) = six_photos_behind_a_hostile_provider(20);
     provider.tamper().writes_left = Some(3);
     assert!(
         repo.backup_as(&src, f.device, None, 1, &mut |_| {})
@@ -275,17 +296,7 @@ fn a_landed_pack_with_lost_blocks_is_not_adopted() {
 /// reaches the user must be the provider's error, with nothing committed.
 #[test]
 fn a_backup_whose_uploads_fail_early_reports_the_providers_error() {
-    let f = Fixture::new();
-    let provider = Hostile::over_folder(&f.folder("cloud"));
-    let repo = Repository::init(
-        provider.store("hostile://cloud"),
-        f.rt.handle().clone(),
-        &f.key,
-        small(),
-    )
-    .unwrap();
-    let src = f.folder("src");
-    fs::create_dir_all(&src).unwrap();
+    let (f, provider, repo, src) = behind_a_hostile_provider();
     for i in 0..64u64 {
         fs::write(src.join(format!("IMG-{i}.jpg")), noise(i, 200_000)).unwrap();
     }
