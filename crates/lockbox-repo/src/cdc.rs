@@ -156,11 +156,7 @@ mod tests {
             step in prop_oneof![Just(usize::MAX), 1usize..200_000],
             small in any::<bool>(),
         ) {
-            let sizes = if small {
-                Sizes { chunk_min: 4 << 10, chunk_avg: 16 << 10, chunk_max: 64 << 10, pack_target: 256 << 10 }
-            } else {
-                Sizes::default()
-            };
+            let sizes = if small { Sizes::SMALL } else { Sizes::default() };
             let mut chunker = Chunker::new(sizes, seed);
             for (i, len) in lens.into_iter().enumerate() {
                 let data = bytes(seed.wrapping_add(i as u64), len);

@@ -44,6 +44,16 @@ impl Default for Sizes {
 }
 
 impl Sizes {
+    /// Small chunks and packs, so a test of a few MiB has many of both (the integration tests'
+    /// `common::small` is the same).
+    #[cfg(test)]
+    pub(crate) const SMALL: Sizes = Sizes {
+        chunk_min: 4 << 10,
+        chunk_avg: 16 << 10,
+        chunk_max: 64 << 10,
+        pack_target: 256 << 10,
+    };
+
     /// Within fastcdc's limits, even, ordered, chunks within a tree's bound, packs of at most
     /// 256 MiB.
     pub fn is_valid(&self) -> bool {

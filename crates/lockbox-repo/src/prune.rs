@@ -21,7 +21,7 @@ use lockbox_store::PutIf;
 
 use crate::RepoError;
 use crate::catalog::{Catalog, Head, MAX_FORGET, Op, SnapshotEntry};
-use crate::fetch::{open_chunk, unpack_chunk};
+use crate::fetch::unpack_chunk;
 use crate::ids::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::lock::RepoLock;
@@ -242,6 +242,9 @@ impl Repository {
                 })
                 .and_then(|bytes| {
                     let blobs = pack::read_pack(&self.keys, id, &bytes)?;
+                    // Every blob, not the header alone: a pack an interrupted run wrote lazily
+                    // may have lost blocks in a power cut while its header survived, and its
+                    // chunks would be deduplicated into a snapshot that cannot be restored.
                     self.check_blobs(id, &bytes, &blobs, &name)?;
                     Ok(blobs)
                 });
@@ -259,27 +262,6 @@ impl Repository {
             }
         }
         Ok((index, adopted))
-    }
-
-    /// Opens every blob of the pack `id` and checks it against its id. A pack an interrupted
-    /// run wrote lazily may have lost blocks in a power cut while its header survived: adopted
-    /// on the header alone, its chunks would be deduplicated into a snapshot that cannot be
-    /// restored.
-    fn check_blobs(
-        &self,
-        id: &PackId,
-        bytes: &[u8],
-        blobs: &[BlobEntry],
-        name: &str,
-    ) -> Result<(), RepoError> {
-        let key = self.keys.pack_key(&id.0);
-        for blob in blobs {
-            let sealed = bytes
-                .get(blob.range().start as usize..blob.range().end as usize)
-                .ok_or_else(|| RepoError::corrupt(name, "is shorter than its header says"))?;
-            open_chunk(&key, &self.keys.chunk_id, id, blob, sealed, name)?;
-        }
-        Ok(())
     }
 
     /// For a restore: every chunk at a location in a pack that is there if it has one, else
@@ -400,17 +382,11 @@ mod tests {
         let cloud = dir.path().join("cloud");
         let provider = Hostile::over_folder(&cloud);
         let key = lockbox_crypto::BackupKey::from_bytes([5; 32]);
-        let sizes = Sizes {
-            chunk_min: 4 << 10,
-            chunk_avg: 16 << 10,
-            chunk_max: 64 << 10,
-            pack_target: 256 << 10,
-        };
         let repo = Repository::init(
             provider.store("hostile://cloud"),
             rt.handle().clone(),
             &key,
-            sizes,
+            Sizes::SMALL,
         )
         .unwrap();
         let src = dir.path().join("src");

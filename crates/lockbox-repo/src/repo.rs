@@ -23,10 +23,10 @@ use crate::cache::FileCache;
 use crate::catalog::{self, Catalog, CatalogMark, Head, Op, SnapshotEntry};
 use crate::config::{CONFIG_OBJECT, Config, MAX_CONFIG_LEN, Sizes};
 use crate::fetch::{Source, open_chunk};
-use crate::ids::{ChunkId, IndexId, RepoId, SnapshotId};
+use crate::ids::{ChunkId, IndexId, PackId, RepoId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::lock::RepoLock;
-use crate::pack;
+use crate::pack::{self, BlobEntry};
 use crate::snapshot::{SNAP_HEADER_LEN, SnapshotHeader, snapshot_object};
 use crate::wire::MAC_LEN;
 
@@ -679,14 +679,27 @@ impl Repository {
                 "its header and the index disagree on what it holds",
             ));
         }
-        let key = self.keys.pack_key(&pack.0);
-        for blob in &own {
+        self.check_blobs(pack, &bytes, &own, &name)?;
+        Ok(own.len() as u64)
+    }
+
+    /// Opens every one of `blobs` in `bytes`, the pack `id` named `name`, and checks each
+    /// against its chunk id.
+    pub(crate) fn check_blobs(
+        &self,
+        id: &PackId,
+        bytes: &[u8],
+        blobs: &[BlobEntry],
+        name: &str,
+    ) -> Result<(), RepoError> {
+        let key = self.keys.pack_key(&id.0);
+        for blob in blobs {
             let sealed = bytes
                 .get(blob.range().start as usize..blob.range().end as usize)
-                .ok_or_else(|| RepoError::corrupt(&name, "a blob lies past its end"))?;
-            open_chunk(&key, &self.keys.chunk_id, pack, blob, sealed, &name)?;
+                .ok_or_else(|| RepoError::corrupt(name, "a blob lies past its end"))?;
+            open_chunk(&key, &self.keys.chunk_id, id, blob, sealed, name)?;
         }
-        Ok(own.len() as u64)
+        Ok(())
     }
 }
 
