@@ -1,6 +1,7 @@
 //! Chunks for a restore: fetched by ranged reads, opened, decompressed and verified against
-//! their ids on the runtime, a bounded number ahead of the writer, in the order the tree names
-//! them.
+//! their ids on the runtime, a bounded number of bytes ahead of the writer, in the order the
+//! tree names them. Chunks that lie side by side in one pack (a file's chunks, as a backup
+//! wrote them) are fetched by one read, then opened in parallel.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -12,21 +13,85 @@ use tokio::task::JoinHandle;
 
 use crate::RepoError;
 use crate::ids::{ChunkId, PackId};
-use crate::index::Index;
+use crate::index::{Index, Location};
 use crate::pack::{self, BlobEntry};
 use crate::repo::{Repository, object};
 
-/// Chunks in flight ahead of the one the writer asks for (at most 8 MiB each, 1 MiB with the
-/// default sizes).
-const AHEAD: usize = 16;
+/// Bytes of chunks (as the writer gets them) fetched or being fetched ahead of the one the
+/// writer asks for: what bounds the restore's memory, whatever the chunks compressed to.
+const AHEAD_BYTES: u64 = 8 << 20;
+/// The most one read fetches: adjacent blobs of one pack holding up to this many chunk bytes
+/// (or a single larger chunk).
+const RUN_BYTES: u64 = 2 << 20;
 
-type Pending = Result<JoinHandle<Result<Vec<u8>, RepoError>>, RepoError>;
+type Opening = JoinHandle<Result<Vec<u8>, RepoError>>;
+type Reading = JoinHandle<Result<VecDeque<Opening>, RepoError>>;
+
+/// Chunks fetched by one read, and where the fetch is.
+struct Run {
+    state: RunState,
+}
+
+enum RunState {
+    /// What the index says against the chunk (missing, another length): fails when reached.
+    Refused(ChunkRef, RepoError),
+    Reading(VecDeque<ChunkRef>, Reading),
+    /// The read landed; one task per chunk opens it, in the run's order.
+    Opening(VecDeque<(ChunkRef, Opening)>),
+}
+
+impl Run {
+    fn first(&self) -> Option<&ChunkRef> {
+        match &self.state {
+            RunState::Refused(chunk, _) => Some(chunk),
+            RunState::Reading(chunks, _) => chunks.front(),
+            RunState::Opening(tasks) => tasks.front().map(|(chunk, _)| chunk),
+        }
+    }
+}
+
+/// A run being gathered from the announced order before its read starts.
+struct Gathering {
+    pack: PackId,
+    range: Range<u64>,
+    chunks: VecDeque<ChunkRef>,
+    blobs: Vec<BlobEntry>,
+    /// Bytes of its chunks.
+    len: u64,
+}
+
+impl Gathering {
+    fn new(chunk: ChunkRef, loc: Location) -> Self {
+        Gathering {
+            pack: loc.pack,
+            range: loc.blob.range(),
+            chunks: VecDeque::from([chunk]),
+            blobs: vec![loc.blob],
+            len: u64::from(chunk.len),
+        }
+    }
+
+    /// Whether the blob at `loc` directly follows this run's in its pack, within one read.
+    fn extends_to(&self, loc: &Location) -> bool {
+        loc.pack == self.pack
+            && loc.blob.range().start == self.range.end
+            && self.len + u64::from(loc.blob.raw_len) <= RUN_BYTES
+    }
+
+    fn push(&mut self, chunk: ChunkRef, loc: Location) {
+        self.range.end = loc.blob.range().end;
+        self.blobs.push(loc.blob);
+        self.chunks.push_back(chunk);
+        self.len += u64::from(chunk.len);
+    }
+}
 
 pub(crate) struct Source<'r> {
     repo: &'r Repository,
     index: &'r Index,
-    upcoming: std::vec::IntoIter<ChunkRef>,
-    ahead: VecDeque<(ChunkRef, Pending)>,
+    upcoming: std::iter::Peekable<std::vec::IntoIter<ChunkRef>>,
+    ahead: VecDeque<Run>,
+    ahead_bytes: u64,
     /// False once the writer asked out of the announced order: then each chunk is fetched when
     /// asked for.
     in_order: bool,
@@ -38,55 +103,100 @@ impl<'r> Source<'r> {
         Source {
             repo,
             index,
-            upcoming: order.into_iter(),
+            upcoming: order.into_iter().peekable(),
             ahead: VecDeque::new(),
+            ahead_bytes: 0,
             in_order: true,
         }
     }
 
     fn fill(&mut self) {
-        while self.in_order && self.ahead.len() < AHEAD {
-            let Some(chunk) = self.upcoming.next() else {
+        while self.in_order && self.ahead_bytes < AHEAD_BYTES {
+            let Some((run, len)) = self.next_run() else {
                 return;
             };
-            let pending = self.start(&chunk);
-            self.ahead.push_back((chunk, pending));
+            self.ahead_bytes += len;
+            self.ahead.push_back(run);
         }
     }
 
-    /// Starts fetching `chunk`; what the index says against it fails at once.
-    fn start(&self, chunk: &ChunkRef) -> Pending {
+    /// The next run of the announced order (the chunks that follow each other in one pack),
+    /// and the bytes of its chunks.
+    fn next_run(&mut self) -> Option<(Run, u64)> {
+        let first = self.upcoming.next()?;
+        let loc = match self.locate(&first) {
+            Ok(loc) => loc,
+            Err(e) => return Some((refused(first, e), u64::from(first.len))),
+        };
+        let mut run = Gathering::new(first, loc);
+        while let Some(&next) = self.upcoming.peek() {
+            match self.locate(&next) {
+                Ok(loc) if run.extends_to(&loc) => run.push(next, loc),
+                _ => break,
+            }
+            self.upcoming.next();
+        }
+        let len = run.len;
+        Some((self.start(run), len))
+    }
+
+    /// Where the index puts `chunk`; what it says against it fails at once.
+    fn locate(&self, chunk: &ChunkRef) -> Result<Location, RepoError> {
         let id = ChunkId(chunk.id);
         let loc = *self
             .index
             .get(&id)
             .ok_or_else(|| RepoError::MissingChunk { chunk: id.short() })?;
-        let object_name = pack::pack_object(&loc.pack);
         if loc.blob.raw_len != chunk.len {
             return Err(RepoError::ChunkMismatch {
                 chunk: id.short(),
-                object: object_name,
+                object: pack::pack_object(&loc.pack),
             });
         }
-        let name = object(&object_name)?;
-        let store = self.repo.store();
-        let pack_key = self.repo.keys.pack_key(&loc.pack.0);
-        let chunk_key = self.repo.keys.chunk_id.clone();
-        Ok(self.repo.rt().spawn(async move {
-            let sealed = read_range(&store, &name, loc.blob.range()).await?;
-            open_chunk(
-                &pack_key,
-                &chunk_key,
-                &loc.pack,
-                &loc.blob,
-                &sealed,
-                &object_name,
-            )
-        }))
+        Ok(loc)
     }
 
-    fn wait(&self, pending: Pending) -> Result<Vec<u8>, RepoError> {
-        let task = pending?;
+    /// Starts the read of `run`, which then starts opening each of its chunks.
+    fn start(&self, run: Gathering) -> Run {
+        let object_name = pack::pack_object(&run.pack);
+        let name = match object(&object_name) {
+            Ok(name) => name,
+            Err(e) => {
+                let first = run.chunks.front().copied().expect("a run has a chunk");
+                return refused(first, e);
+            }
+        };
+        let store = self.repo.store();
+        let pack_key = self.repo.keys.pack_key(&run.pack.0);
+        let chunk_key = self.repo.keys.chunk_id.clone();
+        let Gathering {
+            pack,
+            range,
+            chunks,
+            blobs,
+            ..
+        } = run;
+        let reading = self.repo.rt().spawn(async move {
+            let bytes = read_range(&store, &name, range.clone()).await?;
+            Ok(blobs
+                .into_iter()
+                .map(|blob| {
+                    let at = (blob.range().start - range.start) as usize;
+                    let sealed = bytes.slice(at..at + blob.sealed_len as usize);
+                    let (pack_key, chunk_key) = (pack_key.clone(), chunk_key.clone());
+                    let object_name = object_name.clone();
+                    tokio::spawn(async move {
+                        open_chunk(&pack_key, &chunk_key, &pack, &blob, &sealed, &object_name)
+                    })
+                })
+                .collect())
+        });
+        Run {
+            state: RunState::Reading(chunks, reading),
+        }
+    }
+
+    fn join<T>(&self, task: JoinHandle<Result<T, RepoError>>) -> Result<T, RepoError> {
         self.repo
             .rt()
             .block_on(task)
@@ -97,12 +207,53 @@ impl<'r> Source<'r> {
             })?
     }
 
+    /// The front run's first chunk, which the writer asked for.
+    fn take_front(&mut self) -> Result<Vec<u8>, RepoError> {
+        let Some(mut run) = self.ahead.pop_front() else {
+            return Err(RepoError::corrupt(
+                "the restore",
+                "asked for a chunk not fetched",
+            ));
+        };
+        let mut tasks = match run.state {
+            RunState::Refused(chunk, e) => {
+                self.ahead_bytes -= u64::from(chunk.len);
+                return Err(e);
+            }
+            RunState::Reading(chunks, reading) => {
+                chunks.into_iter().zip(self.join(reading)?).collect()
+            }
+            RunState::Opening(tasks) => tasks,
+        };
+        let Some((chunk, opening)) = tasks.pop_front() else {
+            return Err(RepoError::corrupt(
+                "the restore",
+                "asked for a chunk not fetched",
+            ));
+        };
+        self.ahead_bytes -= u64::from(chunk.len);
+        if !tasks.is_empty() {
+            run.state = RunState::Opening(tasks);
+            self.ahead.push_front(run);
+        }
+        self.join(opening)
+    }
+
     fn abort_all(&mut self) {
-        for (_, pending) in self.ahead.drain(..) {
-            if let Ok(task) = pending {
-                task.abort();
+        for run in self.ahead.drain(..) {
+            match run.state {
+                RunState::Refused(..) => {}
+                RunState::Reading(_, task) => task.abort(),
+                RunState::Opening(tasks) => tasks.iter().for_each(|(_, task)| task.abort()),
             }
         }
+        self.ahead_bytes = 0;
+    }
+}
+
+fn refused(chunk: ChunkRef, e: RepoError) -> Run {
+    Run {
+        state: RunState::Refused(chunk, e),
     }
 }
 
@@ -115,15 +266,23 @@ impl Drop for Source<'_> {
 impl ChunkSource for Source<'_> {
     fn read_chunk(&mut self, chunk: &ChunkRef, buf: &mut Vec<u8>) -> Result<(), ArchiveError> {
         self.fill();
-        let pending = match self.ahead.pop_front() {
-            Some((next, pending)) if next == *chunk => pending,
-            _ => {
-                self.in_order = false;
-                self.abort_all();
-                self.start(chunk)
-            }
-        };
-        *buf = self.wait(pending)?;
+        let expected = self.ahead.front().and_then(Run::first);
+        if expected != Some(chunk) {
+            self.in_order = false;
+            self.abort_all();
+            let run = match self.locate(chunk) {
+                Ok(loc) => self.start(Gathering::new(*chunk, loc)),
+                Err(e) => refused(*chunk, e),
+            };
+            self.ahead_bytes += u64::from(chunk.len);
+            self.ahead.push_back(run);
+        }
+        let chunk = self.take_front();
+        if chunk.is_err() {
+            self.in_order = false;
+            self.abort_all();
+        }
+        *buf = chunk?;
         Ok(())
     }
 }
@@ -192,4 +351,65 @@ pub(crate) fn unpack_chunk(
         });
     }
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of `raw` bytes stored in `sealed` bytes at `offset` of pack `pack`.
+    fn at(pack: u8, offset: u32, raw: u32, sealed: u32) -> (ChunkRef, Location) {
+        let id = [offset as u8 ^ pack; 32];
+        let blob = BlobEntry {
+            id: ChunkId(id),
+            compressed: sealed < raw,
+            raw_len: raw,
+            offset,
+            sealed_len: sealed,
+        };
+        let loc = Location {
+            pack: PackId([pack; 32]),
+            blob,
+        };
+        (ChunkRef { id, len: raw }, loc)
+    }
+
+    #[test]
+    fn a_run_grows_only_over_the_next_blob_of_its_pack() {
+        let (first, loc) = at(1, 100, 1000, 1016);
+        let run = Gathering::new(first, loc);
+        assert!(
+            run.extends_to(&at(1, 1116, 1000, 1016).1),
+            "the blob right after"
+        );
+        assert!(
+            !run.extends_to(&at(1, 1117, 1000, 1016).1),
+            "a gap would read bytes between"
+        );
+        assert!(!run.extends_to(&at(1, 50, 1000, 1016).1), "an earlier blob");
+        assert!(!run.extends_to(&at(2, 1116, 1000, 1016).1), "another pack");
+    }
+
+    #[test]
+    fn a_run_holds_at_most_its_bytes_of_chunks_however_well_they_compressed() {
+        let quarter = (RUN_BYTES / 4) as u32;
+        // Text that compressed 8:1: what bounds memory is the chunks' bytes, not the read.
+        let (first, loc) = at(1, 0, quarter, quarter / 8);
+        let mut run = Gathering::new(first, loc);
+        let mut offset = quarter / 8;
+        for _ in 0..3 {
+            let (chunk, loc) = at(1, offset, quarter, quarter / 8);
+            assert!(run.extends_to(&loc));
+            run.push(chunk, loc);
+            offset += quarter / 8;
+        }
+        assert_eq!(run.len, RUN_BYTES);
+        assert_eq!(run.range, 0..u64::from(offset));
+        assert_eq!(run.chunks.len(), run.blobs.len());
+        assert!(!run.extends_to(&at(1, offset, 1, 17).1), "full");
+        // A chunk larger than a run is still fetched, alone.
+        let (big, loc) = at(1, 0, RUN_BYTES as u32 * 2, RUN_BYTES as u32 * 2 + 16);
+        let alone = Gathering::new(big, loc);
+        assert!(!alone.extends_to(&at(1, RUN_BYTES as u32 * 2 + 16, 1, 17).1));
+    }
 }

@@ -259,6 +259,20 @@ fn an_altered_blob_fails_the_restore_and_leaves_nothing() {
 }
 
 #[test]
+fn a_blob_altered_behind_others_read_with_it_fails_the_restore() {
+    // Restore reads a pack's neighbouring blobs together: damage past the first of them must
+    // still surface, from the chunk it hits.
+    let (f, repo) = two_snapshots();
+    for pack in objects(&f.folder("repo"), "packs") {
+        let len = fs::metadata(&pack).unwrap().len() as usize;
+        flip(&pack, len / 3);
+    }
+    let err = restore_latest(&f, &repo).unwrap_err();
+    assert!(err.to_string().contains("does not authenticate"), "{err}");
+    assert_eq!(err.fault(), Fault::Integrity);
+}
+
+#[test]
 fn a_truncated_pack_is_reported_as_such() {
     let (f, repo) = two_snapshots();
     let packs = objects(&f.folder("repo"), "packs");
