@@ -60,6 +60,10 @@ pub const REPO: &[u8] = b"lockbox/v1/repo";
 /// Expanded from the repository key: the HMAC-SHA256 key that names chunks (chunk id = MAC of
 /// the chunk's bytes), so the storage cannot test whether a user holds a known file.
 pub const REPO_CHUNK_ID: &[u8] = b"lockbox/v1/repo/chunk-id";
+/// Expanded from the repository key: the keyed-BLAKE3 key that names chunks in repositories
+/// whose config is version 2 (chunk id = BLAKE3 keyed hash of the chunk's bytes). A key of its
+/// own, so no key is ever used with two MACs.
+pub const REPO_CHUNK_ID_BLAKE3: &[u8] = b"lockbox/v1/repo/chunk-id-blake3";
 /// Expanded from the repository key: the base of the per-pack keys.
 pub const REPO_PACK: &[u8] = b"lockbox/v1/repo/pack";
 /// Per-pack AES-256-GCM key: `HKDF(ikm = pack base, salt = pack_id, info = REPO_PACK_KEY)`.
@@ -104,6 +108,7 @@ pub const ALL: &[&[u8]] = &[
     PARTITION_LOG_KEY,
     REPO,
     REPO_CHUNK_ID,
+    REPO_CHUNK_ID_BLAKE3,
     REPO_PACK,
     REPO_PACK_KEY,
     REPO_INDEX,

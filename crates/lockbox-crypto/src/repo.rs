@@ -10,8 +10,10 @@ pub const REPO_ID_LEN: usize = 32;
 /// Every long-lived key of the repository `repo_id` under `K`. Per-pack and per-index keys are
 /// derived from these with the object's random id, so no key ever seals under two objects.
 pub struct RepoKeys {
-    /// HMAC-SHA256 key: chunk id = MAC(chunk bytes).
+    /// HMAC-SHA256 key: chunk id = MAC(chunk bytes), in repositories of config version 1.
     pub chunk_id: Secret32,
+    /// Keyed-BLAKE3 key: chunk id = BLAKE3(key, chunk bytes), from config version 2 on.
+    pub chunk_id_blake3: Secret32,
     pack: Secret32,
     index: Secret32,
     /// HMAC-SHA256 key of catalog entries.
@@ -59,6 +61,7 @@ impl BackupKey {
         hkdf_expand(ikm, None, labels::REPO_CHUNKER_SEED, &mut seed);
         RepoKeys {
             chunk_id: derive32(ikm, None, labels::REPO_CHUNK_ID),
+            chunk_id_blake3: derive32(ikm, None, labels::REPO_CHUNK_ID_BLAKE3),
             pack: derive32(ikm, None, labels::REPO_PACK),
             index: derive32(ikm, None, labels::REPO_INDEX),
             catalog_mac: derive32(ikm, None, labels::REPO_CATALOG_MAC),
@@ -83,6 +86,7 @@ mod tests {
             BackupKey::from_bytes([2; 32]).repo_keys(&[7; 32]),
         ] {
             assert_ne!(a.chunk_id, other.chunk_id);
+            assert_ne!(a.chunk_id_blake3, other.chunk_id_blake3);
             assert_ne!(a.catalog_mac, other.catalog_mac);
             assert_ne!(a.key_check, other.key_check);
             assert_ne!(a.pack_key(&[3; 32]), other.pack_key(&[3; 32]));
@@ -90,6 +94,7 @@ mod tests {
         }
         let all = [
             a.chunk_id.clone(),
+            a.chunk_id_blake3.clone(),
             a.pack.clone(),
             a.index.clone(),
             a.catalog_mac.clone(),

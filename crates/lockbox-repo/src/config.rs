@@ -2,19 +2,21 @@
 //! a MAC. The one object read before anything else.
 //!
 //! ```text
-//! config = "LBXREPO\0" | version 1 | repo_id[32] | chunk_min u32 | chunk_avg u32 | chunk_max u32
+//! config = "LBXREPO\0" | version u8 | repo_id[32] | chunk_min u32 | chunk_avg u32 | chunk_max u32
 //!          | pack_target u32 | key_check[16] | HMAC-SHA256(config key, all before)
 //! ```
+//!
+//! The version says how chunks are named ([`ChunkIds`]): 1 is HMAC-SHA256, 2 keyed BLAKE3.
+//! Both open; a new repository is version 2.
 
 use lockbox_crypto::{BackupKey, KEY_CHECK_LEN, RepoKeys};
 use subtle::ConstantTimeEq;
 
 use crate::RepoError;
-use crate::ids::RepoId;
+use crate::ids::{ChunkIds, RepoId};
 use crate::wire::{Cursor, MAC_LEN, mac, verify_mac};
 
 const CONFIG_MAGIC: [u8; 8] = *b"LBXREPO\0";
-const CONFIG_VERSION: u8 = 1;
 pub(crate) const CONFIG_OBJECT: &str = "config";
 /// Longer than any config: a larger object named `config` is refused unread.
 pub(crate) const MAX_CONFIG_LEN: u64 = 4096;
@@ -81,13 +83,32 @@ impl Sizes {
 pub struct Config {
     pub repo_id: RepoId,
     pub sizes: Sizes,
+    pub chunk_ids: ChunkIds,
+}
+
+impl ChunkIds {
+    /// What a new repository uses.
+    pub const NEW: ChunkIds = ChunkIds::Blake3;
+
+    fn version(self) -> u8 {
+        match self {
+            ChunkIds::HmacSha256 => 1,
+            ChunkIds::Blake3 => 2,
+        }
+    }
+
+    fn of_version(version: u8) -> Option<Self> {
+        [ChunkIds::HmacSha256, ChunkIds::Blake3]
+            .into_iter()
+            .find(|ids| ids.version() == version)
+    }
 }
 
 impl Config {
     pub(crate) fn encode(&self, keys: &RepoKeys) -> Vec<u8> {
         let mut out = Vec::with_capacity(BODY_LEN + MAC_LEN);
         out.extend_from_slice(&CONFIG_MAGIC);
-        out.push(CONFIG_VERSION);
+        out.push(self.chunk_ids.version());
         out.extend_from_slice(&self.repo_id.0);
         for v in [
             self.sizes.chunk_min,
@@ -165,15 +186,21 @@ impl Config {
             _ => return Err(corrupt("its MAC does not match: altered")),
         }
         // Only after authentication: a flipped version byte is damage, not a newer lockbox.
-        if bytes[8] != CONFIG_VERSION {
-            return Err(RepoError::UnsupportedVersion {
+        let chunk_ids =
+            ChunkIds::of_version(bytes[8]).ok_or_else(|| RepoError::UnsupportedVersion {
                 object: format!("{url}: config"),
                 version: bytes[8],
-            });
-        }
+            })?;
         if !sizes.is_valid() {
             return Err(corrupt("authenticated but its sizes are out of range"));
         }
-        Ok((Config { repo_id, sizes }, keys))
+        Ok((
+            Config {
+                repo_id,
+                sizes,
+                chunk_ids,
+            },
+            keys,
+        ))
     }
 }

@@ -12,7 +12,7 @@ use lockbox_store::{ObjectName, Store, StoreError};
 use tokio::task::JoinHandle;
 
 use crate::RepoError;
-use crate::ids::{ChunkId, PackId};
+use crate::ids::{ChunkId, ChunkNamer, PackId};
 use crate::index::{Index, Location};
 use crate::pack::{self, BlobEntry};
 use crate::repo::{Repository, object};
@@ -168,7 +168,7 @@ impl<'r> Source<'r> {
         };
         let store = self.repo.store();
         let pack_key = self.repo.keys.pack_key(&run.pack.0);
-        let chunk_key = self.repo.keys.chunk_id.clone();
+        let namer = self.repo.namer.clone();
         let Gathering {
             pack,
             range,
@@ -183,10 +183,10 @@ impl<'r> Source<'r> {
                 .map(|blob| {
                     let at = (blob.range().start - range.start) as usize;
                     let sealed = bytes.slice(at..at + blob.sealed_len as usize);
-                    let (pack_key, chunk_key) = (pack_key.clone(), chunk_key.clone());
+                    let (pack_key, namer) = (pack_key.clone(), namer.clone());
                     let object_name = object_name.clone();
                     tokio::spawn(async move {
-                        open_chunk(&pack_key, &chunk_key, &pack, &blob, &sealed, &object_name)
+                        open_chunk(&pack_key, &namer, &pack, &blob, &sealed, &object_name)
                     })
                 })
                 .collect())
@@ -316,19 +316,19 @@ async fn read_range(
 /// the account that holds K and lies) would otherwise be restored without a word.
 pub(crate) fn open_chunk(
     pack_key: &Secret32,
-    chunk_key: &Secret32,
+    namer: &ChunkNamer,
     pack: &PackId,
     blob: &BlobEntry,
     sealed: &[u8],
     object_name: &str,
 ) -> Result<Vec<u8>, RepoError> {
     let stored = pack::open_blob(pack_key, pack, blob, sealed)?;
-    unpack_chunk(chunk_key, blob, stored, object_name)
+    unpack_chunk(namer, blob, stored, object_name)
 }
 
 /// An opened blob's chunk: decompressed (capped at its length) and checked against its id.
 pub(crate) fn unpack_chunk(
-    chunk_key: &Secret32,
+    namer: &ChunkNamer,
     blob: &BlobEntry,
     stored: Vec<u8>,
     object_name: &str,
@@ -344,7 +344,7 @@ pub(crate) fn unpack_chunk(
     } else {
         stored
     };
-    if data.len() != raw_len || ChunkId::keyed(chunk_key, &data) != blob.id {
+    if data.len() != raw_len || namer.id(&data) != blob.id {
         return Err(RepoError::ChunkMismatch {
             chunk: blob.id.short(),
             object: object_name.to_owned(),

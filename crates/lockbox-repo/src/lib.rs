@@ -44,7 +44,7 @@ pub use cache::FileCache;
 pub use catalog::{Catalog, CatalogMark, SnapshotEntry};
 pub use config::{Config, Sizes};
 pub use error::{Fault, RepoError};
-pub use ids::{ChunkId, DeviceId, IndexId, PackId, RepoId, SnapshotId};
+pub use ids::{ChunkId, ChunkIds, DeviceId, IndexId, PackId, RepoId, SnapshotId};
 pub use index::{Index, IndexedPack, Location};
 pub use lock::{LOCK_REFRESH, LOCK_STALE_MS, LockHolder, Purpose, RepoLock};
 pub use pack::BlobEntry;

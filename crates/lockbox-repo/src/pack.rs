@@ -275,6 +275,7 @@ pub(crate) fn parse_header(header: &[u8], blobs_end: u64) -> Result<Vec<BlobEntr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{ChunkIds, ChunkNamer};
     use lockbox_crypto::BackupKey;
 
     /// An RNG that yields one byte value forever.
@@ -299,8 +300,10 @@ mod tests {
     fn golden_pack() -> (RepoKeys, Pack) {
         let keys = BackupKey::from_bytes([0x11; 32]).repo_keys(&[0x22; 32]);
         let mut b = PackBuilder::new(&keys, 0, &mut Fixed(0x33));
-        b.add(ChunkId::of(&keys, b"hello"), b"hello", false, 5);
-        b.add(ChunkId::of(&keys, b"chat"), b"chat", false, 4);
+        // The ids of a version 1 repository: the pack format is the same in both versions.
+        let namer = ChunkNamer::new(&keys, ChunkIds::HmacSha256);
+        b.add(namer.id(b"hello"), b"hello", false, 5);
+        b.add(namer.id(b"chat"), b"chat", false, 4);
         (keys, b.finish())
     }
 

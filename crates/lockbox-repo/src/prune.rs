@@ -186,7 +186,7 @@ impl Repository {
             let stored = pack::open_blob(&key, &pack.id, blob, sealed)?;
             // Checked before it is sealed again: a rewrite must not carry bytes that are not
             // their chunk's into a fresh pack, where nothing would tell them apart.
-            unpack_chunk(&self.keys.chunk_id, blob, stored.clone(), &name)?;
+            unpack_chunk(&self.namer, blob, stored.clone(), &name)?;
             sink.add_stored(blob.id, stored, blob.compressed, blob.raw_len)?;
         }
         Ok(())

@@ -23,7 +23,7 @@ use crate::cache::FileCache;
 use crate::catalog::{self, Catalog, CatalogMark, Head, Op, SnapshotEntry};
 use crate::config::{CONFIG_OBJECT, Config, MAX_CONFIG_LEN, Sizes};
 use crate::fetch::{Source, open_chunk};
-use crate::ids::{ChunkId, IndexId, PackId, RepoId, SnapshotId};
+use crate::ids::{ChunkId, ChunkIds, ChunkNamer, IndexId, PackId, RepoId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::lock::RepoLock;
 use crate::pack::{self, BlobEntry};
@@ -42,6 +42,8 @@ pub struct Repository {
     /// Snapshot streams are sealed under this key, derived from K and the repository id.
     snapshot_key: BackupKey,
     pub(crate) keys: RepoKeys,
+    /// Names and checks chunks, as the config's version says.
+    pub(crate) namer: ChunkNamer,
     config: Config,
 }
 
@@ -170,6 +172,7 @@ impl Repository {
             store,
             rt,
             snapshot_key: keys.snapshot_key(),
+            namer: ChunkNamer::new(&keys, config.chunk_ids),
             keys,
             config,
         }
@@ -182,12 +185,28 @@ impl Repository {
         key: &BackupKey,
         sizes: Sizes,
     ) -> Result<Self, RepoError> {
+        Self::init_with(store, rt, key, sizes, ChunkIds::NEW)
+    }
+
+    /// [`init`](Self::init) naming chunks with `chunk_ids` (an older scheme only to test that
+    /// repositories made by an earlier lockbox keep working).
+    pub(crate) fn init_with(
+        store: Store,
+        rt: Handle,
+        key: &BackupKey,
+        sizes: Sizes,
+        chunk_ids: ChunkIds,
+    ) -> Result<Self, RepoError> {
         if !sizes.is_valid() {
             return Err(RepoError::InvalidSizes(sizes));
         }
         let repo_id = RepoId::generate(&mut OsRng);
         let keys = key.repo_keys(&repo_id.0);
-        let config = Config { repo_id, sizes };
+        let config = Config {
+            repo_id,
+            sizes,
+            chunk_ids,
+        };
         let bytes = Bytes::from(config.encode(&keys));
         match rt.block_on(store.put_object(&object(CONFIG_OBJECT)?, bytes, PutIf::Absent)) {
             Err(StoreError::AlreadyExists { .. }) => Self::open(store, rt, key),
@@ -697,7 +716,7 @@ impl Repository {
             let sealed = bytes
                 .get(blob.range().start as usize..blob.range().end as usize)
                 .ok_or_else(|| RepoError::corrupt(name, "a blob lies past its end"))?;
-            open_chunk(&key, &self.keys.chunk_id, id, blob, sealed, name)?;
+            open_chunk(&key, &self.namer, id, blob, sealed, name)?;
         }
         Ok(())
     }
@@ -827,5 +846,64 @@ mod tests {
             matches!(check, Err(RepoError::ForeignSnapshot { .. })),
             "{check:?}"
         );
+    }
+
+    /// A repository an earlier lockbox made (config version 1) keeps naming its chunks with
+    /// HMAC-SHA256 after it is reopened: its next backups deduplicate against what it holds,
+    /// and it restores and checks. A new one names them with keyed BLAKE3.
+    #[test]
+    fn each_repository_names_chunks_as_its_config_version_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let key = lockbox_crypto::BackupKey::from_bytes([3; 32]);
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let note = b"a note shorter than the smallest chunk".to_vec();
+        let log: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i * 7919).to_le_bytes())
+            .collect();
+        std::fs::write(src.join("note"), &note).unwrap();
+        std::fs::write(src.join("log"), &log).unwrap();
+        for (n, ids) in [ChunkIds::HmacSha256, ChunkIds::Blake3]
+            .into_iter()
+            .enumerate()
+        {
+            let url = format!("file://{}", dir.path().join(format!("repo{n}")).display());
+            let handle = rt.handle().clone();
+            let made = Repository::init_with(
+                Store::open(&url).unwrap(),
+                handle.clone(),
+                &key,
+                Sizes::SMALL,
+                ids,
+            )
+            .unwrap();
+            let device = DeviceId([1; 16]);
+            let backup = |repo: &Repository| {
+                let lock = repo.lock(device, Purpose::Backup, true).unwrap();
+                let done = repo.backup(&lock, &src, None, 1000, None, &mut |_| {});
+                lock.release().unwrap();
+                done.unwrap()
+            };
+            backup(&made);
+            let repo = Repository::open(Store::open(&url).unwrap(), handle, &key).unwrap();
+            assert_eq!(repo.config().chunk_ids, ids);
+            let other = match ids {
+                ChunkIds::HmacSha256 => ChunkIds::Blake3,
+                ChunkIds::Blake3 => ChunkIds::HmacSha256,
+            };
+            let index = repo.load_index().unwrap();
+            assert!(index.contains(&ChunkNamer::new(&repo.keys, ids).id(&note)));
+            assert!(!index.contains(&ChunkNamer::new(&repo.keys, other).id(&note)));
+            std::fs::write(src.join("note2"), b"one more").unwrap();
+            let second = backup(&repo);
+            assert_eq!(second.stats.new_chunks, 1, "{ids:?}: {:?}", second.stats);
+            std::fs::remove_file(src.join("note2")).unwrap();
+            let dest = dir.path().join(format!("out{n}"));
+            repo.restore(&second.snapshot, &dest, &mut |_| {}).unwrap();
+            assert_eq!(std::fs::read(dest.join("log")).unwrap(), log);
+            assert_eq!(std::fs::read(dest.join("note2")).unwrap(), b"one more");
+            repo.check(&repo.catalog().unwrap(), true).unwrap();
+        }
     }
 }

@@ -158,7 +158,7 @@ impl Sink<'_> {
 
     /// Names `data`, a chunk of the current file, and queues a copy unless it is held already.
     fn add_chunk(&mut self, data: &[u8]) -> Result<ChunkRef, RepoError> {
-        let id = ChunkId::of(&self.repo.keys, data);
+        let id = self.repo.namer.id(data);
         let len = data.len() as u32;
         if self.held(&id) {
             self.stats.reused_chunks += 1;
