@@ -1,7 +1,12 @@
 //! Chunks for a restore: fetched by ranged reads, opened, decompressed and verified against
-//! their ids on the runtime, a bounded number of bytes ahead of the writer, in the order the
-//! tree names them. Chunks that lie side by side in one pack (a file's chunks, as a backup
-//! wrote them) are fetched by one read, then opened in parallel.
+//! their ids on the runtime, a bounded amount ahead of the writer, in the order the tree names
+//! them. Chunks that lie side by side in one pack (a file's chunks, as a backup wrote them) are
+//! fetched by one read, then opened in parallel.
+//!
+//! What is ahead is bounded three ways: in chunk bytes (what the chunks decompress to, not what
+//! they take in the pack, so well-compressed text cannot blow it up), with every chunk costing
+//! at least [`CHUNK_FLOOR`] (so a folder of tiny files cannot hold thousands of tasks and
+//! buffers for a few bytes each), and in runs, that is reads open at once ([`AHEAD_RUNS`]).
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -17,12 +22,24 @@ use crate::index::{Index, Location};
 use crate::pack::{self, BlobEntry};
 use crate::repo::{Repository, object};
 
-/// Bytes of chunks (as the writer gets them) fetched or being fetched ahead of the one the
-/// writer asks for: what bounds the restore's memory, whatever the chunks compressed to.
+/// Cost of the chunks (as the writer gets them, see [`cost`]) fetched or being fetched ahead
+/// of the one the writer asks for: what bounds the restore's memory, whatever the chunks
+/// compressed to.
 const AHEAD_BYTES: u64 = 8 << 20;
-/// The most one read fetches: adjacent blobs of one pack holding up to this many chunk bytes
+/// The most one read fetches: adjacent blobs of one pack whose chunks cost up to this much
 /// (or a single larger chunk).
 const RUN_BYTES: u64 = 2 << 20;
+/// What the smallest chunk costs against [`AHEAD_BYTES`] and [`RUN_BYTES`]: each one ahead
+/// holds a task, a buffer and its bookkeeping whatever its length.
+const CHUNK_FLOOR: u64 = 4 << 10;
+/// The most runs (reads, each with its connection and response) ahead at once: a slow provider
+/// must not see one request per identical tiny file.
+const AHEAD_RUNS: usize = 32;
+
+/// What a chunk of `len` bytes counts for against the read-ahead's bounds.
+fn cost(len: u32) -> u64 {
+    u64::from(len).max(CHUNK_FLOOR)
+}
 
 type Opening = JoinHandle<Result<Vec<u8>, RepoError>>;
 type Reading = JoinHandle<Result<VecDeque<Opening>, RepoError>>;
@@ -56,7 +73,7 @@ struct Gathering {
     range: Range<u64>,
     chunks: VecDeque<ChunkRef>,
     blobs: Vec<BlobEntry>,
-    /// Bytes of its chunks.
+    /// What its chunks cost ([`cost`]).
     len: u64,
 }
 
@@ -67,7 +84,7 @@ impl Gathering {
             range: loc.blob.range(),
             chunks: VecDeque::from([chunk]),
             blobs: vec![loc.blob],
-            len: u64::from(chunk.len),
+            len: cost(chunk.len),
         }
     }
 
@@ -75,14 +92,14 @@ impl Gathering {
     fn extends_to(&self, loc: &Location) -> bool {
         loc.pack == self.pack
             && loc.blob.range().start == self.range.end
-            && self.len + u64::from(loc.blob.raw_len) <= RUN_BYTES
+            && self.len + cost(loc.blob.raw_len) <= RUN_BYTES
     }
 
     fn push(&mut self, chunk: ChunkRef, loc: Location) {
         self.range.end = loc.blob.range().end;
         self.blobs.push(loc.blob);
         self.chunks.push_back(chunk);
-        self.len += u64::from(chunk.len);
+        self.len += cost(chunk.len);
     }
 }
 
@@ -111,7 +128,7 @@ impl<'r> Source<'r> {
     }
 
     fn fill(&mut self) {
-        while self.in_order && self.ahead_bytes < AHEAD_BYTES {
+        while self.in_order && self.ahead_bytes < AHEAD_BYTES && self.ahead.len() < AHEAD_RUNS {
             let Some((run, len)) = self.next_run() else {
                 return;
             };
@@ -121,12 +138,12 @@ impl<'r> Source<'r> {
     }
 
     /// The next run of the announced order (the chunks that follow each other in one pack),
-    /// and the bytes of its chunks.
+    /// and what its chunks cost.
     fn next_run(&mut self) -> Option<(Run, u64)> {
         let first = self.upcoming.next()?;
         let loc = match self.locate(&first) {
             Ok(loc) => loc,
-            Err(e) => return Some((refused(first, e), u64::from(first.len))),
+            Err(e) => return Some((refused(first, e), cost(first.len))),
         };
         let mut run = Gathering::new(first, loc);
         while let Some(&next) = self.upcoming.peek() {
@@ -217,7 +234,7 @@ impl<'r> Source<'r> {
         };
         let mut tasks = match run.state {
             RunState::Refused(chunk, e) => {
-                self.ahead_bytes -= u64::from(chunk.len);
+                self.ahead_bytes -= cost(chunk.len);
                 return Err(e);
             }
             RunState::Reading(chunks, reading) => {
@@ -231,7 +248,7 @@ impl<'r> Source<'r> {
                 "asked for a chunk not fetched",
             ));
         };
-        self.ahead_bytes -= u64::from(chunk.len);
+        self.ahead_bytes -= cost(chunk.len);
         if !tasks.is_empty() {
             run.state = RunState::Opening(tasks);
             self.ahead.push_front(run);
@@ -274,7 +291,7 @@ impl ChunkSource for Source<'_> {
                 Ok(loc) => self.start(Gathering::new(*chunk, loc)),
                 Err(e) => refused(*chunk, e),
             };
-            self.ahead_bytes += u64::from(chunk.len);
+            self.ahead_bytes += cost(chunk.len);
             self.ahead.push_back(run);
         }
         let chunk = self.take_front();
@@ -411,5 +428,22 @@ mod tests {
         let (big, loc) = at(1, 0, RUN_BYTES as u32 * 2, RUN_BYTES as u32 * 2 + 16);
         let alone = Gathering::new(big, loc);
         assert!(!alone.extends_to(&at(1, RUN_BYTES as u32 * 2 + 16, 1, 17).1));
+    }
+
+    #[test]
+    fn tiny_chunks_cost_the_floor_so_a_run_holds_few_of_them() {
+        let (first, loc) = at(1, 0, 5, 21);
+        let mut run = Gathering::new(first, loc);
+        let mut offset = 21;
+        loop {
+            let (chunk, loc) = at(1, offset, 5, 21);
+            if !run.extends_to(&loc) {
+                break;
+            }
+            run.push(chunk, loc);
+            offset += 21;
+        }
+        assert_eq!(run.chunks.len() as u64, RUN_BYTES / CHUNK_FLOOR);
+        assert_eq!(run.len, RUN_BYTES);
     }
 }

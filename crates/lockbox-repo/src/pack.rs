@@ -68,7 +68,11 @@ impl BlobEntry {
             offset: c.u32().ok()?,
             sealed_len: c.u32().ok()?,
         };
+        // Writers keep a compressed chunk only if it is smaller, so no blob is sealed in more
+        // than its chunk and a tag: a larger claim would only make a restore read (and hold)
+        // bytes beyond what its chunk-byte bounds count.
         let sane = entry.sealed_len as usize > TAG_LEN
+            && entry.sealed_len as usize <= entry.raw_len as usize + TAG_LEN
             && entry.raw_len > 0
             && entry.raw_len as usize <= lockbox_archive::MAX_CHUNK_SIZE
             && entry.offset as usize >= PACK_PREFIX_LEN;
@@ -305,6 +309,30 @@ mod tests {
         b.add(namer.id(b"hello"), b"hello", false, 5);
         b.add(namer.id(b"chat"), b"chat", false, 4);
         (keys, b.finish())
+    }
+
+    #[test]
+    fn an_entry_sealed_in_more_than_its_chunk_and_a_tag_does_not_parse() {
+        let entry = |raw_len: u32, sealed_len: u32| {
+            let mut out = Vec::new();
+            BlobEntry {
+                id: ChunkId([7; 32]),
+                compressed: true,
+                raw_len,
+                offset: PACK_PREFIX_LEN as u32,
+                sealed_len,
+            }
+            .encode(&mut out);
+            BlobEntry::decode(&mut Cursor::new(&out))
+        };
+        let most = 1000 + TAG_LEN as u32;
+        assert_eq!(entry(1000, most).map(|e| e.sealed_len), Some(most));
+        assert_eq!(entry(1000, most + 1), None);
+        assert_eq!(
+            entry(5, 64 << 20),
+            None,
+            "a tiny chunk claiming a huge read"
+        );
     }
 
     #[test]

@@ -169,3 +169,30 @@ fn a_flipped_version_byte_is_damage_not_a_newer_format() {
     }
     drop(repo);
 }
+
+/// Files of a few bytes each, as a chat app's folder holds by the thousand: every identical one
+/// is a reference to the same chunk, so each is a read of its own. A restore from a slow
+/// provider must not open one request per file at once (it did: the read-ahead was counted in
+/// chunk bytes alone, 8 MiB of 5-byte chunks).
+#[test]
+fn a_restore_of_many_tiny_files_from_a_slow_provider_holds_few_reads_open() {
+    let (f, provider, repo) = hostile_repo(0);
+    let src = f.folder("src");
+    for i in 0..3_000 {
+        let same = format!("same {}\n", i % 2);
+        fs::write(src.join(format!("same{i}")), same).unwrap();
+        fs::write(src.join(format!("tiny{i}")), format!("{i:08}")).unwrap();
+    }
+    repo.backup_as(&src, f.device, None, 1, &mut |_| {})
+        .unwrap();
+    let latest = repo.catalog().unwrap().latest().unwrap();
+    provider.tamper().read_delay = Some(std::time::Duration::from_millis(5));
+    provider.reset_reads();
+    let dest = f.folder("dest");
+    repo.restore(&latest, &dest, &mut |_| {}).unwrap();
+    let reads = provider.reads();
+    // Identical files each need a read of their own (the rest share reads with neighbours).
+    assert!(reads.total > 1_500, "a read per identical file: {reads:?}");
+    assert!(reads.most_at_once <= 32, "{reads:?}");
+    assert_eq!(common::tree(&dest), common::tree(&src));
+}

@@ -1,10 +1,13 @@
 //! [`Hostile`]: a storage provider that lies. It wraps a real object store and, where its rules
 //! say so, answers a write that it never made (or made) with "already exists", deletes what it
 //! pleases, hides objects from listings and reads, or dies after a number of writes, the way a
-//! malicious or crashing provider would. Tests play the attacker with it.
+//! malicious or crashing provider would. Tests play the attacker with it. It can also answer
+//! reads slowly, as a distant or hostile provider does, and counts how many a client holds open.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -42,6 +45,42 @@ pub struct Tamper {
     /// After this many more mutating calls (puts and deletes), every call fails as if the
     /// provider had gone away.
     pub writes_left: Option<u64>,
+    /// Each read is answered only after this long.
+    pub read_delay: Option<Duration>,
+}
+
+/// The reads a client made of the provider since the last [`Hostile::reset_reads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reads {
+    /// Reads asked for, answered or not.
+    pub total: usize,
+    /// The most that were waiting for their answer at once.
+    pub most_at_once: usize,
+}
+
+#[derive(Debug, Default)]
+struct ReadGauge {
+    now: AtomicUsize,
+    most: AtomicUsize,
+    total: AtomicUsize,
+}
+
+/// One read waiting for its answer; counted down when dropped (answered or abandoned).
+struct Waiting<'g>(&'g ReadGauge);
+
+impl ReadGauge {
+    fn enter(&self) -> Waiting<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.total.fetch_add(1, Ordering::SeqCst);
+        Waiting(self)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A lying provider around a real object store.
@@ -49,6 +88,7 @@ pub struct Hostile {
     inner: Arc<dyn ObjectStore>,
     rule: Mutex<Option<PutRule>>,
     tamper: Arc<Mutex<Tamper>>,
+    reads: ReadGauge,
 }
 
 impl fmt::Debug for Hostile {
@@ -73,6 +113,7 @@ impl Hostile {
             inner: Arc::new(local),
             rule: Mutex::new(None),
             tamper: Arc::default(),
+            reads: ReadGauge::default(),
         })
     }
 
@@ -89,6 +130,21 @@ impl Hostile {
     /// Changes what is hidden, deleted or left to write.
     pub fn tamper(&self) -> MutexGuard<'_, Tamper> {
         self.tamper.lock().expect("tamper")
+    }
+
+    /// The reads made since the last reset.
+    pub fn reads(&self) -> Reads {
+        Reads {
+            total: self.reads.total.load(Ordering::SeqCst),
+            most_at_once: self.reads.most.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Starts counting reads afresh (those waiting now still count down when answered).
+    pub fn reset_reads(&self) {
+        self.reads.total.store(0, Ordering::SeqCst);
+        let now = self.reads.now.load(Ordering::SeqCst);
+        self.reads.most.store(now, Ordering::SeqCst);
     }
 
     fn hidden(&self, path: &Path) -> bool {
@@ -158,6 +214,11 @@ impl ObjectStore for Hostile {
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         if self.hidden(location) {
             return Err(Self::not_found(location));
+        }
+        let _waiting = self.reads.enter();
+        let delay = self.tamper().read_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
         }
         self.inner.get_opts(location, options).await
     }
