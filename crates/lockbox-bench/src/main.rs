@@ -167,7 +167,11 @@ fn tools(cli: &Cli) -> Result<(PathBuf, tempfile::TempDir)> {
         );
     }
     let scratch = match &cli.scratch {
-        Some(p) => tempfile::tempdir_in(p)?,
+        Some(p) => {
+            std::fs::create_dir_all(p)
+                .with_context(|| format!("creating the scratch directory {}", p.display()))?;
+            tempfile::tempdir_in(p)?
+        }
         None => tempfile::tempdir_in("/var/tmp")?,
     };
     Ok((lockbox, scratch))

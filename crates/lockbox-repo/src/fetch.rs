@@ -154,7 +154,13 @@ impl<'r> Source<'r> {
             self.upcoming.next();
         }
         let len = run.len;
-        Some((self.start(run), len))
+        let run = self.start(run);
+        // A run refused before its read holds only its first chunk, all `take_front` gives back.
+        let len = match &run.state {
+            RunState::Refused(chunk, _) => cost(chunk.len),
+            _ => len,
+        };
+        Some((run, len))
     }
 
     /// Where the index puts `chunk`; what it says against it fails at once.
@@ -318,6 +324,10 @@ async fn read_range(
         Err(StoreError::ShortRead { .. }) => Err(RepoError::corrupt(
             name.as_str(),
             "is shorter than its index says: truncated",
+        )),
+        Err(StoreError::LongRead { .. }) => Err(RepoError::corrupt(
+            name.as_str(),
+            "was served with more bytes than the read asked for",
         )),
         other => Ok(other?),
     }

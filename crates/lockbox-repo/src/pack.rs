@@ -72,7 +72,7 @@ impl BlobEntry {
         // than its chunk and a tag: a larger claim would only make a restore read (and hold)
         // bytes beyond what its chunk-byte bounds count.
         let sane = entry.sealed_len as usize > TAG_LEN
-            && entry.sealed_len as usize <= entry.raw_len as usize + TAG_LEN
+            && u64::from(entry.sealed_len) <= u64::from(entry.raw_len) + TAG_LEN as u64
             && entry.raw_len > 0
             && entry.raw_len as usize <= lockbox_archive::MAX_CHUNK_SIZE
             && entry.offset as usize >= PACK_PREFIX_LEN;

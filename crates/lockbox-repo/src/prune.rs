@@ -175,7 +175,7 @@ impl Repository {
         live: &[BlobEntry],
     ) -> Result<(), RepoError> {
         let name = pack::pack_object(&pack.id);
-        let bytes = self.get_listed(&name)?;
+        let bytes = self.get_listed(&name, pack.len.into())?;
         let key = self.keys.pack_key(&pack.id.0);
         for blob in live {
             let sealed = bytes

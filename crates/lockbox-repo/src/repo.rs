@@ -34,6 +34,9 @@ use crate::wire::MAC_LEN;
 const READS_IN_FLIGHT: usize = 8;
 /// How often a backup retries its catalog entry when another writer took the place first.
 const CATALOG_ATTEMPTS: usize = 5;
+/// A snapshot is read whole with no cap: neither the catalog nor the index records its
+/// length, and a tree has no size limit a backup enforces (docs/decisions.md).
+const SNAPSHOT_UNBOUNDED: u64 = u64::MAX;
 
 /// An open repository.
 pub struct Repository {
@@ -479,12 +482,21 @@ impl Repository {
         Ok((id, sealed))
     }
 
-    /// An object the catalog or an index names: its absence is damage, not a usage error.
-    pub(crate) fn get_listed(&self, name: &str) -> Result<Bytes, RepoError> {
-        match self.rt.block_on(self.store.get_object(&object(name)?)) {
+    /// An object the catalog or an index names, read up to `limit` bytes (what the index says
+    /// a pack holds): its absence is damage, not a usage error, and so is a longer object or
+    /// answer, which is dropped once past the limit instead of held.
+    pub(crate) fn get_listed(&self, name: &str, limit: u64) -> Result<Bytes, RepoError> {
+        match self
+            .rt
+            .block_on(self.store.get_object_bounded(&object(name)?, limit))
+        {
             Err(e) if e.is_not_found() => {
                 Err(RepoError::corrupt(name, "is missing from the storage"))
             }
+            Err(StoreError::TooLarge { size, .. }) => Err(RepoError::corrupt(
+                name,
+                format!("is longer than the {limit} bytes its index says (at least {size})"),
+            )),
             other => Ok(other?),
         }
     }
@@ -519,7 +531,7 @@ impl Repository {
         check_destination(dest)?;
         let index = self.restore_index()?;
         let object_name = snapshot_object(&snapshot.id);
-        let sealed = self.get_listed(&object_name)?;
+        let sealed = self.get_listed(&object_name, SNAPSHOT_UNBOUNDED)?;
         // The tree once for the order of its chunks, so they can be fetched ahead of the writer.
         let mut order = Vec::new();
         self.walk_refs(snapshot, &sealed, &mut |path, chunk| {
@@ -642,7 +654,7 @@ impl Repository {
         index: &Index,
         referenced: &mut HashSet<ChunkId>,
     ) -> Result<(), RepoError> {
-        let sealed = self.get_listed(&snapshot_object(&entry.id))?;
+        let sealed = self.get_listed(&snapshot_object(&entry.id), SNAPSHOT_UNBOUNDED)?;
         self.walk_refs(entry, &sealed, &mut |_, chunk| {
             let id = ChunkId(chunk.id);
             match index.get(&id) {
@@ -690,7 +702,7 @@ impl Repository {
     fn check_pack(&self, indexed: &IndexedPack) -> Result<u64, RepoError> {
         let pack = &indexed.id;
         let name = pack::pack_object(pack);
-        let bytes = self.get_listed(&name)?;
+        let bytes = self.get_listed(&name, indexed.len.into())?;
         let own = pack::read_pack(&self.keys, pack, &bytes)?;
         if own != indexed.blobs {
             return Err(RepoError::corrupt(
@@ -790,7 +802,7 @@ mod tests {
         // listed as the phone's snapshot at time 1000.
         let mut plain = Vec::new();
         let object = repo
-            .get_listed(&snapshot_object(&made.snapshot.id))
+            .get_listed(&snapshot_object(&made.snapshot.id), SNAPSHOT_UNBOUNDED)
             .unwrap();
         DecryptReader::new(&object[..], &repo.snapshot_key)
             .read_to_end(&mut plain)

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{BackupAs, Fixture, messages, small};
 use lockbox_repo::{Fault, RepoError, Repository};
-use lockbox_store::test_support::{Hostile, OnPut};
+use lockbox_store::test_support::{Hostile, JUNK_PIECE, OnPut, Reads};
 
 const URL: &str = "hostile://provider";
 
@@ -195,4 +195,40 @@ fn a_restore_of_many_tiny_files_from_a_slow_provider_holds_few_reads_open() {
     assert!(reads.total > 1_500, "a read per identical file: {reads:?}");
     assert!(reads.most_at_once <= 32, "{reads:?}");
     assert_eq!(common::tree(&dest), common::tree(&src));
+}
+
+/// A provider that answers each read of a pack with a body that runs on past the range (an
+/// endless one would do; here 16 MiB more) must not get the reader to hold it: the read stops
+/// at the first piece past what was asked, and the restore or check reports damage. Both took
+/// every byte it sent, the restore for up to 32 reads at once.
+#[test]
+fn a_provider_that_runs_pack_reads_on_past_their_end_is_cut_off() {
+    let (f, provider, repo) = hostile_repo(2);
+    let catalog = repo.catalog().unwrap();
+    let latest = catalog.latest().unwrap();
+    provider.tamper().padded_reads = Some(("packs/".into(), 16 << 20));
+    let at_most_a_piece_each = |reads: Reads| {
+        assert!(reads.total >= 1, "{reads:?}");
+        assert!(
+            reads.junk_taken <= reads.total as u64 * JUNK_PIECE as u64,
+            "{reads:?}"
+        );
+    };
+
+    provider.reset_reads();
+    let err = repo
+        .restore(&latest, &f.folder("dest"), &mut |_| {})
+        .unwrap_err();
+    assert_eq!(err.fault(), Fault::Integrity, "{err}");
+    at_most_a_piece_each(provider.reads());
+    assert!(
+        err.to_string().contains("more bytes than the read asked"),
+        "{err}"
+    );
+
+    provider.reset_reads();
+    let err = repo.check(&catalog, true).unwrap_err();
+    assert_eq!(err.fault(), Fault::Integrity, "{err}");
+    at_most_a_piece_each(provider.reads());
+    assert!(err.to_string().contains("longer than"), "{err}");
 }

@@ -101,6 +101,15 @@ pub enum StoreError {
         got: u64,
     },
 
+    /// The storage answered a ranged read with more bytes than the range holds (a provider that
+    /// ignores the range, or one trying to exhaust the reader's memory). Reading stopped there.
+    #[error("{url} answered a read of {wanted} bytes of {object} with more: the read was cut off")]
+    LongRead {
+        url: String,
+        object: String,
+        wanted: u64,
+    },
+
     /// An object is larger than the caller will read whole.
     #[error("{object} at {url} is {size} bytes, more than the {limit} expected of it")]
     TooLarge {

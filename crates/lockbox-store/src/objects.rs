@@ -10,13 +10,44 @@ use std::ops::Range;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    GetOptions, GetResult, GetResultPayload, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
 
 use crate::backend::local_error;
 use crate::{Store, StoreError};
 
 /// Longest object name accepted, in bytes.
 pub const MAX_OBJECT_NAME_LEN: usize = 512;
+
+/// An answer's body, read up to a limit.
+enum Body {
+    Whole(Bytes),
+    /// More than the limit arrived; this many bytes had been seen when reading stopped.
+    Over(u64),
+}
+
+/// The body of `found`, read until more than `limit` bytes arrive. A local file is read as
+/// the range the answer states (no more can come); a remote body is taken piece by piece, so
+/// one that runs past the limit is dropped there, not held.
+async fn body_capped(found: GetResult, limit: u64) -> object_store::Result<Body> {
+    let stated = found.range.end.saturating_sub(found.range.start);
+    if matches!(found.payload, GetResultPayload::File(..)) && stated <= limit {
+        return found.bytes().await.map(Body::Whole);
+    }
+    let mut body = found.into_stream();
+    // What the answer states, up to the limit; no more than a pack's worth on its word alone.
+    let expected = stated.min(limit).min(16 << 20);
+    let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    while let Some(piece) = body.try_next().await? {
+        let seen = (out.len() + piece.len()) as u64;
+        if seen > limit {
+            return Ok(Body::Over(seen));
+        }
+        out.extend_from_slice(&piece);
+    }
+    Ok(Body::Whole(Bytes::from(out)))
+}
 
 /// A checked object name relative to the store's prefix.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -180,15 +211,10 @@ impl Store {
             return Err(too_large(found.meta.size));
         }
         // The body is capped too: a provider may send more than the size it stated.
-        let mut body = found.into_stream();
-        let mut out = Vec::with_capacity(usize::try_from(limit.min(1 << 20)).unwrap_or(0));
-        while let Some(piece) = body.try_next().await.map_err(fail)? {
-            if (out.len() + piece.len()) as u64 > limit {
-                return Err(too_large((out.len() + piece.len()) as u64));
-            }
-            out.extend_from_slice(&piece);
+        match body_capped(found, limit).await.map_err(fail)? {
+            Body::Whole(bytes) => Ok(bytes),
+            Body::Over(seen) => Err(too_large(seen)),
         }
-        Ok(Bytes::from(out))
     }
 
     /// Bytes `range` of the object `name`; fewer than asked is an error.
@@ -206,8 +232,9 @@ impl Store {
             got,
         };
         let path = self.path_of(name);
-        let bytes = match store.get_range(&path, range.clone()).await {
-            Ok(bytes) => bytes,
+        let asked = GetOptions::default().with_range(Some(range.clone()));
+        let found = match store.get_opts(&path, asked).await {
+            Ok(found) => found,
             Err(e) => {
                 let e = self.error(format!("reading {name} bytes {range:?}"), e);
                 if e.is_not_found() || e.is_transient() {
@@ -223,10 +250,19 @@ impl Store {
                 };
             }
         };
-        if bytes.len() as u64 != want {
-            return Err(short(bytes.len() as u64));
+        // Capped at what was asked: a provider may answer a range with an endless body.
+        let body = body_capped(found, want)
+            .await
+            .map_err(|e| self.error(format!("reading {name} bytes {range:?}"), e))?;
+        match body {
+            Body::Whole(bytes) if bytes.len() as u64 == want => Ok(bytes),
+            Body::Whole(bytes) => Err(short(bytes.len() as u64)),
+            Body::Over(_) => Err(StoreError::LongRead {
+                url: self.url().to_owned(),
+                object: name.to_string(),
+                wanted: want,
+            }),
         }
-        Ok(bytes)
     }
 
     /// The size of the object `name`.

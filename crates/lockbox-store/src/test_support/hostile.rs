@@ -5,17 +5,18 @@
 //! reads slowly, as a distant or hostile provider does, and counts how many a client holds open.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
 use crate::Store;
@@ -47,7 +48,13 @@ pub struct Tamper {
     pub writes_left: Option<u64>,
     /// Each read is answered only after this long.
     pub read_delay: Option<Duration>,
+    /// Reads of objects whose names start with `.0` are answered with `.1` junk bytes past
+    /// what was asked, sent as a remote provider's body stream, piece by piece ([`JUNK_PIECE`]).
+    pub padded_reads: Option<(String, u64)>,
 }
+
+/// The size of each junk piece a padded read sends.
+pub const JUNK_PIECE: usize = 64 << 10;
 
 /// The reads a client made of the provider since the last [`Hostile::reset_reads`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +63,8 @@ pub struct Reads {
     pub total: usize,
     /// The most that were waiting for their answer at once.
     pub most_at_once: usize,
+    /// Junk bytes of padded answers that the client took.
+    pub junk_taken: u64,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +72,7 @@ struct ReadGauge {
     now: AtomicUsize,
     most: AtomicUsize,
     total: AtomicUsize,
+    junk: Arc<AtomicU64>,
 }
 
 /// One read waiting for its answer; counted down when dropped (answered or abandoned).
@@ -137,14 +147,41 @@ impl Hostile {
         Reads {
             total: self.reads.total.load(Ordering::SeqCst),
             most_at_once: self.reads.most.load(Ordering::SeqCst),
+            junk_taken: self.reads.junk.load(Ordering::SeqCst),
         }
     }
 
     /// Starts counting reads afresh (those waiting now still count down when answered).
     pub fn reset_reads(&self) {
         self.reads.total.store(0, Ordering::SeqCst);
+        self.reads.junk.store(0, Ordering::SeqCst);
         let now = self.reads.now.load(Ordering::SeqCst);
         self.reads.most.store(now, Ordering::SeqCst);
+    }
+
+    /// `found` as a stream that runs on with `junk` bytes past its range, counting what the
+    /// client takes of them.
+    async fn padded(&self, found: GetResult, junk: u64) -> Result<GetResult> {
+        let (meta, range, attributes) = (
+            found.meta.clone(),
+            found.range.clone(),
+            found.attributes.clone(),
+        );
+        let honest = found.bytes().await?;
+        let taken = Arc::clone(&self.reads.junk);
+        let pieces = (junk as usize).div_ceil(JUNK_PIECE);
+        let junk = futures::stream::iter(0..pieces).map(move |_| {
+            taken.fetch_add(JUNK_PIECE as u64, Ordering::SeqCst);
+            Ok(Bytes::from(vec![0x5a; JUNK_PIECE]))
+        });
+        let body = futures::stream::once(async move { Ok(honest) }).chain(junk);
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(body.boxed()),
+            meta,
+            range,
+            attributes,
+            extensions: Default::default(),
+        })
     }
 
     fn hidden(&self, path: &Path) -> bool {
@@ -216,11 +253,21 @@ impl ObjectStore for Hostile {
             return Err(Self::not_found(location));
         }
         let _waiting = self.reads.enter();
-        let delay = self.tamper().read_delay;
+        let (delay, padding) = {
+            let tamper = self.tamper();
+            let padding = tamper.padded_reads.as_ref();
+            let padding =
+                padding.filter(|(under, _)| location.as_ref().starts_with(under.as_str()));
+            (tamper.read_delay, padding.map(|&(_, junk)| junk))
+        };
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
-        self.inner.get_opts(location, options).await
+        let found = self.inner.get_opts(location, options).await?;
+        match padding {
+            Some(junk) => self.padded(found, junk).await,
+            None => Ok(found),
+        }
     }
 
     fn delete_stream(

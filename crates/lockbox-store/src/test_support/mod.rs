@@ -39,7 +39,7 @@ pub fn with_part_limit(mut store: Store, parts: u64) -> Store {
 mod azure;
 mod hostile;
 
-pub use hostile::{Hostile, OnPut, PutRule, Reads, Tamper};
+pub use hostile::{Hostile, JUNK_PIECE, OnPut, PutRule, Reads, Tamper};
 
 #[cfg(feature = "azure")]
 pub use azure::{AZURE_ACCOUNT, AZURE_ACCOUNT_KEY, AzureServer, azure_options};
