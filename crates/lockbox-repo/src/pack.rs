@@ -113,9 +113,15 @@ pub(crate) struct Pack {
 }
 
 impl PackBuilder {
-    pub fn new<R: RngCore + CryptoRng>(keys: &RepoKeys, capacity: usize, rng: &mut R) -> Self {
+    /// A pack built in `bytes` (cleared first): a buffer an earlier pack used, so a backup
+    /// reuses a few pack buffers instead of asking the allocator for one per pack.
+    pub fn in_buffer<R: RngCore + CryptoRng>(
+        keys: &RepoKeys,
+        mut bytes: Vec<u8>,
+        rng: &mut R,
+    ) -> Self {
         let id = PackId::generate(rng);
-        let mut bytes = Vec::with_capacity(capacity);
+        bytes.clear();
         bytes.extend_from_slice(&prefix(&id));
         PackBuilder {
             key: keys.pack_key(&id.0),
@@ -303,7 +309,7 @@ mod tests {
 
     fn golden_pack() -> (RepoKeys, Pack) {
         let keys = BackupKey::from_bytes([0x11; 32]).repo_keys(&[0x22; 32]);
-        let mut b = PackBuilder::new(&keys, 0, &mut Fixed(0x33));
+        let mut b = PackBuilder::in_buffer(&keys, Vec::new(), &mut Fixed(0x33));
         // The ids of a version 1 repository: the pack format is the same in both versions.
         let namer = ChunkNamer::new(&keys, ChunkIds::HmacSha256);
         b.add(namer.id(b"hello"), b"hello", false, 5);
