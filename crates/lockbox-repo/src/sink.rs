@@ -257,11 +257,10 @@ impl Repository {
     }
 }
 
-/// The packing thread's half: compresses, seals into packs, uploads full packs a few at a time.
-/// Pack buffers, lent to uploads and given back when the upload drops its bytes. A backup
-/// holds at most one per pack in flight plus the one filling, allocated once: fresh 9 MiB
-/// buffers for every pack, freed on the upload's thread, left glibc's arenas holding up to two
-/// more in freed memory, which pushed the first backup's peak RSS over 64 MiB.
+/// Pack buffers, lent to uploads and given back when an upload drops its bytes: a backup
+/// allocates one per upload in flight plus the one filling, once. (A fresh 9 MiB buffer per
+/// pack, freed on the upload's thread, left glibc's arenas holding freed buffers resident:
+/// docs/decisions.md.)
 struct Buffers {
     home: Sender<Vec<u8>>,
     free: Receiver<Vec<u8>>,
@@ -307,6 +306,7 @@ impl Buffers {
     }
 }
 
+/// The packing thread's half: compresses, seals into packs, uploads full packs a few at a time.
 struct Packer<'r> {
     repo: &'r Repository,
     pack: Option<PackBuilder>,

@@ -32,7 +32,11 @@ enum Body {
 /// one that runs past the limit is dropped there, not held.
 async fn body_capped(found: GetResult, limit: u64) -> object_store::Result<Body> {
     let stated = found.range.end.saturating_sub(found.range.start);
-    if matches!(found.payload, GetResultPayload::File(..)) && stated <= limit {
+    if matches!(found.payload, GetResultPayload::File(..)) {
+        // Never streamed: a local file's stream yields empty pieces forever past its end.
+        if stated > limit {
+            return Ok(Body::Over(stated));
+        }
         return found.bytes().await.map(Body::Whole);
     }
     let mut body = found.into_stream();
