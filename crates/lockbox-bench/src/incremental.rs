@@ -1,7 +1,8 @@
 //! `lockbox-bench incremental`: the daily-backup pattern, lockbox's repository against restic in
 //! one run on the same machine and the same directory. One run of each step (a second
 //! backup needs the state the first left); the times are single samples. Each timed step
-//! starts after an untimed `sync`, so neither tool pays for the other's writeback.
+//! starts after an untimed `sync`, so neither tool pays for the other's writeback; each restore
+//! also after both repositories' cached pages are dropped, so both read them from the disk.
 
 use std::path::Path;
 use std::process::Command;
@@ -57,6 +58,30 @@ fn quiet_disk_then(cmd: Command) -> Result<Sample> {
     timed(cmd)
 }
 
+/// As [`quiet_disk_then`], with the pages of every file below `repos` dropped from the page
+/// cache first: a restore reads its repository from the disk, as it would from a provider. A
+/// lockbox backup drops its packs' pages as it writes them and restic's keeps them, so without
+/// this restic restored from memory and lockbox from the disk.
+fn cold_then(cmd: Command, repos: &[&Path]) -> Result<Sample> {
+    run_ok(&mut Command::new("sync"))?;
+    repos.iter().try_for_each(|repo| evict(repo))?;
+    timed(cmd)
+}
+
+/// Drops the (clean, once synced) cached pages of every file below `dir`.
+fn evict(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            evict(&entry.path())?;
+        } else {
+            let file = std::fs::File::open(entry.path())?;
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn bench(lockbox: &Path, dir: &Path, size_mib: u64) -> Result<()> {
     let src = dir.join("chats");
     make_chat_dir(&src, size_mib << 20)?;
@@ -109,27 +134,34 @@ pub fn bench(lockbox: &Path, dir: &Path, size_mib: u64) -> Result<()> {
     let r2_bytes = stored(&restic_repo) - r1_bytes;
 
     let dest = dir.join("restored");
-    let lb_restore = quiet_disk_then({
-        let mut c = Command::new(lockbox);
-        c.env("LOCKBOX_CONFIG", "/dev/null")
-            .arg("--quiet")
-            .arg("--home")
-            .arg(&home)
-            .arg("restore")
-            .arg(&dest)
-            .args(["--snapshot", "latest"]);
-        c
-    })?;
+    let repos = [store.as_path(), restic_repo.as_path()];
+    let lb_restore = cold_then(
+        {
+            let mut c = Command::new(lockbox);
+            c.env("LOCKBOX_CONFIG", "/dev/null")
+                .arg("--quiet")
+                .arg("--home")
+                .arg(&home)
+                .arg("restore")
+                .arg(&dest)
+                .args(["--snapshot", "latest"]);
+            c
+        },
+        &repos,
+    )?;
     std::fs::remove_dir_all(&dest)?;
-    let restic_restore = quiet_disk_then({
-        let mut c = Command::new("sh");
-        c.env("RESTIC_PASSWORD", "bench")
-            .env("RESTIC_CACHE_DIR", dir.join("restic-cache"))
-            .arg("-c")
-            .arg(r#"restic restore latest --quiet -r "$1" --target "$2" && sync -f "$2""#)
-            .args(["sh".as_ref(), restic_repo.as_os_str(), dest.as_os_str()]);
-        c
-    })?;
+    let restic_restore = cold_then(
+        {
+            let mut c = Command::new("sh");
+            c.env("RESTIC_PASSWORD", "bench")
+                .env("RESTIC_CACHE_DIR", dir.join("restic-cache"))
+                .arg("-c")
+                .arg(r#"restic restore latest --quiet -r "$1" --target "$2" && sync -f "$2""#)
+                .args(["sh".as_ref(), restic_repo.as_os_str(), dest.as_os_str()]);
+            c
+        },
+        &repos,
+    )?;
 
     println!(
         "### Incremental backups of a {size_mib} MiB chat directory to a local folder (one run each)\n"
@@ -164,7 +196,7 @@ pub fn bench(lockbox: &Path, dir: &Path, size_mib: u64) -> Result<()> {
         Some(r2_bytes),
     );
     row(
-        "restore of the second (synced to disk)",
+        "restore of the second (repositories cold, synced to disk)",
         &lb_restore,
         &restic_restore,
         None,
