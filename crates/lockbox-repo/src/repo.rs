@@ -299,10 +299,11 @@ impl Repository {
             }
             named.push((id, o.name, index::MAX_INDEX_LEN));
         }
-        self.fetch_all(named)?
-            .into_iter()
-            .map(|(id, bytes)| Ok((id, index::decode_index(&self.keys, &id, &bytes)?)))
-            .collect()
+        // Each is opened as it lands, so junk planted under index/ fails at the first piece of
+        // it, with at most a few objects held, instead of after every one was read.
+        self.fetch_each(named, |id, bytes| {
+            index::decode_index(&self.keys, id, bytes)
+        })
     }
 
     /// Reads every object `named`, each at most its limit long (an object that grew after it
@@ -311,7 +312,17 @@ impl Repository {
         &self,
         named: Vec<(T, ObjectName, u64)>,
     ) -> Result<Vec<(T, Vec<u8>)>, RepoError> {
-        let store = &self.store;
+        self.fetch_each(named, |_, bytes| Ok(bytes.to_vec()))
+    }
+
+    /// As [`Repository::fetch_all`], each object passed through `open` as it lands: the first
+    /// that fails stops the reads, and only what `open` made of each is kept.
+    fn fetch_each<T: Send, U: Send>(
+        &self,
+        named: Vec<(T, ObjectName, u64)>,
+        open: impl Fn(&T, &[u8]) -> Result<U, RepoError> + Sync,
+    ) -> Result<Vec<(T, U)>, RepoError> {
+        let (store, open) = (&self.store, &open);
         let reads = named.into_iter().map(|(tag, name, limit)| async move {
             let bytes = match store.get_object_bounded(&name, limit).await {
                 Err(StoreError::TooLarge { .. }) => {
@@ -319,7 +330,8 @@ impl Repository {
                 }
                 other => other?,
             };
-            Ok::<_, RepoError>((tag, bytes.to_vec()))
+            let opened = open(&tag, &bytes)?;
+            Ok::<_, RepoError>((tag, opened))
         });
         let all = self.rt.block_on(
             futures::stream::iter(reads)

@@ -232,3 +232,26 @@ fn a_provider_that_runs_pack_reads_on_past_their_end_is_cut_off() {
     at_most_a_piece_each(provider.reads());
     assert!(err.to_string().contains("longer than"), "{err}");
 }
+
+/// Junk planted under `index/` (names that parse, bodies that do not open) fails the restore
+/// at the first junk object read, with a few reads in flight, not after every object was read
+/// and held: before, all were fetched and kept before the first was opened.
+#[test]
+fn junk_index_objects_stop_the_restore_at_the_first_one() {
+    let (f, provider, repo) = hostile_repo(1);
+    let latest = repo.catalog().unwrap().latest().unwrap();
+    let index_dir = f.folder("cloud").join("index");
+    for i in 0..64u32 {
+        fs::write(index_dir.join(format!("00{i:062x}")), vec![0xa5; 64 << 10]).unwrap();
+    }
+    provider.reset_reads();
+    let err = repo
+        .restore(&latest, &f.folder("dest"), &mut |_| {})
+        .unwrap_err();
+    assert_eq!(err.fault(), Fault::Integrity, "{err}");
+    let reads = provider.reads();
+    assert!(
+        reads.total <= 16,
+        "read most of the 64 junk objects: {reads:?}"
+    );
+}
