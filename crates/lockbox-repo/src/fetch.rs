@@ -65,6 +65,15 @@ impl Run {
             RunState::Opening(tasks) => tasks.front().map(|(chunk, _)| chunk),
         }
     }
+
+    /// What the chunks it will still give the writer cost against the read-ahead's bounds.
+    fn cost(&self) -> u64 {
+        match &self.state {
+            RunState::Refused(chunk, _) => cost(chunk.len),
+            RunState::Reading(chunks, _) => chunks.iter().map(|c| cost(c.len)).sum(),
+            RunState::Opening(tasks) => tasks.iter().map(|(c, _)| cost(c.len)).sum(),
+        }
+    }
 }
 
 /// A run being gathered from the announced order before its read starts.
@@ -129,21 +138,20 @@ impl<'r> Source<'r> {
 
     fn fill(&mut self) {
         while self.in_order && self.ahead_bytes < AHEAD_BYTES && self.ahead.len() < AHEAD_RUNS {
-            let Some((run, len)) = self.next_run() else {
+            let Some(run) = self.next_run() else {
                 return;
             };
-            self.ahead_bytes += len;
+            self.ahead_bytes += run.cost();
             self.ahead.push_back(run);
         }
     }
 
-    /// The next run of the announced order (the chunks that follow each other in one pack),
-    /// and what its chunks cost.
-    fn next_run(&mut self) -> Option<(Run, u64)> {
+    /// The next run of the announced order (the chunks that follow each other in one pack).
+    fn next_run(&mut self) -> Option<Run> {
         let first = self.upcoming.next()?;
         let loc = match self.locate(&first) {
             Ok(loc) => loc,
-            Err(e) => return Some((refused(first, e), cost(first.len))),
+            Err(e) => return Some(refused(first, e)),
         };
         let mut run = Gathering::new(first, loc);
         while let Some(&next) = self.upcoming.peek() {
@@ -153,14 +161,7 @@ impl<'r> Source<'r> {
             }
             self.upcoming.next();
         }
-        let len = run.len;
-        let run = self.start(run);
-        // A run refused before its read holds only its first chunk, all `take_front` gives back.
-        let len = match &run.state {
-            RunState::Refused(chunk, _) => cost(chunk.len),
-            _ => len,
-        };
-        Some((run, len))
+        Some(self.start(run))
     }
 
     /// Where the index puts `chunk`; what it says against it fails at once.
@@ -297,7 +298,7 @@ impl ChunkSource for Source<'_> {
                 Ok(loc) => self.start(Gathering::new(*chunk, loc)),
                 Err(e) => refused(*chunk, e),
             };
-            self.ahead_bytes += cost(chunk.len);
+            self.ahead_bytes += run.cost();
             self.ahead.push_back(run);
         }
         let chunk = self.take_front();
