@@ -265,7 +265,7 @@ impl Repository {
             }
             named.push((seq, o.name, catalog::MAX_ENTRY_LEN));
         }
-        let objects = self.fetch_all(named)?;
+        let objects = self.fetch_all(named, |_, bytes| Ok(bytes.to_vec()))?;
         Catalog::verify(&self.keys, self.id(), objects)
     }
 
@@ -301,23 +301,15 @@ impl Repository {
         }
         // Each is opened as it lands, so junk planted under index/ fails at the first piece of
         // it, with at most a few objects held, instead of after every one was read.
-        self.fetch_each(named, |id, bytes| {
+        self.fetch_all(named, |id, bytes| {
             index::decode_index(&self.keys, id, bytes)
         })
     }
 
     /// Reads every object `named`, each at most its limit long (an object that grew after it
-    /// was listed is refused, not read whole).
-    fn fetch_all<T: Send>(
-        &self,
-        named: Vec<(T, ObjectName, u64)>,
-    ) -> Result<Vec<(T, Vec<u8>)>, RepoError> {
-        self.fetch_each(named, |_, bytes| Ok(bytes.to_vec()))
-    }
-
-    /// As [`Repository::fetch_all`], each object passed through `open` as it lands: the first
-    /// that fails stops the reads, and only what `open` made of each is kept.
-    fn fetch_each<T: Send, U: Send>(
+    /// was listed is refused, not read whole), and passes each through `open` as it lands: the
+    /// first that fails stops the reads, and only what `open` made of each is kept.
+    fn fetch_all<T: Send, U: Send>(
         &self,
         named: Vec<(T, ObjectName, u64)>,
         open: impl Fn(&T, &[u8]) -> Result<U, RepoError> + Sync,
