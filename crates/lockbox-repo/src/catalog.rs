@@ -4,11 +4,15 @@
 //! both take the same place:
 //!
 //! ```text
-//! entry = "LBXCATL\0" | version 1 | repo_id[32] | seq u64 | prev_mac[32] | device_id[16]
+//! entry = "LBXCATL\0" | version | repo_id[32] | seq u64 | prev_mac[32] | device_id[16]
 //!         | created_unix_ms u64 | op u8 | op body | HMAC-SHA256(catalog key, all before)
 //! op 1 (snapshot) body = snapshot_id[32] | files u64 | bytes u64
 //! op 2 (forget)   body = count u32 | snapshot_id[32] * count
+//! op 3 (snapshot) body = snapshot_id[32] | files u64 | bytes u64 | sealed_len u64
 //! ```
+//! New snapshots are op 3 in a version 2 entry (ops 1 and 2 are version 1): the sealed snapshot
+//! object's length bounds its read, so a provider cannot make a reader hold more than the
+//! snapshot. Op 1 (written before) still reads.
 //! The live snapshots are those added and not forgotten by a later entry: `prune` forgets by
 //! appending, so the chain (and rollback detection against a mark) is never cut.
 //! `prev_mac` is the MAC of entry `seq - 1` (zeros for entry 1), so an entry dropped from the
@@ -23,13 +27,17 @@ use crate::ids::{DeviceId, RepoId, SnapshotId};
 use crate::wire::{Cursor, MAC_LEN, mac, verify_mac};
 
 const CATALOG_MAGIC: [u8; 8] = *b"LBXCATL\0";
+/// Entries of ops 1 and 2.
 const CATALOG_VERSION: u8 = 1;
+/// Entries that may also be op 3: an older lockbox reports them as a newer format.
+const CATALOG_VERSION_SIZED: u8 = 2;
 const OP_SNAPSHOT: u8 = 1;
 const OP_FORGET: u8 = 2;
+const OP_SNAPSHOT_SIZED: u8 = 3;
 /// Snapshots one forget entry names at most (it stays below [`MAX_ENTRY_LEN`]).
 pub(crate) const MAX_FORGET: usize = 1000;
 pub(crate) const CATALOG_DIR: &str = "catalog";
-/// No entry is longer (a snapshot entry is 186 bytes, a forget entry at most about 32 KiB): a
+/// No entry is longer (a snapshot entry is at most 194 bytes, a forget entry at most about 32 KiB): a
 /// larger object under `catalog/` is refused unread.
 pub(crate) const MAX_ENTRY_LEN: u64 = 64 << 10;
 
@@ -43,6 +51,9 @@ pub struct SnapshotEntry {
     pub created_unix_ms: u64,
     pub files: u64,
     pub bytes: u64,
+    /// The length of the sealed snapshot object, as its writer recorded it; `None` in entries
+    /// written before lockbox recorded it.
+    pub sealed_len: Option<u64>,
 }
 
 /// Where a catalog ended when someone last saw or wrote it: its last entry and that entry's
@@ -257,7 +268,11 @@ impl Catalog {
         let prev = self.mark().mac;
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&CATALOG_MAGIC);
-        out.push(CATALOG_VERSION);
+        let sized = matches!(op, Op::Snapshot(s) if s.sealed_len.is_some());
+        out.push(match sized {
+            true => CATALOG_VERSION_SIZED,
+            false => CATALOG_VERSION,
+        });
         out.extend_from_slice(&self.repo.0);
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(&prev);
@@ -265,10 +280,16 @@ impl Catalog {
         out.extend_from_slice(&head.created_unix_ms.to_be_bytes());
         match op {
             Op::Snapshot(snapshot) => {
-                out.push(OP_SNAPSHOT);
+                out.push(match snapshot.sealed_len {
+                    Some(_) => OP_SNAPSHOT_SIZED,
+                    None => OP_SNAPSHOT,
+                });
                 out.extend_from_slice(&snapshot.id.0);
                 out.extend_from_slice(&snapshot.files.to_be_bytes());
                 out.extend_from_slice(&snapshot.bytes.to_be_bytes());
+                if let Some(len) = snapshot.sealed_len {
+                    out.extend_from_slice(&len.to_be_bytes());
+                }
             }
             Op::Forget(ids) => {
                 out.push(OP_FORGET);
@@ -284,9 +305,9 @@ impl Catalog {
     }
 }
 
-/// The fields of an authenticated entry after its magic and version: repository, sequence,
-/// previous MAC, op.
-pub(crate) fn parse_entry(fields: &[u8]) -> Option<(RepoId, u64, [u8; MAC_LEN], Op)> {
+/// The fields of an authenticated entry of `version` after its magic and version: repository,
+/// sequence, previous MAC, op.
+pub(crate) fn parse_entry(version: u8, fields: &[u8]) -> Option<(RepoId, u64, [u8; MAC_LEN], Op)> {
     let mut c = Cursor::new(fields);
     let entry_repo = RepoId(c.array().ok()?);
     let entry_seq = c.u64().ok()?;
@@ -294,14 +315,22 @@ pub(crate) fn parse_entry(fields: &[u8]) -> Option<(RepoId, u64, [u8; MAC_LEN], 
     let device = DeviceId(c.array().ok()?);
     let created_unix_ms = c.u64().ok()?;
     let op = match c.u8().ok()? {
-        OP_SNAPSHOT => Op::Snapshot(SnapshotEntry {
-            seq: entry_seq,
-            id: SnapshotId(c.array().ok()?),
-            device,
-            created_unix_ms,
-            files: c.u64().ok()?,
-            bytes: c.u64().ok()?,
-        }),
+        op @ (OP_SNAPSHOT | OP_SNAPSHOT_SIZED)
+            if op == OP_SNAPSHOT || version == CATALOG_VERSION_SIZED =>
+        {
+            Op::Snapshot(SnapshotEntry {
+                seq: entry_seq,
+                id: SnapshotId(c.array().ok()?),
+                device,
+                created_unix_ms,
+                files: c.u64().ok()?,
+                bytes: c.u64().ok()?,
+                sealed_len: match op {
+                    OP_SNAPSHOT_SIZED => Some(c.u64().ok()?),
+                    _ => None,
+                },
+            })
+        }
         OP_FORGET => {
             let count = c.u32().ok()? as usize;
             if count > MAX_FORGET {
@@ -339,14 +368,15 @@ fn decode_entry(
         ));
     }
     // Only after authentication: a flipped version byte is damage, not a newer lockbox.
-    if bytes[8] != CATALOG_VERSION {
+    let version = bytes[8];
+    if ![CATALOG_VERSION, CATALOG_VERSION_SIZED].contains(&version) {
         return Err(RepoError::UnsupportedVersion {
             object: entry_object(seq),
-            version: bytes[8],
+            version,
         });
     }
-    let (entry_repo, entry_seq, entry_prev, op) =
-        parse_entry(&body[9..]).ok_or_else(|| broken("authenticated but does not parse"))?;
+    let (entry_repo, entry_seq, entry_prev, op) = parse_entry(version, &body[9..])
+        .ok_or_else(|| broken("authenticated but does not parse"))?;
     // The MAC key is bound to the repository already; the id inside says so in plain words.
     if entry_repo != repo {
         return Err(broken("it belongs to another repository"));
@@ -404,6 +434,7 @@ mod tests {
             created_unix_ms: 1_700_000_000_000,
             files: 3,
             bytes: 1000,
+            sealed_len: None,
         };
         let head = Head {
             device: entry.device,
@@ -420,11 +451,34 @@ mod tests {
         };
         let forget = catalog.next_entry(&keys, head, &Op::Forget(vec![entry.id]));
         assert_eq!(hex::encode(&forget), GOLDEN_ENTRY_2_FORGET);
-        let catalog = Catalog::verify(&keys, repo, vec![(2, forget), (1, bytes)]).unwrap();
+        let catalog =
+            Catalog::verify(&keys, repo, vec![(2, forget.clone()), (1, bytes.clone())]).unwrap();
         assert_eq!(catalog.len(), 2);
         assert!(catalog.snapshots().is_empty());
         assert_eq!(catalog.forgotten(), vec![entry.id]);
+
+        let head = Head {
+            created_unix_ms: 1_700_000_000_002,
+            ..head
+        };
+        let sized = SnapshotEntry {
+            id: SnapshotId([0x66; 32]),
+            created_unix_ms: head.created_unix_ms,
+            sealed_len: Some(0x0102_0304),
+            ..entry
+        };
+        let third = catalog.next_entry(&keys, head, &Op::Snapshot(sized));
+        assert_eq!(hex::encode(&third), GOLDEN_ENTRY_3_SIZED);
+        let catalog = catalog.appended(Op::Snapshot(sized), &third);
+        let entries = vec![(1, bytes), (2, forget), (3, third)];
+        let verified = Catalog::verify(&keys, repo, entries).unwrap();
+        assert_eq!(
+            verified.latest().unwrap(),
+            SnapshotEntry { seq: 3, ..sized }
+        );
+        assert_eq!(verified.mark(), catalog.mark());
     }
+    const GOLDEN_ENTRY_3_SIZED: &str = "4c42584341544c0002222222222222222222222222222222222222222222222222222222222222222200000000000000037deab1e2f357774e4972a6877b9e7c0571e511aebe8e2069065f046b23015469555555555555555555555555555555550000018bcfe56802036666666666666666666666666666666666666666666666666666666666666666000000000000000300000000000003e800000000010203040dc99e4ad8620974d85c4965509641d7f526d11c75d27bed3bb0e27f79474a5c";
     const GOLDEN_ENTRY_2_FORGET: &str = "4c42584341544c00012222222222222222222222222222222222222222222222222222222222222222000000000000000281b8444d8814eac234bfc96085bd844505b89d13ffff9e384fe4b7f0c874f742555555555555555555555555555555550000018bcfe56801020000000144444444444444444444444444444444444444444444444444444444444444447deab1e2f357774e4972a6877b9e7c0571e511aebe8e2069065f046b23015469";
     const GOLDEN_CONFIG: &str = "4c42585245504f0001222222222222222222222222222222222222222222222222222222222222222200010000000400000010000000800000eac2109a6cf4b0ab4b9720267bbe20a07b6e5cc8245cd38eed44968309541f0399797dd5f13cba1969d9f0e3a915d539";
     const GOLDEN_CONFIG_V2: &str = "4c42585245504f0002222222222222222222222222222222222222222222222222222222222222222200010000000400000010000000800000eac2109a6cf4b0ab4b9720267bbe20a0dc14acbfa2d112e8219c5102b8e2e44649a60b98be4737da89c66d4bf82a35ee";

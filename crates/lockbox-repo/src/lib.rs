@@ -71,7 +71,9 @@ pub mod fuzzing {
         let _ = crate::index::parse_body(data);
         let _ = crate::config::Config::decode(&key, "fuzz", data, None);
         let _ = crate::catalog::Catalog::verify(&keys, RepoId([2; 32]), vec![(1, data.to_vec())]);
-        let _ = crate::catalog::parse_entry(data);
+        if let Some((version, fields)) = data.split_first() {
+            let _ = crate::catalog::parse_entry(*version, fields);
+        }
         if let Some(head) = data.first_chunk::<{ crate::snapshot::SNAP_HEADER_LEN }>() {
             let _ = crate::snapshot::SnapshotHeader::decode(head);
         }

@@ -402,7 +402,8 @@ impl Repository {
             bytes: stats.bytes,
         };
         let (id, sealed) = self.seal_snapshot(&header, &tree, now_unix_ms)?;
-        stats.uploaded_bytes += sealed.len() as u64;
+        let sealed_len = sealed.len() as u64;
+        stats.uploaded_bytes += sealed_len;
         self.put(&snapshot_object(&id), sealed, PutIf::Absent)?;
         let entry = SnapshotEntry {
             seq: 0,
@@ -411,6 +412,7 @@ impl Repository {
             created_unix_ms: now_unix_ms,
             files: stats.files,
             bytes: stats.bytes,
+            sealed_len: Some(sealed_len),
         };
         let head = Head {
             device,
@@ -499,10 +501,17 @@ impl Repository {
             }
             Err(StoreError::TooLarge { size, .. }) => Err(RepoError::corrupt(
                 name,
-                format!("is longer than the {limit} bytes its index says (at least {size})"),
+                format!("is longer than the {limit} bytes recorded for it (at least {size})"),
             )),
             other => Ok(other?),
         }
+    }
+
+    /// The sealed object of `snapshot`, read no further than the length its catalog entry
+    /// records (entries written before lockbox recorded it are read whole).
+    pub(crate) fn read_snapshot(&self, snapshot: &SnapshotEntry) -> Result<Bytes, RepoError> {
+        let limit = snapshot.sealed_len.unwrap_or(SNAPSHOT_UNBOUNDED);
+        self.get_listed(&snapshot_object(&snapshot.id), limit)
     }
 
     pub(crate) fn put(&self, name: &str, bytes: Vec<u8>, when: PutIf) -> Result<(), RepoError> {
@@ -535,7 +544,7 @@ impl Repository {
         check_destination(dest)?;
         let index = self.restore_index()?;
         let object_name = snapshot_object(&snapshot.id);
-        let sealed = self.get_listed(&object_name, SNAPSHOT_UNBOUNDED)?;
+        let sealed = self.read_snapshot(snapshot)?;
         // The tree once for the order of its chunks, so they can be fetched ahead of the writer.
         let mut order = Vec::new();
         self.walk_refs(snapshot, &sealed, &mut |path, chunk| {
@@ -658,7 +667,7 @@ impl Repository {
         index: &Index,
         referenced: &mut HashSet<ChunkId>,
     ) -> Result<(), RepoError> {
-        let sealed = self.get_listed(&snapshot_object(&entry.id), SNAPSHOT_UNBOUNDED)?;
+        let sealed = self.read_snapshot(entry)?;
         self.walk_refs(entry, &sealed, &mut |_, chunk| {
             let id = ChunkId(chunk.id);
             match index.get(&id) {
@@ -805,9 +814,7 @@ mod tests {
         // The tablet's tree, sealed again under a header that says `made_by` at `at`, and
         // listed as the phone's snapshot at time 1000.
         let mut plain = Vec::new();
-        let object = repo
-            .get_listed(&snapshot_object(&made.snapshot.id), SNAPSHOT_UNBOUNDED)
-            .unwrap();
+        let object = repo.read_snapshot(&made.snapshot).unwrap();
         DecryptReader::new(&object[..], &repo.snapshot_key)
             .read_to_end(&mut plain)
             .unwrap();
@@ -822,12 +829,14 @@ mod tests {
             let (id, sealed) = repo
                 .seal_snapshot(&header, &plain[SNAP_HEADER_LEN..], at)
                 .unwrap();
+            let sealed_len = Some(sealed.len() as u64);
             repo.put(&snapshot_object(&id), sealed, PutIf::Absent)
                 .unwrap();
             let entry = SnapshotEntry {
                 id,
                 device: phone,
                 created_unix_ms: 1000,
+                sealed_len,
                 ..made.snapshot
             };
             let head = Head {

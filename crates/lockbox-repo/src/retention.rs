@@ -85,6 +85,7 @@ mod tests {
                 created_unix_ms: MONDAY_2024_01_01_MS + h * 3_600_000,
                 files: 0,
                 bytes: 0,
+                sealed_len: None,
             })
             .collect()
     }

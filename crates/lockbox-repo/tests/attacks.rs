@@ -233,6 +233,26 @@ fn a_provider_that_runs_pack_reads_on_past_their_end_is_cut_off() {
     assert!(err.to_string().contains("longer than"), "{err}");
 }
 
+/// The same against the snapshot object, which is read whole: its catalog entry records its
+/// length, so the read stops one piece past it and the restore reports damage. Before, the
+/// reader took every byte sent (an endless body would have exhausted its memory).
+#[test]
+fn a_provider_that_runs_a_snapshot_read_on_past_its_recorded_length_is_cut_off() {
+    let (f, provider, repo) = hostile_repo(1);
+    let latest = repo.catalog().unwrap().latest().unwrap();
+    assert!(latest.sealed_len.is_some_and(|len| len > 0), "{latest:?}");
+    provider.tamper().padded_reads = Some(("snapshots/".into(), 16 << 20));
+    provider.reset_reads();
+    let err = repo
+        .restore(&latest, &f.folder("dest"), &mut |_| {})
+        .unwrap_err();
+    assert_eq!(err.fault(), Fault::Integrity, "{err}");
+    assert!(err.to_string().contains("longer than"), "{err}");
+    let reads = provider.reads();
+    assert!(reads.total >= 1, "{reads:?}");
+    assert!(reads.junk_taken <= JUNK_PIECE as u64, "{reads:?}");
+}
+
 /// Junk planted under `index/` (names that parse, bodies that do not open) fails the restore
 /// at the first junk object read, with a few reads in flight, not after every object was read
 /// and held: before, all were fetched and kept before the first was opened.
