@@ -1,5 +1,9 @@
 //! Content-defined chunking of a file as it is read: the same cut points as fastcdc's
-//! `StreamCDC` (so repositories keep deduplicating across versions), with fewer copies.
+//! `StreamCDC` (so repositories keep deduplicating across versions), with fewer copies. In a
+//! repository whose layout says so, a dense file (media, archives: a known extension, or
+//! random-looking bytes at its start) is cut at the largest chunk size instead: such files are
+//! written once and never edited in place, so content-defined cuts buy them no sharing, and
+//! the rolling hash was the walk's largest cost.
 //! `StreamCDC` keeps one chunk's worth of buffer and shifts all of it down after every chunk,
 //! which moved three bytes for every byte backed up; this reads in pieces of [`PIECE`] and
 //! shifts only the uncut tail between pieces.
@@ -15,26 +19,37 @@ use crate::config::Sizes;
 /// read, against StreamCDC's three.
 const PIECE: usize = 2 << 20;
 
+/// Bytes at a file's start whose byte entropy decides whether it is dense.
+const SAMPLE: usize = 64 << 10;
+/// Bits per byte from which a sample counts as dense. Random bytes give 7.997 over
+/// [`SAMPLE`]; compressed media 7.9 and more; text, databases and executables 6 and less.
+const DENSE_BITS: f64 = 7.8;
+
 /// A reusable chunker: one buffer for every file of a backup.
 pub(crate) struct Chunker {
     sizes: Sizes,
     seed: u64,
+    /// Dense files are cut at `chunk_max` (the repository's layout says so).
+    dense_fixed: bool,
     buf: Vec<u8>,
 }
 
 impl Chunker {
-    pub(crate) fn new(sizes: Sizes, seed: u64) -> Self {
+    pub(crate) fn new(sizes: Sizes, seed: u64, dense_fixed: bool) -> Self {
         Chunker {
             sizes,
             seed,
+            dense_fixed,
             buf: Vec::new(),
         }
     }
 
-    /// Reads `data` to its end and hands each chunk to `each`, in order.
+    /// Reads `data` to its end and hands each chunk to `each`, in order. `media` says the
+    /// file's name marks it as already compressed (dense, where the layout cuts those fixed).
     pub(crate) fn cut<E: From<std::io::Error>>(
         &mut self,
         data: &mut dyn Read,
+        media: bool,
         mut each: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let (min, avg, max) = (
@@ -46,11 +61,15 @@ impl Chunker {
             self.buf = vec![0; PIECE.max(2 * max)];
         }
         let mut len = 0;
+        let mut fixed = None;
         loop {
             let eof = fill(data, &mut self.buf, &mut len)?;
             if len == 0 {
                 return Ok(());
             }
+            // The first piece read decides, so the same file always cuts the same way.
+            let head = &self.buf[..len.min(SAMPLE)];
+            let fixed = *fixed.get_or_insert_with(|| self.dense_fixed && (media || dense(head)));
             let cdc = FastCDC::with_level_and_seed(
                 &self.buf[..len],
                 min,
@@ -62,7 +81,10 @@ impl Chunker {
             // A cut is final once the largest chunk fits in what was read, or at the end.
             let mut start = 0;
             while start < len && (eof || len - start >= max) {
-                let (_, end) = cdc.cut(start, len - start);
+                let end = match fixed {
+                    true => len.min(start + max),
+                    false => cdc.cut(start, len - start).1,
+                };
                 each(&self.buf[start..end])?;
                 start = end;
             }
@@ -73,6 +95,28 @@ impl Chunker {
             len -= start;
         }
     }
+}
+
+/// Whether a file's first bytes look random: a whole [`SAMPLE`] of at least [`DENSE_BITS`]
+/// bits per byte. A shorter file is never dense (it is one chunk or two either way).
+fn dense(head: &[u8]) -> bool {
+    if head.len() < SAMPLE {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for &b in head {
+        counts[usize::from(b)] += 1;
+    }
+    let n = head.len() as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    bits >= DENSE_BITS
 }
 
 /// Reads into `buf[*len..]` until it is full or `data` ends; true at the end.
@@ -121,17 +165,6 @@ mod tests {
         .collect()
     }
 
-    fn ours(data: &[u8], step: usize, chunker: &mut Chunker) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        chunker
-            .cut::<std::io::Error>(&mut Trickle { data, step }, |c| {
-                out.push(c.to_vec());
-                Ok(())
-            })
-            .unwrap();
-        out
-    }
-
     /// Bytes with long runs and noise, so cuts fall both early and at the largest size.
     fn bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut x = seed | 1;
@@ -157,10 +190,10 @@ mod tests {
             small in any::<bool>(),
         ) {
             let sizes = if small { Sizes::SMALL } else { Sizes::default() };
-            let mut chunker = Chunker::new(sizes, seed);
+            let mut chunker = Chunker::new(sizes, seed, false);
             for (i, len) in lens.into_iter().enumerate() {
                 let data = bytes(seed.wrapping_add(i as u64), len);
-                prop_assert_eq!(ours(&data, step, &mut chunker), stream_cdc(&data, sizes, seed));
+                prop_assert_eq!(cut_all(&mut chunker, &data, step, false), stream_cdc(&data, sizes, seed));
             }
         }
     }
@@ -192,13 +225,13 @@ mod tests {
         for piece in [PIECE, 2 * PIECE] {
             lens.extend([piece - 1, piece, piece + 1, piece + max]);
         }
-        let mut chunker = Chunker::new(sizes, 9);
+        let mut chunker = Chunker::new(sizes, 9, false);
         for len in lens {
             for data in [vec![0u8; len], bytes(len as u64, len)] {
                 let want = stream_cdc(&data, sizes, 9);
                 for step in [1 << 12, max, usize::MAX] {
                     assert_eq!(
-                        ours(&data, step, &mut chunker),
+                        cut_all(&mut chunker, &data, step, false),
                         want,
                         "len {len} step {step}"
                     );
@@ -212,7 +245,7 @@ mod tests {
                     odd: false,
                 };
                 chunker
-                    .cut::<std::io::Error>(&mut reader, |c| {
+                    .cut::<std::io::Error>(&mut reader, false, |c| {
                         got.push(c.to_vec());
                         Ok(())
                     })
@@ -222,10 +255,78 @@ mod tests {
         }
     }
 
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn cut_all(chunker: &mut Chunker, data: &[u8], step: usize, media: bool) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        chunker
+            .cut::<std::io::Error>(&mut Trickle { data, step }, media, |c| {
+                out.push(c.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    /// In a layout that cuts dense files fixed: random-looking data (or a media name) is cut
+    /// at the largest size from the file's start, whatever the read sizes; other data is cut by
+    /// content as before; and a layout without it cuts everything by content.
+    #[test]
+    fn dense_files_are_cut_at_the_largest_size_where_the_layout_says_so() {
+        let sizes = Sizes::default();
+        let max = sizes.chunk_max as usize;
+        let mut fixed = Chunker::new(sizes, 5, true);
+        for len in [SAMPLE, 3 * max + 17, 2 * PIECE + 1] {
+            let data = noise(len as u64, len);
+            for step in [1 << 12, usize::MAX] {
+                let chunks = cut_all(&mut fixed, &data, step, false);
+                let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
+                let mut want = vec![max; len / max];
+                want.extend(Some(len % max).filter(|&r| r > 0));
+                assert_eq!(lens, want, "len {len} step {step}");
+                assert_eq!(chunks.concat(), data);
+            }
+            assert_eq!(
+                cut_all(&mut Chunker::new(sizes, 5, false), &data, usize::MAX, false),
+                stream_cdc(&data, sizes, 5),
+                "a layout without fixed cuts"
+            );
+        }
+        let text: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| format!("{i}\tmessage about lunch\n").into_bytes())
+            .take(3 * max)
+            .collect();
+        assert_eq!(
+            cut_all(&mut fixed, &text, usize::MAX, false),
+            stream_cdc(&text, sizes, 5),
+            "text is cut by content"
+        );
+        let named = cut_all(&mut fixed, &text, usize::MAX, true);
+        assert!(
+            named.iter().take(2).all(|c| c.len() == max),
+            "a media name cuts fixed"
+        );
+        assert!(
+            !dense(&noise(1, SAMPLE - 1)),
+            "shorter than a sample is never dense"
+        );
+        assert!(!dense(&bytes(3, SAMPLE)), "long runs are not dense");
+    }
+
     #[test]
     fn an_empty_file_has_no_chunks_and_a_read_error_stops_the_cut() {
-        let mut chunker = Chunker::new(Sizes::default(), 1);
-        assert!(ours(&[], 10, &mut chunker).is_empty());
+        let mut chunker = Chunker::new(Sizes::default(), 1, false);
+        assert!(cut_all(&mut chunker, &[], 10, false).is_empty());
         struct Broken;
         impl Read for Broken {
             fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
@@ -233,7 +334,7 @@ mod tests {
             }
         }
         let err = chunker
-            .cut::<std::io::Error>(&mut Broken, |_| Ok(()))
+            .cut::<std::io::Error>(&mut Broken, false, |_| Ok(()))
             .unwrap_err();
         assert_eq!(err.to_string(), "disk on fire");
     }

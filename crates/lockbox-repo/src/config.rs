@@ -6,8 +6,9 @@
 //!          | pack_target u32 | key_check[16] | HMAC-SHA256(config key, all before)
 //! ```
 //!
-//! The version says how chunks are named ([`ChunkIds`]): 1 is HMAC-SHA256, 2 keyed BLAKE3.
-//! Both open; a new repository is version 2.
+//! The version says how chunks are named and cut ([`Layout`]): 1 is HMAC-SHA256 ids, 2 keyed
+//! BLAKE3, both cutting every file by content; 3 is keyed BLAKE3 with dense files (media)
+//! cut at the largest chunk size. All open; a new repository is version 3.
 
 use lockbox_crypto::{BackupKey, KEY_CHECK_LEN, RepoKeys};
 use subtle::ConstantTimeEq;
@@ -83,24 +84,51 @@ impl Sizes {
 pub struct Config {
     pub repo_id: RepoId,
     pub sizes: Sizes,
-    pub chunk_ids: ChunkIds,
+    pub layout: Layout,
 }
 
-impl ChunkIds {
+/// How a repository names and cuts its chunks, fixed by its config's version so that the same
+/// file always yields the same chunks in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Version 1: HMAC-SHA256 ids; every file cut by content.
+    HmacSha256,
+    /// Version 2: keyed BLAKE3 ids; every file cut by content.
+    Blake3,
+    /// Version 3, what a new repository uses: keyed BLAKE3 ids; a dense file (a known media
+    /// or archive extension, or random-looking bytes at its start) cut at the largest chunk
+    /// size, every other file by content.
+    Blake3DenseFixed,
+}
+
+impl Layout {
     /// What a new repository uses.
-    pub const NEW: ChunkIds = ChunkIds::Blake3;
+    pub const NEW: Layout = Layout::Blake3DenseFixed;
+
+    pub fn chunk_ids(self) -> ChunkIds {
+        match self {
+            Layout::HmacSha256 => ChunkIds::HmacSha256,
+            Layout::Blake3 | Layout::Blake3DenseFixed => ChunkIds::Blake3,
+        }
+    }
+
+    /// Whether dense files are cut at a fixed size rather than by content.
+    pub fn dense_fixed(self) -> bool {
+        self == Layout::Blake3DenseFixed
+    }
 
     fn version(self) -> u8 {
         match self {
-            ChunkIds::HmacSha256 => 1,
-            ChunkIds::Blake3 => 2,
+            Layout::HmacSha256 => 1,
+            Layout::Blake3 => 2,
+            Layout::Blake3DenseFixed => 3,
         }
     }
 
     fn of_version(version: u8) -> Option<Self> {
-        [ChunkIds::HmacSha256, ChunkIds::Blake3]
+        [Layout::HmacSha256, Layout::Blake3, Layout::Blake3DenseFixed]
             .into_iter()
-            .find(|ids| ids.version() == version)
+            .find(|layout| layout.version() == version)
     }
 }
 
@@ -108,7 +136,7 @@ impl Config {
     pub(crate) fn encode(&self, keys: &RepoKeys) -> Vec<u8> {
         let mut out = Vec::with_capacity(BODY_LEN + MAC_LEN);
         out.extend_from_slice(&CONFIG_MAGIC);
-        out.push(self.chunk_ids.version());
+        out.push(self.layout.version());
         out.extend_from_slice(&self.repo_id.0);
         for v in [
             self.sizes.chunk_min,
@@ -186,11 +214,10 @@ impl Config {
             _ => return Err(corrupt("its MAC does not match: altered")),
         }
         // Only after authentication: a flipped version byte is damage, not a newer lockbox.
-        let chunk_ids =
-            ChunkIds::of_version(bytes[8]).ok_or_else(|| RepoError::UnsupportedVersion {
-                object: format!("{url}: config"),
-                version: bytes[8],
-            })?;
+        let layout = Layout::of_version(bytes[8]).ok_or_else(|| RepoError::UnsupportedVersion {
+            object: format!("{url}: config"),
+            version: bytes[8],
+        })?;
         if !sizes.is_valid() {
             return Err(corrupt("authenticated but its sizes are out of range"));
         }
@@ -198,7 +225,7 @@ impl Config {
             Config {
                 repo_id,
                 sizes,
-                chunk_ids,
+                layout,
             },
             keys,
         ))

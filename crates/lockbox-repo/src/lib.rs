@@ -42,7 +42,7 @@ mod wire;
 
 pub use cache::FileCache;
 pub use catalog::{Catalog, CatalogMark, SnapshotEntry};
-pub use config::{Config, Sizes};
+pub use config::{Config, Layout, Sizes};
 pub use error::{Fault, RepoError};
 pub use ids::{ChunkId, ChunkIds, DeviceId, IndexId, PackId, RepoId, SnapshotId};
 pub use index::{Index, IndexedPack, Location};

@@ -21,9 +21,9 @@ use tokio::runtime::Handle;
 use crate::RepoError;
 use crate::cache::FileCache;
 use crate::catalog::{self, Catalog, CatalogMark, Head, Op, SnapshotEntry};
-use crate::config::{CONFIG_OBJECT, Config, MAX_CONFIG_LEN, Sizes};
+use crate::config::{CONFIG_OBJECT, Config, Layout, MAX_CONFIG_LEN, Sizes};
 use crate::fetch::{Source, open_chunk};
-use crate::ids::{ChunkId, ChunkIds, ChunkNamer, IndexId, PackId, RepoId, SnapshotId};
+use crate::ids::{ChunkId, ChunkNamer, IndexId, PackId, RepoId, SnapshotId};
 use crate::index::{self, Index, IndexedPack};
 use crate::lock::RepoLock;
 use crate::pack::{self, BlobEntry};
@@ -175,7 +175,7 @@ impl Repository {
             store,
             rt,
             snapshot_key: keys.snapshot_key(),
-            namer: ChunkNamer::new(&keys, config.chunk_ids),
+            namer: ChunkNamer::new(&keys, config.layout.chunk_ids()),
             keys,
             config,
         }
@@ -188,17 +188,17 @@ impl Repository {
         key: &BackupKey,
         sizes: Sizes,
     ) -> Result<Self, RepoError> {
-        Self::init_with(store, rt, key, sizes, ChunkIds::NEW)
+        Self::init_with(store, rt, key, sizes, Layout::NEW)
     }
 
-    /// [`init`](Self::init) naming chunks with `chunk_ids` (an older scheme only to test that
-    /// repositories made by an earlier lockbox keep working).
+    /// [`init`](Self::init) with `layout` (an older one only to test that repositories made by
+    /// an earlier lockbox keep working).
     pub(crate) fn init_with(
         store: Store,
         rt: Handle,
         key: &BackupKey,
         sizes: Sizes,
-        chunk_ids: ChunkIds,
+        layout: Layout,
     ) -> Result<Self, RepoError> {
         if !sizes.is_valid() {
             return Err(RepoError::InvalidSizes(sizes));
@@ -208,7 +208,7 @@ impl Repository {
         let config = Config {
             repo_id,
             sizes,
-            chunk_ids,
+            layout,
         };
         let bytes = Bytes::from(config.encode(&keys));
         match rt.block_on(store.put_object(&object(CONFIG_OBJECT)?, bytes, PutIf::Absent)) {
@@ -789,6 +789,7 @@ fn snapshot_error(e: ArchiveError, object_name: &str) -> RepoError {
 mod tests {
     use super::*;
     use crate::DeviceId;
+    use crate::ids::ChunkIds;
     use crate::lock::Purpose;
 
     /// What only a holder of K can write, and no test through the public API can: a catalog
@@ -889,10 +890,9 @@ mod tests {
             .collect();
         std::fs::write(src.join("note"), &note).unwrap();
         std::fs::write(src.join("log"), &log).unwrap();
-        for (n, ids) in [ChunkIds::HmacSha256, ChunkIds::Blake3]
-            .into_iter()
-            .enumerate()
-        {
+        let layouts = [Layout::HmacSha256, Layout::Blake3, Layout::Blake3DenseFixed];
+        for (n, layout) in layouts.into_iter().enumerate() {
+            let ids = layout.chunk_ids();
             let url = format!("file://{}", dir.path().join(format!("repo{n}")).display());
             let handle = rt.handle().clone();
             let made = Repository::init_with(
@@ -900,7 +900,7 @@ mod tests {
                 handle.clone(),
                 &key,
                 Sizes::SMALL,
-                ids,
+                layout,
             )
             .unwrap();
             let device = DeviceId([1; 16]);
@@ -912,7 +912,7 @@ mod tests {
             };
             backup(&made);
             let repo = Repository::open(Store::open(&url).unwrap(), handle, &key).unwrap();
-            assert_eq!(repo.config().chunk_ids, ids);
+            assert_eq!(repo.config().layout, layout);
             let other = match ids {
                 ChunkIds::HmacSha256 => ChunkIds::Blake3,
                 ChunkIds::Blake3 => ChunkIds::HmacSha256,

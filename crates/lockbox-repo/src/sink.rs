@@ -222,11 +222,13 @@ impl ChunkSink for Sink<'_> {
             return Ok(());
         }
         self.send(ToPack::File(CompressPolicy::for_path(file.path)))?;
-        let mut chunker = self
-            .chunker
-            .take()
-            .unwrap_or_else(|| Chunker::new(self.repo.config().sizes, self.repo.keys.chunker_seed));
-        let cut = chunker.cut(data, |chunk| {
+        let mut chunker = self.chunker.take().unwrap_or_else(|| {
+            let config = self.repo.config();
+            let seed = self.repo.keys.chunker_seed;
+            Chunker::new(config.sizes, seed, config.layout.dense_fixed())
+        });
+        let media = !lockbox_archive::worth_compressing(file.path);
+        let cut = chunker.cut(data, media, |chunk| {
             refs.push(self.add_chunk(chunk).map_err(Cut::Sink)?);
             Ok(())
         });
