@@ -521,6 +521,69 @@ fn server_errors_after_retries_are_transient() {
     );
 }
 
+/// A provider that answers with the Content-Range and Content-Length of what was asked and then
+/// a chunked body that never ends. The range read stops one piece past the range, the whole
+/// read one piece past its limit, and the server sees the client hang up: before, both kept
+/// every byte sent (the server here stops itself at 256 MiB).
+#[test]
+fn an_endless_body_over_http_is_cut_off() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PIECE: usize = 64 << 10;
+    const GIVE_UP: u64 = 256 << 20;
+    let rt = runtime();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    rt.spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let sent = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = "HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 0-99/100\r\n\
+                    content-length: 100\r\ntransfer-encoding: chunked\r\netag: \"e\"\r\n\
+                    last-modified: Tue, 08 Dec 2026 00:00:00 GMT\r\n\r\n";
+                let mut piece = format!("{PIECE:x}\r\n").into_bytes();
+                piece.extend(std::iter::repeat_n(b'Z', PIECE));
+                piece.extend_from_slice(b"\r\n");
+                let _ = socket.write_all(reply.as_bytes()).await;
+                while sent.load(Ordering::SeqCst) < GIVE_UP {
+                    if socket.write_all(&piece).await.is_err() {
+                        return;
+                    }
+                    sent.fetch_add(PIECE as u64, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let options = s3_options(&format!("http://127.0.0.1:{port}"), "ak", "sk");
+    let store = Store::open_with("s3://backups/p", options).unwrap();
+    let object = lockbox_store::ObjectName::new("packs/ab/abcd").unwrap();
+
+    let err = rt
+        .block_on(store.get_object_range(&object, 0..100))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LongRead { .. }), "{err:?}");
+    let err = rt
+        .block_on(store.get_object_bounded(&object, 1000))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let taken = sent.load(Ordering::SeqCst);
+    assert!(taken < 32 << 20, "the server got {taken} bytes out");
+}
+
 #[test]
 fn delete_refuses_foreign_locations() {
     let dir = TempDir::new().unwrap();
