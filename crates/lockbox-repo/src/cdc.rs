@@ -135,6 +135,7 @@ fn fill(data: &mut dyn Read, buf: &mut [u8], len: &mut usize) -> std::io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lockbox_store::test_support::random_bytes;
     use proptest::prelude::*;
 
     /// Hands out at most `step` bytes per read, as a pipe or a slow disk may.
@@ -255,18 +256,6 @@ mod tests {
         }
     }
 
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
-
     fn cut_all(chunker: &mut Chunker, data: &[u8], step: usize, media: bool) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         chunker
@@ -287,7 +276,7 @@ mod tests {
         let max = sizes.chunk_max as usize;
         let mut fixed = Chunker::new(sizes, 5, true);
         for len in [SAMPLE, 3 * max + 17, 2 * PIECE + 1] {
-            let data = noise(len as u64, len);
+            let data = random_bytes(len);
             for step in [1 << 12, usize::MAX] {
                 let chunks = cut_all(&mut fixed, &data, step, false);
                 let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
@@ -317,7 +306,7 @@ mod tests {
             "a media name cuts fixed"
         );
         assert!(
-            !dense(&noise(1, SAMPLE - 1)),
+            !dense(&random_bytes(SAMPLE - 1)),
             "shorter than a sample is never dense"
         );
         assert!(!dense(&bytes(3, SAMPLE)), "long runs are not dense");
