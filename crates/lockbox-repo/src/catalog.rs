@@ -269,9 +269,10 @@ impl Catalog {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&CATALOG_MAGIC);
         let sized = matches!(op, Op::Snapshot(s) if s.sealed_len.is_some());
-        out.push(match sized {
-            true => CATALOG_VERSION_SIZED,
-            false => CATALOG_VERSION,
+        out.push(if sized {
+            CATALOG_VERSION_SIZED
+        } else {
+            CATALOG_VERSION
         });
         out.extend_from_slice(&self.repo.0);
         out.extend_from_slice(&seq.to_be_bytes());
@@ -280,9 +281,10 @@ impl Catalog {
         out.extend_from_slice(&head.created_unix_ms.to_be_bytes());
         match op {
             Op::Snapshot(snapshot) => {
-                out.push(match snapshot.sealed_len {
-                    Some(_) => OP_SNAPSHOT_SIZED,
-                    None => OP_SNAPSHOT,
+                out.push(if sized {
+                    OP_SNAPSHOT_SIZED
+                } else {
+                    OP_SNAPSHOT
                 });
                 out.extend_from_slice(&snapshot.id.0);
                 out.extend_from_slice(&snapshot.files.to_be_bytes());
@@ -314,23 +316,20 @@ pub(crate) fn parse_entry(version: u8, fields: &[u8]) -> Option<(RepoId, u64, [u
     let entry_prev: [u8; MAC_LEN] = c.array().ok()?;
     let device = DeviceId(c.array().ok()?);
     let created_unix_ms = c.u64().ok()?;
+    let snapshot = |c: &mut Cursor, sized: bool| {
+        Some(Op::Snapshot(SnapshotEntry {
+            seq: entry_seq,
+            id: SnapshotId(c.array().ok()?),
+            device,
+            created_unix_ms,
+            files: c.u64().ok()?,
+            bytes: c.u64().ok()?,
+            sealed_len: if sized { Some(c.u64().ok()?) } else { None },
+        }))
+    };
     let op = match c.u8().ok()? {
-        op @ (OP_SNAPSHOT | OP_SNAPSHOT_SIZED)
-            if op == OP_SNAPSHOT || version == CATALOG_VERSION_SIZED =>
-        {
-            Op::Snapshot(SnapshotEntry {
-                seq: entry_seq,
-                id: SnapshotId(c.array().ok()?),
-                device,
-                created_unix_ms,
-                files: c.u64().ok()?,
-                bytes: c.u64().ok()?,
-                sealed_len: match op {
-                    OP_SNAPSHOT_SIZED => Some(c.u64().ok()?),
-                    _ => None,
-                },
-            })
-        }
+        OP_SNAPSHOT => snapshot(&mut c, false)?,
+        OP_SNAPSHOT_SIZED if version == CATALOG_VERSION_SIZED => snapshot(&mut c, true)?,
         OP_FORGET => {
             let count = c.u32().ok()? as usize;
             if count > MAX_FORGET {
@@ -474,6 +473,12 @@ mod tests {
         };
         let third = catalog.next_entry(&keys, head, &Op::Snapshot(sized));
         assert_eq!(hex::encode(&third), GOLDEN_ENTRY_3_SIZED);
+        let fields = &third[9..third.len() - MAC_LEN];
+        assert!(parse_entry(CATALOG_VERSION_SIZED, fields).is_some());
+        assert!(
+            parse_entry(CATALOG_VERSION, fields).is_none(),
+            "op 3 only in a version 2 entry"
+        );
         let catalog = catalog.appended(Op::Snapshot(sized), &third);
         let entries = vec![(1, bytes), (2, forget), (3, third)];
         let verified = Catalog::verify(&keys, repo, entries).unwrap();

@@ -68,8 +68,9 @@ impl Chunker {
                 return Ok(());
             }
             // The first piece read decides, so the same file always cuts the same way.
-            let head = &self.buf[..len.min(SAMPLE)];
-            let fixed = *fixed.get_or_insert_with(|| self.dense_fixed && (media || dense(head)));
+            let fixed = *fixed.get_or_insert_with(|| {
+                self.dense_fixed && (media || dense(&self.buf[..len.min(SAMPLE)]))
+            });
             let cdc = FastCDC::with_level_and_seed(
                 &self.buf[..len],
                 min,
